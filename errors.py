@@ -1,0 +1,137 @@
+"""relaygraph's exceptions: one tree, each message stating the rule, the value and the fix.
+
+Hierarchy::
+
+    RelayGraphError
+    ├── ConfigError (ValueError)            bad user input: a parameter, a name, a file
+    │   └── ModelNotFoundError (LookupError)   a model name no registry entry matches
+    └── LLMError                            a model call failed
+        ├── ContextWindowError (ValueError)    prompt + max_tokens do not fit the window
+        ├── RequestRejectedError               a worker answered 4xx: the request is wrong
+        └── TransportError                     the call may succeed if retried
+            ├── WorkerTimeoutError
+            ├── WorkerConnectionError
+            ├── RateLimitedError               429, carries ``retry_after``
+            └── WorkerServerError              5xx
+
+Third-party exceptions (httpx, llama.cpp) are translated where they enter, so callers
+catch only these. Families for tools, budgets, routing and evaluation data join this
+tree with the layers that raise them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RelayGraphError(Exception):
+    """Root of every error relaygraph raises on purpose."""
+
+
+class ConfigError(RelayGraphError, ValueError):
+    """Invalid user input: a parameter, a model name, a file.
+
+    Attributes:
+        parameter: The offending field, when there is one.
+        value: The offending value, when there is one.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.value = value
+
+
+class ModelNotFoundError(ConfigError, LookupError):
+    """A model name that no registry entry resolves."""
+
+
+class LLMError(RelayGraphError):
+    """A model call failed.
+
+    Attributes:
+        model: The model the call was for.
+    """
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class ContextWindowError(LLMError, ValueError):
+    """The prompt plus the requested completion do not fit the model's context window."""
+
+    def __init__(
+        self, *, model: str, prompt_tokens: int, max_tokens: int, context_window: int
+    ) -> None:
+        super().__init__(
+            f"prompt has {prompt_tokens} tokens and max_tokens is {max_tokens}, together "
+            f"{prompt_tokens + max_tokens}, but model {model!r} has a context window of "
+            f"{context_window} tokens; shorten the prompt or lower max_tokens",
+            model=model,
+        )
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+        self.context_window = context_window
+
+
+class RequestRejectedError(LLMError):
+    """A worker rejected the request (HTTP 4xx other than 429); retrying will not help.
+
+    Attributes:
+        status: The HTTP status code.
+        code: The OpenAI-format error code or type, when the worker gave one.
+        param: The request field the worker blamed, when it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int,
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message, model=model)
+        self.status = status
+        self.code = code
+        self.param = param
+
+
+class TransportError(LLMError):
+    """A call that failed for reasons outside the request itself; it may succeed if retried."""
+
+
+class WorkerTimeoutError(TransportError):
+    """The worker did not answer within the timeout."""
+
+
+class WorkerConnectionError(TransportError):
+    """The worker could not be reached."""
+
+
+class RateLimitedError(TransportError):
+    """The worker answered 429.
+
+    Attributes:
+        retry_after: Seconds the worker asked to wait, when it said.
+    """
+
+    def __init__(
+        self, message: str, *, model: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, model=model)
+        self.retry_after = retry_after
+
+
+class WorkerServerError(TransportError):
+    """The worker answered 5xx.
+
+    Attributes:
+        status: The HTTP status code.
+    """
+
+    def __init__(self, message: str, *, model: str | None = None, status: int) -> None:
+        super().__init__(message, model=model)
+        self.status = status

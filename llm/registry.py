@@ -1,0 +1,83 @@
+"""Model names to `LLM` instances.
+
+Accepted names:
+
+- a packaged model: ``smollm2-135m``, ``gemma3-270m`` (embedded, in process);
+- a GGUF file path ending in ``.gguf`` (embedded, in process);
+- ``openai:<base_url>/<model>``: a model on an OpenAI-compatible worker, e.g.
+  ``openai:http://127.0.0.1:8000/v1/smollm2-135m``. The model part starts after
+  ``/v1/`` when the URL has one (so Hugging Face ids with a slash work:
+  ``openai:http://gpu:8000/v1/HuggingFaceTB/SmolLM2-135M``), else after the last ``/``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from relaygraph.errors import ModelNotFoundError
+from relaygraph.llm.catalog import PACKAGED_MODELS
+from relaygraph.llm.local import LocalLLM
+from relaygraph.llm.openai_compat import OpenAICompatLLM
+from relaygraph.llm.protocol import LLM
+
+OPENAI_PREFIX = "openai:"
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteModel:
+    """A parsed ``openai:`` model name."""
+
+    base_url: str
+    model: str
+
+
+def parse_remote(name: str) -> RemoteModel:
+    """Split ``openai:<base_url>/<model>`` into its URL and model.
+
+    Example:
+        >>> parse_remote("openai:http://127.0.0.1:8000/v1/org/model-7b")
+        RemoteModel(base_url='http://127.0.0.1:8000/v1', model='org/model-7b')
+    """
+    spec = name.removeprefix(OPENAI_PREFIX)
+    if "/v1/" in spec:
+        base, model = spec.split("/v1/", 1)
+        base += "/v1"
+    else:
+        base, _, model = spec.rstrip("/").rpartition("/")
+    if not base.startswith(("http://", "https://")) or not model:
+        raise ModelNotFoundError(
+            f"{name!r} is not a valid remote model; write openai:<base_url>/<model>, "
+            "e.g. openai:http://127.0.0.1:8000/v1/smollm2-135m",
+            parameter="model",
+            value=name,
+        )
+    return RemoteModel(base_url=base, model=model)
+
+
+def load_llm(name: str, *, context_window: int = 2048, api_key: str | None = None) -> LLM:
+    """The `LLM` a model name stands for (embedded models are loaded once per process).
+
+    ``api_key`` for remote workers defaults to ``$RELAYGRAPH_API_KEY``.
+
+    Raises:
+        ModelNotFoundError: The name matches no packaged model, file or remote form.
+    """
+    if name.startswith(OPENAI_PREFIX):
+        remote = parse_remote(name)
+        key = api_key if api_key is not None else os.environ.get("RELAYGRAPH_API_KEY")
+        return OpenAICompatLLM(remote.base_url, remote.model, api_key=key)
+    if name.endswith(".gguf"):
+        if not Path(name).is_file():
+            raise ModelNotFoundError(f"GGUF file {name} does not exist", parameter="model", value=name)
+        return LocalLLM.load(Path(name), context_window=context_window)
+    if name in PACKAGED_MODELS:
+        return LocalLLM.load(name, context_window=context_window)
+    known = ", ".join(sorted(PACKAGED_MODELS))
+    raise ModelNotFoundError(
+        f"unknown model {name!r}; use a packaged model ({known}), a path to a .gguf file, "
+        "or openai:<base_url>/<model> for a worker",
+        parameter="model",
+        value=name,
+    )

@@ -1,0 +1,291 @@
+"""The request and response types every `LLM` speaks.
+
+Public types are pydantic models (they cross process and API boundaries); user-facing
+configuration forbids unknown fields so a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+
+from relaygraph.errors import ConfigError
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+FinishReason: TypeAlias = Literal["stop", "length"]
+
+
+class Message(BaseModel):
+    """One chat message.
+
+    Example:
+        >>> Message(role="user", content="What is the capital of France?").role
+        'user'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    """Who speaks: system, user, assistant or tool."""
+    content: str
+    """The message text."""
+
+
+ChatInput: TypeAlias = Sequence[Message | Mapping[str, Any]]
+PromptInput: TypeAlias = str | ChatInput | Sequence[int]
+"""What `LLM` methods accept: raw text (no chat template), chat messages (the model's
+chat template is applied), or token ids (used as they are)."""
+
+
+class TextPrompt(BaseModel):
+    """Raw text, tokenized as is, without a chat template."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["text"] = "text"
+    text: str
+
+
+class ChatPrompt(BaseModel):
+    """Chat messages, rendered with the model's chat template."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["chat"] = "chat"
+    messages: tuple[Message, ...]
+
+
+class TokenPrompt(BaseModel):
+    """Token ids of the model's own vocabulary, used as they are."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["tokens"] = "tokens"
+    token_ids: tuple[int, ...]
+
+
+Prompt: TypeAlias = TextPrompt | ChatPrompt | TokenPrompt
+
+
+def _check_utf8(text: str, where: str) -> None:
+    # A str holding lone surrogates (bytes decoded with surrogateescape) cannot be
+    # tokenized; say so here instead of failing inside the tokenizer.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(
+            f"{where} is not valid UTF-8 text ({exc.reason} at position {exc.start}); "
+            "decode the input as UTF-8 before passing it",
+            parameter=where,
+        ) from None
+
+
+def to_prompt(value: PromptInput | Prompt) -> Prompt:
+    """Validate any accepted prompt form into a `Prompt`.
+
+    Raises:
+        ConfigError: Empty prompt, bytes, non-UTF-8 text, negative token ids or
+            malformed messages, naming the offending field.
+    """
+    if isinstance(value, TextPrompt | ChatPrompt | TokenPrompt):
+        return value
+    if isinstance(value, bytes | bytearray):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"prompt is not valid UTF-8 (byte {exc.start}: {exc.reason})",
+                parameter="prompt",
+            ) from None
+    if isinstance(value, str):
+        if not value:
+            raise ConfigError("prompt is empty; give at least one character", parameter="prompt")
+        _check_utf8(value, "prompt")
+        return TextPrompt(text=value)
+    items = list(value)
+    if not items:
+        raise ConfigError("prompt is empty; give at least one message or token", parameter="prompt")
+    if all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+        ids = [int(i) for i in items]  # type: ignore[call-overload]
+        if min(ids) < 0:
+            raise ConfigError("token ids must be >= 0", parameter="prompt", value=min(ids))
+        return TokenPrompt(token_ids=tuple(ids))
+    messages: list[Message] = []
+    for index, item in enumerate(items):
+        try:
+            message = item if isinstance(item, Message) else Message.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"messages[{index}].{field}: {first['msg']}", parameter=f"messages[{index}]"
+            ) from None
+        _check_utf8(message.content, f"messages[{index}].content")
+        messages.append(message)
+    return ChatPrompt(messages=tuple(messages))
+
+
+class GenerationParams(BaseModel):
+    """How to sample a completion.
+
+    Defaults are greedy and deterministic: agents want reproducible steps; ask for
+    temperature > 0 to sample.
+
+    Example:
+        >>> GenerationParams(max_tokens=32, temperature=0.7, seed=1).n
+        1
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(default=256, gt=0)
+    """Most tokens to generate; generation also stops at end-of-turn and stop strings."""
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    """0 is greedy (argmax); higher flattens the distribution."""
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    """Nucleus sampling: sample only from the smallest set of tokens with this much mass."""
+    stop: tuple[str, ...] = Field(default=(), max_length=16)
+    """Strings that end generation; the matched stop string is not part of the text."""
+    seed: int | None = None
+    """Seed for sampling; the same seed and prompt give the same completion."""
+    n: int = Field(default=1, ge=1, le=16)
+    """Number of completions to sample for the prompt."""
+    logprobs: bool = False
+    """Return the log-probability of each generated token under the model."""
+    top_logprobs: int = Field(default=0, ge=0, le=20)
+    """With logprobs, also return this many most likely alternatives per position."""
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop_string(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _no_empty_stop(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not s for s in value):
+            raise ValueError("stop strings must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self) -> GenerationParams:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs > 0 requires logprobs=True")
+        return self
+
+
+class TopLogprob(BaseModel):
+    """One candidate token at a position, with its log-probability."""
+
+    token_id: int
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """A chosen token's log-probability, and the most likely alternatives at its position."""
+
+    token_id: int
+    token: str
+    logprob: float
+    rank: int | None = None
+    """1 for the most likely token; None when the backend does not report it."""
+    top: list[TopLogprob] = Field(default_factory=list)
+
+
+class Usage(BaseModel):
+    """Tokens a call consumed, counted with the model's own tokenizer."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+        )
+
+
+class Choice(BaseModel):
+    """One sampled completion.
+
+    ``token_ids`` include an end-of-turn token when one ended generation (its probability
+    matters to uncertainty estimates), while ``text`` never shows it or a stop string.
+    """
+
+    index: int = 0
+    text: str
+    token_ids: list[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason
+
+
+class Completion(BaseModel):
+    """The result of `LLM.complete`: one or more choices, usage and latency.
+
+    Example:
+        >>> c = Completion(model="m", choices=[Choice(text="Paris", token_ids=[1],
+        ...     finish_reason="stop")], usage=Usage(prompt_tokens=5, completion_tokens=1),
+        ...     latency_s=0.1)
+        >>> c.text
+        'Paris'
+    """
+
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    latency_s: float
+    """Wall time of the whole call, seconds."""
+
+    @property
+    def text(self) -> str:
+        """The first choice's text."""
+        return self.choices[0].text
+
+    @property
+    def choice(self) -> Choice:
+        """The first choice."""
+        return self.choices[0]
+
+
+class CompletionChunk(BaseModel):
+    """One streamed piece of a completion; the last chunk has ``finish_reason`` and ``usage``."""
+
+    model: str
+    text: str = ""
+    token_ids: list[int] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+class Score(BaseModel):
+    """Per-token log-probabilities of a given continuation after a prompt (one forward pass).
+
+    ``next_top`` is the distribution of the token after the continuation (top-k), which
+    is what a speculative-decoding verifier needs for its bonus token.
+    """
+
+    model: str
+    prompt_tokens: int
+    tokens: list[TokenLogprob]
+    next_top: list[TopLogprob] = Field(default_factory=list)
+    latency_s: float
+
+    @property
+    def total_logprob(self) -> float:
+        """Sum of the continuation's token log-probabilities."""
+        return sum(t.logprob for t in self.tokens)
+

@@ -1,0 +1,216 @@
+"""Wire types of the OpenAI-compatible API (requests in, JSON out).
+
+Requests are lenient the way vLLM's are: OpenAI clients send fields a server may not
+know (``user``, ``metadata``…), so unknown fields are accepted and logged, never fatal.
+Known fields are validated strictly: a negative ``max_tokens`` is a 400, not a default.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from relaygraph.llm.types import CompletionChunk, GenerationParams, Message, TokenLogprob, TopLogprob
+
+logger = logging.getLogger("relaygraph.serving")
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _log_ignored(self) -> _Lenient:
+        if self.model_extra:
+            logger.info("ignoring unsupported request fields: %s", sorted(self.model_extra))
+        return self
+
+
+class StreamOptions(_Lenient):
+    include_usage: bool = False
+
+
+class _SamplingFields(_Lenient):
+    model: str
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=16)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    return_token_ids: bool = False
+    """vLLM extension: include the completion's token ids in each choice."""
+    return_tokens_as_token_ids: bool = False
+    """vLLM extension: write logprob tokens as ``token_id:<id>``."""
+
+    def generation_params(self, max_tokens: int, *, logprobs: bool, top_logprobs: int) -> GenerationParams:
+        stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        return GenerationParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            n=self.n,
+            stop=tuple(stop),
+            seed=self.seed,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
+        )
+
+
+class TextPart(_Lenient):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessageIn(_Lenient):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def to_message(self) -> Message:
+        text = (
+            self.content
+            if isinstance(self.content, str)
+            else "".join(part.text for part in self.content or [])
+        )
+        # OpenAI's "developer" role is the newer name of "system".
+        return Message(role="system" if self.role == "developer" else self.role, content=text)
+
+
+class ChatCompletionRequest(_SamplingFields):
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+
+class CompletionRequest(_SamplingFields):
+    prompt: str | list[int] | list[str] | list[list[int]]
+    max_tokens: int = Field(default=16, gt=0)
+    """OpenAI's default for the legacy completions endpoint."""
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """vLLM extension: log-probabilities of the prompt tokens, with this many alternatives."""
+    suffix: str | None = None
+
+
+class TokenizeRequest(_Lenient):
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessageIn] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of prompt or messages")
+        return self
+
+
+class DetokenizeRequest(_Lenient):
+    model: str
+    tokens: list[int]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def token_label(token_id: int, text: str, as_ids: bool) -> str:
+    return f"token_id:{token_id}" if as_ids else text
+
+
+def chat_logprobs(tokens: list[TokenLogprob] | None, as_ids: bool) -> dict[str, Any] | None:
+    """OpenAI chat format: ``{"content": [{token, logprob, bytes, top_logprobs}]}``."""
+    if tokens is None:
+        return None
+
+    def entry(t: TokenLogprob | TopLogprob) -> dict[str, Any]:
+        return {
+            "token": token_label(t.token_id, t.token, as_ids),
+            "logprob": t.logprob,
+            "bytes": list(t.token.encode("utf-8")),
+        }
+
+    return {"content": [entry(t) | {"top_logprobs": [entry(a) for a in t.top]} for t in tokens]}
+
+
+def completion_logprobs(
+    tokens: list[TokenLogprob | None], as_ids: bool, start_offset: int = 0
+) -> dict[str, Any]:
+    """Legacy completions format: parallel lists; ``None`` marks the unscored first prompt token."""
+    labels, values, tops, offsets = [], [], [], []
+    offset = start_offset
+    for t in tokens:
+        if t is None:
+            labels.append("")
+            values.append(None)
+            tops.append(None)
+            offsets.append(offset)
+            continue
+        labels.append(token_label(t.token_id, t.token, as_ids))
+        values.append(t.logprob)
+        tops.append({token_label(a.token_id, a.token, as_ids): a.logprob for a in t.top})
+        offsets.append(offset)
+        offset += len(t.token)
+    return {"tokens": labels, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+
+
+def prompt_logprobs_entries(tokens: list[TokenLogprob]) -> list[dict[str, dict[str, Any]] | None]:
+    """vLLM's ``prompt_logprobs``: per prompt position, ``{token_id: {logprob, rank, decoded_token}}``
+    holding the actual token and the top alternatives; the first position, which has no
+    context to be scored in, is None."""
+    out: list[dict[str, dict[str, Any]] | None] = [None]
+    for t in tokens:
+        entry = {
+            str(a.token_id): {"logprob": a.logprob, "rank": rank, "decoded_token": a.token}
+            for rank, a in enumerate(t.top, start=1)
+        }
+        entry[str(t.token_id)] = {"logprob": t.logprob, "rank": t.rank, "decoded_token": t.token}
+        out.append(entry)
+    return out
+
+
+def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def chunk_json(
+    chunk: CompletionChunk, *, chat: bool, ident: str, created: int, request: _SamplingFields
+) -> dict[str, Any]:
+    """One SSE payload for a streamed chunk (without the usage, sent separately)."""
+    as_ids = request.return_tokens_as_token_ids
+    choice: dict[str, Any] = {"index": 0, "finish_reason": chunk.finish_reason}
+    if chat:
+        choice["delta"] = {"content": chunk.text}
+        choice["logprobs"] = chat_logprobs(chunk.logprobs, as_ids)
+    else:
+        choice["text"] = chunk.text
+        choice["logprobs"] = (
+            completion_logprobs(list(chunk.logprobs), as_ids) if chunk.logprobs is not None else None
+        )
+    if request.return_token_ids:
+        choice["token_ids"] = chunk.token_ids
+    return {
+        "id": ident,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": request.model,
+        "choices": [choice],
+    }
