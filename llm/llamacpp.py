@@ -23,8 +23,17 @@ import numpy as np
 
 from relaygraph.errors import LLMError
 
-# llama.cpp reports through this logger; at its default level every load prints pages.
-logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+logger = logging.getLogger("relaygraph.llm.llamacpp")
+
+_GGML_LOG_ERROR = 3
+
+
+@llama_cpp.llama_log_callback  # type: ignore[misc]
+def _log_errors_only(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # llama.cpp narrates every model load (hundreds of lines) on stderr; keep its errors.
+    if level == _GGML_LOG_ERROR:
+        logger.error(text.decode("utf-8", errors="replace").rstrip())
+
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -34,6 +43,7 @@ def _init_backend() -> None:
     global _backend_ready
     with _backend_lock:
         if not _backend_ready:
+            llama_cpp.llama_log_set(_log_errors_only, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
             _backend_ready = True
 

@@ -52,10 +52,10 @@ _DEFAULT_PARAMS = GenerationParams()
 _TOKEN_ID_PREFIX = "token_id:"
 
 
-def _parse_token(token: str, vocab_text: str | None = None) -> tuple[int, str]:
-    """Split vLLM's ``token_id:123`` form; other servers give text only (id -1)."""
+def _parse_token(token: str) -> tuple[int, str]:
+    """Split vLLM's ``token_id:123`` form (text unknown); other servers give text only (id -1)."""
     if token.startswith(_TOKEN_ID_PREFIX):
-        return int(token[len(_TOKEN_ID_PREFIX) :]), vocab_text or ""
+        return int(token[len(_TOKEN_ID_PREFIX) :]), ""
     return -1, token
 
 
@@ -75,19 +75,23 @@ def _chat_logprobs(data: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
     return out
 
 
-def _completion_logprobs(data: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
+def _completion_logprobs(data: Mapping[str, Any] | None, text: str = "") -> list[TokenLogprob] | None:
+    """Parse the legacy format; id-form tokens get their text back from ``text_offset``."""
     if not data or data.get("tokens") is None:
         return None
     out = []
     tops = data.get("top_logprobs") or [None] * len(data["tokens"])
-    for token, logprob, top in zip(data["tokens"], data["token_logprobs"], tops, strict=True):
-        token_id, text = _parse_token(token)
+    offsets = list(data.get("text_offset") or []) + [len(text)]
+    for i, (token, logprob, top) in enumerate(zip(data["tokens"], data["token_logprobs"], tops, strict=True)):
+        token_id, token_text = _parse_token(token)
+        if token_id >= 0 and len(offsets) == len(data["tokens"]) + 1:
+            token_text = text[offsets[i] : offsets[i + 1]]
         alternatives = []
         for alt, alt_lp in (top or {}).items():
             alt_id, alt_text = _parse_token(alt)
             alternatives.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt_lp))
         alternatives.sort(key=lambda t: -t.logprob)
-        out.append(TokenLogprob(token_id=token_id, token=text, logprob=logprob, top=alternatives))
+        out.append(TokenLogprob(token_id=token_id, token=token_text, logprob=logprob, top=alternatives))
     return out
 
 
@@ -272,12 +276,16 @@ class OpenAICompatLLM(BaseLLM):
     def _parse(self, data: Mapping[str, Any], chat: bool, began: float) -> Completion:
         choices = []
         for raw in data["choices"]:
-            logprobs = (_chat_logprobs if chat else _completion_logprobs)(raw.get("logprobs"))
-            text = raw["message"]["content"] if chat else raw["text"]
+            text = (raw["message"]["content"] if chat else raw["text"]) or ""
+            logprobs = (
+                _chat_logprobs(raw.get("logprobs"))
+                if chat
+                else _completion_logprobs(raw.get("logprobs"), text)
+            )
             choices.append(
                 Choice(
                     index=raw.get("index", 0),
-                    text=text or "",
+                    text=text,
                     token_ids=_token_ids(raw, logprobs),
                     logprobs=logprobs,
                     finish_reason="length" if raw.get("finish_reason") == "length" else "stop",
@@ -324,8 +332,12 @@ class OpenAICompatLLM(BaseLLM):
         )
         if data.get("choices"):
             raw = data["choices"][0]
-            logprobs = (_chat_logprobs if chat else _completion_logprobs)(raw.get("logprobs"))
             chunk.text = (raw.get("delta", {}).get("content") if chat else raw.get("text")) or ""
+            logprobs = (
+                _chat_logprobs(raw.get("logprobs"))
+                if chat
+                else _completion_logprobs(raw.get("logprobs"), chunk.text)
+            )
             chunk.token_ids = _token_ids(raw, logprobs)
             chunk.logprobs = logprobs
             reason = raw.get("finish_reason")

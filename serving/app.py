@@ -25,6 +25,7 @@ from relaygraph.errors import (
     ContextWindowError,
     LLMError,
     ModelNotFoundError,
+    RelayGraphError,
     RequestRejectedError,
     TransportError,
 )
@@ -122,17 +123,23 @@ def create_app(models: Mapping[str, LLM], *, max_tokens_cap: int = 4096) -> Fast
     app = FastAPI(title="relaygraph", version="1")
     started = now()
 
-    @app.exception_handler(Exception)
-    async def _any_error(request: Request, exc: Exception) -> JSONResponse:
+    async def _error(request: Request, exc: Exception) -> JSONResponse:
         error = _as_api_error(exc)
         return JSONResponse(error.body(), status_code=error.status)
+
+    # Starlette re-raises whatever the catch-all Exception handler answers (to log it as a
+    # crash), so expected errors get handlers of their own.
+    for expected in (APIError, RelayGraphError, ValidationError, Exception):
+        app.add_exception_handler(expected, _error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0]
         loc = [str(p) for p in first["loc"] if p != "body"]
         param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else f"invalid request body: {first['msg']}"
+        message = (
+            f"{param}: {first['msg']}" if param else "request body must be a JSON object"
+        )
         return JSONResponse(APIError(400, message, param=param).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -343,12 +350,11 @@ def _completion_choices(
         }
         if request.logprobs is not None:
             k = request.logprobs
-            head: list[TokenLogprob | None] = (
-                [None] + [t.model_copy(update={"top": t.top[:k]}) for t in scored or []]
-                if request.echo
-                else []
-            )
-            choice["logprobs"] = completion_logprobs(head + list(c.logprobs or []), as_ids)
+            first, head = None, []
+            if request.echo:
+                first = (ids[0], llm.detokenize(ids[:1]))
+                head = [t.model_copy(update={"top": t.top[:k]}) for t in scored or []]
+            choice["logprobs"] = completion_logprobs(head + list(c.logprobs or []), as_ids, first)
         if request.prompt_logprobs is not None and scored is not None:
             k = request.prompt_logprobs
             choice["prompt_logprobs"] = prompt_logprobs_entries(

@@ -148,18 +148,26 @@ def chat_logprobs(tokens: list[TokenLogprob] | None, as_ids: bool) -> dict[str, 
 
 
 def completion_logprobs(
-    tokens: list[TokenLogprob | None], as_ids: bool, start_offset: int = 0
+    tokens: list[TokenLogprob], as_ids: bool, unscored_first: tuple[int, str] | None = None
 ) -> dict[str, Any]:
-    """Legacy completions format: parallel lists; ``None`` marks the unscored first prompt token."""
-    labels, values, tops, offsets = [], [], [], []
-    offset = start_offset
+    """Legacy completions format: parallel lists of tokens, logprobs, alternatives, offsets.
+
+    With echo, the prompt's first token has no context to be scored in: pass it as
+    ``unscored_first`` (id, text) and it is listed with a null logprob.
+    """
+    labels: list[str] = []
+    values: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets: list[int] = []
+    offset = 0
+    if unscored_first is not None:
+        token_id, text = unscored_first
+        labels.append(token_label(token_id, text, as_ids))
+        values.append(None)
+        tops.append(None)
+        offsets.append(0)
+        offset = len(text)
     for t in tokens:
-        if t is None:
-            labels.append("")
-            values.append(None)
-            tops.append(None)
-            offsets.append(offset)
-            continue
         labels.append(token_label(t.token_id, t.token, as_ids))
         values.append(t.logprob)
         tops.append({token_label(a.token_id, a.token, as_ids): a.logprob for a in t.top})
@@ -203,7 +211,7 @@ def chunk_json(
     else:
         choice["text"] = chunk.text
         choice["logprobs"] = (
-            completion_logprobs(list(chunk.logprobs), as_ids) if chunk.logprobs is not None else None
+            completion_logprobs(chunk.logprobs, as_ids) if chunk.logprobs is not None else None
         )
     if request.return_token_ids:
         choice["token_ids"] = chunk.token_ids
