@@ -25,7 +25,7 @@ from relaygraph.errors import LLMError
 
 logger = logging.getLogger("relaygraph.llm.llamacpp")
 
-_GGML_LOG_ERROR = 3
+_GGML_LOG_ERROR = 4  # ggml.h: NONE=0 DEBUG=1 INFO=2 WARN=3 ERROR=4 CONT=5
 
 
 @llama_cpp.llama_log_callback  # type: ignore[misc]

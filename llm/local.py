@@ -385,7 +385,14 @@ class LocalLLM(BaseLLM):
             free.remove(s.slot)
 
     def _prefill(self, sequences: list[_Sequence]) -> None:
-        """Evaluate each distinct prompt once, reusing cached prefixes; copy it to its samples."""
+        """Evaluate each distinct prompt once, reusing cached prefixes; copy it to its samples.
+
+        The last prompt token is always evaluated in a pass of its own. llama.cpp's CPU
+        kernels for some quantizations (Gemma's Q4_K) are not batch-invariant: a row's
+        logits depend slightly on how many rows shared its batch. A repeated call reuses
+        the cached prefix and evaluates only the last token, so evaluating it alone on
+        the first call too makes repeated greedy calls bit-identical.
+        """
         rt = self._runtime
         leaders: dict[int, _Sequence] = {}
         for s in sequences:
@@ -393,17 +400,21 @@ class LocalLLM(BaseLLM):
         self._assign_slots(
             list(leaders.values()), [s for s in sequences if leaders[s.request] is not s]
         )
-        items: list[DecodeItem] = []
+        body: list[DecodeItem] = []
+        last: list[DecodeItem] = []
         for s in leaders.values():
             keep = min(_common_prefix(self._cached[s.slot], s.prompt_ids), len(s.prompt_ids) - 1)
             if not rt.truncate(s.slot, keep):
                 rt.truncate(s.slot, 0)
                 keep = 0
             self._cached[s.slot] = s.prompt_ids[:keep]
-            rest = s.prompt_ids[keep:]
-            items.append(DecodeItem(s.slot, rest, keep, logits_from=len(rest) - 1))
-        outputs = rt.decode(items)
-        for leader, logits in zip(leaders.values(), outputs, strict=True):
+            end = len(s.prompt_ids) - 1
+            if keep < end:
+                body.append(DecodeItem(s.slot, s.prompt_ids[keep:end], keep, logits_from=end - keep))
+            last.append(DecodeItem(s.slot, s.prompt_ids[end:], end, logits_from=0))
+        if body:
+            rt.decode(body)
+        for leader, logits in zip(leaders.values(), rt.decode(last), strict=True):
             leader.logits = logits[-1]
             self._cached[leader.slot] = list(leader.prompt_ids)
         for s in sequences:

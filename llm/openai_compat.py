@@ -95,6 +95,22 @@ def _completion_logprobs(data: Mapping[str, Any] | None, text: str = "") -> list
     return out
 
 
+def _merge_usage(chunk: CompletionChunk, held: CompletionChunk | None) -> tuple[list[CompletionChunk], CompletionChunk | None]:
+    """Fold the wire format's trailing usage-only chunk into the finishing chunk.
+
+    The contract's last chunk carries both ``finish_reason`` and ``usage``; on the wire
+    OpenAI sends the usage in a chunk of its own after it. Returns (chunks to yield now,
+    chunk to hold back).
+    """
+    if held is not None and chunk.usage is not None and not chunk.text and not chunk.token_ids:
+        held.usage = chunk.usage
+        return [held], None
+    out = [held] if held is not None else []
+    if chunk.finish_reason is not None and chunk.usage is None:
+        return out, chunk
+    return [*out, chunk], None
+
+
 def _token_ids(choice: Mapping[str, Any], logprobs: list[TokenLogprob] | None) -> list[int]:
     if choice.get("token_ids") is not None:
         return list(choice["token_ids"])
@@ -361,16 +377,20 @@ class OpenAICompatLLM(BaseLLM):
                     if response.status_code >= 400:
                         response.read()
                         self._raise_for(response)
+                    held: CompletionChunk | None = None
                     for line in response.iter_lines():
                         if not line.startswith("data:"):
                             continue
                         payload = line[5:].strip()
                         if payload == "[DONE]":
-                            return
+                            break
                         data = json.loads(payload)
                         if "error" in data:
                             raise LLMError(f"worker stream failed: {data['error'].get('message')}", model=self._model)
-                        yield self._chunk(data, chat)
+                        ready, held = _merge_usage(self._chunk(data, chat), held)
+                        yield from ready
+                    if held is not None:
+                        yield held
                     return
             except httpx.TimeoutException as exc:
                 error: TransportError = WorkerTimeoutError(f"stream from {url} timed out: {exc}", model=self._model)
@@ -395,12 +415,21 @@ class OpenAICompatLLM(BaseLLM):
                 if response.status_code >= 400:
                     await response.aread()
                     self._raise_for(response)
+                held: CompletionChunk | None = None
                 async for line in response.aiter_lines():
-                    if line.startswith("data:"):
-                        payload = line[5:].strip()
-                        if payload == "[DONE]":
-                            return
-                        yield self._chunk(json.loads(payload), isinstance(p, ChatPrompt))
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        break
+                    data = json.loads(payload)
+                    if "error" in data:
+                        raise LLMError(f"worker stream failed: {data['error'].get('message')}", model=self._model)
+                    ready, held = _merge_usage(self._chunk(data, isinstance(p, ChatPrompt)), held)
+                    for chunk in ready:
+                        yield chunk
+                if held is not None:
+                    yield held
         except httpx.TimeoutException as exc:
             raise WorkerTimeoutError(f"stream from {url} timed out: {exc}", model=self._model) from exc
         except httpx.TransportError as exc:

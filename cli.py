@@ -1,0 +1,170 @@
+"""The ``relaygraph`` command: thin wrappers over the library, with rich output.
+
+Every user error (unknown model, bad parameter, unreadable file) prints one clear line
+and exits with status 2; nothing prints a traceback for a mistake the user can fix.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from relaygraph import __version__
+from relaygraph.errors import RelayGraphError
+from relaygraph.llm.catalog import DEFAULT_MODEL, PACKAGED_MODELS
+from relaygraph.llm.registry import load_llm
+from relaygraph.llm.types import GenerationParams, Message, Prompt, TextPrompt, to_prompt
+
+app = typer.Typer(
+    name="relaygraph",
+    help="Multi-agent LLM orchestration: models, generation and serving.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _user_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn relaygraph and validation errors into one red line and exit status 2."""
+
+    @wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            errors.print(f"[red]error:[/red] {field}: {first['msg']}")
+        except (RelayGraphError, OSError) as exc:
+            errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+
+    return run
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"relaygraph {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """relaygraph: run, route and serve teams of LLM agents."""
+
+
+@app.command()
+@_user_errors
+def models() -> None:
+    """List the models that ship with relaygraph (remote workers: openai:<url>/<model>)."""
+    table = Table(title="Packaged models (embedded, CPU)")
+    for column in ("name", "package", "file size", "description"):
+        table.add_column(column)
+    for spec in PACKAGED_MODELS.values():
+        path = spec.locate()
+        size = f"{path.stat().st_size / 1e6:.0f} MB" if path.exists() else "missing"
+        name = f"{spec.name} (default)" if spec.name == DEFAULT_MODEL else spec.name
+        table.add_row(name, spec.package, size, spec.description)
+    console.print(table)
+    console.print("Remote workers: --model openai:http://HOST:PORT/v1/MODEL")
+
+
+def _read_prompt(prompt: str | None, file: Path | None, system: str | None, raw: bool) -> Prompt:
+    if (prompt is None) == (file is None):
+        raise RelayGraphError("give a prompt argument or --file, not both and not neither")
+    if file is not None:
+        data = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        try:
+            prompt = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RelayGraphError(f"{file} is not UTF-8 text (byte {exc.start})") from None
+    assert prompt is not None  # narrowed above: exactly one source was given
+    if raw:
+        return TextPrompt(text=prompt) if prompt else to_prompt(prompt)
+    messages = [Message(role="system", content=system)] if system else []
+    messages.append(Message(role="user", content=prompt))
+    return to_prompt(messages)
+
+
+@app.command()
+@_user_errors
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="The prompt; or use --file.")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = DEFAULT_MODEL,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 128,
+    temperature: Annotated[float, typer.Option(help="0 is greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    system: Annotated[str | None, typer.Option(help="System message (chat mode).")] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Send the text as is, no chat template.")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Print tokens as they come.")] = False,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the prompt from a file (- for stdin).")] = None,
+) -> None:
+    """Generate a completion with an embedded model or a worker."""
+    params = GenerationParams(
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        stop=tuple(stop or ()),
+    )
+    the_prompt = _read_prompt(prompt, file, system, raw)
+    llm = load_llm(model)
+    began = time.perf_counter()
+    if stream:
+        usage = None
+        for chunk in llm.stream(the_prompt, params):
+            console.print(chunk.text, end="", markup=False, highlight=False, soft_wrap=True)
+            usage = chunk.usage or usage
+        console.print()
+        completion_tokens = usage.completion_tokens if usage else 0
+    else:
+        completion = llm.complete(the_prompt, params)
+        console.print(completion.text, markup=False, highlight=False, soft_wrap=True)
+        completion_tokens = completion.usage.completion_tokens
+    elapsed = time.perf_counter() - began
+    errors.print(
+        f"[dim]{llm.name}: {completion_tokens} tokens in {elapsed:.2f} s "
+        f"({completion_tokens / elapsed:.1f} tok/s)[/dim]"
+    )
+
+
+@app.command()
+@_user_errors
+def serve(
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Serve models behind an OpenAI-compatible API."""
+    import uvicorn
+
+    from relaygraph.serving.app import create_app
+
+    names = model or [DEFAULT_MODEL]
+    served = {name: load_llm(name) for name in names}
+    console.print(f"serving {', '.join(names)} on http://{host}:{port}/v1")
+    uvicorn.run(create_app(served), host=host, port=port, log_level="info")
+
+
+if __name__ == "__main__":
+    app()
