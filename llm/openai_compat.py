@@ -290,6 +290,16 @@ class OpenAICompatLLM(BaseLLM):
         return f"{self.base_url}/completions", body
 
     def _parse(self, data: Mapping[str, Any], chat: bool, began: float) -> Completion:
+        try:
+            return self._parse_completion(data, chat, began)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise LLMError(
+                f"worker {self.base_url} returned a malformed {'chat ' if chat else ''}completion "
+                f"({type(exc).__name__}: {exc}); is it an OpenAI-compatible server?",
+                model=self._model,
+            ) from None
+
+    def _parse_completion(self, data: Mapping[str, Any], chat: bool, began: float) -> Completion:
         choices = []
         for raw in data["choices"]:
             text = (raw["message"]["content"] if chat else raw["text"]) or ""
