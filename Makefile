@@ -40,7 +40,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	mkdir -p build/typecheck && ln -sfn "$(CURDIR)" build/typecheck/relaygraph
-	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p relaygraph
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy --explicit-package-bases build/typecheck/relaygraph
 	$(VENV)/bin/lint-imports
 
 bench: install

@@ -115,9 +115,13 @@ def generate(
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
     system: Annotated[str | None, typer.Option(help="System message (chat mode).")] = None,
-    raw: Annotated[bool, typer.Option("--raw", help="Send the text as is, no chat template.")] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Send the text as is, no chat template.")
+    ] = False,
     stream: Annotated[bool, typer.Option("--stream", help="Print tokens as they come.")] = False,
-    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read the prompt from a file (- for stdin).")] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Read the prompt from a file (- for stdin).")
+    ] = None,
 ) -> None:
     """Generate a completion with an embedded model or a worker."""
     params = GenerationParams(
@@ -151,7 +155,9 @@ def generate(
 @app.command()
 @_user_errors
 def serve(
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:

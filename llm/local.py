@@ -16,9 +16,9 @@ import os
 import threading
 import time
 from contextlib import closing
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from relaygraph.llm.types import (
     Usage,
     to_prompt,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Generator, Iterator, Sequence
 
 _DEFAULT_PARAMS = GenerationParams()
 
@@ -118,8 +121,8 @@ class LocalLLM(BaseLLM):
         'The capital of France is Paris.'
     """
 
-    _instances: dict[tuple[str, int, int, int], LocalLLM] = {}
-    _instances_lock = threading.Lock()
+    _instances: ClassVar[dict[tuple[str, int, int, int], LocalLLM]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
@@ -148,7 +151,9 @@ class LocalLLM(BaseLLM):
         self._chat_format = chat_format
         self._lock = threading.Lock()
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
-        source = self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
+        source = (
+            self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
+        )
         if chat_format == "gguf" and source is None:
             raise ConfigError(
                 f"{path} has no chat template; load it with chat_format='plain'",
@@ -183,9 +188,10 @@ class LocalLLM(BaseLLM):
         with cls._instances_lock:
             instance = cls._instances.get(key)
             if instance is None:
+                chat_format: ChatFormat = "gguf"
                 if isinstance(model, Path) or str(model).endswith(".gguf"):
                     path = Path(model)
-                    name, chat_format = path.stem, "gguf"
+                    name = path.stem
                 else:
                     spec = packaged_model(str(model))
                     path, name, chat_format = spec.locate(), spec.name, spec.chat_format
@@ -226,6 +232,13 @@ class LocalLLM(BaseLLM):
             context_window=rt.seq_len,
             chat_format=self._chat_format,
         )
+
+    def clear_cache(self) -> None:
+        """Forget every slot's KV cache (the next call evaluates its prompt from scratch)."""
+        with self._lock:
+            for slot in range(self.max_batch):
+                self._runtime.truncate(slot, 0)
+                self._cached[slot] = []
 
     # -- tokens -----------------------------------------------------------------------
 
@@ -377,7 +390,10 @@ class LocalLLM(BaseLLM):
         for s in leaders:
             s.slot = max(
                 sorted(free),
-                key=lambda i: (_common_prefix(self._cached[i], s.prompt_ids), -len(self._cached[i])),
+                key=lambda i: (
+                    _common_prefix(self._cached[i], s.prompt_ids),
+                    -len(self._cached[i]),
+                ),
             )
             free.remove(s.slot)
         for s in followers:
@@ -410,7 +426,9 @@ class LocalLLM(BaseLLM):
             self._cached[s.slot] = s.prompt_ids[:keep]
             end = len(s.prompt_ids) - 1
             if keep < end:
-                body.append(DecodeItem(s.slot, s.prompt_ids[keep:end], keep, logits_from=end - keep))
+                body.append(
+                    DecodeItem(s.slot, s.prompt_ids[keep:end], keep, logits_from=end - keep)
+                )
             last.append(DecodeItem(s.slot, s.prompt_ids[end:], end, logits_from=0))
         if body:
             rt.decode(body)
@@ -424,7 +442,7 @@ class LocalLLM(BaseLLM):
                 self._cached[s.slot] = list(s.prompt_ids)
                 s.logits = leader.logits
 
-    def _run(self, sequences: list[_Sequence]) -> Iterator[list[_Step]]:
+    def _run(self, sequences: list[_Sequence]) -> Generator[list[_Step]]:
         """Decode all sequences step by step; yields what each active sequence produced."""
         rt = self._runtime
         try:
@@ -453,7 +471,9 @@ class LocalLLM(BaseLLM):
 
     def _advance(self, s: _Sequence) -> _Step:
         params = s.params
-        token = select_token(s.logits, temperature=params.temperature, top_p=params.top_p, rng=s.rng)
+        token = select_token(
+            s.logits, temperature=params.temperature, top_p=params.top_p, rng=s.rng
+        )
         logprob = self._logprob(s.logits, token, params.top_logprobs) if params.logprobs else None
         s.token_ids.append(token)
         if logprob is not None:

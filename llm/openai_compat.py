@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -48,6 +47,9 @@ from relaygraph.llm.types import (
     to_prompt,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+
 _DEFAULT_PARAMS = GenerationParams()
 _TOKEN_ID_PREFIX = "token_id:"
 
@@ -65,24 +67,34 @@ def _chat_logprobs(data: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
     out = []
     for entry in data["content"]:
         token_id, _ = _parse_token(entry["token"])
-        text = bytes(entry["bytes"]).decode("utf-8", "replace") if entry.get("bytes") else entry["token"]
+        text = (
+            bytes(entry["bytes"]).decode("utf-8", "replace")
+            if entry.get("bytes")
+            else entry["token"]
+        )
         top = []
         for alt in entry.get("top_logprobs") or []:
             alt_id, _ = _parse_token(alt["token"])
-            alt_text = bytes(alt["bytes"]).decode("utf-8", "replace") if alt.get("bytes") else alt["token"]
+            alt_text = (
+                bytes(alt["bytes"]).decode("utf-8", "replace") if alt.get("bytes") else alt["token"]
+            )
             top.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt["logprob"]))
         out.append(TokenLogprob(token_id=token_id, token=text, logprob=entry["logprob"], top=top))
     return out
 
 
-def _completion_logprobs(data: Mapping[str, Any] | None, text: str = "") -> list[TokenLogprob] | None:
+def _completion_logprobs(
+    data: Mapping[str, Any] | None, text: str = ""
+) -> list[TokenLogprob] | None:
     """Parse the legacy format; id-form tokens get their text back from ``text_offset``."""
     if not data or data.get("tokens") is None:
         return None
     out = []
     tops = data.get("top_logprobs") or [None] * len(data["tokens"])
-    offsets = list(data.get("text_offset") or []) + [len(text)]
-    for i, (token, logprob, top) in enumerate(zip(data["tokens"], data["token_logprobs"], tops, strict=True)):
+    offsets = [*(data.get("text_offset") or []), len(text)]
+    for i, (token, logprob, top) in enumerate(
+        zip(data["tokens"], data["token_logprobs"], tops, strict=True)
+    ):
         token_id, token_text = _parse_token(token)
         if token_id >= 0 and len(offsets) == len(data["tokens"]) + 1:
             token_text = text[offsets[i] : offsets[i + 1]]
@@ -91,11 +103,15 @@ def _completion_logprobs(data: Mapping[str, Any] | None, text: str = "") -> list
             alt_id, alt_text = _parse_token(alt)
             alternatives.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt_lp))
         alternatives.sort(key=lambda t: -t.logprob)
-        out.append(TokenLogprob(token_id=token_id, token=token_text, logprob=logprob, top=alternatives))
+        out.append(
+            TokenLogprob(token_id=token_id, token=token_text, logprob=logprob, top=alternatives)
+        )
     return out
 
 
-def _merge_usage(chunk: CompletionChunk, held: CompletionChunk | None) -> tuple[list[CompletionChunk], CompletionChunk | None]:
+def _merge_usage(
+    chunk: CompletionChunk, held: CompletionChunk | None
+) -> tuple[list[CompletionChunk], CompletionChunk | None]:
     """Fold the wire format's trailing usage-only chunk into the finishing chunk.
 
     The contract's last chunk carries both ``finish_reason`` and ``usage``; on the wire
@@ -206,7 +222,9 @@ class OpenAICompatLLM(BaseLLM):
                 retry_after=float(retry_after) if retry_after else None,
             )
         if status >= 500:
-            raise WorkerServerError(f"{where} failed ({status}): {message}", model=self._model, status=status)
+            raise WorkerServerError(
+                f"{where} failed ({status}): {message}", model=self._model, status=status
+            )
         raise RequestRejectedError(
             f"{where} rejected ({status}): {message}",
             model=self._model,
@@ -226,7 +244,9 @@ class OpenAICompatLLM(BaseLLM):
                 try:
                     response = self._client.request(method, url, json=body)
                 except httpx.TimeoutException as exc:
-                    raise WorkerTimeoutError(f"{method} {url} timed out: {exc}", model=self._model) from exc
+                    raise WorkerTimeoutError(
+                        f"{method} {url} timed out: {exc}", model=self._model
+                    ) from exc
                 except httpx.TransportError as exc:
                     raise WorkerConnectionError(
                         f"{method} {url} could not connect: {exc}", model=self._model
@@ -247,9 +267,13 @@ class OpenAICompatLLM(BaseLLM):
                 try:
                     response = await self._aclient.post(url, json=body)
                 except httpx.TimeoutException as exc:
-                    raise WorkerTimeoutError(f"POST {url} timed out: {exc}", model=self._model) from exc
+                    raise WorkerTimeoutError(
+                        f"POST {url} timed out: {exc}", model=self._model
+                    ) from exc
                 except httpx.TransportError as exc:
-                    raise WorkerConnectionError(f"POST {url} could not connect: {exc}", model=self._model) from exc
+                    raise WorkerConnectionError(
+                        f"POST {url} could not connect: {exc}", model=self._model
+                    ) from exc
                 self._raise_for(response)
                 return response.json()
             except TransportError as error:
@@ -260,7 +284,9 @@ class OpenAICompatLLM(BaseLLM):
 
     # -- request bodies ---------------------------------------------------------------
 
-    def _body(self, prompt: Prompt, params: GenerationParams, *, stream: bool) -> tuple[str, dict[str, Any]]:
+    def _body(
+        self, prompt: Prompt, params: GenerationParams, *, stream: bool
+    ) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {
             "model": self._model,
             "max_tokens": params.max_tokens,
@@ -367,7 +393,9 @@ class OpenAICompatLLM(BaseLLM):
             chunk.token_ids = _token_ids(raw, logprobs)
             chunk.logprobs = logprobs
             reason = raw.get("finish_reason")
-            chunk.finish_reason = None if reason is None else ("length" if reason == "length" else "stop")
+            chunk.finish_reason = (
+                None if reason is None else ("length" if reason == "length" else "stop")
+            )
         return chunk
 
     def stream(
@@ -396,14 +424,19 @@ class OpenAICompatLLM(BaseLLM):
                             break
                         data = json.loads(payload)
                         if "error" in data:
-                            raise LLMError(f"worker stream failed: {data['error'].get('message')}", model=self._model)
+                            raise LLMError(
+                                f"worker stream failed: {data['error'].get('message')}",
+                                model=self._model,
+                            )
                         ready, held = _merge_usage(self._chunk(data, chat), held)
                         yield from ready
                     if held is not None:
                         yield held
                     return
             except httpx.TimeoutException as exc:
-                error: TransportError = WorkerTimeoutError(f"stream from {url} timed out: {exc}", model=self._model)
+                error: TransportError = WorkerTimeoutError(
+                    f"stream from {url} timed out: {exc}", model=self._model
+                )
             except httpx.TransportError as exc:
                 error = WorkerConnectionError(f"stream from {url} failed: {exc}", model=self._model)
             except TransportError as exc:
@@ -434,16 +467,23 @@ class OpenAICompatLLM(BaseLLM):
                         break
                     data = json.loads(payload)
                     if "error" in data:
-                        raise LLMError(f"worker stream failed: {data['error'].get('message')}", model=self._model)
+                        raise LLMError(
+                            f"worker stream failed: {data['error'].get('message')}",
+                            model=self._model,
+                        )
                     ready, held = _merge_usage(self._chunk(data, isinstance(p, ChatPrompt)), held)
                     for chunk in ready:
                         yield chunk
                 if held is not None:
                     yield held
         except httpx.TimeoutException as exc:
-            raise WorkerTimeoutError(f"stream from {url} timed out: {exc}", model=self._model) from exc
+            raise WorkerTimeoutError(
+                f"stream from {url} timed out: {exc}", model=self._model
+            ) from exc
         except httpx.TransportError as exc:
-            raise WorkerConnectionError(f"stream from {url} failed: {exc}", model=self._model) from exc
+            raise WorkerConnectionError(
+                f"stream from {url} failed: {exc}", model=self._model
+            ) from exc
 
     def _require_extensions(self, what: str) -> None:
         if not self._extensions:
@@ -515,7 +555,9 @@ class OpenAICompatLLM(BaseLLM):
             )
             chosen = entry[str(token)]
             top = [
-                TopLogprob(token_id=tid, token=info.get("decoded_token") or "", logprob=info["logprob"])
+                TopLogprob(
+                    token_id=tid, token=info.get("decoded_token") or "", logprob=info["logprob"]
+                )
                 for tid, info in ranked[:top_logprobs]
             ]
             tokens.append(

@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from relaygraph.llm.types import (
-    Completion,
-    CompletionChunk,
-    GenerationParams,
-    Prompt,
-    PromptInput,
-    Score,
-)
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator, Sequence
+
+    from relaygraph.llm.types import (
+        Completion,
+        CompletionChunk,
+        GenerationParams,
+        Prompt,
+        PromptInput,
+        Score,
+    )
 
 
 @runtime_checkable

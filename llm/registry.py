@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from relaygraph.errors import ModelNotFoundError
 from relaygraph.llm.catalog import PACKAGED_MODELS
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.openai_compat import OpenAICompatLLM
-from relaygraph.llm.protocol import LLM
+
+if TYPE_CHECKING:
+    from relaygraph.llm.protocol import LLM
 
 OPENAI_PREFIX = "openai:"
 
@@ -70,7 +73,9 @@ def load_llm(name: str, *, context_window: int = 2048, api_key: str | None = Non
         return OpenAICompatLLM(remote.base_url, remote.model, api_key=key)
     if name.endswith(".gguf"):
         if not Path(name).is_file():
-            raise ModelNotFoundError(f"GGUF file {name} does not exist", parameter="model", value=name)
+            raise ModelNotFoundError(
+                f"GGUF file {name} does not exist", parameter="model", value=name
+            )
         return LocalLLM.load(Path(name), context_window=context_window)
     if name in PACKAGED_MODELS:
         return LocalLLM.load(name, context_window=context_window)

@@ -17,7 +17,8 @@ FloatArray = npt.NDArray[np.float32]
 def log_softmax(logits: FloatArray) -> npt.NDArray[np.float64]:
     """Numerically stable log-softmax in float64 (float32 loses tail mass over 262k tokens)."""
     shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.sum(np.exp(shifted)))
+    log_total = float(np.log(np.sum(np.exp(shifted))))
+    return shifted - log_total
 
 
 def top_k_indices(values: npt.NDArray[np.float64] | FloatArray, k: int) -> npt.NDArray[np.intp]:

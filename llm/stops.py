@@ -8,7 +8,10 @@ show: it holds back any tail that could still become a stop string.
 from __future__ import annotations
 
 import codecs
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class TextAssembler:

@@ -112,8 +112,8 @@ def to_prompt(value: PromptInput | Prompt) -> Prompt:
     items = list(value)
     if not items:
         raise ConfigError("prompt is empty; give at least one message or token", parameter="prompt")
-    if all(isinstance(item, int) and not isinstance(item, bool) for item in items):
-        ids = [int(i) for i in items]  # type: ignore[call-overload]
+    ids = [i for i in items if isinstance(i, int) and not isinstance(i, bool)]
+    if len(ids) == len(items):
         if min(ids) < 0:
             raise ConfigError("token ids must be >= 0", parameter="prompt", value=min(ids))
         return TokenPrompt(token_ids=tuple(ids))
@@ -288,4 +288,3 @@ class Score(BaseModel):
     def total_logprob(self) -> float:
         """Sum of the continuation's token log-probabilities."""
         return sum(t.logprob for t in self.tokens)
-

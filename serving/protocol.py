@@ -14,7 +14,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from relaygraph.llm.types import CompletionChunk, GenerationParams, Message, TokenLogprob, TopLogprob
+from relaygraph.llm.types import (
+    CompletionChunk,
+    GenerationParams,
+    Message,
+    TokenLogprob,
+    TopLogprob,
+)
 
 logger = logging.getLogger("relaygraph.serving")
 
@@ -33,7 +39,7 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
-class _SamplingFields(_Lenient):
+class SamplingFields(_Lenient):
     model: str
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -47,7 +53,9 @@ class _SamplingFields(_Lenient):
     return_tokens_as_token_ids: bool = False
     """vLLM extension: write logprob tokens as ``token_id:<id>``."""
 
-    def generation_params(self, max_tokens: int, *, logprobs: bool, top_logprobs: int) -> GenerationParams:
+    def generation_params(
+        self, max_tokens: int, *, logprobs: bool, top_logprobs: int
+    ) -> GenerationParams:
         stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         return GenerationParams(
             max_tokens=max_tokens,
@@ -80,7 +88,7 @@ class ChatMessageIn(_Lenient):
         return Message(role="system" if self.role == "developer" else self.role, content=text)
 
 
-class ChatCompletionRequest(_SamplingFields):
+class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
@@ -90,7 +98,7 @@ class ChatCompletionRequest(_SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
 
 
-class CompletionRequest(_SamplingFields):
+class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int = Field(default=16, gt=0)
     """OpenAI's default for the legacy completions endpoint."""
@@ -173,13 +181,20 @@ def completion_logprobs(
         tops.append({token_label(a.token_id, a.token, as_ids): a.logprob for a in t.top})
         offsets.append(offset)
         offset += len(t.token)
-    return {"tokens": labels, "token_logprobs": values, "top_logprobs": tops, "text_offset": offsets}
+    return {
+        "tokens": labels,
+        "token_logprobs": values,
+        "top_logprobs": tops,
+        "text_offset": offsets,
+    }
 
 
-def prompt_logprobs_entries(tokens: list[TokenLogprob]) -> list[dict[str, dict[str, Any]] | None]:
-    """vLLM's ``prompt_logprobs``: per prompt position, ``{token_id: {logprob, rank, decoded_token}}``
-    holding the actual token and the top alternatives; the first position, which has no
-    context to be scored in, is None."""
+def prompt_logprobs_entries(
+    tokens: list[TokenLogprob],
+) -> list[dict[str, dict[str, Any]] | None]:
+    """vLLM's ``prompt_logprobs``: per prompt position ``{token_id: {logprob, rank,
+    decoded_token}}`` for the actual token and the top alternatives; the first position,
+    which has no context to be scored in, is None."""
     out: list[dict[str, dict[str, Any]] | None] = [None]
     for t in tokens:
         entry = {
@@ -200,7 +215,7 @@ def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def chunk_json(
-    chunk: CompletionChunk, *, chat: bool, ident: str, created: int, request: _SamplingFields
+    chunk: CompletionChunk, *, chat: bool, ident: str, created: int, request: SamplingFields
 ) -> dict[str, Any]:
     """One SSE payload for a streamed chunk (without the usage, sent separately)."""
     as_ids = request.return_tokens_as_token_ids

@@ -5,14 +5,18 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Mapping
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from relaygraph.errors import RelayGraphError
-from relaygraph.llm.protocol import LLM
 from relaygraph.serving.app import create_app
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+
+    from relaygraph.llm.protocol import LLM
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,14 +34,18 @@ class BackgroundServer:
         ...     OpenAICompatLLM(server.base_url, "smollm2-135m").complete("Hi")
     """
 
-    def __init__(self, models: Mapping[str, LLM], *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, models: Mapping[str, LLM], *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         config = uvicorn.Config(
             create_app(models), host=host, port=self.port, log_level="warning", lifespan="off"
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, name="relaygraph-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, name="relaygraph-server", daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from relaygraph.llm import LocalLLM, OpenAICompatLLM  # noqa: E402
-from relaygraph.serving.server import BackgroundServer  # noqa: E402
+from relaygraph.llm import LocalLLM, OpenAICompatLLM
+from relaygraph.serving.server import BackgroundServer
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,17 @@ def test_generate_streams_and_reads_stdin() -> None:
 
 
 def test_generate_raw_completion_on_gemma() -> None:
-    result = run("generate", "Q: What is the capital of France?\nA:", "--raw", "-m", "gemma3-270m",
-                 "--max-tokens", "4", "--stop", "\n")
+    result = run(
+        "generate",
+        "Q: What is the capital of France?\nA:",
+        "--raw",
+        "-m",
+        "gemma3-270m",
+        "--max-tokens",
+        "4",
+        "--stop",
+        "\n",
+    )
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
 

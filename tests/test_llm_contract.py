@@ -82,7 +82,9 @@ def test_logprobs_come_from_the_model_distribution(llm: LLM) -> None:
         assert entry.token_id == token
         assert entry.logprob <= 0.0
         assert len(entry.top) == 3
-        assert [a.logprob for a in entry.top] == sorted((a.logprob for a in entry.top), reverse=True)
+        assert [a.logprob for a in entry.top] == sorted(
+            (a.logprob for a in entry.top), reverse=True
+        )
         # Greedy picks the most likely token, so it heads the alternatives.
         assert entry.top[0].token_id == token
         assert math.isclose(entry.top[0].logprob, entry.logprob, abs_tol=1e-9)

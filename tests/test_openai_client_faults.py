@@ -46,7 +46,9 @@ class ScriptedWorker:
             def do_POST(self) -> None:
                 length = int(self.headers["content-length"])
                 worker.requests.append(json.loads(self.rfile.read(length)))
-                status, body, headers, delay = worker.script.pop(0) if worker.script else (200, OK_BODY, {}, 0.0)
+                status, body, headers, delay = (
+                    worker.script.pop(0) if worker.script else (200, OK_BODY, {}, 0.0)
+                )
                 time.sleep(delay)
                 data = json.dumps(body).encode()
                 try:
@@ -81,8 +83,15 @@ def worker(request: pytest.FixtureRequest) -> Iterator[ScriptedWorker]:
     scripted.httpd.server_close()
 
 
-def error(status: int, message: str = "boom") -> tuple[int, dict[str, object], dict[str, str], float]:
-    return status, {"error": {"message": message, "type": "x", "param": "max_tokens", "code": None}}, {}, 0.0
+def error(
+    status: int, message: str = "boom"
+) -> tuple[int, dict[str, object], dict[str, str], float]:
+    return (
+        status,
+        {"error": {"message": message, "type": "x", "param": "max_tokens", "code": None}},
+        {},
+        0.0,
+    )
 
 
 @pytest.mark.parametrize("worker", [[error(503), error(500)]], indirect=True)
@@ -102,7 +111,11 @@ def test_retries_are_bounded(worker: ScriptedWorker) -> None:
     assert len(worker.requests) == 3
 
 
-@pytest.mark.parametrize("worker", [[(429, {"error": {"message": "slow down"}}, {"retry-after": "0.05"}, 0.0)]], indirect=True)
+@pytest.mark.parametrize(
+    "worker",
+    [[(429, {"error": {"message": "slow down"}}, {"retry-after": "0.05"}, 0.0)]],
+    indirect=True,
+)
 def test_rate_limit_honours_retry_after(worker: ScriptedWorker) -> None:
     llm = OpenAICompatLLM(worker.url, "m", max_retries=1, backoff_s=10.0)
     began = time.perf_counter()
@@ -110,7 +123,11 @@ def test_rate_limit_honours_retry_after(worker: ScriptedWorker) -> None:
     assert time.perf_counter() - began < 5  # waited Retry-After, not the 10 s backoff
 
 
-@pytest.mark.parametrize("worker", [[(429, {"error": {"message": "slow down"}}, {"retry-after": "0"}, 0.0)]], indirect=True)
+@pytest.mark.parametrize(
+    "worker",
+    [[(429, {"error": {"message": "slow down"}}, {"retry-after": "0"}, 0.0)]],
+    indirect=True,
+)
 def test_rate_limit_without_retries_raises(worker: ScriptedWorker) -> None:
     llm = OpenAICompatLLM(worker.url, "m", max_retries=0)
     with pytest.raises(RateLimitedError) as info:
@@ -145,7 +162,9 @@ CHAT_BODY = {
     "id": "chatcmpl-1",
     "object": "chat.completion",
     "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
 }
 

@@ -18,7 +18,9 @@ def test_remote_names() -> None:
     assert isinstance(llm, OpenAICompatLLM) and llm.name == "x"
 
 
-@pytest.mark.parametrize("name", ["gpt-17", "openai:ftp://x/v1/m", "openai:http://h/v1/", "missing.gguf"])
+@pytest.mark.parametrize(
+    "name", ["gpt-17", "openai:ftp://x/v1/m", "openai:http://h/v1/", "missing.gguf"]
+)
 def test_bad_names(name: str) -> None:
     with pytest.raises(ModelNotFoundError) as info:
         load_llm(name)

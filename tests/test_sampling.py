@@ -39,15 +39,22 @@ def test_sampling_follows_the_distribution() -> None:
     logits = np.log(np.array([0.5, 0.3, 0.2], dtype=np.float32))
     rng = np.random.default_rng(1)
     counts = np.bincount(
-        [select_token(logits, temperature=1.0, top_p=1.0, rng=rng) for _ in range(4000)], minlength=3
+        [select_token(logits, temperature=1.0, top_p=1.0, rng=rng) for _ in range(4000)],
+        minlength=3,
     )
     assert np.allclose(counts / 4000, [0.5, 0.3, 0.2], atol=0.03)
 
 
 def test_same_seed_same_samples() -> None:
     logits = np.zeros(50, dtype=np.float32)
-    first = [select_token(logits, temperature=1.0, top_p=1.0, rng=np.random.default_rng(7)) for _ in range(3)]
-    again = [select_token(logits, temperature=1.0, top_p=1.0, rng=np.random.default_rng(7)) for _ in range(3)]
+    first = [
+        select_token(logits, temperature=1.0, top_p=1.0, rng=np.random.default_rng(7))
+        for _ in range(3)
+    ]
+    again = [
+        select_token(logits, temperature=1.0, top_p=1.0, rng=np.random.default_rng(7))
+        for _ in range(3)
+    ]
     assert first == again
 
 

@@ -28,7 +28,10 @@ def test_models_are_listed(client: openai.OpenAI) -> None:
 
 def test_chat_matches_the_engine(client: openai.OpenAI, smollm2: LocalLLM) -> None:
     response = client.chat.completions.create(
-        model="smollm2-135m", messages=MESSAGES, max_tokens=12, temperature=0  # type: ignore[arg-type]
+        model="smollm2-135m",
+        messages=MESSAGES,
+        max_tokens=12,
+        temperature=0,  # type: ignore[arg-type]
     )
     expected = smollm2.complete(MESSAGES, GenerationParams(max_tokens=12))
     assert response.choices[0].message.content == expected.text
@@ -63,7 +66,10 @@ def test_streaming_with_usage(client: openai.OpenAI) -> None:
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     reply = client.chat.completions.create(
-        model="smollm2-135m", messages=MESSAGES, max_tokens=10, temperature=0  # type: ignore[arg-type]
+        model="smollm2-135m",
+        messages=MESSAGES,
+        max_tokens=10,
+        temperature=0,  # type: ignore[arg-type]
     )
     assert text == reply.choices[0].message.content
     assert chunks[-1].usage is not None and reply.usage is not None
@@ -74,7 +80,12 @@ def test_streaming_with_usage(client: openai.OpenAI) -> None:
 
 def test_completions_with_echo_and_logprobs(client: openai.OpenAI) -> None:
     response = client.completions.create(
-        model="gemma3-270m", prompt="The capital of France is", max_tokens=3, temperature=0, logprobs=2, echo=True
+        model="gemma3-270m",
+        prompt="The capital of France is",
+        max_tokens=3,
+        temperature=0,
+        logprobs=2,
+        echo=True,
     )
     choice = response.choices[0]
     assert choice.text.startswith("The capital of France is")
@@ -107,9 +118,13 @@ def test_token_prompt_and_prompt_logprobs(server: BackgroundServer, smollm2: Loc
 
 def test_tokenize_and_detokenize_routes(server: BackgroundServer, smollm2: LocalLLM) -> None:
     root = server.base_url.removesuffix("/v1")
-    data = httpx.post(f"{root}/tokenize", json={"model": "smollm2-135m", "messages": MESSAGES}).json()
+    data = httpx.post(
+        f"{root}/tokenize", json={"model": "smollm2-135m", "messages": MESSAGES}
+    ).json()
     assert data["tokens"] == smollm2.encode(MESSAGES) and data["count"] == len(data["tokens"])
-    text = httpx.post(f"{root}/detokenize", json={"model": "smollm2-135m", "tokens": data["tokens"]}).json()
+    text = httpx.post(
+        f"{root}/detokenize", json={"model": "smollm2-135m", "tokens": data["tokens"]}
+    ).json()
     assert "Name a fruit." in text["prompt"]
 
 
@@ -144,7 +159,9 @@ def test_bad_requests_get_openai_errors(
 @pytest.mark.parametrize("body", [b"{not json", b"[]", b"null", json.dumps({"model": 5}).encode()])
 def test_malformed_bodies_are_400(server: BackgroundServer, body: bytes) -> None:
     response = httpx.post(
-        f"{server.base_url}/chat/completions", content=body, headers={"content-type": "application/json"}
+        f"{server.base_url}/chat/completions",
+        content=body,
+        headers={"content-type": "application/json"},
     )
     assert response.status_code == 400
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
@@ -158,7 +175,9 @@ def test_unknown_route_is_an_openai_404(server: BackgroundServer) -> None:
 
 def test_client_disconnect_mid_stream_frees_the_model(server: BackgroundServer) -> None:
     body = {"model": "smollm2-135m", "messages": MESSAGES, "max_tokens": 400, "stream": True}
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream(
+        "POST", f"{server.base_url}/chat/completions", json=body, timeout=60
+    ) as response:
         lines = response.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))
     # Generation of the abandoned stream was cancelled: the next request does not wait
