@@ -210,7 +210,7 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = [
-        "raw llama.cpp\n(1 stream)",
+        "llama-cpp-python\nLlama (1 stream)",
         "relaygraph\n(1 stream)",
         "relaygraph\n8 one by one",
         "relaygraph\n8 batched",
