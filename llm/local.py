@@ -246,7 +246,7 @@ class LocalLLM(BaseLLM):
         """The text the model sees for a chat or text prompt (chat template applied)."""
         p = to_prompt(prompt)
         if isinstance(p, ChatPrompt):
-            return self._template.render(p.messages)
+            return self._template.render(p.messages) + p.prefill
         if isinstance(p, TextPrompt):
             return p.text
         return self._runtime.detokenize(p.token_ids)

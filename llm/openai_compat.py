@@ -127,6 +127,15 @@ def _merge_usage(
     return [*out, chunk], None
 
 
+def _chat_fields(prompt: ChatPrompt) -> dict[str, Any]:
+    """Messages, with a prefill sent as vLLM's ``continue_final_message``."""
+    messages = [m.model_dump() for m in prompt.messages]
+    if not prompt.prefill:
+        return {"messages": messages}
+    messages.append({"role": "assistant", "content": prompt.prefill})
+    return {"messages": messages, "continue_final_message": True, "add_generation_prompt": False}
+
+
 def _token_ids(choice: Mapping[str, Any], logprobs: list[TokenLogprob] | None) -> list[int]:
     if choice.get("token_ids") is not None:
         return list(choice["token_ids"])
@@ -305,7 +314,7 @@ class OpenAICompatLLM(BaseLLM):
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
         if isinstance(prompt, ChatPrompt):
-            body["messages"] = [m.model_dump() for m in prompt.messages]
+            body |= _chat_fields(prompt)
             if params.logprobs:
                 body["logprobs"] = True
                 body["top_logprobs"] = params.top_logprobs
@@ -495,11 +504,8 @@ class OpenAICompatLLM(BaseLLM):
 
     def _tokens_of(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, ChatPrompt):
-            body: dict[str, Any] = {
-                "model": self._model,
-                "messages": [m.model_dump() for m in prompt.messages],
-                "add_generation_prompt": True,
-            }
+            body: dict[str, Any] = {"model": self._model, "add_generation_prompt": True}
+            body |= _chat_fields(prompt)
         elif isinstance(prompt, TextPrompt):
             body = {"model": self._model, "prompt": prompt.text}
         else:

@@ -56,11 +56,16 @@ class TextPrompt(BaseModel):
 
 
 class ChatPrompt(BaseModel):
-    """Chat messages, rendered with the model's chat template."""
+    """Chat messages, rendered with the model's chat template.
+
+    ``prefill`` is text the assistant's reply starts with: the model continues it (vLLM's
+    ``continue_final_message``). The completion's text excludes it.
+    """
 
     model_config = ConfigDict(frozen=True)
     kind: Literal["chat"] = "chat"
     messages: tuple[Message, ...]
+    prefill: str = ""
 
 
 class TokenPrompt(BaseModel):

@@ -19,7 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relaygraph.errors import ModelNotFoundError, RelayGraphError
 from relaygraph.llm.types import (
-    ChatPrompt,
     CompletionChunk,
     GenerationParams,
     Prompt,
@@ -54,10 +53,6 @@ if TYPE_CHECKING:
 def _sse(payload: Mapping[str, Any] | str) -> str:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n"
-
-
-def _chat_prompt(request: ChatCompletionRequest | TokenizeRequest) -> ChatPrompt:
-    return ChatPrompt(messages=tuple(m.to_message() for m in request.messages or []))
 
 
 class OpenAIServer:
@@ -121,7 +116,7 @@ class OpenAIServer:
             raise APIError(
                 400, f"model {request.model!r} is a plain model and takes no tools", param="tools"
             )
-        prompt = _chat_prompt(request)
+        prompt = request.chat_prompt()
         limit = self.max_tokens(llm, prompt, request.max_completion_tokens or request.max_tokens)
         params = request.generation_params(
             limit, logprobs=request.logprobs, top_logprobs=request.top_logprobs or 0
@@ -199,7 +194,7 @@ class OpenAIServer:
     async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
         llm = self.model(request.model)
         if request.messages is not None:
-            tokens = llm.encode(_chat_prompt(request))
+            tokens = llm.encode(request.chat_prompt())
         elif request.add_special_tokens:
             tokens = llm.encode(TextPrompt(text=request.prompt or ""))
         else:

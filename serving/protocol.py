@@ -14,7 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from relaygraph.errors import ConfigError
 from relaygraph.llm.types import (
+    ChatPrompt,
     CompletionChunk,
     GenerationParams,
     Message,
@@ -88,8 +90,27 @@ class ChatMessageIn(_Lenient):
         return Message(role="system" if self.role == "developer" else self.role, content=text)
 
 
-class ChatCompletionRequest(SamplingFields):
+class _ChatFields(_Lenient):
     messages: list[ChatMessageIn] = Field(min_length=1)
+    continue_final_message: bool = False
+    """vLLM extension: the last (assistant) message is the start of the reply to continue."""
+    add_generation_prompt: bool = True
+    """vLLM extension: must be False with continue_final_message."""
+
+    def chat_prompt(self) -> ChatPrompt:
+        messages = [m.to_message() for m in self.messages]
+        if not self.continue_final_message:
+            return ChatPrompt(messages=tuple(messages))
+        if messages[-1].role != "assistant" or self.add_generation_prompt:
+            raise ConfigError(
+                "continue_final_message needs an assistant message last and "
+                "add_generation_prompt=false",
+                parameter="continue_final_message",
+            )
+        return ChatPrompt(messages=tuple(messages[:-1]), prefill=messages[-1].content)
+
+
+class ChatCompletionRequest(SamplingFields, _ChatFields):
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
     logprobs: bool = False
@@ -115,6 +136,15 @@ class TokenizeRequest(_Lenient):
     messages: list[ChatMessageIn] | None = None
     add_special_tokens: bool = True
     add_generation_prompt: bool = True
+    continue_final_message: bool = False
+
+    def chat_prompt(self) -> ChatPrompt:
+        chat = _ChatFields(
+            messages=self.messages or [],
+            continue_final_message=self.continue_final_message,
+            add_generation_prompt=self.add_generation_prompt,
+        )
+        return chat.chat_prompt()
 
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:

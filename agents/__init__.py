@@ -1,0 +1,27 @@
+"""Agents: roles, typed tools, the ReAct step."""
+
+from relaygraph.agents.agent import Agent, BoundAgent
+from relaygraph.agents.react import FinalAnswer, ReActParseError, ReActStep, ToolCall, parse_react
+from relaygraph.agents.roles import StandardRole, check_role
+from relaygraph.agents.step import StepError, StepInput, StepOutput, StepRecord, run_step
+from relaygraph.agents.tools import Tool, ToolCallError, tool
+
+__all__ = [
+    "Agent",
+    "BoundAgent",
+    "FinalAnswer",
+    "ReActParseError",
+    "ReActStep",
+    "StandardRole",
+    "StepError",
+    "StepInput",
+    "StepOutput",
+    "StepRecord",
+    "Tool",
+    "ToolCall",
+    "ToolCallError",
+    "check_role",
+    "parse_react",
+    "run_step",
+    "tool",
+]

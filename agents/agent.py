@@ -1,0 +1,148 @@
+"""`Agent`: a role-aware ReAct agent's definition, and its form bound to models and policies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from relaygraph.agents.roles import check_role
+from relaygraph.agents.tools import Tool
+from relaygraph.decoding.base import Decoder, DirectDecoder
+from relaygraph.errors import ConfigError
+from relaygraph.routing.context import ContextPolicy, FullContext
+from relaygraph.routing.models import FixedModel, ModelPolicy
+from relaygraph.routing.reasoning import ReActPolicy, ReasoningPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from pydantic import BaseModel
+
+    from relaygraph.llm.protocol import LLM
+
+AnswerFormat = Literal["react", "plain"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Agent:
+    """A role-aware agent: what it is told, which tools and model it uses, its limits.
+
+    Example:
+        >>> def search(query: str) -> str:
+        ...     '''Search the notes.'''
+        ...     return "Paris is the capital of France."
+        >>> researcher = Agent(name="researcher", role="researcher", tools=[search],
+        ...                    instructions="Find facts that answer the task.")
+        >>> researcher.max_steps
+        4
+
+    Attributes:
+        name: Node name in the graph (an identifier).
+        role: planner, researcher, solver, critic, executor… or any lowercase identifier.
+        instructions: Role instructions placed in the system prompt.
+        tools: Tools, or type-hinted functions that become tools at compile().
+        model: A model name, an `LLM`, or None for the graph's default model.
+        model_policy: Which model answers a step (default: the agent's model).
+        context_policy: What the agent sees (default: everything, cut to the budget).
+        reasoning_policy: Reason-then-act, act, or stop (default: always ReAct).
+        decoder: How tokens are produced (default: the model itself).
+        max_steps: Steps per turn before the agent must have finished.
+        max_tokens: Completion tokens per step.
+        temperature: Sampling temperature (0: greedy).
+        context_budget: Token cap on the routed context; None: no cap.
+        answer_format: ``react`` (Thought/Action) or ``plain`` (the reply is the answer).
+        output_schema: A pydantic model the final answer must parse into (JSON).
+        parse_retries: Retries with a format reminder when a reply cannot be parsed.
+    """
+
+    name: str
+    role: str = "solver"
+    instructions: str = ""
+    tools: Sequence[Tool | Callable[..., Any]] = ()
+    model: str | LLM | None = None
+    model_policy: ModelPolicy = field(default_factory=FixedModel)
+    context_policy: ContextPolicy = field(default_factory=FullContext)
+    reasoning_policy: ReasoningPolicy = field(default_factory=ReActPolicy)
+    decoder: Decoder = field(default_factory=DirectDecoder)
+    max_steps: int = 4
+    max_tokens: int = 192
+    temperature: float = 0.0
+    context_budget: int | None = None
+    answer_format: AnswerFormat = "react"
+    output_schema: type[BaseModel] | None = None
+    parse_retries: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ConfigError(
+                f"agent name {self.name!r} must be an identifier", parameter="name", value=self.name
+            )
+        check_role(self.role)
+        for attr, low, high in (
+            ("max_steps", 1, 100),
+            ("max_tokens", 1, 8192),
+            ("parse_retries", 0, 5),
+        ):
+            value = getattr(self, attr)
+            if not low <= value <= high:
+                raise ConfigError(
+                    f"agent {self.name!r}: {attr} must be in {low}..{high}, got {value}",
+                    parameter=attr,
+                    value=value,
+                )
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(
+                f"agent {self.name!r}: temperature must be in 0..2", parameter="temperature"
+            )
+        if self.context_budget is not None and self.context_budget < 1:
+            raise ConfigError(
+                f"agent {self.name!r}: context_budget must be >= 1", parameter="context_budget"
+            )
+        if self.answer_format not in ("react", "plain"):
+            raise ConfigError(
+                f"agent {self.name!r}: answer_format must be react or plain",
+                parameter="answer_format",
+            )
+
+    def bind(self, llm: LLM) -> BoundAgent:
+        """The agent with its model resolved and its tools turned into `Tool` objects.
+
+        Raises:
+            ConfigError: A tool cannot be described by a schema, or two tools share a name.
+        """
+        tools: dict[str, Tool] = {}
+        for item in self.tools:
+            try:
+                t = item if isinstance(item, Tool) else Tool.from_function(item)
+            except ConfigError as exc:
+                raise ConfigError(f"agent {self.name!r}: {exc}", parameter="tools") from None
+            if t.name in tools or t.name == "finish":
+                raise ConfigError(
+                    f"agent {self.name!r}: two tools are named {t.name!r} ('finish' is reserved)",
+                    parameter="tools",
+                )
+            tools[t.name] = t
+        if self.answer_format == "plain" and tools:
+            raise ConfigError(
+                f"agent {self.name!r}: a plain-answer agent cannot call tools; "
+                "use answer_format='react'",
+                parameter="answer_format",
+            )
+        return BoundAgent(spec=self, llm=llm, tools=tools)
+
+
+@dataclass(frozen=True, slots=True)
+class BoundAgent:
+    """An agent ready to run: its definition, its model and its tools by name."""
+
+    spec: Agent
+    llm: LLM
+    tools: dict[str, Tool]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def role(self) -> str:
+        return self.spec.role

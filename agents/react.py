@@ -1,0 +1,113 @@
+"""The ReAct step format: a REASON part and an ACT part, parsed robustly from small models.
+
+The model is asked for::
+
+    Thought: <reasoning>
+    Action: <tool>[<argument>]        or   Action: finish[<answer>]
+
+Small models drift from any format, so the parser accepts the common variants: labels
+in any case, with markdown emphasis, ``Reason:``/``Reasoning:`` for the thought,
+``Final Answer: …`` for finishing, ``tool(arg)`` for ``tool[arg]``, backticks, and text
+after a hallucinated ``Observation:`` (which is cut). What it cannot read raises
+`ReActParseError` with the reason, which the agent gets back in a retry.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FINISH = "finish"
+_FINISH_NAMES = {"finish", "final_answer", "answer", "final"}
+
+# Labels as small models write them: "Action:", "**Action:**", "- action :", and the
+# full-width colon some tokenizers prefer.
+_LABEL = r"^[ \t>*_#`-]*{}[ \t*_`]*[:\uff1a]"
+_THOUGHT = re.compile(_LABEL.format(r"(?:thought|reason(?:ing)?)"), re.IGNORECASE | re.MULTILINE)
+_ACTION = re.compile(_LABEL.format(r"(?:action|act)"), re.IGNORECASE | re.MULTILINE)
+_FINAL = re.compile(_LABEL.format(r"final[ _]answer"), re.IGNORECASE | re.MULTILINE)
+_OBSERVATION = re.compile(_LABEL.format(r"observation"), re.IGNORECASE | re.MULTILINE)
+# name[args] or name(args); a closing bracket cut off by a stop string is tolerated.
+_CALL = re.compile(r"^`*\s*([A-Za-z_][\w-]*)\s*[\[(](.*?)[\])]?\s*`*\s*\.?$", re.DOTALL)
+
+
+class ReActParseError(ValueError):
+    """A reply that does not follow the REASON/ACT format; the message says what is missing."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """ACT: call a tool with raw argument text (validated by the tool)."""
+
+    tool: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    """ACT: finish with an answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReActStep:
+    """One parsed reply: the reasoning and the action, with the text they came from."""
+
+    reason: str
+    action: ToolCall | FinalAnswer
+    raw: str
+
+
+def parse_react(reply: str) -> ReActStep:
+    """Split a model reply into REASON and ACT.
+
+    Example:
+        >>> step = parse_react("Thought: I should look it up.\\nAction: search[Paris]")
+        >>> step.reason, step.action
+        ('I should look it up.', ToolCall(tool='search', arguments='Paris'))
+        >>> parse_react("**Final Answer:** 42").action
+        FinalAnswer(text='42')
+
+    Raises:
+        ReActParseError: No action and no final answer could be found.
+    """
+    text = reply.strip()
+    if observed := _OBSERVATION.search(text):
+        text = text[: observed.start()].rstrip()
+    action_at = _ACTION.search(text)
+    final_at = _FINAL.search(text)
+    first = min((m for m in (action_at, final_at) if m), key=lambda m: m.start(), default=None)
+    if first is None:
+        raise ReActParseError(
+            "no 'Action:' line found; end your reply with 'Action: <tool>[<argument>]' "
+            "or 'Action: finish[<answer>]'"
+        )
+    reason = text[: first.start()]
+    if thought := _THOUGHT.search(reason):
+        reason = reason[thought.end() :]
+    body = text[first.end() :].strip()
+    if first is final_at:
+        return ReActStep(reason.strip(), FinalAnswer(_first_paragraph(body)), reply)
+    call = _CALL.match(body.split("\n\n")[0].strip())
+    if call is None:
+        name = body.split()[0] if body.split() else ""
+        if name.lower().strip("`*") in _FINISH_NAMES:
+            return ReActStep(reason.strip(), FinalAnswer(body[len(name) :].strip(" :")), reply)
+        raise ReActParseError(
+            f"could not read the action {body[:80]!r}; write it as <tool>[<argument>], "
+            "e.g. search[Eiffel Tower] or finish[Paris]"
+        )
+    tool, arguments = call.group(1), call.group(2).strip()
+    if tool.lower() in _FINISH_NAMES:
+        return ReActStep(reason.strip(), FinalAnswer(arguments.strip()), reply)
+    return ReActStep(reason.strip(), ToolCall(tool, arguments), reply)
+
+
+def has_action(reply: str) -> bool:
+    """Whether a reply contains an ``Action:`` or ``Final Answer:`` line."""
+    return bool(_ACTION.search(reply) or _FINAL.search(reply))
+
+
+def _first_paragraph(text: str) -> str:
+    return text.strip().split("\n\n")[0].strip()

@@ -1,0 +1,32 @@
+"""The graph runtime: build agent graphs, compile them onto LangGraph, run and trace them."""
+
+from relaygraph.graph.budget import Budget, Limits, Price
+from relaygraph.graph.builder import END, AgentGraph
+from relaygraph.graph.runtime import (
+    CompiledAgentGraph,
+    ResultEvent,
+    RunEvent,
+    RunResult,
+    RunView,
+    StepEvent,
+    TokenEvent,
+)
+from relaygraph.graph.trace import Route, RunError, Trace
+
+__all__ = [
+    "END",
+    "AgentGraph",
+    "Budget",
+    "CompiledAgentGraph",
+    "Limits",
+    "Price",
+    "ResultEvent",
+    "Route",
+    "RunError",
+    "RunEvent",
+    "RunResult",
+    "RunView",
+    "StepEvent",
+    "TokenEvent",
+    "Trace",
+]

@@ -1,0 +1,406 @@
+"""`CompiledAgentGraph`: a compiled LangGraph `StateGraph` with one node per agent.
+
+Each agent step is one LangGraph super-step, so a checkpointer saves the run after every
+step: a run killed mid-graph resumes from its last completed step. An agent's node runs
+one ReAct step; while the agent's turn is not finished, the node routes back to itself;
+when it is, the node decides where the graph goes next (static edges, a condition, or
+the end) and records why. Users who know LangGraph reach the compiled graph as
+``compiled.langgraph`` and the builder as ``compiled.state_graph``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.config import get_stream_writer
+from langgraph.errors import GraphRecursionError
+from langgraph.graph import START, StateGraph
+from pydantic import BaseModel
+
+from relaygraph.agents.step import ErrorKind, StepInput, StepRecord, run_step
+from relaygraph.errors import ConfigError, RelayGraphError
+from relaygraph.graph.budget import BudgetLedger
+from relaygraph.graph.builder import END
+from relaygraph.graph.state import RunState, initial_state
+from relaygraph.graph.trace import Route, RunError, Trace
+from relaygraph.routing.context import ContextItem
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from langchain_core.runnables import RunnableConfig
+
+    from relaygraph.agents.agent import BoundAgent
+    from relaygraph.graph.budget import Budget
+    from relaygraph.graph.builder import Condition
+
+_STREAM_TOKENS = "relaygraph_stream_tokens"
+
+
+@dataclass(frozen=True, slots=True)
+class RunView:
+    """What a condition sees when an agent's turn ends.
+
+    Attributes:
+        task: The run's input.
+        last_agent: The agent whose turn just ended.
+        answer: That turn's answer (None if it gave none).
+        answers: Every agent's last answer.
+        structured: Answers parsed into agents' output schemas.
+        log: Everything agents wrote so far, oldest first.
+        steps: Steps taken so far.
+    """
+
+    task: str
+    last_agent: str
+    answer: str | None
+    answers: dict[str, str]
+    structured: dict[str, dict[str, Any]]
+    log: list[ContextItem]
+    steps: int
+
+
+class RunResult(BaseModel):
+    """The outcome of a run: its answer or structured error, and its trace."""
+
+    thread_id: str
+    answer: str | None
+    answers: dict[str, str]
+    structured: dict[str, dict[str, Any]]
+    error: RunError | None
+    trace: Trace
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class StepEvent(BaseModel):
+    """Streamed after every agent step."""
+
+    kind: Literal["step"] = "step"
+    record: StepRecord
+
+
+class TokenEvent(BaseModel):
+    """Streamed for every text delta a model produces (``stream(..., tokens=True)``)."""
+
+    kind: Literal["token"] = "token"
+    agent: str
+    text: str
+
+
+class ResultEvent(BaseModel):
+    """Streamed last."""
+
+    kind: Literal["result"] = "result"
+    result: RunResult
+
+
+RunEvent = StepEvent | TokenEvent | ResultEvent
+
+
+@dataclass(frozen=True, slots=True)
+class _AgentNode:
+    """The LangGraph node of one agent: one step per call."""
+
+    graph: CompiledAgentGraph
+    agent: BoundAgent
+
+    def __call__(self, state: RunState, config: RunnableConfig) -> dict[str, Any]:
+        try:
+            return self.graph._step(self.agent, state, config)
+        except RelayGraphError as exc:  # bad input met mid-run: end the run, keep the checkpoint
+            name, role = self.agent.name, self.agent.role
+            record = StepRecord(step=len(state["records"]), agent=name, role=role, turn_step=0)
+            return self.graph._fail(name, record, "model", str(exc))
+
+
+def _saver(
+    checkpointer: str | Path | BaseCheckpointSaver[Any] | None,
+) -> tuple[Any, sqlite3.Connection | None]:
+    if checkpointer is None or isinstance(checkpointer, BaseCheckpointSaver):
+        return checkpointer, None
+    path = Path(checkpointer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), check_same_thread=False)
+    return SqliteSaver(conn), conn
+
+
+class CompiledAgentGraph:
+    """A runnable agent graph: `invoke`, `stream`, `ainvoke`, `resume`.
+
+    Built by `AgentGraph.compile()`; close it (or use it as a context manager) to close
+    its sqlite checkpoint file.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        agents: dict[str, BoundAgent],
+        edges: dict[str, list[str]],
+        conditions: dict[str, Condition],
+        entry: str,
+        finish: set[str],
+        max_steps: int | None,
+        budget: Budget,
+        checkpointer: str | Path | BaseCheckpointSaver[Any] | None,
+    ) -> None:
+        self.name = name
+        self.agents = agents
+        self._edges = edges
+        self._conditions = conditions
+        self._finish = finish
+        self.max_steps = max_steps
+        self.budget = budget
+        builder: StateGraph[RunState] = StateGraph(RunState)
+        for agent_name, bound in agents.items():
+            builder.add_node(agent_name, _AgentNode(self, bound))
+        builder.add_edge(START, entry)
+        for agent in agents:
+            builder.add_conditional_edges(agent, self._router(agent), [*agents, END])
+        self.state_graph = builder
+        saver, self._conn = _saver(checkpointer)
+        self.langgraph = builder.compile(checkpointer=saver, name=name)
+        self.durable = saver is not None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the sqlite checkpoint file this graph opened (if any)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> CompiledAgentGraph:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- nodes and routing ------------------------------------------------------------
+
+    def _router(self, agent: str) -> Callable[[RunState], list[str]]:
+        def route(state: RunState) -> list[str]:
+            return state["next"].get(agent, [END])
+
+        return route
+
+    def _step(self, agent: BoundAgent, state: RunState, config: RunnableConfig) -> dict[str, Any]:
+        name = agent.name
+        records = state["records"]
+        turn = state["turns"].get(name)
+        turn_step = turn["step"] if turn and not turn["finished"] else 0
+        if self.max_steps is not None and len(records) >= self.max_steps:
+            record = StepRecord(step=len(records), agent=name, role=agent.role, turn_step=turn_step)
+            return self._fail(
+                name, record, "step_limit", f"the run reached its limit of {self.max_steps} steps"
+            )
+        ledger = BudgetLedger(self.budget, records)
+        own = [d for d in state["log"] if d["author"] == name]
+        last_observation = next(
+            (d["text"] for d in reversed(own) if d["kind"] == "observation"), None
+        )
+        last_error = next((r["tool_error"] for r in reversed(records) if r["agent"] == name), None)
+        on_token = None
+        if config.get("configurable", {}).get(_STREAM_TOKENS):
+            writer = get_stream_writer()
+
+            def on_token(text: str) -> None:
+                writer({"agent": name, "text": text})
+
+        out = run_step(
+            agent,
+            StepInput(
+                task=state["task"],
+                items=[ContextItem(**d) for d in state["log"]],
+                run_step=len(records),
+                turn_step=turn_step,
+                budget=ledger,
+                on_token=on_token,
+                last_observation=last_observation,
+                last_error=last_error,
+            ),
+        )
+        record = out.record
+        record.cost = ledger.cost(record.model, record.prompt_tokens, record.completion_tokens)
+        if out.failed:
+            assert record.error is not None  # failed means an error was recorded
+            failed = self._fail(name, record, record.error.kind, record.error.message)
+            return failed | {"log": [asdict(i) for i in out.items]}
+        update: dict[str, Any] = {
+            "log": [asdict(i) for i in out.items],
+            "records": [record.model_dump(mode="json")],
+            "turns": {name: {"step": turn_step + 1, "finished": out.finished}},
+            "next": {name: [name]},
+        }
+        if out.answer is not None:
+            update["answers"] = {name: out.answer}
+            update["answer"] = out.answer
+        if out.structured is not None:
+            update["structured"] = {name: out.structured}
+        if out.finished:
+            view = RunView(
+                task=state["task"],
+                last_agent=name,
+                answer=out.answer,
+                answers={**state["answers"], **update.get("answers", {})},
+                structured={**state["structured"], **update.get("structured", {})},
+                log=[ContextItem(**d) for d in state["log"]] + out.items,
+                steps=len(records) + 1,
+            )
+            targets, reason, error = self._route(name, view)
+            if error is not None:
+                return self._fail(name, record, "routing", error) | {"log": update["log"]}
+            update["next"] = {name: targets}
+            route = Route(after_step=record.step, source=name, targets=targets, reason=reason)
+            update["routes"] = [route.model_dump()]
+        return update
+
+    def _route(self, name: str, view: RunView) -> tuple[list[str], str, str | None]:
+        """Where to go after ``name``'s turn: (targets, why, error)."""
+        if name in self._finish:
+            return [END], "finish", None
+        condition = self._conditions.get(name)
+        if condition is None:
+            return list(self._edges[name]), "edge", None
+        try:
+            target = condition.fn(view)
+        except Exception as exc:
+            return [], "", f"condition after {name!r} raised {type(exc).__name__}: {exc}"
+        allowed = condition.targets or (*self.agents, END)
+        if target not in allowed:
+            return (
+                [],
+                "",
+                f"condition after {name!r} returned {target!r}; expected one of {sorted(allowed)}",
+            )
+        return [target], f"condition -> {target}", None
+
+    def _fail(self, name: str, record: StepRecord, kind: ErrorKind, message: str) -> dict[str, Any]:
+        error = RunError(kind=kind, message=message, agent=name)
+        record.error = error
+        return {
+            "records": [record.model_dump(mode="json")],
+            "turns": {name: {"step": record.turn_step + 1, "finished": True}},
+            "next": {name: [END]},
+            "error": error.model_dump(mode="json"),
+        }
+
+    # -- running ----------------------------------------------------------------------
+
+    def _config(self, thread_id: str, *, tokens: bool) -> RunnableConfig:
+        limit = (self.max_steps or 10_000) + 2
+        return {
+            "configurable": {"thread_id": thread_id, _STREAM_TOKENS: tokens},
+            "recursion_limit": limit,
+        }
+
+    def _events(self, task: str | None, thread_id: str, *, tokens: bool) -> Iterator[RunEvent]:
+        config = self._config(thread_id, tokens=tokens)
+        values: dict[str, Any] | None = None
+        payload: Any = None if task is None else initial_state(uuid.uuid4().hex, task)
+        try:
+            stream = self.langgraph.stream(
+                payload, config, stream_mode=["updates", "custom", "values"]
+            )
+            for mode, data in cast("Iterator[tuple[str, Any]]", stream):
+                if mode == "values":
+                    values = data
+                elif mode == "custom":
+                    yield TokenEvent(agent=data["agent"], text=data["text"])
+                else:
+                    for update in data.values():
+                        for record in (update or {}).get("records", []):
+                            yield StepEvent(record=StepRecord.model_validate(record))
+        except GraphRecursionError:
+            values = dict(self.langgraph.get_state(config).values) if self.durable else values
+            if values is not None:
+                values["error"] = {
+                    "kind": "step_limit",
+                    "message": "LangGraph's recursion limit was reached",
+                    "agent": None,
+                }
+        if values is None:
+            raise ConfigError(f"thread {thread_id!r} has no state to return")
+        yield ResultEvent(result=self._result(values, thread_id))
+
+    def _result(self, values: dict[str, Any], thread_id: str) -> RunResult:
+        error = RunError.model_validate(values["error"]) if values.get("error") else None
+        trace = Trace(
+            run_id=values["run_id"],
+            thread_id=thread_id,
+            graph=self.name,
+            task=values["task"],
+            answer=values.get("answer"),
+            error=error,
+            steps=[StepRecord.model_validate(r) for r in values["records"]],
+            routes=[Route.model_validate(r) for r in values["routes"]],
+        )
+        return RunResult(
+            thread_id=thread_id,
+            answer=values.get("answer"),
+            answers=values.get("answers", {}),
+            structured=values.get("structured", {}),
+            error=error,
+            trace=trace,
+        )
+
+    def invoke(self, task: str, *, thread_id: str | None = None) -> RunResult:
+        """Run the graph on a task to its end (answer or structured error).
+
+        Raises:
+            ConfigError: An empty task.
+        """
+        if not task.strip():
+            raise ConfigError("task is empty", parameter="task")
+        *_, last = self._events(task, thread_id or uuid.uuid4().hex, tokens=False)
+        assert isinstance(last, ResultEvent)  # _events always ends with the result
+        return last.result
+
+    def stream(
+        self, task: str, *, thread_id: str | None = None, tokens: bool = False
+    ) -> Iterator[RunEvent]:
+        """Run the graph, yielding a `StepEvent` per step, `TokenEvent`s when ``tokens``,
+        and the `ResultEvent` last."""
+        if not task.strip():
+            raise ConfigError("task is empty", parameter="task")
+        return self._events(task, thread_id or uuid.uuid4().hex, tokens=tokens)
+
+    async def ainvoke(self, task: str, *, thread_id: str | None = None) -> RunResult:
+        """`invoke` on a worker thread (the sqlite checkpointer is synchronous)."""
+        return await asyncio.to_thread(self.invoke, task, thread_id=thread_id)
+
+    def resume(self, thread_id: str) -> RunResult:
+        """Continue an interrupted run from its last completed step (needs a checkpointer).
+
+        Raises:
+            ConfigError: The graph has no checkpointer, or no run has this thread id.
+        """
+        if not self.durable:
+            raise ConfigError("resume() needs a checkpointer; compile(checkpointer='runs.sqlite')")
+        state = self.langgraph.get_state(self._config(thread_id, tokens=False))
+        if not state.values:
+            raise ConfigError(f"no run with thread id {thread_id!r} in the checkpoint store")
+        if not state.next:
+            return self._result(dict(state.values), thread_id)
+        *_, last = self._events(None, thread_id, tokens=False)
+        assert isinstance(last, ResultEvent)  # _events always ends with the result
+        return last.result
+
+    def trace(self, thread_id: str) -> Trace:
+        """The trace of a run stored in the checkpointer."""
+        if not self.durable:
+            raise ConfigError("trace(thread_id) needs a checkpointer")
+        state = self.langgraph.get_state(self._config(thread_id, tokens=False))
+        if not state.values:
+            raise ConfigError(f"no run with thread id {thread_id!r} in the checkpoint store")
+        return self._result(dict(state.values), thread_id).trace

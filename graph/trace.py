@@ -1,0 +1,164 @@
+"""The per-request `Trace`: every step's agent, role, context, model decision, tokens,
+latency, cost, action and observation, plus the routing decisions between agents."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from rich.table import Table
+
+from relaygraph.agents.step import StepError, StepRecord
+from relaygraph.errors import ConfigError
+
+
+class RunError(StepError):
+    """The structured error that ended a run, and the agent it happened in."""
+
+    agent: str | None = None
+
+
+class Route(BaseModel):
+    """Where the graph went when an agent's turn ended, and why."""
+
+    after_step: int
+    source: str
+    targets: list[str]
+    reason: str
+
+
+class RoleTotals(BaseModel):
+    """Usage of one role over a run."""
+
+    steps: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cost: float = 0.0
+
+
+class Trace(BaseModel):
+    """One run, step by step; returned with every result and serialisable to JSON.
+
+    Example:
+        >>> trace = result.trace                          # doctest: +SKIP
+        >>> trace.save("run.json"); Trace.load("run.json").by_role()  # doctest: +SKIP
+    """
+
+    run_id: str
+    thread_id: str
+    graph: str
+    task: str
+    answer: str | None = None
+    error: RunError | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=list)
+
+    def by_role(self) -> dict[str, RoleTotals]:
+        """Steps, tokens, latency and cost summed per role."""
+        totals: dict[str, RoleTotals] = defaultdict(RoleTotals)
+        for s in self.steps:
+            t = totals[s.role]
+            t.steps += 1
+            t.prompt_tokens += s.prompt_tokens
+            t.completion_tokens += s.completion_tokens
+            t.latency_s += s.latency_s
+            t.cost += s.cost
+        return dict(totals)
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON atomically (a crash never leaves half a file)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(self.model_dump_json(indent=2))
+        Path(tmp).replace(target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trace:
+        """Read a saved trace.
+
+        Raises:
+            ConfigError: The file is missing, not JSON, or not a trace.
+        """
+        try:
+            return cls.model_validate_json(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read trace {path}: {exc.strerror}", parameter="path"
+            ) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigError(
+                f"{path} is not a relaygraph trace: {where}: {first['msg']}"
+            ) from None
+
+
+def _clip(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def step_table(trace: Trace) -> Table:
+    """One row per step: who acted, what it saw and did, what it cost."""
+    table = Table(title=f"{trace.graph} · run {trace.run_id[:8]} · {_clip(trace.task, 50)}")
+    for column in (
+        "#",
+        "agent",
+        "role",
+        "model",
+        "ctx tok",
+        "prompt",
+        "compl",
+        "s",
+        "action",
+        "observation",
+    ):
+        table.add_column(column, overflow="fold")
+    for s in trace.steps:
+        action: dict[str, Any] = s.action or {}
+        if action.get("type") == "finish":
+            what = f"finish[{_clip(action.get('answer'), 40)}]"
+        elif action:
+            what = f"{action.get('tool')}[{_clip(action.get('arguments'), 30)}]"
+        else:
+            what = f"[red]{s.error.kind}[/red]" if s.error else ""
+        table.add_row(
+            str(s.step),
+            s.agent,
+            s.role,
+            s.model,
+            str(s.context_tokens),
+            str(s.prompt_tokens),
+            str(s.completion_tokens),
+            f"{s.latency_s:.2f}",
+            what,
+            _clip(s.observation or (s.error.message if s.error else ""), 50),
+        )
+    return table
+
+
+def role_table(trace: Trace) -> Table:
+    """Tokens, latency and cost per role."""
+    table = Table(title="per role")
+    for column in ("role", "steps", "prompt tok", "completion tok", "latency s", "cost"):
+        table.add_column(column)
+    for role, t in trace.by_role().items():
+        table.add_row(
+            role,
+            str(t.steps),
+            str(t.prompt_tokens),
+            str(t.completion_tokens),
+            f"{t.latency_s:.2f}",
+            f"{t.cost:.6f}",
+        )
+    return table

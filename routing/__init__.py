@@ -1,0 +1,36 @@
+"""Routing policies: what an agent sees, which model answers, how much it reasons."""
+
+from relaygraph.routing.context import (
+    ContextItem,
+    ContextPolicy,
+    ContextRequest,
+    ContextSelection,
+    FullContext,
+    render_item,
+)
+from relaygraph.routing.models import FixedModel, ModelCall, ModelPolicy, ModelResult
+from relaygraph.routing.reasoning import (
+    ReActPolicy,
+    ReasoningAction,
+    ReasoningDecision,
+    ReasoningPolicy,
+    ReasoningState,
+)
+
+__all__ = [
+    "ContextItem",
+    "ContextPolicy",
+    "ContextRequest",
+    "ContextSelection",
+    "FixedModel",
+    "FullContext",
+    "ModelCall",
+    "ModelPolicy",
+    "ModelResult",
+    "ReActPolicy",
+    "ReasoningAction",
+    "ReasoningDecision",
+    "ReasoningPolicy",
+    "ReasoningState",
+    "render_item",
+]
