@@ -22,7 +22,7 @@ _FINISH_NAMES = {"finish", "final_answer", "answer", "final"}
 
 # Labels as small models write them: "Action:", "**Action:**", "- action :", and the
 # full-width colon some tokenizers prefer.
-_LABEL = r"^[ \t>*_#`-]*{}[ \t*_`]*[:\uff1a]"
+_LABEL = r"^[ \t>*_#`-]*{}[ \t*_`]*[:\uff1a][*_]*"
 _THOUGHT = re.compile(_LABEL.format(r"(?:thought|reason(?:ing)?)"), re.IGNORECASE | re.MULTILINE)
 _ACTION = re.compile(_LABEL.format(r"(?:action|act)"), re.IGNORECASE | re.MULTILINE)
 _FINAL = re.compile(_LABEL.format(r"final[ _]answer"), re.IGNORECASE | re.MULTILINE)

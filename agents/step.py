@@ -100,6 +100,12 @@ class StepBudget(Protocol):
         """Tokens and seconds left for this role (None: unlimited)."""
         ...
 
+    def charge(
+        self, role: str, model: str, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> None:
+        """Count one model call of the step in progress."""
+        ...
+
 
 @dataclass(slots=True)
 class StepInput:
@@ -256,6 +262,14 @@ class _Caller:
         except LLMError as exc:
             return _fail(record, "model", f"model call failed: {exc}")
         completion = result.completion
+        usage = completion.usage
+        self.inp.budget.charge(
+            agent.role,
+            result.model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            completion.latency_s,
+        )
         record.prompt = list(prompt.messages)
         record.prefill = prefill
         record.output = prefill + completion.text

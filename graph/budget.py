@@ -100,7 +100,22 @@ class BudgetLedger:
 
     def __init__(self, budget: Budget, records: Sequence[Mapping[str, Any]]) -> None:
         self._budget = budget
-        self._records = records
+        self._records: list[Mapping[str, Any]] = list(records)
+
+    def charge(
+        self, role: str, model: str, prompt_tokens: int, completion_tokens: int, seconds: float
+    ) -> None:
+        """Count a call of the step in progress (a step may call the model several times)."""
+        cost = self.cost(model, prompt_tokens, completion_tokens)
+        self._records.append(
+            {
+                "role": role,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "latency_s": seconds,
+                "cost": cost,
+            }
+        )
 
     def _scopes(self, role: str) -> list[tuple[str, Limits, Usage]]:
         scopes = [("run", self._budget.run, usage_of(self._records))]

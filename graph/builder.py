@@ -155,7 +155,7 @@ class AgentGraph:
         if self._entry not in known:
             raise ConfigError(f"entry {self._entry!r} is not an agent; agents: {sorted(known)}")
         self._validate_edges(known)
-        for name in known:
+        for name in self._agents:  # in the order added, so the first error is predictable
             ways = [name in self._edges, name in self._conditions, name in self._finish]
             if sum(ways) > 1:
                 raise ConfigError(

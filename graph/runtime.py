@@ -309,8 +309,10 @@ class CompiledAgentGraph:
         values: dict[str, Any] | None = None
         payload: Any = None if task is None else initial_state(uuid.uuid4().hex, task)
         try:
+            # "sync": each step's checkpoint is written before the next step starts, so a
+            # killed process loses at most the step that was running.
             stream = self.langgraph.stream(
-                payload, config, stream_mode=["updates", "custom", "values"]
+                payload, config, stream_mode=["updates", "custom", "values"], durability="sync"
             )
             for mode, data in cast("Iterator[tuple[str, Any]]", stream):
                 if mode == "values":
