@@ -35,7 +35,7 @@ from relaygraph.agents.react import FinalAnswer, ReActParseError, ToolCall, has_
             "cut by a stop string",
             ToolCall("search", "Paris"),
         ),
-        ("Thought: a\nAction： search[x]", "a", ToolCall("search", "x")),
+        ("Thought: a\nAction\uff1a search[x]", "a", ToolCall("search", "x")),
         ("Action: finish[no thought]", "", FinalAnswer("no thought")),
         (
             "Thought: multi\nline reasoning\nAction: lookup[term]",
