@@ -91,9 +91,6 @@ def parse_react(reply: str) -> ReActStep:
         return ReActStep(reason.strip(), FinalAnswer(_first_paragraph(body)), reply)
     call = _CALL.match(body.split("\n\n")[0].strip())
     if call is None:
-        name = body.split()[0] if body.split() else ""
-        if name.lower().strip("`*") in _FINISH_NAMES:
-            return ReActStep(reason.strip(), FinalAnswer(body[len(name) :].strip(" :")), reply)
         raise ReActParseError(
             f"could not read the action {body[:80]!r}; write it as <tool>[<argument>], "
             "e.g. search[Eiffel Tower] or finish[Paris]"

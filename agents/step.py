@@ -200,6 +200,7 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
         reply = call.reply(max_tokens)
         if isinstance(reply, StepOutput):
             return reply
+        record.output = reply
         try:
             parsed = _parse(agent, reply)
         except ReActParseError as exc:
@@ -211,11 +212,18 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
 
 @dataclass(slots=True)
 class _Caller:
-    """Produces one step's reply, guided: the reply is prefilled with ``Thought:`` (or
-    ``Action:`` when the policy said act), and when the thought ends without an action
-    the same assistant turn is continued from ``Thought: <thought>\nAction:``. Small
-    models then always produce the REASON/ACT structure; the continuation reuses the
-    cached prompt, so it costs only the action's tokens."""
+    """Produces one step's reply, guided so that small models still yield REASON and ACT.
+
+    1. The reply is prefilled with ``Thought:`` (``Action:`` when the policy said act).
+       A reply that parses is used as is: one call per step for a capable model.
+    2. Otherwise the first line is kept as the thought and the action is constrained:
+       each valid action name (the tools and ``finish``) is scored as the continuation
+       of ``Thought: <thought>\nAction:`` in one forward pass each, the likeliest is
+       chosen, and only its argument is generated (up to ``]``). The prompt is cached
+       from the first call, so this costs a few tokens per candidate.
+    3. A model that cannot score (no token distribution) continues the reply from
+       ``Action:`` freely instead.
+    """
 
     agent: BoundAgent
     inp: StepInput
@@ -232,11 +240,56 @@ class _Caller:
         if isinstance(first, StepOutput):
             return first
         text = head + first
-        if self.act_only or has_action(text):
+        try:
+            parse_react(text)
             return text
-        prefill = f"Thought:{first.split(chr(10))[0]}\nAction:"
-        action = self._call(prefill, _ACTION_TOKENS, ("\n", *_STOP))
-        return action if isinstance(action, StepOutput) else prefill + action
+        except ReActParseError:
+            pass
+        base = (
+            "Action:" if self.act_only else f"Thought: {first.strip().split(chr(10))[0]}\nAction:"
+        )
+        choice = self._choose_action(base)
+        if isinstance(choice, StepOutput):
+            return choice
+        if choice is None:
+            rest = self._call(base, _ACTION_TOKENS, ("\n", *_STOP))
+            return rest if isinstance(rest, StepOutput) else base + rest
+        prefill = f"{base} {choice}["
+        argument = self._call(prefill, _ACTION_TOKENS, ("]", "\n"))
+        return argument if isinstance(argument, StepOutput) else f"{prefill}{argument}]"
+
+    def _choose_action(self, base: str) -> str | StepOutput | None:
+        """The likeliest valid action name after ``base``; None if the model cannot score."""
+        agent = self.agent
+        prompt = step_prompt(
+            agent,
+            self.inp.task,
+            self.context,
+            act_only=self.act_only,
+            retry_note=self.retry_note,
+            prefill=base,
+        )
+        candidates = [*agent.tools, "finish"]
+        prompt_tokens = agent.llm.count_tokens(prompt)
+        allowed, note = self.inp.budget.admit(
+            agent.role, agent.llm.name, prompt_tokens * len(candidates), 1
+        )
+        if allowed <= 0:
+            self.record.budget = note
+            return _fail(self.record, "budget", note)
+        scores: dict[str, float] = {}
+        for name in candidates:
+            try:
+                score = agent.llm.score(prompt, f" {name}[")
+            except LLMError:
+                return None
+            scores[name] = score.total_logprob
+            scored_tokens = score.prompt_tokens + len(score.tokens)
+            self.inp.budget.charge(agent.role, agent.llm.name, scored_tokens, 0, score.latency_s)
+            self.record.prompt_tokens += scored_tokens
+            self.record.latency_s += score.latency_s
+        self.record.model_details["action_scores"] = scores
+        return max(scores, key=lambda name: scores[name])
 
     def _call(self, prefill: str, max_tokens: int, stop: tuple[str, ...]) -> str | StepOutput:
         agent, record = self.agent, self.record
@@ -274,7 +327,8 @@ class _Caller:
         record.prefill = prefill
         record.output = prefill + completion.text
         record.model, record.model_policy = result.model, result.policy
-        record.model_reason, record.model_details = result.reason, result.details
+        record.model_reason = result.reason
+        record.model_details |= result.details
         record.prompt_tokens += completion.usage.prompt_tokens
         record.completion_tokens += completion.usage.completion_tokens
         record.latency_s += completion.latency_s

@@ -312,7 +312,10 @@ class CompiledAgentGraph:
             # "sync": each step's checkpoint is written before the next step starts, so a
             # killed process loses at most the step that was running.
             stream = self.langgraph.stream(
-                payload, config, stream_mode=["updates", "custom", "values"], durability="sync"
+                payload,
+                config,
+                stream_mode=["updates", "custom", "values"],
+                durability="sync" if self.durable else None,
             )
             for mode, data in cast("Iterator[tuple[str, Any]]", stream):
                 if mode == "values":

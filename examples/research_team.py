@@ -1,0 +1,88 @@
+"""A two-agent team: a researcher searches a small local corpus, a solver answers.
+
+Run with ``make demo`` (or ``python examples/research_team.py``): the team answers a few
+questions on the embedded SmolLM2-135M, then prints each run's steps and the tokens and
+latency per role. ``build()`` is the factory the CLI takes:
+``relaygraph run examples/research_team.py:build "Which river flows through Paris?"``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from rich.console import Console
+
+from relaygraph.agents import Agent, StandardRole
+from relaygraph.graph import AgentGraph
+from relaygraph.graph.trace import role_table, step_table
+
+CORPUS = {
+    "Eiffel Tower": "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889.",
+    "Paris": "Paris is the capital of France. The river Seine flows through Paris.",
+    "Seine": "The Seine is a 777 km river in northern France; it flows into the English Channel.",
+    "Rome": "Rome is the capital of Italy. The river Tiber flows through Rome.",
+    "Colosseum": "The Colosseum is an ancient amphitheatre in the centre of Rome, Italy.",
+    "Big Ben": "Big Ben is the nickname of the great bell of the clock tower in London.",
+    "London": "London is the capital of England. The river Thames flows through London.",
+}
+
+QUESTIONS = [
+    "Which river flows through the city of the Eiffel Tower?",
+    "In which country is the Colosseum?",
+    "Which river flows through London?",
+]
+
+
+def search(query: str) -> str:
+    """Search the encyclopedia; returns the best-matching page."""
+    words = set(re.findall(r"\w+", query.lower()))
+    scored = sorted(
+        ((len(words & set(re.findall(r"\w+", f"{t} {text}".lower()))), t) for t, text in CORPUS.items()),
+        reverse=True,
+    )
+    best_score, title = scored[0]
+    if best_score == 0:
+        return f"No page matches {query!r}. Pages: {', '.join(CORPUS)}."
+    return f"{title}: {CORPUS[title]}"
+
+
+def build(model: str = "smollm2-135m") -> AgentGraph:
+    """The researcher -> solver graph."""
+    graph = AgentGraph("research-team", model=model, max_steps=12)
+    graph.add_agent(
+        Agent(
+            name="researcher",
+            role=StandardRole.RESEARCHER,
+            instructions="Search for the facts the task needs, then finish with those facts.",
+            tools=[search],
+            max_steps=3,
+            max_tokens=64,
+        )
+    )
+    graph.add_agent(
+        Agent(
+            name="solver",
+            role=StandardRole.SOLVER,
+            instructions="Answer the task in a few words, using the facts in the context.",
+            answer_format="plain",
+            max_tokens=32,
+        )
+    )
+    return graph.add_edge("researcher", "solver").set_entry("researcher").set_finish("solver")
+
+
+def main() -> None:
+    console = Console()
+    questions = sys.argv[1:] or QUESTIONS
+    team = build().compile()
+    for question in questions:
+        result = team.invoke(question)
+        console.print(step_table(result.trace))
+        verdict = result.answer if result.ok else f"[red]{result.error}[/red]"
+        console.print(f"[bold]{question}[/bold] -> {verdict}\n")
+        console.print(role_table(result.trace))
+
+
+if __name__ == "__main__":
+    main()
