@@ -22,7 +22,6 @@ from relaygraph.agents.react import (
     ReActParseError,
     ReActStep,
     ToolCall,
-    has_action,
     parse_react,
 )
 from relaygraph.agents.tools import ToolCallError

@@ -38,7 +38,10 @@ def search(query: str) -> str:
     """Search the encyclopedia; returns the best-matching page."""
     words = set(re.findall(r"\w+", query.lower()))
     scored = sorted(
-        ((len(words & set(re.findall(r"\w+", f"{t} {text}".lower()))), t) for t, text in CORPUS.items()),
+        (
+            (len(words & set(re.findall(r"\w+", f"{t} {text}".lower()))), t)
+            for t, text in CORPUS.items()
+        ),
         reverse=True,
     )
     best_score, title = scored[0]

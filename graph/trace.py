@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+from rich.markup import escape
 from rich.table import Table
 
 from relaygraph.agents.step import StepError, StepRecord
@@ -102,6 +103,7 @@ class Trace(BaseModel):
 
 
 def _clip(text: str | None, width: int = 60) -> str:
+    """One line of at most ``width`` characters."""
     if not text:
         return ""
     flat = " ".join(text.split())
@@ -110,7 +112,7 @@ def _clip(text: str | None, width: int = 60) -> str:
 
 def step_table(trace: Trace) -> Table:
     """One row per step: who acted, what it saw and did, what it cost."""
-    table = Table(title=f"{trace.graph} · run {trace.run_id[:8]} · {_clip(trace.task, 50)}")
+    table = Table(title=escape(f"{trace.graph} · run {trace.run_id[:8]} · {_clip(trace.task, 50)}"))
     for column in (
         "#",
         "agent",
@@ -127,9 +129,9 @@ def step_table(trace: Trace) -> Table:
     for s in trace.steps:
         action: dict[str, Any] = s.action or {}
         if action.get("type") == "finish":
-            what = f"finish[{_clip(action.get('answer'), 40)}]"
+            what = escape(f"finish[{_clip(action.get('answer'), 40)}]")
         elif action:
-            what = f"{action.get('tool')}[{_clip(action.get('arguments'), 30)}]"
+            what = escape(f"{action.get('tool')}[{_clip(action.get('arguments'), 30)}]")
         else:
             what = f"[red]{s.error.kind}[/red]" if s.error else ""
         table.add_row(
@@ -142,7 +144,7 @@ def step_table(trace: Trace) -> Table:
             str(s.completion_tokens),
             f"{s.latency_s:.2f}",
             what,
-            _clip(s.observation or (s.error.message if s.error else ""), 50),
+            escape(_clip(s.observation or (s.error.message if s.error else ""), 50)),
         )
     return table
 

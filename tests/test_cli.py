@@ -92,3 +92,52 @@ def test_non_utf8_file_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe\xfa")
     result = run("generate", "--file", str(bad))
     assert result.returncode == 2 and "not UTF-8" in result.stderr
+
+
+EXAMPLE = str(Path(__file__).resolve().parent.parent / "examples" / "research_team.py")
+
+
+def test_run_a_graph_and_show_its_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "run.json"
+    result = run(
+        "run", f"{EXAMPLE}:build", "Which river flows through London?", "--trace", str(trace)
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "per role" in result.stdout and "researcher" in result.stdout and "answer:" in result.stdout
+    )
+    shown = run("trace", "show", str(trace))
+    assert shown.returncode == 0, shown.stderr
+    assert "solver" in shown.stdout and "result:" in shown.stdout
+
+
+def test_durable_run_from_the_cli(tmp_path: Path) -> None:
+    db = tmp_path / "runs.sqlite"
+    first = run(
+        "run", f"{EXAMPLE}:build", "Where is Big Ben?", "--checkpoint", str(db), "--thread", "t1"
+    )
+    assert first.returncode == 0, first.stderr
+    again = run(
+        "run", f"{EXAMPLE}:build", "-", "--checkpoint", str(db), "--thread", "t1", "--resume"
+    )
+    assert again.returncode == 0, again.stderr
+    assert first.stdout.split("answer:")[-1] == again.stdout.split("answer:")[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "no_such_file.py:build", "q"], "does not exist"),
+        (["run", "research_team", "q"], "must be <file.py or module>:<factory>"),
+        (["run", f"{EXAMPLE}:nothing", "q"], "has no callable 'nothing'"),
+        (["run", f"{EXAMPLE}:CORPUS", "q"], "has no callable 'CORPUS'"),
+        (["run", f"{EXAMPLE}:search", "q"], "needs arguments ['query']"),
+        (["run", f"{EXAMPLE}:main", "q"], "not an AgentGraph"),
+        (["run", f"{EXAMPLE}:build", "q", "--resume"], "--resume needs --checkpoint"),
+        (["trace", "show", "/no/such/trace.json"], "cannot read trace"),
+    ],
+)
+def test_run_errors(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2, result.stdout
+    assert message in " ".join(result.stderr.split())
