@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(PY) examples/quickstart.py
+	$(PY) examples/research_team.py
 
 # pytest's exit 5 means "no tests collected": not a failure of the code under test.
 test: install
@@ -45,6 +45,7 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/runtime.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ from relaygraph.agents.react import (
 )
 from relaygraph.agents.tools import ToolCallError
 from relaygraph.errors import LLMError
-from relaygraph.llm.types import GenerationParams, Message, TextPrompt
+from relaygraph.llm.types import GenerationParams, Message
 from relaygraph.routing.context import ContextItem, ContextRequest
 from relaygraph.routing.models import ModelCall
 from relaygraph.routing.reasoning import ReasoningState
@@ -115,6 +115,8 @@ class StepInput:
     run_step: int
     turn_step: int
     budget: StepBudget
+    count_tokens: Callable[[str], int]
+    """Tokens of a piece of text under the agent's model (memoised by the graph)."""
     on_token: Callable[[str], None] | None = None
     last_observation: str | None = None
     last_error: str | None = None
@@ -164,9 +166,6 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
             record, "step_limit", f"{agent.name} stopped without an answer: {decision.reason}"
         )
 
-    def count(text: str) -> int:
-        return agent.llm.count_tokens(TextPrompt(text=text))
-
     selection = spec.context_policy.select(
         ContextRequest(
             agent=agent.name,
@@ -174,7 +173,7 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
             query=inp.task,
             items=inp.items,
             budget_tokens=spec.context_budget,
-            count_tokens=count,
+            count_tokens=inp.count_tokens,
         )
     )
     if spec.context_budget is not None and selection.tokens > spec.context_budget:

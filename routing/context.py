@@ -9,7 +9,7 @@ more tokens than the budget.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -40,6 +40,18 @@ class ContextItem:
     role: str | None = None
     step: int = 0
     stage: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible form (what run state and checkpoints store)."""
+        return {
+            "id": self.id,
+            "text": self.text,
+            "kind": self.kind,
+            "author": self.author,
+            "role": self.role,
+            "step": self.step,
+            "stage": self.stage,
+        }
 
 
 def render_item(item: ContextItem) -> str:
