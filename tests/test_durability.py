@@ -85,3 +85,15 @@ def test_resume_needs_a_checkpointer_and_a_known_thread(tmp_path: Path) -> None:
         # Resuming a finished run returns its result without running anything.
         assert compiled.resume("t").trace == done.trace
         assert compiled.trace("t") == done.trace
+
+
+def test_a_run_that_ends_in_error_leaves_its_checkpoint_intact(tmp_path: Path) -> None:
+    g = AgentGraph("g", model=ScriptedLLM(lambda prompt: "no format at all"))
+    g.add_agent(Agent(name="a", role="solver")).set_entry("a").set_finish("a")
+    with g.compile(checkpointer=tmp_path / "c.sqlite") as compiled:
+        failed = compiled.invoke("q", thread_id="bad")
+        assert failed.error is not None and failed.error.kind == "parse"
+    # A new process (here: a new compiled graph on the same file) sees the same end state.
+    with g.compile(checkpointer=tmp_path / "c.sqlite") as reopened:
+        assert reopened.trace("bad") == failed.trace
+        assert reopened.resume("bad").error == failed.error

@@ -188,3 +188,15 @@ def test_async_face(llm: LLM) -> None:
     text, streamed, logprob = asyncio.run(run())
     assert text == streamed == llm.complete(PROMPT, params).text
     assert logprob < 0
+
+
+def test_concurrent_callers_share_one_engine_safely(smollm2: LLM) -> None:
+    """Threads calling one engine get exactly what they would get one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [f"Q: What is {n} + {n}?\nA:" for n in range(6)]
+    params = GenerationParams(max_tokens=6)
+    alone = [smollm2.complete(p, params).text for p in prompts]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(pool.map(lambda p: smollm2.complete(p, params).text, prompts))
+    assert together == alone
