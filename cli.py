@@ -234,18 +234,72 @@ def serve(
     model: Annotated[
         list[str] | None, typer.Option("--model", "-m", help="Model to serve (repeatable).")
     ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON config: models, worker pools, graphs, keys.")
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
-    """Serve models behind an OpenAI-compatible API."""
+    """Serve models, worker pools and agent graphs behind an OpenAI-compatible API."""
     import uvicorn
 
-    from relaygraph.serving.app import create_app
+    from relaygraph.serving.config import LLMEntry, ServeConfig, load_config
+    from relaygraph.serving.server import app_from_config, safe_host
 
-    names = model or [DEFAULT_MODEL]
-    served = {name: load_llm(name) for name in names}
-    console.print(f"serving {', '.join(names)} on http://{host}:{port}/v1")
-    uvicorn.run(create_app(served), host=host, port=port, log_level="info")
+    if config is not None and model:
+        raise RelayGraphError("give --config or --model, not both")
+    settings = (
+        load_config(config)
+        if config is not None
+        else ServeConfig(models={m: LLMEntry(llm=m) for m in model or [DEFAULT_MODEL]})
+    )
+    bind = safe_host(host, settings.security)
+    served_app = app_from_config(settings)
+    console.print(f"serving {', '.join(settings.models)} on http://{bind}:{port}/v1")
+    uvicorn.run(served_app, host=bind, port=port, log_level="info")
+
+
+@app.command()
+@_user_errors
+def worker(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model (a name or a path).")],
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 0,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    engine: Annotated[
+        str, typer.Option(help="relaygraph (embedded engine) or vllm (vLLM's server).")
+    ] = "relaygraph",
+) -> None:
+    """Start a worker for one model and print its URL (for pools and speculative decoding)."""
+    import subprocess
+
+    import uvicorn
+
+    from relaygraph.serving.config import LLMEntry, ServeConfig
+    from relaygraph.serving.server import app_from_config, free_port, safe_host
+
+    if engine not in ("relaygraph", "vllm"):
+        raise RelayGraphError(f"--engine must be relaygraph or vllm, not {engine!r}")
+    settings = ServeConfig(models={model: LLMEntry(llm=model)})
+    bind = safe_host(host, settings.security)
+    chosen = port or free_port(bind)
+    url = f"http://{bind}:{chosen}/v1"
+    if engine == "vllm":
+        command = [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--host",
+            bind,
+            "--port",
+            str(chosen),
+        ]
+        print(url, flush=True)
+        raise typer.Exit(subprocess.call(command))
+    served_app = app_from_config(settings)  # load before announcing: the URL means ready
+    print(url, flush=True)
+    uvicorn.run(served_app, host=bind, port=chosen, log_level="warning")
 
 
 if __name__ == "__main__":

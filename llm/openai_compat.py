@@ -208,8 +208,13 @@ class OpenAICompatLLM(BaseLLM):
         return self._context_window
 
     def close(self) -> None:
-        """Close the HTTP connections."""
+        """Close the synchronous HTTP connections (`aclose` closes both kinds)."""
         self._client.close()
+
+    async def aclose(self) -> None:
+        """Close every HTTP connection of this client."""
+        self._client.close()
+        await self._aclient.aclose()
 
     # -- HTTP -------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ override the async methods with native ones.
 from __future__ import annotations
 
 import asyncio
-import threading
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from relaygraph.llm.bridge import iterate_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
@@ -173,36 +174,6 @@ class BaseLLM(ABC):
     async def astream(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
     ) -> AsyncIterator[CompletionChunk]:
-        """Run `stream` on a thread and hand chunks over through a queue.
-
-        When the consumer stops early (a client disconnects), the producer thread is
-        told to close the sync iterator, which cancels generation and frees the engine.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[CompletionChunk | BaseException | None] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def produce() -> None:
-            iterator = self.stream(prompt, params)
-            try:
-                for chunk in iterator:
-                    if cancelled.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                close = getattr(iterator, "close", None)
-                if close is not None:
-                    close()
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        producer = asyncio.ensure_future(asyncio.to_thread(produce))
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            cancelled.set()
-            await producer
+        """Run `stream` on a worker thread; a consumer that stops early cancels it."""
+        async for chunk in iterate_in_thread(lambda: self.stream(prompt, params)):
+            yield chunk

@@ -1,23 +1,28 @@
 """The OpenAI-compatible FastAPI app: ``/v1/models``, ``/v1/chat/completions``,
 ``/v1/completions`` (with vLLM's ``prompt_logprobs``), ``/tokenize``, ``/detokenize``,
-``/health``.
+``/v1/traces/{id}``, ``/health`` and ``/metrics``.
 
-`create_app` wires the routes of one `OpenAIServer` (which owns the served models) into
-FastAPI, with handlers that turn every error into OpenAI's format (`serving.errors`).
+`create_app` wires the routes of one `OpenAIServer` (which owns the served models and
+graphs) into FastAPI, behind the `Guard` (keys, body size, concurrency), with handlers
+that turn every error into OpenAI's format (`serving.errors`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relaygraph.errors import ModelNotFoundError, RelayGraphError
+from relaygraph.graph.runtime import CompiledAgentGraph
 from relaygraph.llm.types import (
     CompletionChunk,
     GenerationParams,
@@ -27,7 +32,11 @@ from relaygraph.llm.types import (
     TokenPrompt,
     to_prompt,
 )
+from relaygraph.serving.config import SecurityConfig
 from relaygraph.serving.errors import APIError, to_api_error
+from relaygraph.serving.graphs import graph_completion, graph_events
+from relaygraph.serving.guard import Guard
+from relaygraph.serving.metrics import CONTENT_TYPE, ServerMetrics
 from relaygraph.serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -42,12 +51,16 @@ from relaygraph.serving.protocol import (
     prompt_logprobs_entries,
     usage_json,
 )
+from relaygraph.serving.traces import TraceStore
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Mapping
+    from collections.abc import AsyncIterator, Awaitable, Mapping
 
     from relaygraph.llm.protocol import LLM
     from relaygraph.llm.types import Completion
+
+
+T = TypeVar("T")
 
 
 def _sse(payload: Mapping[str, Any] | str) -> str:
@@ -56,25 +69,55 @@ def _sse(payload: Mapping[str, Any] | str) -> str:
 
 
 class OpenAIServer:
-    """The routes of the OpenAI-compatible API over a set of named models.
+    """The routes of the OpenAI-compatible API over named models and agent graphs.
 
     Args:
-        models: Served model name to `LLM`.
-        max_tokens_cap: Largest ``max_tokens`` a request may ask for.
+        models: Served name to an `LLM` or a compiled agent graph.
+        security: Limits (max_tokens cap, request timeout); keys are the `Guard`'s.
+        traces: Where graph traces are kept.
     """
 
-    def __init__(self, models: Mapping[str, LLM], *, max_tokens_cap: int = 4096) -> None:
-        self.models = dict(models)
-        self.max_tokens_cap = max_tokens_cap
+    def __init__(
+        self,
+        models: Mapping[str, LLM | CompiledAgentGraph],
+        *,
+        security: SecurityConfig,
+        traces: TraceStore,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.models = {n: m for n, m in models.items() if not isinstance(m, CompiledAgentGraph)}
+        self.graphs = {n: m for n, m in models.items() if isinstance(m, CompiledAgentGraph)}
+        self.max_tokens_cap = security.max_tokens_cap
+        self.timeout_s = security.request_timeout_s
+        self.traces = traces
+        self.metrics = metrics
         self.started = now()
 
     def model(self, name: str) -> LLM:
+        if name in self.graphs:
+            raise APIError(
+                400,
+                f"{name!r} is an agent graph; it answers /v1/chat/completions only",
+                param="model",
+            )
         try:
             return self.models[name]
         except KeyError:
-            served = ", ".join(sorted(self.models))
+            served = ", ".join(sorted([*self.models, *self.graphs]))
             raise ModelNotFoundError(
                 f"model {name!r} is not served here; served models: {served}"
+            ) from None
+
+    async def timed(self, work: Awaitable[T]) -> T:
+        """Await ``work`` within the request timeout (answered 503 when it runs over)."""
+        try:
+            return await asyncio.wait_for(work, self.timeout_s)
+        except TimeoutError:
+            raise APIError(
+                503,
+                f"request took longer than {self.timeout_s} s",
+                type="server_error",
+                code="timeout",
             ) from None
 
     def max_tokens(self, llm: LLM, prompt: Prompt, requested: int | None) -> int:
@@ -106,16 +149,37 @@ class OpenAIServer:
             }
             for name, llm in self.models.items()
         ]
+        cards += [
+            {"id": name, "object": "model", "created": self.started, "owned_by": "relaygraph-graph"}
+            for name in self.graphs
+        ]
         return {"object": "list", "data": cards}
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any]:
+        trace = self.traces.get(trace_id)
+        if trace is None:
+            raise APIError(404, f"no trace {trace_id!r}", type="not_found_error", param="trace_id")
+        return trace.model_dump(mode="json")
+
+    async def metrics_text(self) -> Response:
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def chat_completions(
         self, request: ChatCompletionRequest
     ) -> dict[str, Any] | StreamingResponse:
-        llm = self.model(request.model)
         if request.tools:
             raise APIError(
-                400, f"model {request.model!r} is a plain model and takes no tools", param="tools"
+                400,
+                f"{request.model!r} runs its own tools; client-side tools are not supported",
+                param="tools",
             )
+        graph = self.graphs.get(request.model)
+        if graph is not None:
+            if request.stream:
+                events = graph_events(graph, request, self.traces, self.metrics)
+                return StreamingResponse(events, media_type="text/event-stream")
+            return await self.timed(graph_completion(graph, request, self.traces, self.metrics))
+        llm = self.model(request.model)
         prompt = request.chat_prompt()
         limit = self.max_tokens(llm, prompt, request.max_completion_tokens or request.max_tokens)
         params = request.generation_params(
@@ -123,7 +187,10 @@ class OpenAIServer:
         )
         if request.stream:
             return await self._stream(llm, prompt, params, request, chat=True)
-        completion = await llm.acomplete(prompt, params)
+        completion = await self.timed(llm.acomplete(prompt, params))
+        self.metrics.count_tokens(
+            request.model, completion.usage.prompt_tokens, completion.usage.completion_tokens
+        )
         choices = []
         for c in completion.choices:
             choice: dict[str, Any] = {
@@ -168,7 +235,7 @@ class OpenAIServer:
                 return await self._stream(llm, prompt, params, request, chat=False)
             ids = llm.encode(prompt)
             scored = await _prompt_scores(llm, ids, request)
-            completion = await llm.acomplete(TokenPrompt(token_ids=tuple(ids)), params)
+            completion = await self.timed(llm.acomplete(TokenPrompt(token_ids=tuple(ids)), params))
             choices.extend(
                 _completion_choices(
                     request,
@@ -182,6 +249,7 @@ class OpenAIServer:
             )
             prompt_tokens += completion.usage.prompt_tokens
             completion_tokens += completion.usage.completion_tokens
+        self.metrics.count_tokens(request.model, prompt_tokens, completion_tokens)
         return {
             "id": new_id("cmpl"),
             "object": "text_completion",
@@ -317,17 +385,35 @@ def _completion_choices(
     return out
 
 
-def create_app(models: Mapping[str, LLM], *, max_tokens_cap: int = 4096) -> FastAPI:
-    """A FastAPI app serving these models under their names.
+def create_app(
+    models: Mapping[str, LLM | CompiledAgentGraph],
+    *,
+    security: SecurityConfig | None = None,
+    traces: TraceStore | None = None,
+) -> FastAPI:
+    """A FastAPI app serving these models and graphs under their names.
 
     Example:
         >>> app = create_app({"smollm2-135m": load_llm("smollm2-135m")})  # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)                                    # doctest: +SKIP
     """
-    server = OpenAIServer(models, max_tokens_cap=max_tokens_cap)
-    app = FastAPI(title="relaygraph", version="1")
+    security = security or SecurityConfig()
+    metrics = ServerMetrics()
+    server = OpenAIServer(models, security=security, traces=traces or TraceStore(), metrics=metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        for served in models.values():  # close upstream connections on shutdown
+            close = getattr(served, "aclose", None)
+            if close is not None:
+                await close()
+
+    app = FastAPI(title="relaygraph", version="1", lifespan=lifespan)
     app.add_api_route("/health", server.health, methods=["GET"])
+    app.add_api_route("/metrics", server.metrics_text, methods=["GET"])
     app.add_api_route("/v1/models", server.list_models, methods=["GET"])
+    app.add_api_route("/v1/traces/{trace_id}", server.get_trace, methods=["GET"])
     app.add_api_route(
         "/v1/chat/completions", server.chat_completions, methods=["POST"], response_model=None
     )
@@ -359,4 +445,18 @@ def create_app(models: Mapping[str, LLM], *, max_tokens_cap: int = 4096) -> Fast
 
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_middleware(
+        Guard,
+        keys=security.keys(),
+        max_body_bytes=security.max_body_bytes,
+        max_concurrency=security.max_concurrency_per_key,
+        metrics=metrics,
+    )
+    if security.cors_origins:  # off unless configured; outermost, so preflights skip the keys
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=security.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     return app

@@ -1,7 +1,9 @@
-"""Running the app: in the foreground (``relaygraph serve``) or on a background thread."""
+"""Running the app: building what a config serves, in the foreground or on a thread."""
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import threading
 import time
@@ -10,12 +12,24 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from relaygraph.errors import RelayGraphError
+from relaygraph.graph.loader import load_graph
+from relaygraph.llm.openai_compat import OpenAICompatLLM
+from relaygraph.llm.pool import WorkerPool
+from relaygraph.llm.registry import load_llm
 from relaygraph.serving.app import create_app
+from relaygraph.serving.config import GraphEntry, LLMEntry, SecurityConfig, ServeConfig
+from relaygraph.serving.traces import TraceStore
+
+logger = logging.getLogger("relaygraph.serving")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from types import TracebackType
 
+    from fastapi import FastAPI
+
+    from relaygraph.graph.runtime import CompiledAgentGraph
     from relaygraph.llm.protocol import LLM
 
 
@@ -24,6 +38,48 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def build_models(config: ServeConfig) -> dict[str, LLM | CompiledAgentGraph]:
+    """Load every model, worker pool and graph a config names.
+
+    Raises:
+        ConfigError: An unknown model, an unloadable graph factory.
+    """
+    served: dict[str, LLM | CompiledAgentGraph] = {}
+    for name, entry in config.models.items():
+        if isinstance(entry, LLMEntry):
+            served[name] = load_llm(entry.llm)
+        elif isinstance(entry, GraphEntry):
+            served[name] = load_graph(entry.graph, model=entry.model).compile()
+        else:
+            key = os.environ.get(entry.api_key_env) if entry.api_key_env else None
+            workers = [
+                OpenAICompatLLM(
+                    url, entry.model, api_key=key, timeout_s=entry.timeout_s, max_retries=0
+                )
+                for url in entry.workers
+            ]
+            served[name] = WorkerPool(workers, name=entry.model, cooldown_s=entry.cooldown_s)
+    return served
+
+
+def app_from_config(config: ServeConfig) -> FastAPI:
+    """The app serving everything in ``config``."""
+    traces = TraceStore(capacity=config.max_traces, directory=config.trace_dir)
+    return create_app(build_models(config), security=config.security, traces=traces)
+
+
+def safe_host(host: str, security: SecurityConfig) -> str:
+    """The host to bind: without API keys, never beyond this machine."""
+    if host not in LOOPBACK and not security.keys():
+        logger.warning(
+            "no API keys configured: binding 127.0.0.1 instead of %s; set security.api_keys_env "
+            "(or api_keys / api_keys_file) to serve other machines",
+            host,
+        )
+        return "127.0.0.1"
+    return host
 
 
 class BackgroundServer:
@@ -35,12 +91,21 @@ class BackgroundServer:
     """
 
     def __init__(
-        self, models: Mapping[str, LLM], *, host: str = "127.0.0.1", port: int = 0
+        self,
+        models: Mapping[str, LLM | CompiledAgentGraph] | None = None,
+        *,
+        app: FastAPI | None = None,
+        security: SecurityConfig | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
+        if (models is None) == (app is None):
+            raise RelayGraphError("give BackgroundServer either models or an app")
         self.host = host
         self.port = port or free_port(host)
+        served = app or create_app(models or {}, security=security)
         config = uvicorn.Config(
-            create_app(models), host=host, port=self.port, log_level="warning", lifespan="off"
+            served, host=host, port=self.port, log_level="warning", lifespan="on"
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,76 @@ def test_run_errors(args: list[str], message: str) -> None:
     result = run(*args)
     assert result.returncode == 2, result.stdout
     assert message in " ".join(result.stderr.split())
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "relaygraph.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    """Terminate the process; its stderr."""
+    process.terminate()
+    return process.communicate(timeout=30)[1]
+
+
+@pytest.mark.server
+def test_worker_prints_its_url_and_serves() -> None:
+    import httpx
+
+    process = _start("worker", "--model", "smollm2-135m")
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        for _ in range(100):
+            try:
+                models = httpx.get(f"{url}/models", timeout=2).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert [m["id"] for m in models["data"]] == ["smollm2-135m"]
+    finally:
+        _stop(process)
+
+
+@pytest.mark.server
+def test_serve_a_config_with_a_graph(tmp_path: Path) -> None:
+    import httpx
+
+    from relaygraph.serving.server import free_port
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        f"models:\n  small: {{llm: smollm2-135m}}\n  team: {{graph: '{EXAMPLE}:build'}}\n"
+    )
+    port = free_port()
+    process = _start("serve", "--config", str(config), "--port", str(port), "--host", "0.0.0.0")
+    models: dict[str, list[dict[str, str]]] = {"data": []}
+    try:
+        for _ in range(200):
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+    finally:
+        stderr = _stop(process)
+    assert {m["id"] for m in models["data"]} == {"small", "team"}
+    # No keys configured: it bound loopback only, and said so.
+    assert "binding 127.0.0.1 instead of 0.0.0.0" in stderr
+
+
+def test_serve_config_errors(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("models: {a: {llm: no-such-model}}")
+    result = run("serve", "--config", str(config))
+    assert result.returncode == 2 and "unknown model 'no-such-model'" in " ".join(
+        result.stderr.split()
+    )

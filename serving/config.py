@@ -1,0 +1,171 @@
+"""Server configuration: which names are served (models, worker pools, graphs) and how.
+
+Loaded from YAML or JSON; unknown keys are errors naming the file and the field.
+
+Example (``relaygraph serve --config serve.yaml``)::
+
+    models:
+      smollm2-135m: {llm: smollm2-135m}                    # embedded
+      big:                                                 # upstream vLLM workers
+        workers: [http://10.0.0.2:8000/v1, http://10.0.0.3:8000/v1]
+        model: Qwen/Qwen2.5-7B-Instruct
+      research-team: {graph: examples/research_team.py:build, model: smollm2-135m}
+    security:
+      api_keys_env: RELAYGRAPH_API_KEYS                    # comma-separated
+      max_concurrency_per_key: 4
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from relaygraph.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LLMEntry(_Strict):
+    """A model resolved by the registry: packaged name, GGUF path or ``openai:`` URL."""
+
+    kind: Literal["llm"] = "llm"
+    llm: str
+    """Registry name of the model."""
+
+
+class WorkerPoolEntry(_Strict):
+    """One model on several OpenAI-compatible workers, with failover between them."""
+
+    kind: Literal["workers"] = "workers"
+    workers: list[str] = Field(min_length=1)
+    """Base URLs of the workers, each ending in /v1."""
+    model: str
+    """The model's name on the workers."""
+    api_key_env: str | None = None
+    """Environment variable holding the workers' API key."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Per-request timeout towards a worker."""
+    cooldown_s: float = Field(default=30.0, ge=0)
+    """How long a failed worker is skipped."""
+
+
+class GraphEntry(_Strict):
+    """An agent graph served as a model."""
+
+    kind: Literal["graph"] = "graph"
+    graph: str
+    """Factory spec: path/to/file.py:factory or package.module:factory."""
+    model: str | None = None
+    """Default model passed to the factory (when it takes one)."""
+
+
+def _entry_kind(data: Any) -> str:
+    """Which entry a mapping is, by its telling key (``graph``, ``workers`` or ``llm``)."""
+    if isinstance(data, BaseModel):
+        return str(getattr(data, "kind", ""))
+    if isinstance(data, dict):
+        for key in ("graph", "workers", "llm"):
+            if key in data:
+                return "workers" if key == "workers" else key
+    return ""
+
+
+Entry = Annotated[
+    Annotated[LLMEntry, Tag("llm")]
+    | Annotated[WorkerPoolEntry, Tag("workers")]
+    | Annotated[GraphEntry, Tag("graph")],
+    Discriminator(
+        _entry_kind,
+        custom_error_type="model_entry",
+        custom_error_message="a model entry needs one of the keys llm, workers or graph",
+    ),
+]
+
+
+class SecurityConfig(_Strict):
+    """Authentication and limits."""
+
+    api_keys: list[str] = Field(default_factory=list)
+    """Accepted bearer keys (prefer api_keys_env or api_keys_file)."""
+    api_keys_env: str | None = None
+    """Environment variable with comma-separated keys."""
+    api_keys_file: Path | None = None
+    """File with one key per line."""
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    """Larger request bodies are refused with 413."""
+    max_tokens_cap: int = Field(default=4096, gt=0)
+    """Largest max_tokens a request may ask for."""
+    max_concurrency_per_key: int = Field(default=8, gt=0)
+    """Requests in flight per key (or per client address without keys); more get 429."""
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    """A request still running after this is answered 503."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Origins allowed by CORS; empty keeps CORS off."""
+
+    def keys(self) -> set[str]:
+        """Every configured key.
+
+        Raises:
+            ConfigError: The key file cannot be read.
+        """
+        keys = set(self.api_keys)
+        if self.api_keys_env:
+            keys |= {
+                k.strip() for k in os.environ.get(self.api_keys_env, "").split(",") if k.strip()
+            }
+        if self.api_keys_file is not None:
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read api_keys_file {self.api_keys_file}: {exc.strerror}"
+                ) from None
+            keys |= {line.strip() for line in text.splitlines() if line.strip()}
+        return keys
+
+
+class ServeConfig(_Strict):
+    """Everything ``relaygraph serve`` serves, and how."""
+
+    models: dict[str, Entry] = Field(min_length=1)
+    """Served name to what answers it."""
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    """Keys and limits."""
+    trace_dir: Path | None = None
+    """Where graph traces are also written as JSON (they are always kept in memory)."""
+    max_traces: int = Field(default=1000, gt=0)
+    """Traces kept in memory for GET /v1/traces/{id}."""
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    """Read a YAML or JSON server config.
+
+    Raises:
+        ConfigError: Unreadable file, bad syntax, or a field that fails validation
+            (the message names the file and the field).
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config {file}: {exc.strerror}", parameter="config"
+        ) from None
+    try:
+        data: Any = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if file.suffix == ".json" else "YAML"
+        raise ConfigError(f"{file} is not valid {kind}: {exc}") from None
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{file}: {where}: {first['msg']}", parameter=where) from None

@@ -1,0 +1,153 @@
+"""Agent graphs served as chat models.
+
+A chat request to a graph's name runs the graph on the conversation and answers with the
+run's final answer. The response carries the tokens of every agent as usage and the run's
+trace id in a ``relaygraph`` field; ``GET /v1/traces/{id}`` returns the trace. Streaming
+sends one chunk per agent step and per generated token as ``relaygraph`` events (the
+assistant's ``content`` stays clean) and the answer as content at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from relaygraph.errors import ConfigError
+from relaygraph.graph.runtime import ResultEvent, RunResult, StepEvent, TokenEvent
+from relaygraph.llm.bridge import iterate_in_thread
+from relaygraph.serving.errors import APIError, to_api_error
+from relaygraph.serving.protocol import new_id, now, usage_json
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from relaygraph.graph.runtime import CompiledAgentGraph
+    from relaygraph.llm.types import Message
+    from relaygraph.serving.metrics import ServerMetrics
+    from relaygraph.serving.protocol import ChatCompletionRequest
+    from relaygraph.serving.traces import TraceStore
+
+
+def task_from_messages(messages: tuple[Message, ...]) -> str:
+    """The task a graph runs on: the last user message, after a transcript of earlier turns.
+
+    Raises:
+        ConfigError: The conversation has no user message.
+    """
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    if last_user < 0:
+        raise ConfigError("a graph needs at least one user message", parameter="messages")
+    task = messages[last_user].content
+    earlier = [f"{m.role}: {m.content}" for m in messages[:last_user]]
+    return f"Conversation so far:\n{chr(10).join(earlier)}\n\n{task}" if earlier else task
+
+
+def _usage(result: RunResult) -> dict[str, int]:
+    steps = result.trace.steps
+    return usage_json(sum(s.prompt_tokens for s in steps), sum(s.completion_tokens for s in steps))
+
+
+def _check(result: RunResult, name: str) -> None:
+    if result.error is not None:
+        raise APIError(
+            500,
+            f"graph {name!r} ended with an error ({result.error.kind}): {result.error.message}; "
+            f"trace {result.trace.run_id}",
+            type="graph_error",
+            code=result.error.kind,
+        )
+
+
+def _record(result: RunResult, name: str, traces: TraceStore, metrics: ServerMetrics) -> None:
+    traces.add(result.trace)
+    usage = _usage(result)
+    metrics.count_tokens(name, usage["prompt_tokens"], usage["completion_tokens"])
+
+
+async def graph_completion(
+    graph: CompiledAgentGraph,
+    request: ChatCompletionRequest,
+    traces: TraceStore,
+    metrics: ServerMetrics,
+) -> dict[str, Any]:
+    """Run the graph to its end and answer like a chat completion."""
+    task = task_from_messages(request.chat_prompt().messages)
+    result = await graph.ainvoke(task)
+    _record(result, request.model, traces, metrics)
+    _check(result, request.model)
+    return {
+        "id": new_id("chatcmpl"),
+        "object": "chat.completion",
+        "created": now(),
+        "model": request.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.answer or ""},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(result),
+        "relaygraph": {"trace_id": result.trace.run_id, "answers": result.answers},
+    }
+
+
+async def graph_events(
+    graph: CompiledAgentGraph,
+    request: ChatCompletionRequest,
+    traces: TraceStore,
+    metrics: ServerMetrics,
+) -> AsyncIterator[str]:
+    """SSE lines of a streamed graph run; a client that leaves stops the run after its step."""
+    task = task_from_messages(request.chat_prompt().messages)
+    ident, created = new_id("chatcmpl"), now()
+
+    def chunk(delta: dict[str, Any], event: dict[str, Any], finish: str | None = None) -> str:
+        payload = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": request.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            "relaygraph": event,
+        }
+        return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+    yield chunk({"role": "assistant", "content": ""}, {"event": "start"})
+    try:
+        async for event in iterate_in_thread(lambda: graph.stream(task, tokens=True)):
+            if isinstance(event, TokenEvent):
+                yield chunk({}, {"event": "token", "agent": event.agent, "text": event.text})
+            elif isinstance(event, StepEvent):
+                r = event.record
+                yield chunk(
+                    {},
+                    {
+                        "event": "step",
+                        "step": r.step,
+                        "agent": r.agent,
+                        "role": r.role,
+                        "action": r.action,
+                        "observation": r.observation,
+                    },
+                )
+            elif isinstance(event, ResultEvent):
+                result = event.result
+                _record(result, request.model, traces, metrics)
+                _check(result, request.model)
+                done = {"event": "result", "trace_id": result.trace.run_id}
+                yield chunk({"content": result.answer or ""}, done, finish="stop")
+                if request.stream_options and request.stream_options.include_usage:
+                    usage = {
+                        "id": ident,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": request.model,
+                        "choices": [],
+                        "usage": _usage(result),
+                    }
+                    yield f"data: {json.dumps(usage, separators=(',', ':'))}\n\n"
+    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
+        yield f"data: {json.dumps(to_api_error(exc).body())}\n\n"
+    yield "data: [DONE]\n\n"
