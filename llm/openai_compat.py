@@ -14,6 +14,8 @@ at once. A stream is retried only before its first chunk.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -179,7 +181,10 @@ class OpenAICompatLLM(BaseLLM):
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self._client = httpx.Client(headers=headers, timeout=timeout)
-        self._aclient = httpx.AsyncClient(headers=headers, timeout=timeout)
+        self._headers, self._timeout = headers, timeout
+        # An AsyncClient belongs to the event loop it first ran in: one per loop.
+        self._aclient: httpx.AsyncClient | None = None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._context_window: int | None = None
 
     @property
@@ -208,13 +213,22 @@ class OpenAICompatLLM(BaseLLM):
         return self._context_window
 
     def close(self) -> None:
-        """Close the synchronous HTTP connections (`aclose` closes both kinds)."""
+        """Close the synchronous HTTP connections."""
         self._client.close()
 
     async def aclose(self) -> None:
-        """Close every HTTP connection of this client."""
-        self._client.close()
-        await self._aclient.aclose()
+        """Close the asynchronous HTTP connections of the running event loop."""
+        if self._aclient is not None:
+            await self._aclient.aclose()
+            self._aclient = self._aclient_loop = None
+
+    def _async_client(self) -> httpx.AsyncClient:
+        """The async client of the running event loop (a new loop gets a new client)."""
+        loop = asyncio.get_running_loop()
+        if self._aclient is None or self._aclient_loop is not loop:
+            self._aclient = httpx.AsyncClient(headers=self._headers, timeout=self._timeout)
+            self._aclient_loop = loop
+        return self._aclient
 
     # -- HTTP -------------------------------------------------------------------------
 
@@ -252,19 +266,23 @@ class OpenAICompatLLM(BaseLLM):
             return error.retry_after
         return float(self._backoff_s * 2**attempt)
 
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Iterator[None]:
+        """Turn httpx's transport failures into relaygraph's `TransportError` kinds."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise WorkerTimeoutError(f"{what} timed out: {exc}", model=self._model) from exc
+        except httpx.TransportError as exc:
+            raise WorkerConnectionError(
+                f"{what} failed to reach the worker: {exc}", model=self._model
+            ) from exc
+
     def _request(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
         for attempt in range(self._max_retries + 1):
             try:
-                try:
+                with self._translated(f"{method} {url}"):
                     response = self._client.request(method, url, json=body)
-                except httpx.TimeoutException as exc:
-                    raise WorkerTimeoutError(
-                        f"{method} {url} timed out: {exc}", model=self._model
-                    ) from exc
-                except httpx.TransportError as exc:
-                    raise WorkerConnectionError(
-                        f"{method} {url} could not connect: {exc}", model=self._model
-                    ) from exc
                 self._raise_for(response)
                 return response.json()
             except TransportError as error:
@@ -274,20 +292,10 @@ class OpenAICompatLLM(BaseLLM):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _arequest(self, url: str, body: Mapping[str, Any]) -> Any:
-        import asyncio
-
         for attempt in range(self._max_retries + 1):
             try:
-                try:
-                    response = await self._aclient.post(url, json=body)
-                except httpx.TimeoutException as exc:
-                    raise WorkerTimeoutError(
-                        f"POST {url} timed out: {exc}", model=self._model
-                    ) from exc
-                except httpx.TransportError as exc:
-                    raise WorkerConnectionError(
-                        f"POST {url} could not connect: {exc}", model=self._model
-                    ) from exc
+                with self._translated(f"POST {url}"):
+                    response = await self._async_client().post(url, json=body)
                 self._raise_for(response)
                 return response.json()
             except TransportError as error:
@@ -295,6 +303,23 @@ class OpenAICompatLLM(BaseLLM):
                     raise
                 await asyncio.sleep(self._delay(attempt, error))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sse(self, line: str) -> dict[str, Any] | None:
+        """The JSON payload of an SSE ``data:`` line (None for other lines and ``[DONE]``).
+
+        Raises:
+            LLMError: The worker reported an error inside the stream.
+        """
+        if not line.startswith("data:"):
+            return None
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return None
+        data: dict[str, Any] = json.loads(payload)
+        if "error" in data:
+            message = data["error"].get("message")
+            raise LLMError(f"worker stream failed: {message}", model=self._model)
+        return data
 
     # -- request bodies ---------------------------------------------------------------
 
@@ -424,40 +449,28 @@ class OpenAICompatLLM(BaseLLM):
 
     def _stream(self, url: str, body: dict[str, Any], chat: bool) -> Iterator[CompletionChunk]:
         for attempt in range(self._max_retries + 1):
+            started = False
             try:
-                with self._client.stream("POST", url, json=body) as response:
+                with (
+                    self._translated(f"stream from {url}"),
+                    self._client.stream("POST", url, json=body) as response,
+                ):
                     if response.status_code >= 400:
                         response.read()
                         self._raise_for(response)
                     held: CompletionChunk | None = None
                     for line in response.iter_lines():
-                        if not line.startswith("data:"):
-                            continue
-                        payload = line[5:].strip()
-                        if payload == "[DONE]":
-                            break
-                        data = json.loads(payload)
-                        if "error" in data:
-                            raise LLMError(
-                                f"worker stream failed: {data['error'].get('message')}",
-                                model=self._model,
-                            )
-                        ready, held = _merge_usage(self._chunk(data, chat), held)
-                        yield from ready
+                        if (data := self._sse(line)) is not None:
+                            ready, held = _merge_usage(self._chunk(data, chat), held)
+                            started = started or bool(ready)
+                            yield from ready
                     if held is not None:
                         yield held
                     return
-            except httpx.TimeoutException as exc:
-                error: TransportError = WorkerTimeoutError(
-                    f"stream from {url} timed out: {exc}", model=self._model
-                )
-            except httpx.TransportError as exc:
-                error = WorkerConnectionError(f"stream from {url} failed: {exc}", model=self._model)
-            except TransportError as exc:
-                error = exc
-            if attempt == self._max_retries:
-                raise error
-            time.sleep(self._delay(attempt, error))
+            except TransportError as error:
+                if started or attempt == self._max_retries:  # never replay text already sent
+                    raise
+                time.sleep(self._delay(attempt, error))
 
     async def astream(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
@@ -467,37 +480,21 @@ class OpenAICompatLLM(BaseLLM):
         if params.n != 1:
             raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
         url, body = self._body(p, params, stream=True)
-        try:
-            async with self._aclient.stream("POST", url, json=body) as response:
+        with self._translated(f"stream from {url}"):
+            async with self._async_client().stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     self._raise_for(response)
                 held: CompletionChunk | None = None
                 async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        break
-                    data = json.loads(payload)
-                    if "error" in data:
-                        raise LLMError(
-                            f"worker stream failed: {data['error'].get('message')}",
-                            model=self._model,
+                    if (data := self._sse(line)) is not None:
+                        ready, held = _merge_usage(
+                            self._chunk(data, isinstance(p, ChatPrompt)), held
                         )
-                    ready, held = _merge_usage(self._chunk(data, isinstance(p, ChatPrompt)), held)
-                    for chunk in ready:
-                        yield chunk
+                        for chunk in ready:
+                            yield chunk
                 if held is not None:
                     yield held
-        except httpx.TimeoutException as exc:
-            raise WorkerTimeoutError(
-                f"stream from {url} timed out: {exc}", model=self._model
-            ) from exc
-        except httpx.TransportError as exc:
-            raise WorkerConnectionError(
-                f"stream from {url} failed: {exc}", model=self._model
-            ) from exc
 
     def _require_extensions(self, what: str) -> None:
         if not self._extensions:

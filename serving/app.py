@@ -405,9 +405,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         for served in models.values():  # close upstream connections on shutdown
-            close = getattr(served, "aclose", None)
-            if close is not None:
-                await close()
+            if (aclose := getattr(served, "aclose", None)) is not None:
+                await aclose()
+            if (close := getattr(served, "close", None)) is not None:
+                close()
 
     app = FastAPI(title="relaygraph", version="1", lifespan=lifespan)
     app.add_api_route("/health", server.health, methods=["GET"])

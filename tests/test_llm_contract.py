@@ -183,6 +183,9 @@ def test_async_face(llm: LLM) -> None:
         completion = await llm.acomplete(PROMPT, params)
         streamed = "".join([c.text async for c in llm.astream(PROMPT, params)])
         score = await llm.ascore(PROMPT, " Paris")
+        close = getattr(llm, "aclose", None)
+        if close is not None:  # network clients: close connections before the loop ends
+            await close()
         return completion.text, streamed, score.total_logprob
 
     text, streamed, logprob = asyncio.run(run())

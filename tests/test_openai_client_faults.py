@@ -154,7 +154,7 @@ def test_timeout(worker: ScriptedWorker) -> None:
 
 def test_connection_refused() -> None:
     llm = OpenAICompatLLM(f"http://127.0.0.1:{free_port()}/v1", "m", max_retries=1, backoff_s=0.01)
-    with pytest.raises(WorkerConnectionError, match="could not connect"):
+    with pytest.raises(WorkerConnectionError, match="failed to reach the worker"):
         llm.complete("x")
 
 
