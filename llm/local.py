@@ -8,17 +8,26 @@ Each request is assigned a sequence slot of one llama.cpp context. A slot keeps 
 cache between calls, so an agent that extends the same conversation only evaluates the
 new tokens. Several prompts, or ``n`` samples of one prompt, decode together in one batch
 per step.
+
+All evaluation runs on one engine thread per model. Callers on any thread submit work
+to it and wait (a stream receives its chunks through a queue). Besides serialising
+access to the context, this matters for speed: driving llama.cpp's decode from several
+OS threads in turn halved throughput with four concurrent streams on two cores
+(benchmarks/serving.py), while one thread keeps it at the single-stream rate.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 
@@ -47,7 +56,9 @@ from relaygraph.llm.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Iterator, Sequence
+    from collections.abc import Callable, Generator, Iterator, Sequence
+
+T = TypeVar("T")
 
 _DEFAULT_PARAMS = GenerationParams()
 
@@ -111,8 +122,8 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class LocalLLM(BaseLLM):
     """A GGUF model run in process on the CPU.
 
-    Use `LocalLLM.load` to share one instance per model across the process; the engine is
-    thread-safe (calls are serialised, each call batches internally).
+    Use `LocalLLM.load` to share one instance per model across the process; it is
+    thread-safe (calls run in turn on the model's engine thread, each batching internally).
 
     Example:
         >>> llm = LocalLLM.load("smollm2-135m")                          # doctest: +SKIP
@@ -149,7 +160,7 @@ class LocalLLM(BaseLLM):
         )
         self._path = path
         self._chat_format = chat_format
-        self._lock = threading.Lock()
+        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"relaygraph-{name}")
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
         source = (
             self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
@@ -235,10 +246,17 @@ class LocalLLM(BaseLLM):
 
     def clear_cache(self) -> None:
         """Forget every slot's KV cache (the next call evaluates its prompt from scratch)."""
-        with self._lock:
+
+        def clear() -> None:
             for slot in range(self.max_batch):
                 self._runtime.truncate(slot, 0)
                 self._cached[slot] = []
+
+        self._on_engine(clear)
+
+    def _on_engine(self, work: Callable[[], T]) -> T:
+        """Run ``work`` on the engine thread and return its result (or raise its error)."""
+        return self._engine.submit(work).result()
 
     # -- tokens -----------------------------------------------------------------------
 
@@ -310,19 +328,23 @@ class LocalLLM(BaseLLM):
         for start in range(0, len(requests), per_wave):
             wave = requests[start : start + per_wave]
             began = time.perf_counter()
-            sequences: list[_Sequence] = []
-            with self._lock:
-                for first in range(0, params.n, self.max_batch):
-                    samples = range(first, min(params.n, first + self.max_batch))
-                    batch = self._new_sequences(wave, params, samples)
-                    for _ in self._run(batch):
-                        pass
-                    sequences.extend(batch)
+            sequences = self._on_engine(partial(self._generate, wave, params))
             latency = time.perf_counter() - began
             for number, request in enumerate(wave):
                 mine = [s for s in sequences if s.request == number]
                 results.append(self._completion(request, mine, latency))
         return results
+
+    def _generate(self, wave: list[_Request], params: GenerationParams) -> list[_Sequence]:
+        """Decode a wave to the end (engine thread); more samples than slots go in rounds."""
+        sequences: list[_Sequence] = []
+        for first in range(0, params.n, self.max_batch):
+            samples = range(first, min(params.n, first + self.max_batch))
+            batch = self._new_sequences(wave, params, samples)
+            for _ in self._run(batch):
+                pass
+            sequences.extend(batch)
+        return sequences
 
     def stream(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
@@ -341,23 +363,51 @@ class LocalLLM(BaseLLM):
         return _Request(prompt_ids=ids, stop=stop)
 
     def _stream(self, request: _Request, params: GenerationParams) -> Iterator[CompletionChunk]:
+        """Chunks produced on the engine thread, handed over a queue.
+
+        Closing this iterator asks the engine to stop after the current step and waits for
+        it, so the engine is free again when ``close()`` returns.
+        """
+        chunks: queue.SimpleQueue[CompletionChunk | BaseException | None] = queue.SimpleQueue()
+        stop = threading.Event()
         n_prompt = len(request.prompt_ids)
-        with self._lock:
-            (sequence,) = self._new_sequences([request], params, range(1))
-            # closing(): a consumer that stops early ends the engine loop here, under the lock.
-            with closing(self._run([sequence])) as steps_iter:
-                for steps in steps_iter:
-                    step = steps[0]
-                    finished = sequence.finish_reason is not None
-                    usage = Usage(prompt_tokens=n_prompt, completion_tokens=len(sequence.token_ids))
-                    yield CompletionChunk(
-                        model=self._name,
-                        text=step.text,
-                        token_ids=[step.token_id],
-                        logprobs=[step.logprob] if step.logprob else None,
-                        finish_reason=sequence.finish_reason,
-                        usage=usage if finished else None,
-                    )
+
+        def produce() -> None:
+            try:
+                (sequence,) = self._new_sequences([request], params, range(1))
+                with closing(self._run([sequence])) as steps_iter:
+                    for steps in steps_iter:
+                        if stop.is_set():
+                            return
+                        step = steps[0]
+                        finished = sequence.finish_reason is not None
+                        done = len(sequence.token_ids)
+                        chunks.put(
+                            CompletionChunk(
+                                model=self._name,
+                                text=step.text,
+                                token_ids=[step.token_id],
+                                logprobs=[step.logprob] if step.logprob else None,
+                                finish_reason=sequence.finish_reason,
+                                usage=Usage(prompt_tokens=n_prompt, completion_tokens=done)
+                                if finished
+                                else None,
+                            )
+                        )
+            except BaseException as exc:
+                chunks.put(exc)
+            finally:
+                chunks.put(None)
+
+        job = self._engine.submit(produce)
+        try:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            job.result()
 
     def _new_sequences(
         self, requests: list[_Request], params: GenerationParams, samples: range
@@ -533,6 +583,19 @@ class LocalLLM(BaseLLM):
 
     # -- scoring ----------------------------------------------------------------------
 
+    def _score_rows(self, full: list[int], n_prompt: int) -> np.ndarray:
+        """Logits at positions n_prompt-1 .. len(full)-1 (engine thread); reuses a cached prefix."""
+        rt = self._runtime
+        slot = max(range(self.max_batch), key=lambda i: _common_prefix(self._cached[i], full))
+        keep = min(_common_prefix(self._cached[slot], full), n_prompt - 1)
+        if not rt.truncate(slot, keep):
+            rt.truncate(slot, 0)
+            keep = 0
+        self._cached[slot] = []
+        (rows,) = rt.decode([DecodeItem(slot, full[keep:], keep, n_prompt - 1 - keep)])
+        self._cached[slot] = full
+        return rows
+
     def score(
         self,
         prompt: PromptInput | Prompt,
@@ -555,16 +618,7 @@ class LocalLLM(BaseLLM):
         self.encode(cont)  # validates the ids against the vocabulary
         full = prompt_ids + cont
         self._check_fits(len(full), 0)
-        rt = self._runtime
-        with self._lock:
-            slot = max(range(self.max_batch), key=lambda i: _common_prefix(self._cached[i], full))
-            keep = min(_common_prefix(self._cached[slot], full), len(prompt_ids) - 1)
-            if not rt.truncate(slot, keep):
-                rt.truncate(slot, 0)
-                keep = 0
-            self._cached[slot] = []
-            (rows,) = rt.decode([DecodeItem(slot, full[keep:], keep, len(prompt_ids) - 1 - keep)])
-            self._cached[slot] = full
+        rows = self._on_engine(lambda: self._score_rows(full, len(prompt_ids)))
         tokens = [
             self._token_logprob(log_softmax(row), token, top_logprobs)
             for token, row in zip(cont, rows[:-1], strict=True)
