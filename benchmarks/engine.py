@@ -5,8 +5,8 @@ For each packaged model, in its own subprocess (so peak RSS is that model's alon
 - load time of `LocalLLM`;
 - prompt processing (prefill) tokens/s on a ~500-token prompt with a cold cache;
 - single-stream greedy decode tokens/s, relaygraph vs llama-cpp-python's own
-  ``Llama.create_completion`` on the same GGUF, prompt and thread count, interleaved
-  over repeats; the ratio is relaygraph's overhead (goal: at most 5%);
+  ``Llama.create_completion`` on the same GGUF, prompt and thread count, each in its own
+  process (see `measure_raw`); the ratio is relaygraph's overhead (goal: at most 5%);
 - batched decode tokens/s for 8 prompts (one llama_decode per step) vs the same 8
   prompts one after another;
 - peak RSS of the relaygraph engine.
@@ -38,6 +38,7 @@ PREFILL_TEXT = (
     "The history of lighthouses spans more than two thousand years, from the Pharos of "
     "Alexandria to automated beacons guarding modern shipping lanes. "
 ) * 18
+PROMPT = f"{STORY}\n\nOnce upon a time,"
 BATCH_TOPICS = [
     "a dragon",
     "a robot",
@@ -62,9 +63,7 @@ def _decode_rate(chunk_times: list[float]) -> float:
 
 
 def measure_model(name: str, repeats: int, tokens: int) -> dict[str, Any]:
-    """Runs inside the per-model subprocess."""
-    from llama_cpp import Llama
-
+    """relaygraph's engine, in a subprocess of its own (so peak RSS is this model's)."""
     from relaygraph.llm import GenerationParams, LocalLLM
     from relaygraph.llm.catalog import packaged_model
 
@@ -83,13 +82,17 @@ def measure_model(name: str, repeats: int, tokens: int) -> dict[str, Any]:
         prefill.append(n_prefill / (time.perf_counter() - began))
 
     # Raw text prompt: both engines see exactly the same tokens, no chat template.
-    prompt = f"{STORY}\n\nOnce upon a time,"
     params = GenerationParams(max_tokens=tokens)
     batch_prompts = [
         f"Write a long story about {topic}.\n\nOnce upon a time," for topic in BATCH_TOPICS
     ]
-    sequential, batched = [], []
+    sequential, batched, decode = [], [], []
     for _ in range(repeats):
+        llm.clear_cache()
+        times = []
+        for _chunk in llm.stream(PROMPT, params):
+            times.append(time.perf_counter())
+        decode.append(_decode_rate(times))
         llm.clear_cache()
         began = time.perf_counter()
         done = [llm.complete(p, params) for p in batch_prompts]
@@ -100,58 +103,62 @@ def measure_model(name: str, repeats: int, tokens: int) -> dict[str, Any]:
         began = time.perf_counter()
         done = llm.complete_batch(batch_prompts, params)
         batched.append(sum(c.usage.completion_tokens for c in done) / (time.perf_counter() - began))
-    rss_mb = _peak_rss_mb()
+    return {
+        "model": name,
+        "file_mb": round(path.stat().st_size / 1e6, 1),
+        "threads": threads,
+        "load_s": round(load_s, 3),
+        "prefill_tokens": n_prefill,
+        "prefill_tok_s": round(statistics.median(prefill), 1),
+        "decode_tok_s": round(statistics.median(decode), 1),
+        "sequential_8_tok_s": round(statistics.median(sequential), 1),
+        "batched_8_tok_s": round(statistics.median(batched), 1),
+        "batch_speedup": round(statistics.median(batched) / statistics.median(sequential), 2),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "samples": {
+            "decode": decode,
+            "prefill": prefill,
+            "sequential_8": sequential,
+            "batched_8": batched,
+        },
+    }
 
+
+def measure_raw(name: str, repeats: int, tokens: int) -> dict[str, Any]:
+    """llama-cpp-python's own `Llama.create_completion`, alone in its process.
+
+    In its own process because llama.cpp's OpenMP teams belong to the calling thread: a
+    second library driving llama.cpp from another thread of the same process slows both
+    (see llm/local.py).
+    """
+    from llama_cpp import Llama
+
+    from relaygraph.llm.catalog import packaged_model
+
+    threads = os.cpu_count() or 1
     began = time.perf_counter()
     raw = Llama(
-        str(path),
+        str(packaged_model(name).locate()),
         n_ctx=2048,
         n_batch=512,
         n_threads=threads,
         n_threads_batch=threads,
         verbose=False,
     )
-    raw_load_s = time.perf_counter() - began
-
-    ours, theirs = [], []
+    load_s = time.perf_counter() - began
+    rates = []
     for _ in range(repeats):
-        llm.clear_cache()
-        times = []
-        for _chunk in llm.stream(prompt, params):
-            times.append(time.perf_counter())
-        ours.append(_decode_rate(times))
         raw.reset()
         times = []
         for _piece in raw.create_completion(
-            prompt, max_tokens=tokens, temperature=0.0, stream=True
+            PROMPT, max_tokens=tokens, temperature=0.0, stream=True
         ):
             times.append(time.perf_counter())
-        theirs.append(_decode_rate(times))
-
-    decode = statistics.median(ours)
-    raw_decode = statistics.median(theirs)
+        rates.append(_decode_rate(times))
     return {
-        "model": name,
-        "file_mb": round(path.stat().st_size / 1e6, 1),
-        "threads": threads,
         "load_s": round(load_s, 3),
-        "raw_llama_load_s": round(raw_load_s, 3),
-        "prefill_tokens": n_prefill,
-        "prefill_tok_s": round(statistics.median(prefill), 1),
-        "decode_tok_s": round(decode, 1),
-        "raw_llama_decode_tok_s": round(raw_decode, 1),
-        "overhead_vs_raw_pct": round((raw_decode / decode - 1) * 100, 2),
-        "sequential_8_tok_s": round(statistics.median(sequential), 1),
-        "batched_8_tok_s": round(statistics.median(batched), 1),
-        "batch_speedup": round(statistics.median(batched) / statistics.median(sequential), 2),
-        "peak_rss_mb": round(rss_mb, 1),
-        "samples": {
-            "decode": ours,
-            "raw_decode": theirs,
-            "prefill": prefill,
-            "sequential_8": sequential,
-            "batched_8": batched,
-        },
+        "decode_tok_s": round(statistics.median(rates), 1),
+        "samples": rates,
     }
 
 
@@ -242,6 +249,9 @@ def main() -> None:
     if args.worker == "transformers":
         print(json.dumps(measure_transformers(args.tokens)))
         return
+    if args.worker and args.worker.startswith("raw:"):
+        print(json.dumps(measure_raw(args.worker.removeprefix("raw:"), args.repeats, args.tokens)))
+        return
     if args.worker:
         print(json.dumps(measure_model(args.worker, args.repeats, args.tokens)))
         return
@@ -254,11 +264,16 @@ def main() -> None:
     models = []
     for name in args.models:
         console.print(f"measuring {name} ({args.repeats} repeats, {args.tokens} tokens)...")
-        models.append(
-            _in_subprocess(
-                ["--worker", name, "--repeats", str(args.repeats), "--tokens", str(args.tokens)]
-            )
+        settings = ["--repeats", str(args.repeats), "--tokens", str(args.tokens)]
+        ours = _in_subprocess(["--worker", name, *settings])
+        raw = _in_subprocess(["--worker", f"raw:{name}", *settings])
+        ours["raw_llama_load_s"] = raw["load_s"]
+        ours["raw_llama_decode_tok_s"] = raw["decode_tok_s"]
+        ours["overhead_vs_raw_pct"] = round(
+            (raw["decode_tok_s"] / ours["decode_tok_s"] - 1) * 100, 2
         )
+        ours["samples"]["raw_decode"] = raw["samples"]
+        models.append(ours)
     comparison = None
     if args.compare_transformers:
         console.print("measuring transformers + torch on SmolLM2 (slow to load)...")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -34,7 +34,7 @@ from relaygraph.llm.counting import TokenCounter
 from relaygraph.routing.context import ContextItem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Collection, Iterator
 
     from langchain_core.runnables import RunnableConfig
 
@@ -205,6 +205,9 @@ class CompiledAgentGraph:
 
     def _step(self, agent: BoundAgent, state: RunState, config: RunnableConfig) -> dict[str, Any]:
         name = agent.name
+        allowed = state.get("allowed_tools")
+        if allowed is not None:
+            agent = replace(agent, tools={k: t for k, t in agent.tools.items() if k in allowed})
         records = state["records"]
         turn = state["turns"].get(name)
         turn_step = turn["step"] if turn and not turn["finished"] else 0
@@ -314,10 +317,37 @@ class CompiledAgentGraph:
             "recursion_limit": limit,
         }
 
-    def _events(self, task: str | None, thread_id: str, *, tokens: bool) -> Iterator[RunEvent]:
+    @property
+    def tool_names(self) -> list[str]:
+        """Every tool any agent of the graph can use."""
+        return sorted({t for agent in self.agents.values() for t in agent.tools})
+
+    def check_tools(self, tools: Collection[str] | None) -> list[str] | None:
+        """The tools a run may use, sorted (None: all); unknown names are a ConfigError."""
+        if tools is None:
+            return None
+        unknown = sorted(set(tools) - set(self.tool_names))
+        if unknown:
+            raise ConfigError(
+                f"graph {self.name!r} has no tool {unknown[0]!r}; its tools: {self.tool_names}",
+                parameter="tools",
+                value=unknown[0],
+            )
+        return sorted(tools)
+
+    def _events(
+        self,
+        task: str | None,
+        thread_id: str,
+        *,
+        tokens: bool,
+        tools: Collection[str] | None = None,
+    ) -> Iterator[RunEvent]:
         config = self._config(thread_id, tokens=tokens)
         values: dict[str, Any] | None = None
-        payload: Any = None if task is None else initial_state(uuid.uuid4().hex, task)
+        payload: Any = (
+            None if task is None else initial_state(uuid.uuid4().hex, task, self.check_tools(tools))
+        )
         try:
             # "sync": each step's checkpoint is written before the next step starts, so a
             # killed process loses at most the step that was running.
@@ -371,30 +401,42 @@ class CompiledAgentGraph:
             trace=trace,
         )
 
-    def invoke(self, task: str, *, thread_id: str | None = None) -> RunResult:
+    def invoke(
+        self, task: str, *, thread_id: str | None = None, tools: Collection[str] | None = None
+    ) -> RunResult:
         """Run the graph on a task to its end (answer or structured error).
 
+        ``tools`` restricts the run to these of the agents' tools (None: all of them).
+
         Raises:
-            ConfigError: An empty task.
+            ConfigError: An empty task, or a tool no agent has.
         """
         if not task.strip():
             raise ConfigError("task is empty", parameter="task")
-        *_, last = self._events(task, thread_id or uuid.uuid4().hex, tokens=False)
+        *_, last = self._events(task, thread_id or uuid.uuid4().hex, tokens=False, tools=tools)
         assert isinstance(last, ResultEvent)  # _events always ends with the result
         return last.result
 
     def stream(
-        self, task: str, *, thread_id: str | None = None, tokens: bool = False
+        self,
+        task: str,
+        *,
+        thread_id: str | None = None,
+        tokens: bool = False,
+        tools: Collection[str] | None = None,
     ) -> Iterator[RunEvent]:
         """Run the graph, yielding a `StepEvent` per step, `TokenEvent`s when ``tokens``,
-        and the `ResultEvent` last."""
+        and the `ResultEvent` last (``tools`` as in `invoke`)."""
         if not task.strip():
             raise ConfigError("task is empty", parameter="task")
-        return self._events(task, thread_id or uuid.uuid4().hex, tokens=tokens)
+        self.check_tools(tools)  # fail now, not at the first next()
+        return self._events(task, thread_id or uuid.uuid4().hex, tokens=tokens, tools=tools)
 
-    async def ainvoke(self, task: str, *, thread_id: str | None = None) -> RunResult:
+    async def ainvoke(
+        self, task: str, *, thread_id: str | None = None, tools: Collection[str] | None = None
+    ) -> RunResult:
         """`invoke` on a worker thread (the sqlite checkpointer is synchronous)."""
-        return await asyncio.to_thread(self.invoke, task, thread_id=thread_id)
+        return await asyncio.to_thread(self.invoke, task, thread_id=thread_id, tools=tools)
 
     def resume(self, thread_id: str) -> RunResult:
         """Continue an interrupted run from its last completed step (needs a checkpointer).

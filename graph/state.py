@@ -45,6 +45,7 @@ class RunState(TypedDict):
         structured: Per agent, its last answer parsed into its output schema.
         answer: The last answer given by any agent (the run's result).
         error: The structured error that ended the run, if one did.
+        allowed_tools: The tools agents may use in this run (None: all of their own).
     """
 
     run_id: str
@@ -58,9 +59,10 @@ class RunState(TypedDict):
     structured: Annotated[dict[str, dict[str, Any]], merge]
     answer: Annotated[str | None, latest]
     error: Annotated[dict[str, Any] | None, latest]
+    allowed_tools: list[str] | None
 
 
-def initial_state(run_id: str, task: str) -> RunState:
+def initial_state(run_id: str, task: str, allowed_tools: list[str] | None = None) -> RunState:
     return RunState(
         run_id=run_id,
         task=task,
@@ -73,4 +75,5 @@ def initial_state(run_id: str, task: str) -> RunState:
         structured={},
         answer=None,
         error=None,
+        allowed_tools=allowed_tools,
     )

@@ -9,11 +9,13 @@ cache between calls, so an agent that extends the same conversation only evaluat
 new tokens. Several prompts, or ``n`` samples of one prompt, decode together in one batch
 per step.
 
-All evaluation runs on one engine thread per model. Callers on any thread submit work
-to it and wait (a stream receives its chunks through a queue). Besides serialising
-access to the context, this matters for speed: driving llama.cpp's decode from several
-OS threads in turn halved throughput with four concurrent streams on two cores
-(benchmarks/serving.py), while one thread keeps it at the single-stream rate.
+All evaluation runs on one engine thread shared by every model in the process. Callers
+on any thread submit work to it and wait (a stream receives its chunks through a queue).
+Besides serialising access to the contexts, this matters for speed: llama.cpp's CPU
+backend is built with OpenMP, which gives every calling OS thread its own team of worker
+threads, and an idle team keeps spinning on the cores the active one needs. Decoding
+from several threads in turn halved throughput with four concurrent streams on two cores
+(benchmarks/serving.py); one thread keeps the single-stream rate.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ class LocalLLM(BaseLLM):
     """A GGUF model run in process on the CPU.
 
     Use `LocalLLM.load` to share one instance per model across the process; it is
-    thread-safe (calls run in turn on the model's engine thread, each batching internally).
+    thread-safe (calls run in turn on the process's engine thread, each batching
+    internally).
 
     Example:
         >>> llm = LocalLLM.load("smollm2-135m")                          # doctest: +SKIP
@@ -133,6 +136,9 @@ class LocalLLM(BaseLLM):
     """
 
     _instances: ClassVar[dict[tuple[str, int, int, int], LocalLLM]] = {}
+    _engine: ClassVar[ThreadPoolExecutor] = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="relaygraph-engine"
+    )
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -160,7 +166,6 @@ class LocalLLM(BaseLLM):
         )
         self._path = path
         self._chat_format = chat_format
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"relaygraph-{name}")
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
         source = (
             self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
@@ -255,7 +260,13 @@ class LocalLLM(BaseLLM):
         self._on_engine(clear)
 
     def _on_engine(self, work: Callable[[], T]) -> T:
-        """Run ``work`` on the engine thread and return its result (or raise its error)."""
+        """Run ``work`` on the engine thread and return its result (or raise its error).
+
+        Work submitted from the engine thread itself runs inline: waiting on the queue
+        from the only thread that drains it would never return.
+        """
+        if threading.current_thread().name.startswith("relaygraph-engine"):
+            return work()
         return self._engine.submit(work).result()
 
     # -- tokens -----------------------------------------------------------------------

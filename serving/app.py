@@ -34,7 +34,7 @@ from relaygraph.llm.types import (
 )
 from relaygraph.serving.config import SecurityConfig
 from relaygraph.serving.errors import APIError, to_api_error
-from relaygraph.serving.graphs import graph_completion, graph_events
+from relaygraph.serving.graphs import allowed_tools, graph_completion, graph_events
 from relaygraph.serving.guard import Guard
 from relaygraph.serving.metrics import CONTENT_TYPE, ServerMetrics
 from relaygraph.serving.protocol import (
@@ -167,14 +167,15 @@ class OpenAIServer:
     async def chat_completions(
         self, request: ChatCompletionRequest
     ) -> dict[str, Any] | StreamingResponse:
-        if request.tools:
+        graph = self.graphs.get(request.model)
+        if request.tools and graph is None:
             raise APIError(
                 400,
-                f"{request.model!r} runs its own tools; client-side tools are not supported",
+                f"{request.model!r} is a plain model; tools are for agent graphs, which run them",
                 param="tools",
             )
-        graph = self.graphs.get(request.model)
         if graph is not None:
+            graph.check_tools(allowed_tools(request))  # unknown tools: a 400 before any streaming
             if request.stream:
                 events = graph_events(graph, request, self.traces, self.metrics)
                 return StreamingResponse(events, media_type="text/event-stream")

@@ -1,10 +1,13 @@
 """Agent graphs served as chat models.
 
 A chat request to a graph's name runs the graph on the conversation and answers with the
-run's final answer. The response carries the tokens of every agent as usage and the run's
-trace id in a ``relaygraph`` field; ``GET /v1/traces/{id}`` returns the trace. Streaming
-sends one chunk per agent step and per generated token as ``relaygraph`` events (the
-assistant's ``content`` stays clean) and the answer as content at the end.
+run's final answer. The request's ``tools`` name which of the graph's own tools the run
+may use (``tool_choice: "none"`` allows none, a named function allows that one); the
+graph executes them itself, so no ``tool_calls`` come back to the client. The response
+carries the tokens of every agent as usage and the run's trace id in a ``relaygraph``
+field; ``GET /v1/traces/{id}`` returns the trace. Streaming sends one chunk per agent
+step and per generated token as ``relaygraph`` events (the assistant's ``content`` stays
+clean) and the answer as content at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +45,39 @@ def task_from_messages(messages: tuple[Message, ...]) -> str:
     return f"Conversation so far:\n{chr(10).join(earlier)}\n\n{task}" if earlier else task
 
 
+def allowed_tools(request: ChatCompletionRequest) -> list[str] | None:
+    """The graph tools a request allows (None: all of the graph's tools).
+
+    Raises:
+        APIError: A malformed tools entry or tool_choice.
+    """
+    choice = request.tool_choice
+    if choice == "none":
+        return []
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise APIError(400, "tool_choice must name a function", param="tool_choice")
+        return [name]
+    if choice not in (None, "auto", "required"):
+        raise APIError(
+            400,
+            f"tool_choice {choice!r} is not none, auto, required or a function",
+            param="tool_choice",
+        )
+    if request.tools is None:
+        return None
+    names = []
+    for index, tool in enumerate(request.tools):
+        name = (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
+        if not isinstance(name, str):
+            raise APIError(
+                400, f"tools[{index}] must be a function with a name", param=f"tools[{index}]"
+            )
+        names.append(name)
+    return names
+
+
 def _usage(result: RunResult) -> dict[str, int]:
     steps = result.trace.steps
     return usage_json(sum(s.prompt_tokens for s in steps), sum(s.completion_tokens for s in steps))
@@ -72,7 +108,7 @@ async def graph_completion(
 ) -> dict[str, Any]:
     """Run the graph to its end and answer like a chat completion."""
     task = task_from_messages(request.chat_prompt().messages)
-    result = await graph.ainvoke(task)
+    result = await graph.ainvoke(task, tools=allowed_tools(request))
     _record(result, request.model, traces, metrics)
     _check(result, request.model)
     return {
@@ -101,6 +137,7 @@ async def graph_events(
 ) -> AsyncIterator[str]:
     """SSE lines of a streamed graph run; a client that leaves stops the run after its step."""
     task = task_from_messages(request.chat_prompt().messages)
+    tools = allowed_tools(request)
     ident, created = new_id("chatcmpl"), now()
 
     def chunk(delta: dict[str, Any], event: dict[str, Any], finish: str | None = None) -> str:
@@ -116,7 +153,7 @@ async def graph_events(
 
     yield chunk({"role": "assistant", "content": ""}, {"event": "start"})
     try:
-        async for event in iterate_in_thread(lambda: graph.stream(task, tokens=True)):
+        async for event in iterate_in_thread(lambda: graph.stream(task, tokens=True, tools=tools)):
             if isinstance(event, TokenEvent):
                 yield chunk({}, {"event": "token", "agent": event.agent, "text": event.text})
             elif isinstance(event, StepEvent):

@@ -260,3 +260,15 @@ def test_model_failure_is_a_structured_error() -> None:
     result = research_graph(llm).compile().invoke("q")
     assert result.error is not None and result.error.kind == "model"
     assert "ran out of replies" in result.error.message
+
+
+def test_a_run_can_restrict_the_agents_tools() -> None:
+    llm = ScriptedLLM(["Thought: go\nAction: search[paris]", "Thought: ok\nAction: finish[P]", "P"])
+    compiled = research_graph(llm).compile()
+    result = compiled.invoke("q", tools=["broken"])  # search is not allowed in this run
+    assert result.trace.steps[0].observation == (
+        "Error: there is no action 'search'; use one of: broken, finish"
+    )
+    assert "search[" not in result.trace.steps[0].prompt[0].content
+    with pytest.raises(ValueError, match="has no tool 'nope'"):
+        compiled.invoke("q", tools=["nope"])

@@ -148,3 +148,22 @@ def test_conversation_becomes_the_task(
         task
         == "Conversation so far:\nuser: Remember x.\nassistant: Noted.\n\nWhat is the value of x?"
     )
+
+
+def test_request_tools_choose_the_graphs_tools(
+    client: openai.OpenAI, graph_server: BackgroundServer
+) -> None:
+    lookup_tool = {"type": "function", "function": {"name": "lookup", "parameters": {}}}
+    ok = client.chat.completions.create(model="team", messages=MESSAGES, tools=[lookup_tool])  # type: ignore[arg-type,list-item]
+    assert ok.choices[0].message.content == "42"
+    # tool_choice none: the researcher's lookup is not available in this run.
+    none = client.chat.completions.create(model="team", messages=MESSAGES, tool_choice="none")  # type: ignore[arg-type]
+    trace_id = (none.model_extra or {})["relaygraph"]["trace_id"]
+    first = httpx.get(f"{graph_server.base_url}/traces/{trace_id}").json()["steps"][0]
+    assert first["observation"] == "Error: there is no action 'lookup'; use one of: finish"
+    unknown = {"type": "function", "function": {"name": "launch_rockets"}}
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="team", messages=MESSAGES, tools=[unknown])  # type: ignore[arg-type,list-item]
+    assert "has no tool 'launch_rockets'; its tools: ['lookup']" in str(info.value)
+    with pytest.raises(openai.BadRequestError, match="plain model"):
+        client.chat.completions.create(model="smollm2-135m", messages=MESSAGES, tools=[lookup_tool])  # type: ignore[arg-type,list-item]
