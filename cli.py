@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from relaygraph import __version__
-from relaygraph.errors import RelayGraphError
+from relaygraph.errors import RelayGraphError, first_problem
 from relaygraph.llm.catalog import DEFAULT_MODEL, PACKAGED_MODELS
 from relaygraph.llm.registry import load_llm
 from relaygraph.llm.types import GenerationParams, Message, Prompt, TextPrompt, to_prompt
@@ -47,9 +47,8 @@ def _user_errors(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            errors.print(f"[red]error:[/red] {field}: {first['msg']}")
+            field, problem = first_problem(exc.errors())
+            errors.print(f"[red]error:[/red] {field}: {problem}")
         except (RelayGraphError, OSError) as exc:
             errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)

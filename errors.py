@@ -21,7 +21,26 @@ tree with the layers that raise them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+
+def first_problem(
+    errors: Iterable[Mapping[str, Any]], *, skip: tuple[str, ...] = ()
+) -> tuple[str, str]:
+    """The first entry of a pydantic/FastAPI error list as (field path, message).
+
+    ``skip`` drops location parts that name no field (FastAPI's leading ``body``).
+
+    Example:
+        >>> first_problem([{"loc": ("messages", 0, "role"), "msg": "Input should be 'user'"}])
+        ('messages.0.role', "Input should be 'user'")
+    """
+    first = next(iter(errors))
+    field = ".".join(str(part) for part in first["loc"] if part not in skip)
+    return field, str(first["msg"])
 
 
 class RelayGraphError(Exception):

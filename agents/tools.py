@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 
-from relaygraph.errors import ConfigError
+from relaygraph.errors import ConfigError, first_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,11 +144,8 @@ class Tool:
         except json.JSONDecodeError as exc:
             raise ToolCallError(f"{self.name}: arguments are not valid JSON ({exc.msg})") from None
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ToolCallError(
-                f"{self.name}: invalid argument {where!r}: {first['msg']}"
-            ) from None
+            where, problem = first_problem(exc.errors())
+            raise ToolCallError(f"{self.name}: invalid argument {where!r}: {problem}") from None
 
     def call(self, raw_args: str) -> str:
         """Run the tool on raw argument text; the result as observation text.

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from relaygraph.agents.step import StepError, StepRecord
-from relaygraph.errors import ConfigError
+from relaygraph.errors import ConfigError, first_problem
 
 
 class RunError(StepError):
@@ -95,11 +95,8 @@ class Trace(BaseModel):
                 f"cannot read trace {path}: {exc.strerror}", parameter="path"
             ) from None
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(
-                f"{path} is not a relaygraph trace: {where}: {first['msg']}"
-            ) from None
+            where, problem = first_problem(exc.errors())
+            raise ConfigError(f"{path} is not a relaygraph trace: {where}: {problem}") from None
 
 
 def _clip(text: str | None, width: int = 60) -> str:

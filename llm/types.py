@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from relaygraph.errors import ConfigError
+from relaygraph.errors import ConfigError, first_problem
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
 FinishReason: TypeAlias = Literal["stop", "length"]
@@ -127,10 +127,9 @@ def to_prompt(value: PromptInput | Prompt) -> Prompt:
         try:
             message = item if isinstance(item, Message) else Message.model_validate(item)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
+            field, problem = first_problem(exc.errors())
             raise ConfigError(
-                f"messages[{index}].{field}: {first['msg']}", parameter=f"messages[{index}]"
+                f"messages[{index}].{field}: {problem}", parameter=f"messages[{index}]"
             ) from None
         _check_utf8(message.content, f"messages[{index}].content")
         messages.append(message)

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from relaygraph.errors import ModelNotFoundError, RelayGraphError
+from relaygraph.errors import ModelNotFoundError, RelayGraphError, first_problem
 from relaygraph.graph.runtime import CompiledAgentGraph
 from relaygraph.llm.types import (
     CompletionChunk,
@@ -434,10 +434,9 @@ def create_app(
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)  # registered for this type only
-        first = exc.errors()[0]
-        param = ".".join(str(p) for p in first["loc"] if p != "body") or None
-        message = f"{param}: {first['msg']}" if param else "request body must be a JSON object"
-        return JSONResponse(APIError(400, message, param=param).body(), status_code=400)
+        field, problem = first_problem(exc.errors(), skip=("body",))
+        message = f"{field}: {problem}" if field else "request body must be a JSON object"
+        return JSONResponse(APIError(400, message, param=field or None).body(), status_code=400)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)  # registered for this type only

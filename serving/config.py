@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
-from relaygraph.errors import ConfigError
+from relaygraph.errors import ConfigError, first_problem
 
 
 class _Strict(BaseModel):
@@ -166,6 +166,5 @@ def load_config(path: str | Path) -> ServeConfig:
     try:
         return ServeConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{file}: {where}: {first['msg']}", parameter=where) from None
+        where, problem = first_problem(exc.errors())
+        raise ConfigError(f"{file}: {where}: {problem}", parameter=where) from None

@@ -19,6 +19,7 @@ from relaygraph.errors import (
     ModelNotFoundError,
     RequestRejectedError,
     TransportError,
+    first_problem,
 )
 
 logger = logging.getLogger("relaygraph.serving")
@@ -49,9 +50,8 @@ class APIError(Exception):
 
 
 def _validation_error(exc: ValidationError) -> APIError:
-    first = exc.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
-    return APIError(400, f"{param}: {first['msg']}" if param else first["msg"], param=param)
+    field, problem = first_problem(exc.errors())
+    return APIError(400, f"{field}: {problem}" if field else problem, param=field or None)
 
 
 def to_api_error(exc: Exception) -> APIError:
