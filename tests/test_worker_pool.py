@@ -81,3 +81,35 @@ def test_a_worker_dies_between_requests_through_the_server(smollm2: LocalLLM) ->
             response = httpx.post(f"{front.base_url}/chat/completions", json=ask, timeout=30)
             assert response.status_code == 503
             assert response.json()["error"]["type"] == "server_error"
+
+
+def test_a_worker_that_dies_mid_request_fails_over(smollm2: LocalLLM) -> None:
+    """The first worker reads the request, then its connection drops without an answer,
+    as when a worker process crashes mid-request."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def die_mid_request() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)  # the request arrived ...
+            conn.close()  # ... and the worker died before answering
+
+    threading.Thread(target=die_mid_request, daemon=True).start()
+    try:
+        with BackgroundServer({"smollm2-135m": smollm2}) as live:
+            pool = WorkerPool([worker(f"http://127.0.0.1:{port}/v1"), worker(live.base_url)])
+            with contextlib.closing(pool):
+                for _ in range(2):
+                    assert pool.complete("The sky is", PARAMS).text
+                assert pool.healthy() == [False, True]
+    finally:
+        listener.close()
