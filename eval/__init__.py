@@ -1,0 +1,1 @@
+"""Evaluation harnesses: data, metrics and runs (HotPotQA so far)."""
