@@ -101,10 +101,5 @@ def parse_react(reply: str) -> ReActStep:
     return ReActStep(reason.strip(), ToolCall(tool, arguments), reply)
 
 
-def has_action(reply: str) -> bool:
-    """Whether a reply contains an ``Action:`` or ``Final Answer:`` line."""
-    return bool(_ACTION.search(reply) or _FINAL.search(reply))
-
-
 def _first_paragraph(text: str) -> str:
     return text.strip().split("\n\n")[0].strip()

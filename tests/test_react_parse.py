@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relaygraph.agents.react import FinalAnswer, ReActParseError, ToolCall, has_action, parse_react
+from relaygraph.agents.react import FinalAnswer, ReActParseError, ToolCall, parse_react
 
 
 @pytest.mark.parametrize(
@@ -58,9 +58,3 @@ def test_variants_parse(reply: str, reason: str, action: ToolCall | FinalAnswer)
 def test_unparseable_replies_say_why(reply: str) -> None:
     with pytest.raises(ReActParseError, match=r"Action|action"):
         parse_react(reply)
-
-
-def test_has_action() -> None:
-    assert has_action("Thought: x\nAction: y[z]")
-    assert has_action("Final Answer: 3")
-    assert not has_action("Thought: the action is near")
