@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from relaygraph.agents.agent import BoundAgent
+    from relaygraph.llm.types import ChatPrompt
 
 ErrorKind = Literal["budget", "parse", "model", "step_limit", "routing"]
 _STOP = ("\nObservation:", "Observation:")
@@ -259,14 +260,7 @@ class _Caller:
     def _choose_action(self, base: str) -> str | StepOutput | None:
         """The likeliest valid action name after ``base``; None if the model cannot score."""
         agent = self.agent
-        prompt = step_prompt(
-            agent,
-            self.inp.task,
-            self.context,
-            act_only=self.act_only,
-            retry_note=self.retry_note,
-            prefill=base,
-        )
+        prompt = self._prompt(base)
         candidates = [*agent.tools, "finish"]
         prompt_tokens = agent.llm.count_tokens(prompt)
         allowed, note = self.inp.budget.admit(
@@ -289,16 +283,20 @@ class _Caller:
         self.record.model_details["action_scores"] = scores
         return max(scores, key=lambda name: scores[name])
 
-    def _call(self, prefill: str, max_tokens: int, stop: tuple[str, ...]) -> str | StepOutput:
-        agent, record = self.agent, self.record
-        prompt = step_prompt(
-            agent,
+    def _prompt(self, prefill: str) -> ChatPrompt:
+        """This step's prompt, the reply starting with ``prefill``."""
+        return step_prompt(
+            self.agent,
             self.inp.task,
             self.context,
             act_only=self.act_only,
             retry_note=self.retry_note,
             prefill=prefill,
         )
+
+    def _call(self, prefill: str, max_tokens: int, stop: tuple[str, ...]) -> str | StepOutput:
+        agent, record = self.agent, self.record
+        prompt = self._prompt(prefill)
         prompt_tokens = agent.llm.count_tokens(prompt)
         allowed, note = self.inp.budget.admit(agent.role, agent.llm.name, prompt_tokens, max_tokens)
         record.budget = note

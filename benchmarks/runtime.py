@@ -30,7 +30,7 @@ from langgraph.graph import END, START, StateGraph
 
 from relaygraph.agents import Agent
 from relaygraph.graph import AgentGraph
-from relaygraph.graph.loader import load_graph
+from relaygraph.graph.loader import load_factory
 from relaygraph.llm import LLM, BaseLLM, LocalLLM
 from relaygraph.llm.scripted import ScriptedLLM
 from relaygraph.llm.types import ChatPrompt, Prompt, PromptInput
@@ -195,10 +195,10 @@ def main() -> None:
 
     smol = LocalLLM.load("smollm2-135m")
 
+    build_team = load_factory(f"{EXAMPLES / 'research_team.py'}:build")
+
     def team(llm: LLM) -> AgentGraph:
-        graph = load_graph(f"{EXAMPLES / 'research_team.py'}:build")
-        for name, agent in list(graph._agents.items()):
-            graph._agents[name] = type(agent)(**{**agent.__dict__, "model": llm})
+        graph: AgentGraph = build_team(model=llm)  # AgentGraph takes a name or an LLM
         return graph
 
     real = measure(team, smol, QUESTIONS, args.real_repeats, smol.clear_cache)

@@ -229,11 +229,12 @@ class CompiledAgentGraph:
             def on_token(text: str) -> None:
                 writer({"agent": name, "text": text})
 
+        items = [ContextItem(**d) for d in state["log"]]
         out = run_step(
             agent,
             StepInput(
                 task=state["task"],
-                items=[ContextItem(**d) for d in state["log"]],
+                items=items,
                 count_tokens=self._counter(agent),
                 run_step=len(records),
                 turn_step=turn_step,
@@ -267,7 +268,7 @@ class CompiledAgentGraph:
                 answer=out.answer,
                 answers={**state["answers"], **update.get("answers", {})},
                 structured={**state["structured"], **update.get("structured", {})},
-                log=[ContextItem(**d) for d in state["log"]] + out.items,
+                log=items + out.items,
                 steps=len(records) + 1,
             )
             targets, reason, error = self._route(name, view)

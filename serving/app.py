@@ -175,11 +175,13 @@ class OpenAIServer:
                 param="tools",
             )
         if graph is not None:
-            graph.check_tools(allowed_tools(request))  # unknown tools: a 400 before any streaming
+            tools = graph.check_tools(allowed_tools(request))  # unknown: a 400 before streaming
             if request.stream:
-                events = graph_events(graph, request, self.traces, self.metrics)
+                events = graph_events(graph, request, tools, self.traces, self.metrics)
                 return StreamingResponse(events, media_type="text/event-stream")
-            return await self.timed(graph_completion(graph, request, self.traces, self.metrics))
+            return await self.timed(
+                graph_completion(graph, request, tools, self.traces, self.metrics)
+            )
         llm = self.model(request.model)
         prompt = request.chat_prompt()
         limit = self.max_tokens(llm, prompt, request.max_completion_tokens or request.max_tokens)

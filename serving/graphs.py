@@ -103,12 +103,13 @@ def _record(result: RunResult, name: str, traces: TraceStore, metrics: ServerMet
 async def graph_completion(
     graph: CompiledAgentGraph,
     request: ChatCompletionRequest,
+    tools: list[str] | None,
     traces: TraceStore,
     metrics: ServerMetrics,
 ) -> dict[str, Any]:
-    """Run the graph to its end and answer like a chat completion."""
+    """Run the graph to its end (``tools``: those it may use) and answer like a chat completion."""
     task = task_from_messages(request.chat_prompt().messages)
-    result = await graph.ainvoke(task, tools=allowed_tools(request))
+    result = await graph.ainvoke(task, tools=tools)
     _record(result, request.model, traces, metrics)
     _check(result, request.model)
     return {
@@ -132,12 +133,12 @@ async def graph_completion(
 async def graph_events(
     graph: CompiledAgentGraph,
     request: ChatCompletionRequest,
+    tools: list[str] | None,
     traces: TraceStore,
     metrics: ServerMetrics,
 ) -> AsyncIterator[str]:
     """SSE lines of a streamed graph run; a client that leaves stops the run after its step."""
     task = task_from_messages(request.chat_prompt().messages)
-    tools = allowed_tools(request)
     ident, created = new_id("chatcmpl"), now()
 
     def chunk(delta: dict[str, Any], event: dict[str, Any], finish: str | None = None) -> str:
