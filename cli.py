@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar, cast
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +24,10 @@ from relaygraph.errors import RelayGraphError, first_problem
 from relaygraph.llm.catalog import DEFAULT_MODEL, PACKAGED_MODELS
 from relaygraph.llm.registry import load_llm
 from relaygraph.llm.types import GenerationParams, Message, Prompt, TextPrompt, to_prompt
+
+if TYPE_CHECKING:
+    from relaygraph.eval.hotpotqa.data import SampleName
+    from relaygraph.eval.report import Summary
 
 app = typer.Typer(
     name="relaygraph",
@@ -299,6 +303,119 @@ def worker(
     served_app = app_from_config(settings)  # load before announcing: the URL means ready
     print(url, flush=True)
     uvicorn.run(served_app, host=bind, port=chosen, log_level="warning")
+
+
+eval_app = typer.Typer(
+    help="Evaluate agent graphs on benchmarks; compare runs.", no_args_is_help=True
+)
+app.add_typer(eval_app, name="eval")
+
+LimitOption = Annotated[int | None, typer.Option(help="Evaluate this many items (seeded draw).")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the item draw.")]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Items run at once.")]
+OutOption = Annotated[Path | None, typer.Option(help="Run directory (default: runs/<suite>-…).")]
+ResumeOption = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out, skipping finished items.")
+]
+
+
+def _default_out(suite: str, model: str) -> Path:
+    slug = "".join(c if c.isalnum() or c in "-." else "-" for c in model.rsplit("/", 1)[-1])
+    return Path("runs") / f"{suite}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _print_summary(out: Path, summary: Summary) -> None:
+    table = Table(title=f"{summary.suite}: {summary.items} items, {summary.graph}")
+    table.add_column("metric")
+    table.add_column(summary.model, justify="right")
+    table.add_row(summary.headline, f"{summary.success:.1%}")
+    for name, value in summary.metrics.items():
+        table.add_row(name, f"{value:.3f}")
+    table.add_row("errors", str(summary.errors))
+    table.add_row("prompt tokens / item", f"{summary.prompt_tokens_mean:.0f}")
+    table.add_row("latency p50 s", f"{summary.latency_s['p50']:.1f}")
+    console.print(table)
+    console.print(f"report: {out / 'report.md'}")
+
+
+@eval_app.command("hotpotqa")
+@_user_errors
+def eval_hotpotqa(
+    graph: Annotated[
+        str, typer.Option(help="Graph factory taking (model, example) or (model).")
+    ] = "relaygraph.eval.hotpotqa.agents:react",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model for the graph.")] = (
+        DEFAULT_MODEL
+    ),
+    data: Annotated[
+        Path | None, typer.Option(help="HotPotQA JSON(.gz) file; default: a shipped sample.")
+    ] = None,
+    sample: Annotated[
+        str, typer.Option(help="Shipped sample: distractor-100 or paragraphs-376.")
+    ] = "distractor-100",
+    limit: LimitOption = None,
+    seed: SeedOption = 0,
+    concurrency: ConcurrencyOption = 1,
+    out: OutOption = None,
+    resume: ResumeOption = False,
+    judge: Annotated[
+        str | None, typer.Option(help="Model that grades answers (AQ score); default: none.")
+    ] = None,
+) -> None:
+    """Run a graph on HotPotQA questions: EM/F1 (and AQ), per-role cost, report, plots."""
+    from relaygraph.eval.hotpotqa import SAMPLES, HotpotSuite, load_hotpotqa
+    from relaygraph.eval.hotpotqa.judge import AnswerJudge
+    from relaygraph.eval.runner import evaluate, sample_items
+    from relaygraph.graph.loader import load_factory
+
+    if data is None and sample not in SAMPLES:
+        raise RelayGraphError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    dataset = load_hotpotqa(data, sample=cast("SampleName", sample))
+    factory = load_factory(graph)
+    llm = load_llm(model)
+    suite = HotpotSuite(factory, llm, AnswerJudge(load_llm(judge)) if judge else None)
+    items = sample_items(dataset.examples, limit, seed)
+    target = out or _default_out("hotpotqa", model)
+    summary = evaluate(
+        suite,
+        items,
+        target,
+        dataset=dataset.source if data else f"sample:{sample}",
+        graph=graph,
+        model=model,
+        seed=seed,
+        settings={"judge": judge, "limit": limit},
+        resume=resume,
+        concurrency=concurrency,
+    )
+    _print_summary(target, summary)
+
+
+@eval_app.command("report")
+@_user_errors
+def eval_report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+) -> None:
+    """Rebuild a run's summary, report and plots from its items."""
+    from relaygraph.eval.report import write_report
+
+    _print_summary(run_dir, write_report(run_dir))
+
+
+@eval_app.command("compare")
+@_user_errors
+def eval_compare(
+    run_a: Annotated[Path, typer.Argument(help="First run directory.")],
+    run_b: Annotated[Path, typer.Argument(help="Second run directory.")],
+    items: Annotated[int, typer.Option(help="Differing items to list.")] = 50,
+) -> None:
+    """Headline figures side by side, then the items whose outcome differs."""
+    from relaygraph.eval.compare import compare, items_table, summary_table
+
+    comparison = compare(run_a, run_b)
+    console.print(summary_table(comparison, (str(run_a), str(run_b))))
+    if comparison.differing:
+        console.print(items_table(comparison, items))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ latency, cost, action and observation, plus the routing decisions between agents
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from rich.table import Table
 
 from relaygraph.agents.step import StepError, StepRecord
 from relaygraph.errors import ConfigError, first_problem
+from relaygraph.fileio import write_atomic
 
 
 class RunError(StepError):
@@ -73,13 +72,7 @@ class Trace(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON atomically (a crash never leaves half a file)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(self.model_dump_json(indent=2))
-        Path(tmp).replace(target)
-        return target
+        return write_atomic(path, self.model_dump_json(indent=2))
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:

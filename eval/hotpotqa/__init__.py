@@ -1,6 +1,14 @@
-"""HotPotQA: the loader for the official layout and the official metrics."""
+"""HotPotQA: the loader, the official metrics, ReAct and team graphs, the suite, the judge."""
 
-from relaygraph.eval.hotpotqa.data import HotpotDataset, HotpotExample, Paragraph, load_hotpotqa
+from relaygraph.eval.hotpotqa.data import (
+    SAMPLES,
+    HotpotDataset,
+    HotpotExample,
+    Paragraph,
+    SampleName,
+    load_hotpotqa,
+)
+from relaygraph.eval.hotpotqa.judge import AnswerJudge, Judgement
 from relaygraph.eval.hotpotqa.metrics import (
     Score,
     answer_score,
@@ -9,16 +17,25 @@ from relaygraph.eval.hotpotqa.metrics import (
     normalize_answer,
     support_score,
 )
+from relaygraph.eval.hotpotqa.suite import HotpotSuite, question_with_paragraphs
+from relaygraph.eval.hotpotqa.tools import ParagraphTools
 
 __all__ = [
+    "SAMPLES",
+    "AnswerJudge",
     "HotpotDataset",
     "HotpotExample",
+    "HotpotSuite",
+    "Judgement",
     "Paragraph",
+    "ParagraphTools",
+    "SampleName",
     "Score",
     "answer_score",
     "joint_score",
     "load_hotpotqa",
     "mean",
     "normalize_answer",
+    "question_with_paragraphs",
     "support_score",
 ]

@@ -30,6 +30,7 @@ SAMPLES = {
 }
 """The samples that ship with relaygraph (see eval/data/NOTICE.md)."""
 
+SampleName = Literal["distractor-100", "paragraphs-376"]
 Metric = Literal["answer", "supporting_facts", "joint", "supporting_paragraphs"]
 
 
@@ -116,7 +117,7 @@ def _read(path: Path) -> object:
 def load_hotpotqa(
     path: str | Path | None = None,
     *,
-    sample: Literal["distractor-100", "paragraphs-376"] = "distractor-100",
+    sample: SampleName = "distractor-100",
     limit: int | None = None,
 ) -> HotpotDataset:
     """Questions from ``path`` (official layout, .json or .json.gz) or a shipped sample.

@@ -1,0 +1,163 @@
+"""Running a suite's items into a run directory: concurrent, resumable, with live progress.
+
+A `Suite` knows its items and how to run one into an `ItemRecord`; the runner skips the
+items a resumed run already has, runs the rest on ``concurrency`` threads, persists each
+as it finishes, and shows a progress bar with the running score. Whatever escapes a
+suite's `run` for one item (a factory that raises, an environment that crashes) becomes
+that item's scored failure; the run goes on.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from relaygraph.eval.report import write_report
+from relaygraph.eval.runs import ItemRecord, RunManifest, RunStore, fingerprint
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from relaygraph.eval.report import Summary
+    from relaygraph.graph.trace import Trace
+
+Item = TypeVar("Item")
+Item_contra = TypeVar("Item_contra", contravariant=True)
+
+
+class Suite(Protocol[Item_contra]):
+    """A benchmark the runner can drive."""
+
+    name: str
+    """The suite's name (``hotpotqa``, ``alfworld``)."""
+    headline: str
+    """What ``ItemRecord.success`` means (``EM``, ``success rate``)."""
+
+    def item_id(self, item: Item_contra) -> str:
+        """The item's id in its dataset."""
+        ...
+
+    def groups(self, item: Item_contra) -> dict[str, str]:
+        """What the report breaks this item's result down by."""
+        ...
+
+    def run(self, item: Item_contra) -> tuple[ItemRecord, Trace | None]:
+        """Run one item to a scored record (and its trace when a graph ran)."""
+        ...
+
+
+def run_suite(
+    suite: Suite[Item],
+    items: Sequence[Item],
+    store: RunStore,
+    *,
+    concurrency: int = 1,
+    show_progress: bool = True,
+) -> list[ItemRecord]:
+    """Run the items ``store`` does not have yet; return every item's record, in order."""
+    todo = [item for item in items if suite.item_id(item) not in store.done]
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[score]}"),
+        TimeRemainingColumn(),
+        disable=not show_progress,
+    )
+    ids = {suite.item_id(item) for item in items}
+    with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        bar = progress.add_task(
+            suite.name,
+            total=len(items),
+            completed=len(items) - len(todo),
+            score=_score(suite, store, ids),
+        )
+        pending: set[Future[None]] = set()
+        queue = iter(todo)
+        for item in queue:
+            pending.add(pool.submit(_run_one, suite, item, store))
+            if len(pending) >= concurrency:
+                break
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()  # _run_one never raises for an item; a store error does
+                progress.update(bar, advance=1, score=_score(suite, store, ids))
+                next_item = next(queue, None)
+                if next_item is not None:
+                    pending.add(pool.submit(_run_one, suite, next_item, store))
+    return [store.done[suite.item_id(item)] for item in items]
+
+
+def _run_one(suite: Suite[Item], item: Item, store: RunStore) -> None:
+    began = time.perf_counter()
+    try:
+        record, trace = suite.run(item)
+    except Exception as exc:  # one item's failure is scored, never the end of the run
+        record = ItemRecord(
+            id=suite.item_id(item),
+            groups=suite.groups(item),
+            success=0.0,
+            error=f"{type(exc).__name__}: {exc}",
+            latency_s=time.perf_counter() - began,
+        )
+        trace = None
+    store.record(record, trace)
+
+
+def _score(suite: Suite[Item], store: RunStore, ids: set[str]) -> str:
+    done = [r for r in store.done.values() if r.id in ids]
+    if not done:
+        return ""
+    mean = sum(r.success for r in done) / len(done)
+    errors = sum(r.error is not None for r in done)
+    return f"{suite.headline} {mean:.1%}" + (f" · {errors} errors" if errors else "")
+
+
+def sample_items(items: Sequence[Item], limit: int | None, seed: int) -> list[Item]:
+    """``limit`` items drawn with ``seed`` (in dataset order), or all of them."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
+    return [items[i] for i in chosen]
+
+
+def evaluate(
+    suite: Suite[Item],
+    items: Sequence[Item],
+    out: str | Path,
+    *,
+    dataset: str,
+    graph: str,
+    model: str,
+    seed: int = 0,
+    settings: dict[str, Any] | None = None,
+    resume: bool = False,
+    concurrency: int = 1,
+    show_progress: bool = True,
+) -> Summary:
+    """Run ``items`` into the run directory ``out`` (resuming it), then write its report.
+
+    Raises:
+        ConfigError: ``out`` holds another run, or (``resume``) a run on other data,
+            another graph or model.
+    """
+    manifest = RunManifest(
+        suite=suite.name,
+        headline=suite.headline,
+        dataset=dataset,
+        fingerprint=fingerprint([suite.item_id(i) for i in items]),
+        items=len(items),
+        graph=graph,
+        model=model,
+        seed=seed,
+        settings=settings or {},
+    )
+    store = RunStore.open(out, manifest, resume=resume)
+    run_suite(suite, items, store, concurrency=concurrency, show_progress=show_progress)
+    return write_report(store.directory)
