@@ -1,0 +1,1 @@
+"""ALFWorld: the games, the real TextWorld environment, demonstrations and a ReAct agent."""
