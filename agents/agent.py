@@ -50,6 +50,8 @@ class Agent:
         max_tokens: Completion tokens per step.
         temperature: Sampling temperature (0: greedy).
         context_budget: Token cap on the routed context; None: no cap.
+        stage: The task stage the agent works in (plan, retrieve, answer, verify…), which
+            stage-aware context policies route by; None: no stage.
         answer_format: ``react`` (Thought/Action) or ``plain`` (the reply is the answer).
         output_schema: A pydantic model the final answer must parse into (JSON).
         parse_retries: Retries with a format reminder when a reply cannot be parsed.
@@ -68,6 +70,7 @@ class Agent:
     max_tokens: int = 192
     temperature: float = 0.0
     context_budget: int | None = None
+    stage: str | None = None
     answer_format: AnswerFormat = "react"
     output_schema: type[BaseModel] | None = None
     parse_retries: int = 1

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from relaygraph.agents.agent import BoundAgent
     from relaygraph.llm.types import ChatPrompt
+    from relaygraph.memory import MemoryScope
 
 ErrorKind = Literal["budget", "parse", "model", "step_limit", "routing"]
 _STOP = ("\nObservation:", "Observation:")
@@ -121,6 +122,8 @@ class StepInput:
     on_token: Callable[[str], None] | None = None
     last_observation: str | None = None
     last_error: str | None = None
+    memory: MemoryScope | None = None
+    """The run's shared-memory scope, when the graph has a memory."""
 
 
 @dataclass(slots=True)
@@ -175,6 +178,9 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
             items=inp.items,
             budget_tokens=spec.context_budget,
             count_tokens=inp.count_tokens,
+            stage=spec.stage,
+            step=inp.run_step,
+            memory=inp.memory,
         )
     )
     if spec.context_budget is not None and selection.tokens > spec.context_budget:
@@ -361,10 +367,16 @@ def _act(
     record.reason = step.reason
     made: list[ContextItem] = []
 
-    def note(kind: Any, text: str) -> None:
+    def note(kind: str, text: str) -> None:
         made.append(
             ContextItem(
-                f"{inp.run_step}.{len(made)}", text, kind, agent.name, agent.role, inp.run_step
+                f"{inp.run_step}.{len(made)}",
+                text,
+                kind,
+                agent.name,
+                agent.role,
+                inp.run_step,
+                agent.spec.stage,
             )
         )
 
@@ -372,7 +384,8 @@ def _act(
         note("thought", step.reason)
     if isinstance(step.action, FinalAnswer):
         record.action = {"type": "finish", "answer": step.action.text}
-        note("answer", step.action.text)
+        # A planner's answer is the team's plan: stage-aware routing treats it as such.
+        note("plan" if agent.role == "planner" else "answer", step.action.text)
         return StepOutput(
             record, made, finished=True, answer=step.action.text, structured=structured
         )

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from relaygraph.agents.agent import Agent
     from relaygraph.graph.runtime import CompiledAgentGraph, RunView
     from relaygraph.llm.protocol import LLM
+    from relaygraph.memory import SharedMemory
 
 END = "__end__"
 """Route target that ends the run."""
@@ -47,6 +48,10 @@ class AgentGraph:
         max_steps: Cap on agent steps in one run; required (not None) for a graph
             whose cycles have no conditional exit.
         budget: Token, time and cost limits per run and per role.
+        memory: Shared memory for the team. Each run gets the namespace of its thread
+            id; agents' outputs are written back to it after every step, and context
+            policies choose from it (so a run can be seeded by adding entries to that
+            namespace before it starts).
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class AgentGraph:
         model: str | LLM = "smollm2-135m",
         max_steps: int | None = 50,
         budget: Budget | None = None,
+        memory: SharedMemory | None = None,
     ) -> None:
         if max_steps is not None and max_steps < 1:
             raise ConfigError(
@@ -65,6 +71,7 @@ class AgentGraph:
         self.model = model
         self.max_steps = max_steps
         self.budget = budget or Budget()
+        self.memory = memory
         self._agents: dict[str, Agent] = {}
         self._edges: dict[str, list[str]] = {}
         self._conditions: dict[str, Condition] = {}
@@ -143,6 +150,7 @@ class AgentGraph:
             finish=set(self._finish),
             max_steps=self.max_steps,
             budget=self.budget,
+            memory=self.memory,
             checkpointer=checkpointer,
         )
 

@@ -31,7 +31,9 @@ from relaygraph.graph.builder import END
 from relaygraph.graph.state import RunState, initial_state
 from relaygraph.graph.trace import Route, RunError, Trace
 from relaygraph.llm.counting import TokenCounter
+from relaygraph.memory import MemoryEntry
 from relaygraph.routing.context import ContextItem
+from relaygraph.routing.rcr import log_entry_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from relaygraph.agents.agent import BoundAgent
     from relaygraph.graph.budget import Budget
     from relaygraph.graph.builder import Condition
+    from relaygraph.memory import MemoryScope, SharedMemory
 
 _STREAM_TOKENS = "relaygraph_stream_tokens"
 
@@ -154,6 +157,7 @@ class CompiledAgentGraph:
         max_steps: int | None,
         budget: Budget,
         checkpointer: str | Path | BaseCheckpointSaver[Any] | None,
+        memory: SharedMemory | None = None,
     ) -> None:
         self.name = name
         self.agents = agents
@@ -162,6 +166,7 @@ class CompiledAgentGraph:
         self._finish = finish
         self.max_steps = max_steps
         self.budget = budget
+        self.memory = memory
         self._counters: dict[str, TokenCounter] = {}
         builder: StateGraph[RunState] = StateGraph(RunState)
         for agent_name, bound in agents.items():
@@ -230,6 +235,7 @@ class CompiledAgentGraph:
                 writer({"agent": name, "text": text})
 
         items = [ContextItem(**d) for d in state["log"]]
+        scope = self._memory_scope(config, items)
         out = run_step(
             agent,
             StepInput(
@@ -242,6 +248,7 @@ class CompiledAgentGraph:
                 on_token=on_token,
                 last_observation=last_observation,
                 last_error=last_error,
+                memory=scope,
             ),
         )
         record = out.record
@@ -278,6 +285,33 @@ class CompiledAgentGraph:
             route = Route(after_step=record.step, source=name, targets=targets, reason=reason)
             update["routes"] = [route.model_dump()]
         return update
+
+    def _memory_scope(self, config: RunnableConfig, log: list[ContextItem]) -> MemoryScope | None:
+        """The run's memory namespace, with every log item written back to it.
+
+        Writing back from the checkpointed log (rather than as steps finish) keeps the
+        memory complete after a resume, and writes each item once.
+        """
+        if self.memory is None:
+            return None
+        scope = self.memory.scope(config["configurable"]["thread_id"])
+        missing = [
+            MemoryEntry(
+                id=log_entry_id(scope.namespace, item.id),
+                text=item.text,
+                author=item.author,
+                role=item.role,
+                stage=item.stage,
+                round=item.step,
+                kind=item.kind,
+                namespace=scope.namespace,
+            )
+            for item in log
+            if item.text.strip() and log_entry_id(scope.namespace, item.id) not in self.memory
+        ]
+        if missing:
+            scope.add_many(missing)
+        return scope
 
     def _route(self, name: str, view: RunView) -> tuple[list[str], str, str | None]:
         """Where to go after ``name``'s turn: (targets, why, error)."""

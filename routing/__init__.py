@@ -6,9 +6,12 @@ from relaygraph.routing.context import (
     ContextRequest,
     ContextSelection,
     FullContext,
+    RecencyWindow,
+    TopKSimilarity,
     render_item,
 )
 from relaygraph.routing.models import FixedModel, ModelCall, ModelPolicy, ModelResult
+from relaygraph.routing.rcr import RCRContext, RCRWeights
 from relaygraph.routing.reasoning import (
     ReActPolicy,
     ReasoningAction,
@@ -27,10 +30,14 @@ __all__ = [
     "ModelCall",
     "ModelPolicy",
     "ModelResult",
+    "RCRContext",
+    "RCRWeights",
     "ReActPolicy",
     "ReasoningAction",
     "ReasoningDecision",
     "ReasoningPolicy",
     "ReasoningState",
+    "RecencyWindow",
+    "TopKSimilarity",
     "render_item",
 ]

@@ -1,18 +1,28 @@
-"""Context routing: which items of the run (and, later, of shared memory) an agent sees.
+"""Context routing: which items of the run and of shared memory an agent sees.
 
-A `ContextPolicy` gets every candidate item and a token budget counted with the
-answering model's tokenizer, and returns the items to show. The budget is a hard cap on
-the rendered context: a policy never returns a selection whose rendered lines add up to
-more tokens than the budget.
+A `ContextPolicy` gets the candidates (the run's log, or the run's shared-memory scope
+when the graph has a memory, to which the log is written back) and a token budget counted
+with the answering model's tokenizer, and returns the items to show. The budget is a
+hard cap on the rendered context: a policy never returns a selection whose rendered
+lines add up to more tokens than the budget.
+
+Four policies share the interface: `FullContext` (everything, oldest dropped first),
+`RecencyWindow` (newest first), `TopKSimilarity` (most similar to the query first) and
+`RCRContext` (role-, stage-, recency- and similarity-scored knapsack, in `routing.rcr`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from relaygraph.memory import MemoryEntry, MemoryScope
+
+_WORD = re.compile(r"\w+")
 
 ItemKind: TypeAlias = Literal[
     "task", "thought", "action", "observation", "answer", "error", "fact", "plan", "memory"
@@ -35,7 +45,7 @@ class ContextItem:
 
     id: str
     text: str
-    kind: ItemKind
+    kind: ItemKind | str
     author: str | None = None
     role: str | None = None
     step: int = 0
@@ -52,6 +62,13 @@ class ContextItem:
             "step": self.step,
             "stage": self.stage,
         }
+
+    @classmethod
+    def from_entry(cls, entry: MemoryEntry) -> ContextItem:
+        """A shared-memory entry as a candidate (its round is the step)."""
+        return cls(
+            entry.id, entry.text, entry.kind, entry.author, entry.role, entry.round, entry.stage
+        )
 
 
 def render_item(item: ContextItem) -> str:
@@ -76,7 +93,10 @@ class ContextRequest:
         items: Candidates, oldest first.
         budget_tokens: Hard cap on the rendered context; None means unlimited.
         count_tokens: Token counter of the model that will read the prompt.
-        stage: The current task stage, when the graph names stages.
+        stage: The agent's task stage, when the graph names stages.
+        step: The run step about to be taken (recency is measured from it).
+        memory: The run's shared-memory scope, holding the log and anything added to
+            it; when given, policies choose from it rather than from ``items``.
     """
 
     agent: str
@@ -86,6 +106,18 @@ class ContextRequest:
     budget_tokens: int | None
     count_tokens: Callable[[str], int]
     stage: str | None = None
+    step: int = 0
+    memory: MemoryScope | None = None
+
+    def candidates(self) -> list[ContextItem]:
+        """Every candidate, oldest first: the memory scope's entries, or the log."""
+        if self.memory is None:
+            return list(self.items)
+        return [ContextItem.from_entry(e) for e in self.memory.entries()]
+
+    def cost(self, item: ContextItem) -> int:
+        """Tokens an item adds to the context: its line plus one for the line break."""
+        return self.count_tokens(render_item(item)) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,21 +163,22 @@ class FullContext:
     name = "full"
 
     def select(self, request: ContextRequest) -> ContextSelection:
-        costs = [request.count_tokens(render_item(i)) + 1 for i in request.items]
+        items = request.candidates()
+        costs = [request.cost(i) for i in items]
         total = sum(costs)
         budget = request.budget_tokens
         if budget is None or total <= budget:
-            return ContextSelection(list(request.items), total, policy=self.name, reason="fits")
-        keep = [True] * len(request.items)
-        order = [i for i, item in enumerate(request.items) if item.kind != "task"]
-        order += [i for i, item in enumerate(request.items) if item.kind == "task"]
+            return ContextSelection(items, total, policy=self.name, reason="fits")
+        keep = [True] * len(items)
+        order = [i for i, item in enumerate(items) if item.kind != "task"]
+        order += [i for i, item in enumerate(items) if item.kind == "task"]
         for index in order:  # oldest non-task items first, the task last
             if total <= budget:
                 break
             keep[index] = False
             total -= costs[index]
-        chosen = [item for item, k in zip(request.items, keep, strict=True) if k]
-        dropped = [item.id for item, k in zip(request.items, keep, strict=True) if not k]
+        chosen = [item for item, k in zip(items, keep, strict=True) if k]
+        dropped = [item.id for item, k in zip(items, keep, strict=True) if not k]
         return ContextSelection(
             chosen,
             total,
@@ -153,3 +186,98 @@ class FullContext:
             policy=self.name,
             reason=f"dropped the {len(dropped)} oldest items to fit {budget} tokens",
         )
+
+
+class RecencyWindow:
+    """The newest items that fit the budget (at most ``max_items``), in order.
+
+    Example:
+        >>> items = [ContextItem(str(i), "word " * 10, "observation") for i in range(5)]
+        >>> req = ContextRequest("a", "solver", "q", items, 40, lambda s: len(s.split()))
+        >>> [i.id for i in RecencyWindow().select(req).items]
+        ['2', '3', '4']
+    """
+
+    name = "recency"
+
+    def __init__(self, max_items: int | None = None) -> None:
+        self.max_items = max_items
+
+    def select(self, request: ContextRequest) -> ContextSelection:
+        items = request.candidates()
+        budget = request.budget_tokens
+        chosen: list[ContextItem] = []
+        total = 0
+        for item in reversed(items):
+            if self.max_items is not None and len(chosen) >= self.max_items:
+                break
+            cost = request.cost(item)
+            if budget is not None and total + cost > budget:
+                break  # a window: older items may not jump over a newer one that did not fit
+            chosen.append(item)
+            total += cost
+        chosen.reverse()
+        kept = {i.id for i in chosen}
+        return ContextSelection(
+            chosen,
+            total,
+            dropped=[i.id for i in items if i.id not in kept],
+            policy=self.name,
+            reason=f"newest {len(chosen)} of {len(items)} items",
+        )
+
+
+class TopKSimilarity:
+    """The items most similar to the query, best first, while they fit (at most ``k``).
+
+    Similarity is cosine over the memory's embeddings when the run has a memory, and
+    word overlap (Jaccard) over the log otherwise. Chosen items are shown oldest first.
+    """
+
+    name = "topk"
+
+    def __init__(self, k: int | None = None, pool: int = 256) -> None:
+        self.k = k
+        self.pool = pool
+
+    def select(self, request: ContextRequest) -> ContextSelection:
+        ranked = ranked_by_similarity(request, self.pool)
+        budget = request.budget_tokens
+        chosen: list[ContextItem] = []
+        total = 0
+        for item, _ in ranked:
+            if self.k is not None and len(chosen) >= self.k:
+                break
+            cost = request.cost(item)
+            if budget is not None and total + cost > budget:
+                continue  # a smaller, less similar item may still fit
+            chosen.append(item)
+            total += cost
+        chosen.sort(key=lambda i: i.step)
+        kept = {i.id for i in chosen}
+        return ContextSelection(
+            chosen,
+            total,
+            dropped=[i.id for i, _ in ranked if i.id not in kept],
+            policy=self.name,
+            reason=f"{len(chosen)} most similar of {len(ranked)} candidates",
+        )
+
+
+def ranked_by_similarity(request: ContextRequest, pool: int) -> list[tuple[ContextItem, float]]:
+    """Candidates with their similarity to the query, most similar first.
+
+    With a memory, the ``pool`` nearest entries come from its index (so selection stays
+    fast on large memories); without one, every log item is scored by word overlap.
+    """
+    if request.memory is not None:
+        hits = request.memory.search(request.query, k=pool) if len(request.memory) else []
+        return [(ContextItem.from_entry(h.entry), h.score) for h in hits]
+    scored = [(item, word_overlap(request.query, item.text)) for item in request.items]
+    return sorted(scored, key=lambda pair: -pair[1])
+
+
+def word_overlap(a: str, b: str) -> float:
+    """Jaccard overlap of two texts' lowercased word sets (0 when either is empty)."""
+    x, y = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+    return len(x & y) / len(x | y) if x and y else 0.0

@@ -3,7 +3,9 @@
 A HotPotQA graph factory takes ``(model, example)`` and returns an `AgentGraph` for that
 question (the question's paragraphs are the tools' world); the harness calls it once per
 question with the model it loaded. `react` is ReAct's setup: one agent with
-search/lookup/finish. The few-shot example is written for this project.
+search/lookup/finish (the few-shot example is written for this project). `team` is a
+decomposer -> retriever -> answerer team over the paragraphs in shared memory, whose
+context routing policy is the variable (RCR-Router's setting).
 """
 
 from __future__ import annotations
@@ -11,10 +13,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from relaygraph.agents import Agent, StandardRole
+from relaygraph.errors import ConfigError
 from relaygraph.eval.hotpotqa.tools import ParagraphTools
 from relaygraph.graph import AgentGraph
+from relaygraph.memory import SharedMemory
+from relaygraph.routing import (
+    ContextPolicy,
+    FullContext,
+    RCRContext,
+    RecencyWindow,
+    TopKSimilarity,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relaygraph.eval.hotpotqa.data import HotpotExample
     from relaygraph.llm.protocol import LLM
 
@@ -50,3 +63,113 @@ def react(model: str | LLM, example: HotpotExample) -> AgentGraph:
         )
     )
     return graph.set_entry("reader").set_finish("reader")
+
+
+POLICIES: dict[str, Callable[[], ContextPolicy]] = {
+    "rcr": RCRContext,
+    "full": FullContext,
+    "topk": TopKSimilarity,
+    "recency": RecencyWindow,
+}
+"""The context policies a team can route with, by name."""
+
+TEAM_BUDGET = 384
+"""Tokens of routed context per agent step: about a third of a question's ten paragraphs."""
+
+
+def seed_memory(memory: SharedMemory, example: HotpotExample) -> None:
+    """Put a question's paragraphs into its namespace, one `fact` entry per sentence.
+
+    Entry ids are ``<question id>/p<paragraph>s<sentence>``; metadata holds the title and
+    sentence index, so routed context can be scored against supporting facts.
+    """
+    memory.scope(example.id).add_many(
+        [
+            {
+                "id": sentence_entry_id(example.id, p, s),
+                "text": f"{paragraph.title}: {sentence.strip()}",
+                "kind": "fact",
+                "metadata": {"title": paragraph.title, "sent_id": s},
+            }
+            for p, paragraph in enumerate(example.context)
+            for s, sentence in enumerate(paragraph.sentences)
+            if sentence.strip()
+        ]
+    )
+
+
+def sentence_entry_id(question_id: str, paragraph: int, sentence: int) -> str:
+    return f"{question_id}/p{paragraph}s{sentence}"
+
+
+def team_graph(
+    model: str | LLM,
+    example: HotpotExample,
+    *,
+    policy: str = "rcr",
+    budget: int | None = TEAM_BUDGET,
+    memory: SharedMemory | None = None,
+) -> AgentGraph:
+    """Decomposer -> retriever -> answerer over the question's paragraphs in shared memory.
+
+    Every agent's context is routed by ``policy`` (rcr, full, topk, recency) under
+    ``budget`` tokens; each agent's output is written back to memory before the next
+    routes (iterative routing).
+    """
+    if policy not in POLICIES:
+        raise ConfigError(
+            f"unknown context policy {policy!r}; use one of {', '.join(POLICIES)}",
+            parameter="policy",
+        )
+    shared = memory if memory is not None else SharedMemory()
+    seed_memory(shared, example)
+    graph = AgentGraph("hotpotqa-team", model=model, max_steps=3, memory=shared)
+    common = {"context_policy": POLICIES[policy](), "context_budget": budget}
+    graph.add_agent(
+        Agent(
+            name="decomposer",
+            role=StandardRole.PLANNER,
+            stage="plan",
+            instructions="Split the question into one or two short sub-questions.",
+            answer_format="plain",
+            max_tokens=48,
+            **common,
+        )
+    )
+    graph.add_agent(
+        Agent(
+            name="retriever",
+            role=StandardRole.RESEARCHER,
+            stage="retrieve",
+            instructions="Copy the facts from the context that answer the sub-questions.",
+            answer_format="plain",
+            max_tokens=96,
+            **common,
+        )
+    )
+    graph.add_agent(
+        Agent(
+            name="answerer",
+            role=StandardRole.SOLVER,
+            stage="answer",
+            instructions=(
+                "Answer the question from the context with a short answer: a name, a date, "
+                "a number, yes or no."
+            ),
+            answer_format="plain",
+            max_tokens=24,
+            **common,
+        )
+    )
+    graph.add_edge("decomposer", "retriever").add_edge("retriever", "answerer")
+    return graph.set_entry("decomposer").set_finish("answerer")
+
+
+def team(model: str | LLM, example: HotpotExample) -> AgentGraph:
+    """The team with RCR routing at the default budget (the CLI's ``--graph`` form)."""
+    return team_graph(model, example)
+
+
+def team_full(model: str | LLM, example: HotpotExample) -> AgentGraph:
+    """The team with every agent seeing all of memory (cut to the budget)."""
+    return team_graph(model, example, policy="full")

@@ -1,0 +1,188 @@
+"""RCR-style context routing: score memory by role, stage, recency and similarity, then
+pack the best items into a hard token budget.
+
+For an agent with role R at stage S, step t, and budget B, each candidate m gets
+
+    alpha(m) = w_sem · max(0, cos(m, query)) + w_role · role(kind(m), R)
+         + w_stage · stage(kind(m), S) + w_rec · exp(-λ · (t - t_m))
+
+and the selection maximises Σ alpha under Σ tokens ≤ B (RCR-Router's objective, PAPERS.md §1;
+the weights and tables are this project's, see benchmarks/context_routing.py). It is a
+0/1 knapsack; the policy takes the better of two greedy packings, by alpha per token and by
+alpha, which is within a factor 2 of the optimum and runs in O(n log n). The query is the
+task plus the latest plan in memory, so once a planner has written sub-questions, the
+next agents are routed by them (iterative routing).
+
+Candidates are the ``pool`` entries nearest to the query in the run's memory plus the
+run's own log; without a memory, the log alone, scored by word overlap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from relaygraph.routing.context import (
+    ContextItem,
+    ContextRequest,
+    ContextSelection,
+    word_overlap,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+KindTable = dict[str, dict[str, float]]
+
+ROLE_RELEVANCE: KindTable = {
+    "planner": {"task": 1.0, "plan": 0.8, "answer": 0.5, "fact": 0.4, "observation": 0.3},
+    "researcher": {"task": 1.0, "plan": 1.0, "fact": 0.8, "observation": 0.7, "answer": 0.3},
+    "solver": {"task": 1.0, "fact": 1.0, "observation": 0.8, "answer": 0.7, "plan": 0.6},
+    "critic": {"task": 1.0, "answer": 1.0, "fact": 0.8, "observation": 0.6, "plan": 0.4},
+    "executor": {"task": 1.0, "plan": 1.0, "observation": 0.8, "fact": 0.6, "answer": 0.4},
+}
+"""How much an agent of a role wants each kind of item; kinds not listed get 0.2."""
+
+STAGE_PRIORITY: KindTable = {
+    "plan": {"task": 1.0, "plan": 0.6, "fact": 0.4},
+    "retrieve": {"plan": 1.0, "fact": 0.8, "observation": 0.8},
+    "answer": {"fact": 1.0, "observation": 0.9, "answer": 0.6, "plan": 0.5},
+    "verify": {"answer": 1.0, "fact": 0.9, "observation": 0.7},
+}
+"""Which kinds matter at each task stage; kinds not listed get 0.2."""
+
+UNLISTED = 0.2
+UNKNOWN = 0.5
+"""The relevance of any item for a role or stage the tables do not know (no signal)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RCRWeights:
+    """The weights of alpha's four terms and the recency decay λ per step."""
+
+    semantic: float = 1.0
+    role: float = 0.3
+    stage: float = 0.2
+    recency: float = 0.1
+    decay: float = 0.1
+
+
+@dataclass(slots=True)
+class RCRContext:
+    """Role- and stage-aware context routing under a hard token budget (RCR-Router).
+
+    Example:
+        >>> items = [ContextItem("1", "Paris is in France.", "fact"),
+        ...          ContextItem("2", "Buy milk.", "plan"),
+        ...          ContextItem("3", "The Seine flows through Paris.", "fact")]
+        >>> req = ContextRequest("a", "solver", "Which river is in Paris?", items, 16,
+        ...                      lambda s: len(s.split()))
+        >>> [i.id for i in RCRContext().select(req).items]
+        ['1', '3']
+    """
+
+    weights: RCRWeights = field(default_factory=RCRWeights)
+    role_relevance: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: ROLE_RELEVANCE
+    )
+    stage_priority: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: STAGE_PRIORITY
+    )
+    pool: int = 128
+    """Nearest memory entries considered (besides the run's log)."""
+    name: str = "rcr"
+
+    def select(self, request: ContextRequest) -> ContextSelection:
+        candidates, similarity = self._candidates(request)
+        scores = [
+            self.score(item, sim, request) for item, sim in zip(candidates, similarity, strict=True)
+        ]
+        costs = [request.cost(item) for item in candidates]
+        budget = request.budget_tokens
+        if budget is None:
+            chosen = list(range(len(candidates)))
+        else:
+            chosen = max(
+                _pack(scores, costs, budget, by_density=True),
+                _pack(scores, costs, budget, by_density=False),
+                key=lambda picked: sum(scores[i] for i in picked),
+            )
+        picked = set(chosen)
+        items = sorted((candidates[i] for i in chosen), key=lambda item: item.step)
+        oversized = sum(budget is not None and c > budget for c in costs)
+        return ContextSelection(
+            items,
+            sum(costs[i] for i in chosen),
+            dropped=[c.id for i, c in enumerate(candidates) if i not in picked],
+            policy=self.name,
+            reason=f"{len(items)} of {len(candidates)} candidates by role/stage/recency/similarity"
+            + (f"; {oversized} larger than the whole budget" if oversized else ""),
+        )
+
+    def score(self, item: ContextItem, similarity: float, request: ContextRequest) -> float:
+        """alpha of one item for this request."""
+        w = self.weights
+        role = _lookup(self.role_relevance, request.role, item.kind)
+        stage = _lookup(self.stage_priority, request.stage, item.kind)
+        age = max(0, request.step - item.step)
+        return (
+            w.semantic * max(0.0, similarity)
+            + w.role * role
+            + w.stage * stage
+            + w.recency * math.exp(-w.decay * age)
+        )
+
+    def _candidates(self, request: ContextRequest) -> tuple[list[ContextItem], list[float]]:
+        """Candidates and their similarity to the (plan-expanded) query."""
+        if request.memory is None:
+            query = _with_plan(request.query, request.items)
+            items = list(request.items)
+            return items, [word_overlap(query, i.text) for i in items]
+        scope = request.memory
+        log = [replace_id(i, log_entry_id(scope.namespace, i.id)) for i in request.items]
+        query = _with_plan(request.query, log)
+        hits = scope.search(query, k=self.pool) if len(scope) else []
+        items = [ContextItem.from_entry(h.entry) for h in hits]
+        similarity = [h.score for h in hits]
+        seen = {i.id for i in items}
+        extra = [i for i in log if i.id not in seen and i.id in scope.memory]
+        if extra:
+            items += extra
+            similarity += scope.memory.similarities(query, [i.id for i in extra]).tolist()
+        return items, similarity
+
+
+def log_entry_id(namespace: str, item_id: str) -> str:
+    """The memory id of a run-log item written back to the run's namespace."""
+    return f"{namespace}/{item_id}"
+
+
+def replace_id(item: ContextItem, new_id: str) -> ContextItem:
+    return ContextItem(new_id, item.text, item.kind, item.author, item.role, item.step, item.stage)
+
+
+def _with_plan(query: str, log: Sequence[ContextItem]) -> str:
+    plan = next((i.text for i in reversed(log) if i.kind == "plan"), None)
+    return f"{query}\n{plan}" if plan else query
+
+
+def _lookup(table: Mapping[str, Mapping[str, float]], key: str | None, kind: str) -> float:
+    row = table.get(key) if key is not None else None
+    return UNKNOWN if row is None else row.get(kind, UNLISTED)
+
+
+def _pack(
+    scores: Sequence[float], costs: Sequence[int], budget: int, *, by_density: bool
+) -> list[int]:
+    """Greedy 0/1 knapsack: take items in order of alpha per token (or alpha) while they fit."""
+    order = sorted(
+        range(len(scores)),
+        key=lambda i: -(scores[i] / max(costs[i], 1)) if by_density else -scores[i],
+    )
+    picked, total = [], 0
+    for i in order:
+        if total + costs[i] <= budget:
+            picked.append(i)
+            total += costs[i]
+    return picked
