@@ -1,0 +1,167 @@
+"""The default ALFWorld agent and the per-game run the evaluation harness calls.
+
+`alfworld_react` is ReAct's ALFWorld setup on relaygraph: one agent whose only tool,
+``act[command]``, runs a command in the real environment and returns the observation;
+its instructions hold the demonstration of the game's task type. `run_game` plays one
+game with any factory of that shape and reports an `GameOutcome`: won is the engine's
+own goal check, never the agent's claim.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel
+
+from relaygraph.agents import Agent, StandardRole
+from relaygraph.eval.alfworld.demos import DemoSet, load_demos
+from relaygraph.eval.alfworld.env import AlfworldEnv, AlfworldEnvError
+from relaygraph.eval.alfworld.games import Split, TaskType
+from relaygraph.graph import AgentGraph, RunResult
+from relaygraph.routing.reasoning import ReActPolicy, ReasoningDecision, ReasoningPolicy
+
+if TYPE_CHECKING:
+    from relaygraph.eval.alfworld.games import AlfworldGame
+    from relaygraph.llm.protocol import LLM
+    from relaygraph.routing.reasoning import ReasoningState
+
+INSTRUCTIONS = """\
+You are in a house. Do the task one command at a time with act[command]. Commands: \
+go to X, open X, take X from Y, move X to Y, clean X with Y, heat X with Y, cool X with Y, \
+use X, look, inventory. Write places and objects exactly as you see them, with their \
+numbers. When the task is complete, finish[done].
+
+Example:
+{demo}"""
+
+MAX_TOKENS = 64
+"""Completion tokens per step: a one-line thought and the action."""
+CONTEXT_BUDGET = 640
+"""Tokens of earlier steps shown to the agent (oldest dropped first). With the system
+prompt, its demonstration and the task, a step's prompt stays under 2,048 tokens, the
+embedded engine's default context."""
+
+
+class EpisodeGuard:
+    """Stops the agent when the environment cannot go on; otherwise ``inner`` decides.
+
+    The agent is told when the episode ends and should finish; if it acts again
+    instead, or the engine failed, there is nothing left to do, so the next step stops.
+    """
+
+    name = "alfworld-episode"
+
+    def __init__(self, env: AlfworldEnv, inner: ReasoningPolicy | None = None) -> None:
+        self.env = env
+        self.inner = inner or ReActPolicy()
+
+    def decide(self, state: ReasoningState) -> ReasoningDecision:
+        if self.env.error is not None:
+            return ReasoningDecision("stop", f"the environment failed: {self.env.error}")
+        if self.env.done and self.env.late_commands:
+            return ReasoningDecision("stop", "the episode is over and the agent did not finish")
+        return self.inner.decide(state)
+
+
+def alfworld_react(model: str | LLM, env: AlfworldEnv, demos: DemoSet | None = None) -> AgentGraph:
+    """One ReAct agent playing ``env``'s game with ``act[command]``.
+
+    Args:
+        model: The model name or `LLM` the agent uses.
+        env: The environment, reset or not; the agent gets ``env.max_steps`` commands
+            and one more step to finish.
+        demos: Demonstrations; the one of the game's task type goes into the
+            instructions (default: the set that ships with relaygraph).
+
+    Raises:
+        ConfigError: ``demos`` has none for the game's task type.
+    """
+    demo = (demos or load_demos()).for_task(env.game.task_type)
+
+    def act(command: str) -> str:
+        """Run one command in the house, e.g. go to desk 1; returns what happens."""
+        return env.step(command).text
+
+    steps = env.max_steps + 1  # every command, then finish
+    graph = AgentGraph("alfworld-react", model=model, max_steps=steps)
+    graph.add_agent(
+        Agent(
+            name="player",
+            role=StandardRole.EXECUTOR,
+            instructions=INSTRUCTIONS.format(demo=demo.render("act")),
+            tools=[act],
+            reasoning_policy=EpisodeGuard(env),
+            max_steps=steps,
+            max_tokens=MAX_TOKENS,
+            context_budget=CONTEXT_BUDGET,
+        )
+    )
+    return graph.set_entry("player").set_finish("player")
+
+
+class AlfworldFactory(Protocol):
+    """Builds the graph that plays one game (`alfworld_react` is one)."""
+
+    def __call__(self, model: str | LLM, env: AlfworldEnv) -> AgentGraph: ...
+
+
+class GameOutcome(BaseModel):
+    """How one game went.
+
+    Attributes:
+        game: The game's name, ``<task folder>/<trial>``.
+        split: Its split.
+        task_type: Its task type.
+        won: The engine's goal check at the end.
+        steps: Commands sent to the environment (invalid ones included).
+        finished: The agent ended with ``finish`` (rather than a limit or an error).
+        seconds: Wall time, reset and model calls included.
+        error: The engine's failure, when it failed; the game then counts as lost.
+        result: The run's answer, structured error and trace (None if the game never
+            loaded).
+    """
+
+    game: str
+    split: Split
+    task_type: TaskType
+    won: bool
+    steps: int
+    finished: bool
+    seconds: float
+    error: str | None = None
+    result: RunResult | None = None
+
+
+def run_game(
+    factory: AlfworldFactory, model: str | LLM, game: AlfworldGame, max_steps: int = 50
+) -> GameOutcome:
+    """Play ``game`` with the graph ``factory`` builds; the environment is always closed.
+
+    An engine failure (loading, a command, closing) is reported in the outcome's
+    ``error`` and the game counts as lost; it never raises.
+
+    Raises:
+        ConfigError: Bad ``max_steps``, a factory or model that cannot build a graph,
+            or the engine packages are missing.
+    """
+    began = time.perf_counter()
+    env = AlfworldEnv(game, max_steps=max_steps)
+    result: RunResult | None = None
+    # An engine failure is kept in env.error (the first one, if several) and reported.
+    with contextlib.suppress(AlfworldEnvError), env:
+        first = env.reset()
+        with factory(model=model, env=env).compile() as compiled:
+            result = compiled.invoke(first.text, thread_id=game.name)
+    return GameOutcome(
+        game=game.name,
+        split=game.split,
+        task_type=game.task_type,
+        won=env.won and env.error is None,
+        steps=env.steps,
+        finished=result is not None and result.answer is not None,
+        seconds=time.perf_counter() - began,
+        error=str(env.error) if env.error is not None else None,
+        result=result,
+    )
