@@ -39,10 +39,10 @@ Where: TypeAlias = (
     Mapping[str, MetadataValue | Sequence[MetadataValue] | AbstractSet[MetadataValue]]
     | Callable[[MemoryEntry], bool]
 )
-"""A filter: a predicate on entries, or field/metadata key -> a value (equal to it) or a
-list, tuple or set of values (any of them). Keys naming an entry field (author, role, stage, round,
-kind, namespace, id) test the field; other keys test ``metadata``, where a missing key
-never matches."""
+"""A filter: a predicate on entries, or key -> a value (equal to it) or a list, tuple or
+set of values (any of them). Keys naming an entry field (author, role, stage, round, kind,
+namespace, id…) test the field; other keys test ``metadata``, where a missing key never
+matches; a metadata key that shadows a field needs a predicate."""
 
 _FIELDS = frozenset(MemoryEntry.model_fields) - {"metadata"}
 _MISSING = object()
@@ -109,8 +109,17 @@ class SharedMemory:
     def __init__(
         self, embedder: Embedder | None = None, index: IndexKind | IndexConfig = "exact"
     ) -> None:
+        if isinstance(index, IndexConfig):
+            self._config = index
+        elif index in ("exact", "ivf", "hnsw"):
+            self._config = IndexConfig(kind=index)
+        else:
+            raise ConfigError(
+                f"index must be 'exact', 'ivf' or 'hnsw' (or an IndexConfig), not {index!r}",
+                parameter="index",
+                value=index,
+            )
         self._embedder = embedder if embedder is not None else SentenceEmbedder()
-        self._config = index if isinstance(index, IndexConfig) else IndexConfig(kind=index)
         self._dim = self._embedder.dim
         self._index = make_index(self._config, self._dim)
         self._lock = threading.RLock()
@@ -531,6 +540,15 @@ class SharedMemory:
         if len(labels) and int(labels.max()) >= snapshot.next_label:
             raise ConfigError(
                 f"cannot load shared memory from {path}: a label is past next_label",
+                parameter="directory",
+            )
+        if (
+            isinstance(native, faiss.IndexIDMap)
+            and not np.isin(labels, faiss.vector_to_array(native.id_map)).all()
+        ):
+            raise ConfigError(
+                f"cannot load shared memory from {path}: entries' labels are missing from "
+                "the index",
                 parameter="directory",
             )
         self._index = make_index(self._config, self._dim, native, labels)
