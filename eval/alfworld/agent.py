@@ -31,17 +31,18 @@ INSTRUCTIONS = """\
 You are in a house. Do the task one command at a time with act[command]. Commands: \
 go to X, open X, take X from Y, move X to Y, clean X with Y, heat X with Y, cool X with Y, \
 use X, look, inventory. Write places and objects exactly as you see them, with their \
-numbers. When the task is complete, finish[done].
+numbers. Finish only when an observation says the episode is over: finish[done].
 
 Example:
 {demo}"""
 
 MAX_TOKENS = 64
 """Completion tokens per step: a one-line thought and the action."""
-CONTEXT_BUDGET = 640
-"""Tokens of earlier steps shown to the agent (oldest dropped first). With the system
-prompt, its demonstration and the task, a step's prompt stays under 2,048 tokens, the
-embedded engine's default context."""
+CONTEXT_BUDGET = 480
+"""Tokens of earlier steps shown to the agent, oldest dropped first: the last six or so.
+With the instructions and their demonstration (at most ~710 tokens) and a large
+kitchen's task, a step's prompt stays near 1,500 tokens, inside the embedded engine's
+default 2,048-token context with room for the reply."""
 
 
 class EpisodeGuard:

@@ -111,7 +111,6 @@ class AlfworldEnv:
         """Commands sent after the episode ended (the agent should have finished)."""
         self._engine: Any = None
         self._last: Observation | None = None
-        self._task = ""
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -154,16 +153,6 @@ class AlfworldEnv:
     # -- the episode ------------------------------------------------------------------
 
     @property
-    def task(self) -> str:
-        """The reset observation without the banner: the room, then the task."""
-        return self._task
-
-    @property
-    def last(self) -> Observation | None:
-        """The latest observation (None before `reset`)."""
-        return self._last
-
-    @property
     def won(self) -> bool:
         return self._last is not None and self._last.won
 
@@ -194,14 +183,14 @@ class AlfworldEnv:
                 wrappers=wrappers,
             )
             # TextWorld's PDDL loader leaves the game file open; the ResourceWarning it
-            # causes is not ours (and pytest turns it into a failure).
+            # causes is not ours (and pytest turns it into a failure). catch_warnings is
+            # process-wide: concurrent resets can at worst leave this one filter behind.
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ResourceWarning)
                 feedback, info = self._engine.reset()
         except _ENGINE_ERRORS as exc:
             raise self._failed("loading it", exc) from exc
         text = str(feedback).replace(WELCOME, "").strip()
-        self._task = text
         self._last = Observation(
             text=text,
             feedback=str(feedback),
@@ -336,7 +325,7 @@ def _engine_parts() -> tuple[Any, list[Any], Any]:
     except ImportError as exc:
         raise ConfigError(
             f"the ALFWorld environment needs textworld and alfworld ({exc}); "
-            "install them with `make alfworld`"
+            "`make install` installs them (see the Makefile for why pip's defaults cannot)"
         ) from None
     infos = textworld.EnvInfos(won=True, admissible_commands=True)
     return TextworldGymEnv, [AlfredDemangler(shuffle=False), AlfredInfos], infos
