@@ -91,7 +91,7 @@ class SentenceEmbedder:
         self,
         model_dir: str | Path | None = None,
         *,
-        name: str = DEFAULT_EMBEDDER,
+        name: str | None = None,
         device: str = "cpu",
         batch_size: int = 64,
     ) -> None:
@@ -99,8 +99,8 @@ class SentenceEmbedder:
 
         Args:
             model_dir: A sentence-transformers model folder.
-            name: What saved memories record as the embedder; give a model folder of
-                your own its own name.
+            name: What saved memories record as the embedder; by default
+                ``all-MiniLM-L6-v2`` for the packaged model, else the folder's name.
             device: Torch device to run on.
             batch_size: Texts encoded per forward pass.
         """
@@ -111,7 +111,7 @@ class SentenceEmbedder:
         dim = self._model.get_embedding_dimension()
         if dim is None:
             raise ConfigError(f"model {path} does not report an embedding dimension")
-        self._name = name
+        self._name = name or (DEFAULT_EMBEDDER if model_dir is None else path.name)
         self._dim = int(dim)
         self._batch_size = batch_size
 

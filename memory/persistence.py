@@ -15,7 +15,7 @@ A save writes a complete snapshot into ``.partial-<id>/``, fsyncs it, renames it
 ``snapshot-<id>/``, then switches ``CURRENT`` to it with an atomic ``os.replace``, and
 only then removes older snapshots. A process killed at any point leaves ``CURRENT``
 naming a complete snapshot, the old or the new one; leftovers are cleared by the next
-save. One process saves into a directory at a time.
+save. One writer saves into a directory at a time; readers may load while it saves.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ VECTORS = "vectors.npy"
 LABELS = "labels.npy"
 INDEX = "index.faiss"
 _SNAPSHOT = re.compile(r"snapshot-[0-9a-f]+")
+_RETRIES = 3
+"""Loads that race a save retry on the snapshot it switched to at most this many times."""
 
 
 class Manifest(BaseModel):
@@ -129,6 +131,21 @@ def write_snapshot(directory: Path, snapshot: Snapshot) -> Path:
     ident = f"{time.time_ns():x}{uuid.uuid4().hex[:8]}"
     partial = directory / f".partial-{ident}"
     partial.mkdir()
+    try:
+        final = _write_partial(directory, partial, ident, snapshot)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    pointer = directory / f".{POINTER}.{ident}"
+    _write_file(pointer, f"{final.name}\n".encode())
+    pointer.replace(directory / POINTER)
+    _fsync_dir(directory)
+    _remove_stale(directory, keep=final.name)
+    return final
+
+
+def _write_partial(directory: Path, partial: Path, ident: str, snapshot: Snapshot) -> Path:
+    """Write the snapshot's files into ``partial`` and rename it to its final name."""
     files = {
         ENTRIES: "".join(e.model_dump_json() + "\n" for e in snapshot.entries).encode(),
         VECTORS: _npy(snapshot.vectors),
@@ -151,11 +168,7 @@ def write_snapshot(directory: Path, snapshot: Snapshot) -> Path:
     _fsync_dir(partial)
     final = directory / f"snapshot-{ident}"
     partial.rename(final)
-    pointer = directory / f".{POINTER}.{ident}"
-    _write_file(pointer, f"{final.name}\n".encode())
-    pointer.replace(directory / POINTER)
-    _fsync_dir(directory)
-    _remove_stale(directory, keep=final.name)
+    _fsync_dir(directory)  # the rename is durable before CURRENT may name it
     return final
 
 
@@ -209,6 +222,17 @@ def _entries(data: bytes, directory: Path) -> list[MemoryEntry]:
     return entries
 
 
+def _current(directory: Path) -> str:
+    if not directory.is_dir():
+        raise _broken(directory, "no such directory")
+    try:
+        return (directory / POINTER).read_text().strip()
+    except FileNotFoundError:
+        raise _broken(
+            directory, f"no {POINTER} file; it is not a directory SharedMemory.save wrote"
+        ) from None
+
+
 def read_snapshot(directory: Path) -> tuple[Snapshot, faiss.Index]:
     """The snapshot ``CURRENT`` names, checked whole, and its faiss index.
 
@@ -217,14 +241,21 @@ def read_snapshot(directory: Path) -> tuple[Snapshot, faiss.Index]:
             invalid manifest, a missing file, a checksum mismatch, arrays whose shapes
             disagree with the manifest, or an index faiss cannot read.
     """
-    if not directory.is_dir():
-        raise _broken(directory, "no such directory")
-    try:
-        name = (directory / POINTER).read_text().strip()
-    except FileNotFoundError:
-        raise _broken(
-            directory, f"no {POINTER} file; it is not a directory SharedMemory.save wrote"
-        ) from None
+    name = _current(directory)
+    for _ in range(_RETRIES):
+        try:
+            return _read_folder(directory, name)
+        except ConfigError:
+            # A save that finished meanwhile removes the snapshot being read; read the
+            # one it switched to instead. An unchanged pointer means real damage.
+            latest = _current(directory)
+            if latest == name:
+                raise
+            name = latest
+    return _read_folder(directory, name)
+
+
+def _read_folder(directory: Path, name: str) -> tuple[Snapshot, faiss.Index]:
     if not _SNAPSHOT.fullmatch(name) or not (directory / name).is_dir():
         raise _broken(directory, f"{POINTER} names {name!r}, which is not a snapshot here")
     folder = directory / name

@@ -7,7 +7,9 @@ State, kept consistent under one lock:
   maps back), compact: a removed row is filled with the last one;
 - ``_labels[:n]``: each row's int64 label in the faiss index (``_by_label`` maps back).
   A changed vector gets a fresh label, since HNSW keeps the old one as a tombstone;
-- ``_namespaces``: namespace -> ids, in insertion order.
+- ``_namespaces``: namespace -> ids, in insertion order (for listing);
+- ``_row_ns[:n]``: each row's namespace as an int code (``_ns_codes``), so a namespace
+  filter finds its rows with one vectorised comparison instead of a Python loop.
 
 Embedding runs outside the lock, so one agent embedding a long batch does not stall the
 others' searches.
@@ -128,6 +130,8 @@ class SharedMemory:
         self._namespaces: dict[str, dict[str, None]] = {}
         self._matrix = np.zeros((0, self._dim), dtype=np.float32)
         self._labels = np.zeros(0, dtype=np.int64)
+        self._row_ns = np.zeros(0, dtype=np.int32)
+        self._ns_codes: dict[str, int] = {}
         self._ids: list[str] = []
         self._rows: dict[str, int] = {}
         self._by_label: dict[int, str] = {}
@@ -304,6 +308,19 @@ class SharedMemory:
             )
         return vectors
 
+    def _ns_code(self, namespace: str) -> int:
+        # Codes are never reused, so a code in _row_ns always means one namespace.
+        return self._ns_codes.setdefault(namespace, len(self._ns_codes))
+
+    def _register(self, entry: MemoryEntry, row: int) -> None:
+        """Record an entry whose vector and label are already at ``row``."""
+        self._entries[entry.id] = entry
+        self._namespaces.setdefault(entry.namespace, {})[entry.id] = None
+        self._ids.append(entry.id)
+        self._rows[entry.id] = row
+        self._by_label[int(self._labels[row])] = entry.id
+        self._row_ns[row] = self._ns_code(entry.namespace)
+
     def _append(self, entries: list[MemoryEntry], vectors: np.ndarray) -> None:
         n, extra = len(self._ids), len(entries)
         if n + extra > len(self._matrix):
@@ -313,27 +330,26 @@ class SharedMemory:
             matrix[:n] = self._matrix[:n]
             labels = np.zeros(capacity, dtype=np.int64)
             labels[:n] = self._labels[:n]
-            self._matrix, self._labels = matrix, labels
+            row_ns = np.zeros(capacity, dtype=np.int32)
+            row_ns[:n] = self._row_ns[:n]
+            self._matrix, self._labels, self._row_ns = matrix, labels, row_ns
         new_labels = np.arange(self._next_label, self._next_label + extra, dtype=np.int64)
         self._next_label += extra
         self._matrix[n : n + extra] = vectors
         self._labels[n : n + extra] = new_labels
-        for row, (entry, label) in enumerate(zip(entries, new_labels.tolist(), strict=True)):
-            self._entries[entry.id] = entry
-            self._namespaces.setdefault(entry.namespace, {})[entry.id] = None
-            self._ids.append(entry.id)
-            self._rows[entry.id] = n + row
-            self._by_label[label] = entry.id
+        for row, entry in enumerate(entries, start=n):
+            self._register(entry, row)
         self._index.add(vectors, new_labels)
 
     def _replace(self, old: MemoryEntry, new: MemoryEntry, vector: np.ndarray | None) -> None:
         self._entries[new.id] = new  # an existing key keeps its place in the order
+        row = self._rows[new.id]
         if new.namespace != old.namespace:
             self._drop_from_namespace(old)
             self._namespaces.setdefault(new.namespace, {})[new.id] = None
+            self._row_ns[row] = self._ns_code(new.namespace)
         if vector is None:
             return
-        row = self._rows[new.id]
         old_label = int(self._labels[row])
         label = self._next_label
         self._next_label += 1
@@ -365,6 +381,7 @@ class SharedMemory:
                 moved = self._ids[last]
                 self._matrix[row] = self._matrix[last]
                 self._labels[row] = self._labels[last]
+                self._row_ns[row] = self._row_ns[last]
                 self._ids[row] = moved
                 self._rows[moved] = row
             self._ids.pop()
@@ -420,9 +437,7 @@ class SharedMemory:
                 rows: np.ndarray | None = None
                 n = len(self._ids)
             else:
-                rows = np.array(
-                    [self._rows[e.id] for e in self._candidates(namespace, where)], dtype=np.int64
-                )
+                rows = self._candidate_rows(namespace, where)
                 n = len(rows)
                 if n == 0:
                     return []
@@ -438,6 +453,15 @@ class SharedMemory:
                 Hit(self._entries[self._by_label[label]], score)
                 for score, label in zip(scores.tolist(), labels.tolist(), strict=True)
             ]
+
+    def _candidate_rows(self, namespace: str | None, where: Where | None) -> np.ndarray:
+        if where is None and namespace is not None:
+            code = self._ns_codes.get(namespace)
+            if code is None:
+                return np.zeros(0, dtype=np.int64)
+            return np.flatnonzero(self._row_ns[: len(self._ids)] == code)
+        candidates = self._candidates(namespace, where)
+        return np.fromiter((self._rows[e.id] for e in candidates), np.int64, len(candidates))
 
     def _scan(self, q: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         """Exact top ``k`` among ``rows``, from the stored vectors."""
@@ -554,10 +578,7 @@ class SharedMemory:
         self._index = make_index(self._config, self._dim, native, labels)
         self._matrix = np.array(snapshot.vectors, dtype=np.float32, copy=True)
         self._labels = np.array(snapshot.labels, dtype=np.int64, copy=True)
+        self._row_ns = np.zeros(len(labels), dtype=np.int32)
         self._next_label = snapshot.next_label
         for row, entry in enumerate(snapshot.entries):
-            self._entries[entry.id] = entry
-            self._namespaces.setdefault(entry.namespace, {})[entry.id] = None
-            self._ids.append(entry.id)
-            self._rows[entry.id] = row
-            self._by_label[int(self._labels[row])] = entry.id
+            self._register(entry, row)

@@ -27,6 +27,7 @@ from relaygraph.memory import (
     SentenceEmbedder,
     SharedMemory,
 )
+from relaygraph.memory.embedding import packaged_model_dir
 from relaygraph.memory.index import HNSWIndex, IVFIndex
 
 FACTS = {
@@ -144,6 +145,13 @@ def test_packaged_embedder(minilm: SentenceEmbedder) -> None:
     assert minilm.embed([]).shape == (0, 384)
     # The model loads once per process: a second embedder shares it.
     assert SentenceEmbedder()._model is minilm._model
+    # A model folder of one's own is named after the folder unless told otherwise.
+    assert SentenceEmbedder(packaged_model_dir()).name == "model"
+
+
+def test_unknown_index_kind() -> None:
+    with pytest.raises(ConfigError, match="'exact', 'ivf' or 'hnsw'"):
+        SharedMemory(HashEmbedder(), "flat")  # type: ignore[arg-type]
 
 
 # -- search with the real model --------------------------------------------------------
