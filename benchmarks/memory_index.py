@@ -186,19 +186,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (lat, rec) = plt.subplots(1, 2, figsize=(11, 4))
-    for kind in KINDS:
+    for colour, kind in enumerate(KINDS):
         mine = [r for r in rows if r["kind"] == kind]
         sizes = [r["size"] for r in mine]
-        (line,) = lat.plot(sizes, [r["search"]["p50_ms"] for r in mine], "o-", label=f"{kind} p50")
-        lat.plot(
-            sizes,
-            [r["search"]["p95_ms"] for r in mine],
-            "x--",
-            color=line.get_color(),
-            label=f"{kind} p95",
-        )
+        style = {"color": f"C{colour}"}
+        lat.plot(sizes, [r["search"]["p50_ms"] for r in mine], "o-", label=f"{kind} p50", **style)
+        lat.plot(sizes, [r["search"]["p95_ms"] for r in mine], "x--", label=f"{kind} p95", **style)
         if kind != "exact":
-            rec.plot(sizes, [r["recall_at_10"] for r in mine], "o-", label=kind)
+            rec.plot(sizes, [r["recall_at_10"] for r in mine], "o-", label=kind, **style)
     lat.set(
         xscale="log",
         yscale="log",
@@ -207,7 +202,8 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         title="SharedMemory.search latency",
     )
     rec.set(xscale="log", xlabel="entries", ylabel="recall@10 vs exact", title="Recall@10")
-    rec.set_ylim(0, 1.02)
+    lowest = min(r["recall_at_10"] for r in rows if "recall_at_10" in r)
+    rec.set_ylim(max(0.0, lowest - 0.1), 1.005)
     lat.legend(fontsize=8)
     rec.legend()
     fig.tight_layout()

@@ -73,7 +73,7 @@ class VectorIndex(Protocol):
 
     @property
     def native(self) -> faiss.Index:
-        """The faiss index, for `faiss.write_index`."""
+        """The faiss index itself (what a save writes)."""
         ...
 
     @property

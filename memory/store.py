@@ -18,6 +18,7 @@ others' searches.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -230,7 +231,7 @@ class SharedMemory:
         entries = [_validate(item) for item in items]
         ids = [e.id for e in entries]
         if len(set(ids)) != len(ids):
-            repeated = next(i for i in ids if ids.count(i) > 1)
+            repeated = Counter(ids).most_common(1)[0][0]
             raise ConfigError(
                 f"id {repeated!r} appears twice in one add_many", parameter="id", value=repeated
             )
