@@ -26,6 +26,7 @@ from relaygraph.llm.registry import load_llm
 from relaygraph.llm.types import GenerationParams, Message, Prompt, TextPrompt, to_prompt
 
 if TYPE_CHECKING:
+    from relaygraph.eval.alfworld.games import Split
     from relaygraph.eval.hotpotqa.data import SampleName
     from relaygraph.eval.report import Summary
 
@@ -385,6 +386,52 @@ def eval_hotpotqa(
         model=model,
         seed=seed,
         settings={"judge": judge, "limit": limit},
+        resume=resume,
+        concurrency=concurrency,
+    )
+    _print_summary(target, summary)
+
+
+@eval_app.command("alfworld")
+@_user_errors
+def eval_alfworld(
+    graph: Annotated[
+        str, typer.Option(help="Graph factory taking (model, env).")
+    ] = "relaygraph.eval.alfworld.agent:alfworld_react",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model for the graph.")] = (
+        DEFAULT_MODEL
+    ),
+    split: Annotated[
+        str, typer.Option(help="valid_unseen (134 games), valid_seen or valid_train.")
+    ] = "valid_unseen",
+    data: Annotated[
+        Path | None, typer.Option(help="Folder holding json_2.1.1/<split>; default: shipped.")
+    ] = None,
+    max_steps: Annotated[int, typer.Option(min=1, help="Commands per game.")] = 50,
+    limit: LimitOption = None,
+    seed: SeedOption = 0,
+    concurrency: ConcurrencyOption = 1,
+    out: OutOption = None,
+    resume: ResumeOption = False,
+) -> None:
+    """Play ALFWorld games with a graph: success rate per task type, steps, per-role cost."""
+    from relaygraph.eval.alfworld.games import load_games
+    from relaygraph.eval.alfworld.suite import AlfworldSuite
+    from relaygraph.eval.runner import evaluate, sample_items
+    from relaygraph.graph.loader import load_factory
+
+    games = load_games(cast("Split", split), data_dir=data)
+    suite = AlfworldSuite(load_factory(graph), load_llm(model), max_steps=max_steps)
+    target = out or _default_out("alfworld", model)
+    summary = evaluate(
+        suite,
+        sample_items(games, limit, seed),
+        target,
+        dataset=str(data / split) if data else f"shipped:{split}",
+        graph=graph,
+        model=model,
+        seed=seed,
+        settings={"limit": limit, "max_steps": max_steps},
         resume=resume,
         concurrency=concurrency,
     )

@@ -1,0 +1,59 @@
+"""The ALFWorld suite: play each game with a graph, scored by the engine's own goal check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from relaygraph.eval.alfworld.agent import run_game
+from relaygraph.eval.runs import ItemRecord, role_usage
+
+if TYPE_CHECKING:
+    from relaygraph.eval.alfworld.agent import AlfworldFactory
+    from relaygraph.eval.alfworld.games import AlfworldGame
+    from relaygraph.graph.trace import Trace
+    from relaygraph.llm.protocol import LLM
+
+
+@dataclass(frozen=True, slots=True)
+class AlfworldSuite:
+    """Plays each game with ``factory``'s graph on ``model``, at most ``max_steps`` commands."""
+
+    factory: AlfworldFactory
+    model: LLM
+    max_steps: int = 50
+    name: str = "alfworld"
+    headline: str = "success rate"
+
+    def item_id(self, item: AlfworldGame) -> str:
+        return item.name
+
+    def groups(self, item: AlfworldGame) -> dict[str, str]:
+        return {"task_type": item.task_type}
+
+    def run(self, item: AlfworldGame) -> tuple[ItemRecord, Trace | None]:
+        outcome = run_game(self.factory, self.model, item, self.max_steps)
+        trace = outcome.result.trace if outcome.result is not None else None
+        usage = role_usage(trace) if trace is not None else {}
+        run_error = outcome.result.error if outcome.result is not None else None
+        return (
+            ItemRecord(
+                id=item.name,
+                groups=self.groups(item),
+                success=float(outcome.won),
+                metrics={"won": float(outcome.won), "env_steps": float(outcome.steps)},
+                prediction="won" if outcome.won else "lost",
+                gold=item.goal,
+                # An engine failure first; else the run's own error, if the agent neither
+                # won nor finished.
+                error=outcome.error
+                or (run_error.message if run_error and not outcome.won else None),
+                steps=outcome.steps,
+                latency_s=outcome.seconds,
+                prompt_tokens=sum(u.prompt_tokens for u in usage.values()),
+                completion_tokens=sum(u.completion_tokens for u in usage.values()),
+                cost=sum(u.cost for u in usage.values()),
+                roles=usage,
+            ),
+            trace,
+        )
