@@ -33,10 +33,15 @@ Item_contra = TypeVar("Item_contra", contravariant=True)
 class Suite(Protocol[Item_contra]):
     """A benchmark the runner can drive."""
 
-    name: str
-    """The suite's name (``hotpotqa``, ``alfworld``)."""
-    headline: str
-    """What ``ItemRecord.success`` means (``EM``, ``success rate``)."""
+    @property
+    def name(self) -> str:
+        """The suite's name (``hotpotqa``, ``alfworld``)."""
+        ...
+
+    @property
+    def headline(self) -> str:
+        """What ``ItemRecord.success`` means (``EM``, ``success rate``)."""
+        ...
 
     def item_id(self, item: Item_contra) -> str:
         """The item's id in its dataset."""

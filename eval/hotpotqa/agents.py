@@ -124,7 +124,7 @@ def team_graph(
     shared = memory if memory is not None else SharedMemory()
     seed_memory(shared, example)
     graph = AgentGraph("hotpotqa-team", model=model, max_steps=3, memory=shared)
-    common = {"context_policy": POLICIES[policy](), "context_budget": budget}
+    routing = POLICIES[policy]()
     graph.add_agent(
         Agent(
             name="decomposer",
@@ -133,7 +133,8 @@ def team_graph(
             instructions="Split the question into one or two short sub-questions.",
             answer_format="plain",
             max_tokens=48,
-            **common,
+            context_policy=routing,
+            context_budget=budget,
         )
     )
     graph.add_agent(
@@ -144,7 +145,8 @@ def team_graph(
             instructions="Copy the facts from the context that answer the sub-questions.",
             answer_format="plain",
             max_tokens=96,
-            **common,
+            context_policy=routing,
+            context_budget=budget,
         )
     )
     graph.add_agent(
@@ -158,7 +160,8 @@ def team_graph(
             ),
             answer_format="plain",
             max_tokens=24,
-            **common,
+            context_policy=routing,
+            context_budget=budget,
         )
     )
     graph.add_edge("decomposer", "retriever").add_edge("retriever", "answerer")
