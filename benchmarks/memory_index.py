@@ -270,6 +270,7 @@ def main() -> None:
                 **facts,
                 "faiss": version("faiss-cpu"),
                 "sentence_transformers": version("sentence-transformers"),
+                "load_average_at_end": os.getloadavg(),
             },
             "data": {
                 "entries": "sentences of the shipped HotPotQA samples distractor-100 and "
@@ -279,7 +280,7 @@ def main() -> None:
                 "filler": f"beyond {len(sentences)} entries: copies of real vectors plus "
                 f"Gaussian noise of L2 norm {args.noise}, re-normalised",
                 "queries": f"{len(queries)} HotPotQA questions (not stored), as vectors",
-                "single_adds_timed": args.adds,
+                "single_adds_timed": args.adds - 1,
             },
             "index_configs": {kind: IndexConfig(kind=kind).model_dump() for kind in KINDS},
             "embedding": {
