@@ -1,10 +1,18 @@
 """The default ALFWorld agent and the per-game run the evaluation harness calls.
 
-`alfworld_react` is ReAct's ALFWorld setup on relaygraph: one agent whose only tool,
-``act[command]``, runs a command in the real environment and returns the observation;
-its instructions hold the demonstration of the game's task type. `run_game` plays one
-game with any factory of that shape and reports an `GameOutcome`: won is the engine's
-own goal check, never the agent's claim.
+`alfworld_react` follows ReAct's ALFWorld setup: one agent whose only tool,
+``act[command]``, runs a command in the real environment and returns the observation,
+with a demonstration of the game's task type in its instructions. Unlike ReAct's
+prompts it may also ``finish`` (every relaygraph agent can); finishing before the
+episode is over simply loses the game. `run_game` plays one game with any factory of
+that shape and reports a `GameOutcome`: won is the engine's own goal check, never the
+agent's claim.
+
+Example:
+    >>> game = load_games("valid_unseen", limit=1)[0]                  # doctest: +SKIP
+    >>> outcome = run_game(alfworld_react, "smollm2-135m", game)       # doctest: +SKIP
+    >>> outcome.won, outcome.steps, round(outcome.seconds)             # doctest: +SKIP
+    (False, 50, 130)
 """
 
 from __future__ import annotations

@@ -82,7 +82,15 @@ class Demo(BaseModel):
 
 
 class DemoSet(BaseModel):
-    """Demonstrations by task type (what ``alfworld_demos.json`` holds)."""
+    """Demonstrations by task type (what ``alfworld_demos.json`` holds).
+
+    Example:
+        >>> print(load_demos().for_task("look").render())           # doctest: +SKIP
+        Task: You are in the middle of a room. ... Your task is to: look at cd under the desklamp.
+        Thought: My task is to look at cd under the desklamp. First I need to find a cd. ...
+        Action: act[go to desk 1]
+        ...
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
