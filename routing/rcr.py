@@ -102,9 +102,11 @@ class RCRContext:
 
     def select(self, request: ContextRequest) -> ContextSelection:
         candidates, similarity = self._candidates(request)
-        scores = [
+        alphas = [
             self.score(item, sim, request) for item, sim in zip(candidates, similarity, strict=True)
         ]
+        best = max(alphas, default=0.0)
+        scores = [math.exp((a - best) / self.weights.temperature) for a in alphas]
         costs = [request.cost(item) for item in candidates]
         budget = request.budget_tokens
         if budget is None:
