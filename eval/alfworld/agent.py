@@ -12,7 +12,7 @@ Example:
     >>> game = load_games("valid_unseen", limit=1)[0]                  # doctest: +SKIP
     >>> outcome = run_game(alfworld_react, "smollm2-135m", game)       # doctest: +SKIP
     >>> outcome.won, outcome.steps, round(outcome.seconds)             # doctest: +SKIP
-    (False, 50, 130)
+    (False, 50, 114)
 """
 
 from __future__ import annotations
