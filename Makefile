@@ -22,6 +22,12 @@ $(STAMP): pyproject.toml
 	# registry; 2.13.0 resolves to the CPU build here.
 	$(PY) -m pip install "torch==2.13.0"
 	$(PY) -m pip install -e ".[dev,hf]"
+	# ALFWorld's engine: the compiled packages built against this venv (pip's isolated
+	# build cannot build fast-downward here), textworld/alfworld without their dependency
+	# lists (jericho's pulls spaCy, never imported on this path), then what they import.
+	$(PY) -m pip install --no-deps --no-build-isolation "fast-downward-textworld==20.6.4" "jericho==3.3.1"
+	$(PY) -m pip install --no-deps "textworld==1.7.0" "alfworld==0.4.2"
+	$(PY) -m pip install "tatsu==5.8.3" "mementos>=1.3.1" "termcolor>=2" "prompt_toolkit>=3" "hashids" "more_itertools" "networkx" "tqdm"
 	touch $(STAMP)
 
 demo: install
