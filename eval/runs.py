@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
+from relaygraph.graph.trace import RoleTotals
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,16 +31,6 @@ if TYPE_CHECKING:
 MANIFEST = "run.json"
 ITEMS = "items.jsonl"
 TRACES = "traces"
-
-
-class RoleUsage(BaseModel):
-    """Tokens, time and cost of one role on one item."""
-
-    steps: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    cost: float = 0.0
 
 
 class ItemRecord(BaseModel):
@@ -65,7 +56,7 @@ class ItemRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
-    roles: dict[str, RoleUsage] = Field(default_factory=dict)
+    roles: dict[str, RoleTotals] = Field(default_factory=dict)
     trace: str | None = None
     """The trace file, relative to the run directory."""
 
@@ -90,14 +81,6 @@ class RunManifest(BaseModel):
 def fingerprint(ids: Sequence[str]) -> str:
     """A short hash identifying a list of item ids."""
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def role_usage(trace: Trace) -> dict[str, RoleUsage]:
-    """A trace's usage per role."""
-    return {
-        role: RoleUsage.model_validate(totals.model_dump())
-        for role, totals in trace.by_role().items()
-    }
 
 
 class RunStore:

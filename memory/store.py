@@ -445,7 +445,9 @@ class SharedMemory:
                 if n <= self._config.exact_subset_limit:
                     return self._scan(q, rows, k)
             want = min(k, n)
-            allowed = None if rows is None else self._labels[rows]
+            # A filter every entry passes (one run's namespace holding the whole memory)
+            # needs no allow-list, which would cost more than the search itself.
+            allowed = None if rows is None or n == len(self._ids) else self._labels[rows]
             scores, labels = self._index.search(q, want, allowed)
             if len(labels) < want:
                 everything = np.arange(len(self._ids), dtype=np.int64)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relaygraph.eval.alfworld.agent import run_game
-from relaygraph.eval.runs import ItemRecord, role_usage
+from relaygraph.eval.runs import ItemRecord
 
 if TYPE_CHECKING:
     from relaygraph.eval.alfworld.agent import AlfworldFactory
@@ -34,7 +34,7 @@ class AlfworldSuite:
     def run(self, item: AlfworldGame) -> tuple[ItemRecord, Trace | None]:
         outcome = run_game(self.factory, self.model, item, self.max_steps)
         trace = outcome.result.trace if outcome.result is not None else None
-        usage = role_usage(trace) if trace is not None else {}
+        usage = trace.by_role() if trace is not None else {}
         run_error = outcome.result.error if outcome.result is not None else None
         return (
             ItemRecord(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from relaygraph.eval.hotpotqa.metrics import answer_score, joint_score, support_score
-from relaygraph.eval.runs import ItemRecord, role_usage
+from relaygraph.eval.runs import ItemRecord
 from relaygraph.graph import AgentGraph
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class HotpotSuite:
         answer, support = _prediction(result)
         metrics = self._metrics(item, result, answer, support)
         trace = result.trace
-        usage = role_usage(trace)
+        usage = trace.by_role()
         return (
             ItemRecord(
                 id=item.id,
