@@ -139,14 +139,10 @@ class AlfworldEnv:
         if engine is None:
             return
         # TextWorld loads a private copy of fast-downward's library per game and never
-        # unloads it; unload it here or a 134-game run keeps every copy mapped.
-        library = getattr(engine.batch_env.envs[0].unwrapped, "downward_lib", None)
+        # unloads it. Unloading it here (fast_downward.close_lib) made the interpreter
+        # segfault at exit, so each copy stays mapped until the process ends.
         try:
             engine.close()
-            if library is not None:
-                import fast_downward
-
-                fast_downward.close_lib(library)
         except _ENGINE_ERRORS as exc:
             raise self._failed("closing it", exc) from exc
 
