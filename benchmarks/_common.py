@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from relaygraph.fileio import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,9 +39,4 @@ def machine() -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a killed benchmark never leaves a truncated result."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump(data, out, indent=2)
-        out.write("\n")
-    Path(tmp).replace(path)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")

@@ -25,7 +25,7 @@ run's own log; without a memory, the log alone, scored by word overlap.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from relaygraph.routing.context import (
@@ -149,7 +149,7 @@ class RCRContext:
             items = list(request.items)
             return items, [word_overlap(query, i.text) for i in items]
         scope = request.memory
-        log = [replace_id(i, log_entry_id(scope.namespace, i.id)) for i in request.items]
+        log = [replace(i, id=log_entry_id(scope.namespace, i.id)) for i in request.items]
         query = _with_plan(request.query, log)
         hits = scope.search(query, k=self.pool) if len(scope) else []
         items = [ContextItem.from_entry(h.entry) for h in hits]
@@ -165,10 +165,6 @@ class RCRContext:
 def log_entry_id(namespace: str, item_id: str) -> str:
     """The memory id of a run-log item written back to the run's namespace."""
     return f"{namespace}/{item_id}"
-
-
-def replace_id(item: ContextItem, new_id: str) -> ContextItem:
-    return ContextItem(new_id, item.text, item.kind, item.author, item.role, item.step, item.stage)
 
 
 def _with_plan(query: str, log: Sequence[ContextItem]) -> str:

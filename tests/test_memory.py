@@ -7,13 +7,13 @@ against a brute-force numpy reference.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Sequence
 
 import faiss
 import numpy as np
 import pytest
+from embedders import HashEmbedder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -50,25 +50,6 @@ QUERIES = {
     "nile": "Which river runs into the Mediterranean through many African countries?",
     "bitcoin": "What digital currency uses a blockchain?",
 }
-
-
-class HashEmbedder:
-    """Deterministic random unit vectors keyed by the text's sha256: cheap and tie-free."""
-
-    name = "hash-test"
-
-    def __init__(self, dim: int = 16) -> None:
-        self.dim = dim
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        rows = [
-            np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big"))
-            .standard_normal(self.dim)
-            .astype(np.float32)
-            for t in texts
-        ]
-        out = np.array(rows, dtype=np.float32).reshape(len(texts), self.dim)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="module")

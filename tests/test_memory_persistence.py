@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,27 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embedders import HashEmbedder
 
 from relaygraph.errors import ConfigError
 from relaygraph.memory import IndexConfig, SentenceEmbedder, SharedMemory
-
-
-class HashEmbedder:
-    """Deterministic random unit vectors keyed by the text's sha256."""
-
-    def __init__(self, dim: int = 16, name: str = "hash-test") -> None:
-        self.dim = dim
-        self.name = name
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        rows = [
-            np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "big"))
-            .standard_normal(self.dim)
-            .astype(np.float32)
-            for t in texts
-        ]
-        out = np.array(rows, dtype=np.float32).reshape(len(texts), self.dim)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def _snapshot(directory: Path) -> Path:
@@ -173,17 +155,9 @@ def test_loads_while_another_thread_saves(tmp_path: Path) -> None:
 # -- a process killed mid-save ---------------------------------------------------------
 
 _CHILD = """
-import hashlib, sys, time
-import numpy as np
+import sys, time
+from embedders import HashEmbedder
 from relaygraph.memory import SharedMemory, persistence
-
-class HashEmbedder:
-    name, dim = "hash-test", 16
-    def embed(self, texts):
-        rows = [np.random.default_rng(int.from_bytes(hashlib.sha256(t.encode()).digest()[:8],
-                "big")).standard_normal(16) for t in texts]
-        out = np.array(rows, dtype=np.float32).reshape(len(texts), 16)
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 directory, stall_at = sys.argv[1], sys.argv[2]
 memory = SharedMemory(HashEmbedder(), "hnsw")
@@ -230,7 +204,7 @@ def test_a_save_killed_midway_leaves_the_last_complete_state(
         [sys.executable, str(script), str(directory), stall_at],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parent)},
     )
     try:
         assert child.stdout is not None
