@@ -408,7 +408,10 @@ def eval_alfworld(
         Path | None, typer.Option(help="Folder holding json_2.1.1/<split>; default: shipped.")
     ] = None,
     max_steps: Annotated[int, typer.Option(min=1, help="Commands per game.")] = 50,
-    limit: LimitOption = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Play this many games, drawn (seeded) in proportion to task type."),
+    ] = None,
     seed: SeedOption = 0,
     concurrency: ConcurrencyOption = 1,
     out: OutOption = None,
@@ -425,7 +428,7 @@ def eval_alfworld(
     target = out or _default_out("alfworld", model)
     summary = evaluate(
         suite,
-        sample_items(games, limit, seed),
+        sample_items(games, limit, seed, stratum=lambda game: game.task_type),
         target,
         dataset=str(data / split) if data else f"shipped:{split}",
         graph=graph,

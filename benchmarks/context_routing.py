@@ -1,8 +1,13 @@
 """Context routing on HotPotQA: tokens vs supporting-fact recall, answers, and scale.
 
 Each question's ten paragraphs go into shared memory, one `fact` entry per sentence
-(real all-MiniLM-L6-v2 embeddings, exact FAISS index). Three parts:
+(real all-MiniLM-L6-v2 embeddings, exact FAISS index). Four parts:
 
+0. tune (model-free, the 376 questions of the paragraph sample, which share none with the
+   100 below): RCR's lexical weight and temperature on a grid, by the recall of gold
+   supporting paragraphs (one entry per paragraph) at several budgets; RCRWeights'
+   defaults are the best point. Role, stage and recency weights are not tuned here: every
+   candidate is a round-0 fact, so they shift all items alike.
 1. routing (model-free, every question): the answering agent's routed context (role
    solver, stage answer, query = the question) under each policy and budget; prompt
    tokens of the context (SmolLM2's tokenizer) and supporting-fact recall: the share of
@@ -11,14 +16,17 @@ Each question's ten paragraphs go into shared memory, one `fact` entry per sente
 2. team (the embedded model, ``--team-questions``): the decomposer -> retriever ->
    answerer team (relaygraph.eval.hotpotqa.agents.team_graph) with each policy; prompt
    tokens per question over all agents, EM/F1, the answerer's recall, wall time.
-3. scale: one agent step's RCR selection on memories of 1k/10k/100k entries (p50/p95),
-   query embedding included; entries beyond the real sentences are noisy copies of their
-   vectors (as in benchmarks/memory_index.py).
+3. scale: one agent step's RCR selection on memories of 1k/10k/100k entries, exact and
+   HNSW index (p50/p95): ``new query`` is a step with a question not seen before (query
+   embedding and first-use token counts included); ``same query`` repeats it, as the
+   agents of one run do (the memory caches the query vector, the counter the counts).
+   Entries beyond the real sentences are noisy copies of their vectors (as in
+   benchmarks/memory_index.py).
 
 Usage:
     python benchmarks/context_routing.py [--questions 100] [--team-questions 20]
         [--budgets 128 256 384 512 768] [--sizes 1000 10000 100000]
-        [--parts routing team scale]
+        [--parts tune routing team scale]
 """
 
 from __future__ import annotations
@@ -39,17 +47,24 @@ from rich.progress import track
 from relaygraph.eval.hotpotqa import HotpotExample, answer_score, load_hotpotqa
 from relaygraph.eval.hotpotqa.agents import POLICIES, seed_memory, team_graph
 from relaygraph.llm.counting import TokenCounter
+from relaygraph.llm.protocol import LLM
 from relaygraph.llm.registry import load_llm
 from relaygraph.memory import SentenceEmbedder, SharedMemory
-from relaygraph.routing import ContextPolicy, ContextRequest, FullContext, RCRContext, RCRWeights
+from relaygraph.routing import (
+    ContextPolicy,
+    ContextRequest,
+    FullContext,
+    RCRContext,
+    RCRWeights,
+    TopKSimilarity,
+)
 
 MODEL = "smollm2-135m"
 VARIANTS: dict[str, Callable[[], ContextPolicy]] = {
     **POLICIES,
-    "rcr-semantic-only": lambda: RCRContext(
-        weights=RCRWeights(role=0, stage=0, recency=0), name="rcr-semantic-only"
-    ),
+    "rcr-dense-only": lambda: RCRContext(weights=RCRWeights(lexical=0), name="rcr-dense-only"),
 }
+TUNE_GRID = {"lexical": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0], "temperature": [0.05, 0.1, 0.2]}
 
 
 def gold_ids(example: HotpotExample) -> set[str]:
@@ -64,6 +79,58 @@ def gold_ids(example: HotpotExample) -> set[str]:
 
 def recall(chosen: Sequence[str], gold: set[str]) -> float:
     return len(gold & set(chosen)) / len(gold) if gold else 1.0
+
+
+def tune(examples: list[HotpotExample], count: TokenCounter, budgets: list[int]) -> dict[str, Any]:
+    """Recall of gold paragraphs per (lexical, temperature), and top-k's, per budget."""
+    memory = SharedMemory()
+    gold: dict[str, set[str]] = {}
+    for example in track(examples, description="embedding paragraphs (tune)"):
+        memory.scope(example.id).add_many(
+            [
+                {"id": f"{example.id}/p{i}", "text": f"{p.title}: {' '.join(p.sentences)}",
+                 "kind": "fact"}
+                for i, p in enumerate(example.context)
+            ]
+        )  # fmt: skip
+        titles = set(example.supporting_titles or ())
+        gold[example.id] = {
+            f"{example.id}/p{i}" for i, p in enumerate(example.context) if p.title in titles
+        }
+    points = [(x, t) for x in TUNE_GRID["lexical"] for t in TUNE_GRID["temperature"]]
+    policies: dict[str, ContextPolicy] = {"topk": TopKSimilarity()} | {
+        f"{x}/{t}": RCRContext(weights=RCRWeights(lexical=x, temperature=t)) for x, t in points
+    }
+    scores: dict[str, list[float]] = defaultdict(list)
+    for example in track(examples, description="tuning"):
+        for name, policy in policies.items():
+            for budget in budgets:
+                request = ContextRequest(
+                    "answerer", "solver", example.question, [], budget, count, stage="answer",
+                    memory=memory.scope(example.id),
+                )  # fmt: skip
+                chosen = [i.id for i in policy.select(request).items]
+                scores[f"{name}@{budget}"].append(recall(chosen, gold[example.id]))
+
+    def row(name: str) -> dict[str, Any]:
+        by_budget = {b: round(statistics.fmean(scores[f"{name}@{b}"]), 4) for b in budgets}
+        return {"recall": by_budget, "mean_recall": round(statistics.fmean(by_budget.values()), 4)}
+
+    grid = [{"lexical": x, "temperature": t} | row(f"{x}/{t}") for x, t in points]
+    best = max(grid, key=lambda r: r["mean_recall"])
+    defaults = RCRWeights()
+    return {
+        "split": "paragraphs-376",
+        "unit": "paragraph",
+        "questions": len(examples),
+        "budgets": budgets,
+        "topk": row("topk"),
+        "grid": grid,
+        "best": best,
+        "defaults": {"lexical": defaults.lexical, "temperature": defaults.temperature},
+        "defaults_are_best": (defaults.lexical, defaults.temperature)
+        == (best["lexical"], best["temperature"]),
+    }
 
 
 def routing(
@@ -160,10 +227,16 @@ class Hybrid(Lookup):
         return self.model.embed(texts)
 
 
-def scale(sizes: list[int], count: TokenCounter, queries: int) -> list[dict[str, Any]]:
+def scale(sizes: list[int], llm: LLM, queries: int) -> list[dict[str, Any]]:
     model = SentenceEmbedder()
     sentences, questions = real_text()
+    questions = questions[:queries]
     real = embed_cached(model, sentences)
+    embedding = []
+    for question in questions:
+        t0 = time.perf_counter()
+        model.embed([question])
+        embedding.append(time.perf_counter() - t0)
     rng = np.random.default_rng(0)
     rows = []
     for size in sizes:
@@ -172,41 +245,48 @@ def scale(sizes: list[int], count: TokenCounter, queries: int) -> list[dict[str,
             sentences[i % len(sentences)] + ("" if i < len(sentences) else f" ({i})")
             for i in range(size)
         ]
-        embedder = Hybrid(model)
-        embedder.vectors = dict(zip(texts, vectors, strict=True))
-        memory = SharedMemory(embedder=embedder)
-        began = time.perf_counter()
-        memory.scope("run").add_many([{"text": t, "round": i % 50} for i, t in enumerate(texts)])
-        build = time.perf_counter() - began
-        policy = RCRContext()
-        samples, embed_samples = [], []
-        for question in questions[:queries]:
-            t0 = time.perf_counter()
-            model.embed([question])
-            embed_samples.append(time.perf_counter() - t0)
-            request = ContextRequest(
-                "answerer", "solver", question, [], 384, count, stage="answer", step=50,
-                memory=memory.scope("run"),
-            )  # fmt: skip
-            t0 = time.perf_counter()
-            policy.select(request)
-            samples.append(time.perf_counter() - t0)
-        rows.append(
-            {
-                "entries": size,
-                "real_entries": min(size, len(sentences)),
-                "build_s": round(build, 2),
-                "select_p50_ms": round(1000 * statistics.median(samples), 2),
-                "select_p95_ms": round(1000 * sorted(samples)[int(0.95 * (len(samples) - 1))], 2),
-                "query_embedding_p50_ms": round(1000 * statistics.median(embed_samples), 2),
-            }
-        )
-        print(rows[-1])
+        for kind in ("exact", "hnsw"):
+            embedder = Hybrid(model)
+            embedder.vectors = dict(zip(texts, vectors, strict=True))
+            memory = SharedMemory(embedder=embedder, index=kind)
+            began = time.perf_counter()
+            entries = [{"text": t, "round": i % 50} for i, t in enumerate(texts)]
+            memory.scope("run").add_many(entries)
+            build = time.perf_counter() - began
+            policy, count = RCRContext(), TokenCounter(llm)  # a cold token-count memo per row
+            new, same = [], []
+            for question in questions:
+                request = ContextRequest(
+                    "answerer", "solver", question, [], 384, count, stage="answer", step=50,
+                    memory=memory.scope("run"),
+                )  # fmt: skip
+                for samples in (new, same):
+                    t0 = time.perf_counter()
+                    policy.select(request)
+                    samples.append(time.perf_counter() - t0)
+            rows.append(
+                {
+                    "entries": size,
+                    "index": kind,
+                    "real_entries": min(size, len(sentences)),
+                    "build_s": round(build, 2),
+                    "new_query_p50_ms": _ms(statistics.median(new)),
+                    "new_query_p95_ms": _ms(_p95(new)),
+                    "same_query_p50_ms": _ms(statistics.median(same)),
+                    "same_query_p95_ms": _ms(_p95(same)),
+                    "query_embedding_p50_ms": _ms(statistics.median(embedding)),
+                }
+            )
+            print(rows[-1])
     return rows
 
 
-def cycle(items: list[str], n: int) -> list[str]:
-    return [items[i % len(items)] for i in range(n)]
+def _ms(seconds: float) -> float:
+    return round(1000 * seconds, 2)
+
+
+def _p95(samples: list[float]) -> float:
+    return sorted(samples)[int(0.95 * (len(samples) - 1))]
 
 
 def plot(result: dict[str, Any], path: Any) -> None:
@@ -239,9 +319,10 @@ def main() -> None:
     parser.add_argument("--team-questions", type=int, default=20)
     parser.add_argument("--team-budget", type=int, default=384)
     parser.add_argument("--budgets", type=int, nargs="+", default=[128, 256, 384, 512, 768])
+    parser.add_argument("--tune-budgets", type=int, nargs="+", default=[256, 384, 512])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--scale-queries", type=int, default=100)
-    parts = ["routing", "team", "scale"]
+    parts = ["tune", "routing", "team", "scale"]
     parser.add_argument(
         "--parts", nargs="+", choices=parts, default=parts,
         help="parts to run; the others are kept from an earlier result file",
@@ -251,11 +332,17 @@ def main() -> None:
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
 
     examples = load_hotpotqa(sample="distractor-100").examples[: args.questions]
-    count = TokenCounter(load_llm(MODEL))
+    llm = load_llm(MODEL)
+    count = TokenCounter(llm)
     result |= {"benchmark": "context_routing", "machine": machine(), "model": MODEL}
     result.setdefault("settings", {})
     for part in args.parts:
         result["settings"][part] = vars(args)
+    if "tune" in args.parts:
+        held_out = load_hotpotqa(sample="paragraphs-376").examples
+        result["tune"] = tune(held_out, count, args.tune_budgets)
+        print("tune:", result["tune"]["best"], "defaults are best:",
+              result["tune"]["defaults_are_best"])  # fmt: skip
     if "routing" in args.parts:
         memory = SharedMemory()
         for example in track(examples, description="embedding paragraphs"):
@@ -264,7 +351,7 @@ def main() -> None:
     if "team" in args.parts:
         result["team"] = team(examples[: args.team_questions], args.team_budget)
     if "scale" in args.parts:
-        result["scale"] = scale(args.sizes, count, args.scale_queries)
+        result["scale"] = scale(args.sizes, llm, args.scale_queries)
     write_json(out, result)
     if "routing" in result:
         plot(result, RESULTS / "context_routing.png")

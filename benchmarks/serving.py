@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import RESULTS, machine, write_json
+from _common import RESULTS, machine, worker, write_json
 
 from relaygraph.llm import GenerationParams, LocalLLM
 from relaygraph.llm.scripted import ScriptedLLM
@@ -150,17 +147,8 @@ def concurrency(tokens: int, levels: list[int]) -> list[dict[str, Any]]:
     """Direct engine calls in this process vs a `relaygraph worker` in its own process
     (so this process's client work does not compete with the server for the GIL)."""
     llm = LocalLLM.load("smollm2-135m")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "relaygraph.cli", "worker", "--model", "smollm2-135m"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-    )
     rows = []
-    try:
-        assert worker.stdout is not None
-        base_url = worker.stdout.readline().strip()
-        _wait_ready(base_url)
+    with worker("smollm2-135m") as base_url:
         asyncio.run(http_streams(base_url, 1, 4))  # warm-up
         direct_streams(llm, 1, 4)
         for clients in levels:
@@ -175,20 +163,7 @@ def concurrency(tokens: int, levels: list[int]) -> list[dict[str, Any]]:
                     "server_vs_direct_tokens_per_s": round(ratio, 3),
                 }
             )
-    finally:
-        worker.terminate()
-        worker.communicate(timeout=30)
     return rows
-
-
-def _wait_ready(base_url: str) -> None:
-    for _ in range(600):
-        try:
-            httpx.get(f"{base_url}/models", timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"worker at {base_url} never became ready")
 
 
 def _round(row: dict[str, Any]) -> dict[str, Any]:

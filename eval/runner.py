@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import defaultdict
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -20,7 +21,7 @@ from relaygraph.eval.report import write_report
 from relaygraph.eval.runs import ItemRecord, RunManifest, RunStore, fingerprint
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from relaygraph.eval.report import Summary
@@ -124,12 +125,36 @@ def _score(suite: Suite[Item], store: RunStore, ids: set[str]) -> str:
     return f"{suite.headline} {mean:.1%}" + (f" · {errors} errors" if errors else "")
 
 
-def sample_items(items: Sequence[Item], limit: int | None, seed: int) -> list[Item]:
-    """``limit`` items drawn with ``seed`` (in dataset order), or all of them."""
+def sample_items(
+    items: Sequence[Item],
+    limit: int | None,
+    seed: int,
+    *,
+    stratum: Callable[[Item], str] | None = None,
+) -> list[Item]:
+    """``limit`` items drawn with ``seed`` (in dataset order), or all of them.
+
+    The draw takes a prefix of a seeded shuffle, so a smaller draw with the same seed is
+    part of a larger one and two runs of different sizes can be compared item by item.
+    With ``stratum``, each stratum (an ALFWorld task type, say) gets a share proportional
+    to its size, rounded by largest remainder, so a small draw still spans every stratum
+    it can.
+    """
     if limit is None or limit >= len(items):
         return list(items)
-    chosen = sorted(random.Random(seed).sample(range(len(items)), limit))
-    return [items[i] for i in chosen]
+    rng = random.Random(seed)
+    strata: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        strata["" if stratum is None else stratum(item)].append(i)
+    for name in sorted(strata):
+        rng.shuffle(strata[name])
+    exact = {name: limit * len(members) / len(items) for name, members in strata.items()}
+    quota = {name: int(share) for name, share in exact.items()}
+    by_remainder = sorted(exact, key=lambda name: (quota[name] - exact[name], name))
+    for name in by_remainder[: limit - sum(quota.values())]:
+        quota[name] += 1
+    chosen = [i for name in sorted(strata) for i in strata[name][: quota[name]]]
+    return [items[i] for i in sorted(chosen)]
 
 
 def evaluate(

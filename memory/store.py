@@ -18,7 +18,7 @@ others' searches.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -49,6 +49,8 @@ matches; a metadata key that shadows a field needs a predicate."""
 
 _FIELDS = frozenset(MemoryEntry.model_fields) - {"metadata"}
 _MISSING = object()
+QUERY_CACHE_SIZE = 64
+"""Query vectors a memory keeps, most recently used first."""
 
 
 def _matches(entry: MemoryEntry, where: Mapping[str, Any]) -> bool:
@@ -137,6 +139,9 @@ class SharedMemory:
         self._rows: dict[str, int] = {}
         self._by_label: dict[int, str] = {}
         self._next_label = 0
+        # Agents of one run route by the same query (the task, plus the plan once there is
+        # one) step after step; embedding it is most of a selection's cost.
+        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def embedder(self) -> Embedder:
@@ -401,7 +406,18 @@ class SharedMemory:
         if isinstance(query, str):
             if not query.strip():
                 raise ConfigError("query is blank; give text to search for", parameter="query")
-            return self._embed([query])
+            with self._lock:
+                cached = self._queries.get(query)
+                if cached is not None:
+                    self._queries.move_to_end(query)
+                    return cached
+            vector = self._embed([query])
+            vector.setflags(write=False)
+            with self._lock:
+                self._queries[query] = vector
+                if len(self._queries) > QUERY_CACHE_SIZE:
+                    self._queries.popitem(last=False)
+            return vector
         array = np.asarray(query, dtype=np.float32)
         if array.size != self._dim or array.ndim > 2:
             raise ConfigError(

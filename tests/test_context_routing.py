@@ -4,6 +4,7 @@ and iterative routing inside a real graph (real embeddings, real FAISS)."""
 from __future__ import annotations
 
 import pytest
+from embedders import HashEmbedder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from relaygraph.routing import (
     TopKSimilarity,
     render_item,
 )
+from relaygraph.routing.rcr import term_coverage
 
 POLICIES = [FullContext(), RecencyWindow(), TopKSimilarity(), RCRContext()]
 FACTS = [
@@ -108,6 +110,47 @@ def test_rcr_picks_the_relevant_facts_under_a_tight_budget(memory: SharedMemory)
     assert "The Seine flows through Paris." in chosen
     assert "Mount Fuji is the highest mountain in Japan." not in chosen
     assert sum(words(f"[user/fact] {t}") + 1 for t in chosen) <= 20
+
+
+def test_term_coverage_weighs_rare_query_words_over_shared_ones() -> None:
+    texts = [
+        "Arthur's Magazine was an American literary periodical.",
+        "First for Women is a woman's magazine published in the USA.",
+        "The magazine closed in 1846.",
+    ]
+    scores = term_coverage("Which magazine was started first, Arthur's Magazine?", texts)
+    assert scores[0] > scores[2] > 0  # "arthur" is rare here; "magazine" is everywhere
+    assert term_coverage("the of and", texts) == [0.0, 0.0, 0.0]  # stopwords only
+
+
+def test_the_lexical_term_finds_the_item_naming_the_query_entity() -> None:
+    # Hash vectors make cosine noise, so only the lexical term can find the right item.
+    scope = SharedMemory(HashEmbedder()).scope("names")
+    scope.add_many([
+        {"id": "generic", "text": "The band was founded in a small town.", "kind": "fact"},
+        {"id": "named", "text": "Zolbrecht Varnaby played in Mirefield.", "kind": "fact"},
+        {"id": "other", "text": "Many bands were founded in the sixties.", "kind": "fact"},
+    ])  # fmt: skip
+    query = "In which year was the band of Zolbrecht Varnaby founded?"
+    request = ContextRequest("a", "solver", query, [], 9, words, memory=scope)  # one fits
+    lexical_only = RCRContext(weights=RCRWeights(semantic=0, lexical=1, role=0, stage=0))
+    assert [i.id for i in lexical_only.select(request).items] == ["named"]
+
+
+def test_only_candidates_that_can_matter_are_token_counted(memory: SharedMemory) -> None:
+    scope = seeded(
+        memory, "rcr-lazy", [f"Fact number {i} about rivers and towns." for i in range(40)]
+    )
+    counted: list[str] = []
+
+    def counting(text: str) -> int:
+        counted.append(text)
+        return words(text)
+
+    request = ContextRequest("a", "solver", "rivers", [], 12, counting, memory=scope)
+    selection = RCRContext(coverage=2.0).select(request)
+    assert selection.tokens <= 12 and selection.items
+    assert len(counted) < 10  # two budgets' worth of 10-word items, not all 40
 
 
 def test_role_and_stage_change_what_an_agent_sees(memory: SharedMemory) -> None:

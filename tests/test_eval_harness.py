@@ -121,6 +121,16 @@ def test_sample_items_is_a_seeded_draw_in_dataset_order() -> None:
     assert draw == sorted(draw) and len(draw) == 5
     assert draw == sample_items(items, 5, seed=3) != sample_items(items, 5, seed=4)
     assert sample_items(items, None, seed=3) == items
+    assert set(draw) < set(sample_items(items, 9, seed=3))  # nested: comparable runs
+
+
+def test_a_stratified_draw_gives_each_stratum_its_share() -> None:
+    items = [f"{kind}{i}" for kind, n in (("a", 10), ("b", 6), ("c", 4)) for i in range(n)]
+    draw = sample_items(items, 5, seed=1, stratum=lambda item: item[0])
+    assert [item[0] for item in draw].count("a") == 3  # 2.5 -> 3 by largest remainder
+    assert {item[0] for item in draw} == {"a", "b", "c"} and len(draw) == 5
+    assert draw == [i for i in items if i in draw]  # dataset order
+    assert draw == sample_items(items, 5, seed=1, stratum=lambda item: item[0])
 
 
 def test_paragraph_tools_search_and_lookup() -> None:

@@ -29,6 +29,7 @@ from relaygraph.memory import (
 )
 from relaygraph.memory.embedding import packaged_model_dir
 from relaygraph.memory.index import HNSWIndex, IVFIndex
+from relaygraph.memory.store import QUERY_CACHE_SIZE
 
 FACTS = {
     "eiffel": "The Eiffel Tower was completed in 1889 for the World's Fair in Paris.",
@@ -478,3 +479,28 @@ def test_random_histories_match_brute_force(config: IndexConfig, ops: list[tuple
     assert {e.id for e in memory.entries()} == set(reference)
     for entry_id, (text, _, _) in reference.items():
         np.testing.assert_allclose(memory.vector(entry_id), embedder.embed([text])[0], atol=1e-6)
+
+
+class CountingEmbedder(HashEmbedder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        return super().embed(texts)
+
+
+def test_a_repeated_query_is_embedded_once() -> None:
+    embedder = CountingEmbedder()
+    memory = SharedMemory(embedder)
+    memory.add_many([{"text": "a"}, {"text": "b"}])
+    embedder.calls.clear()
+    first = memory.search("what is a?", k=1)
+    assert memory.search("what is a?", k=1) == first
+    memory.similarities("what is a?", [first[0].entry.id])
+    assert embedder.calls == [["what is a?"]]
+    for i in range(QUERY_CACHE_SIZE):  # the oldest query falls out of the cache
+        memory.search(f"query {i}", k=1)
+    memory.search("what is a?", k=1)
+    assert embedder.calls[-1] == ["what is a?"]
