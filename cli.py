@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from relaygraph.eval.alfworld.games import Split
     from relaygraph.eval.hotpotqa.data import SampleName
     from relaygraph.eval.report import Summary
+    from relaygraph.routing.calibration import Method
 
 app = typer.Typer(
     name="relaygraph",
@@ -466,6 +467,85 @@ def eval_compare(
     console.print(summary_table(comparison, (str(run_a), str(run_b))))
     if comparison.differing:
         console.print(items_table(comparison, items))
+
+
+@eval_app.command("holdout")
+@_user_errors
+def eval_holdout(
+    out: Annotated[Path, typer.Option(help="Hold-out JSONL to write (resumed if it exists).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="The small model.")] = (DEFAULT_MODEL),
+    estimators: Annotated[
+        str, typer.Option(help="Comma-separated estimator names, or 'all'.")
+    ] = "all",
+    data: Annotated[
+        Path | None, typer.Option(help="HotPotQA JSON(.gz) file; default: a shipped sample.")
+    ] = None,
+    sample: Annotated[
+        str, typer.Option(help="Shipped sample: distractor-100 or paragraphs-376.")
+    ] = "paragraphs-376",
+    limit: LimitOption = None,
+    seed: SeedOption = 0,
+) -> None:
+    """Build a routing hold-out set: the model's answers to HotPotQA questions (with their
+    gold paragraphs), right or wrong, with every estimator's score."""
+    from relaygraph.eval.holdout import build_holdout, hotpot_items
+    from relaygraph.eval.hotpotqa import SAMPLES, load_hotpotqa
+    from relaygraph.eval.runner import sample_items
+    from relaygraph.routing.uncertainty import ESTIMATORS
+
+    if data is None and sample not in SAMPLES:
+        raise RelayGraphError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    names = sorted(ESTIMATORS) if estimators == "all" else estimators.split(",")
+    unknown = [n for n in names if n not in ESTIMATORS]
+    if unknown:
+        raise RelayGraphError(
+            f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(ESTIMATORS))}"
+        )
+    dataset = load_hotpotqa(data, sample=cast("SampleName", sample))
+    items = hotpot_items(sample_items(dataset.examples, limit, seed))
+    rows = build_holdout(load_llm(model), items, {n: ESTIMATORS[n]() for n in names}, out)
+    right = sum(r.correct for r in rows)
+    console.print(f"{len(rows)} answers, {right} right ({right / max(len(rows), 1):.1%}): {out}")
+
+
+@eval_app.command("calibrate")
+@_user_errors
+def eval_calibrate(
+    holdout: Annotated[Path, typer.Argument(help="Hold-out JSONL from `eval holdout`.")],
+    estimator: Annotated[str, typer.Option(help="Estimator whose scores to calibrate.")],
+    out: Annotated[Path, typer.Option(help="Calibration JSON to write.")],
+    method: Annotated[str, typer.Option(help="isotonic or platt.")] = "isotonic",
+) -> None:
+    """Fit a calibration for one estimator; print ECE and thresholds for common targets."""
+    from relaygraph.eval.holdout import calibration_items, read_holdout
+    from relaygraph.routing.calibration import fit_calibration
+
+    if method not in ("isotonic", "platt"):
+        raise RelayGraphError(f"--method must be isotonic or platt, not {method!r}")
+    rows = read_holdout(holdout)
+    models = sorted({r.model for r in rows})
+    if len(models) != 1:
+        raise RelayGraphError(f"{holdout} holds answers of {models or 'no model'}; need one")
+    calibration = fit_calibration(
+        calibration_items(rows, estimator),
+        model=models[0],
+        estimator=estimator,
+        method=cast("Method", method),
+    )
+    calibration.save(out)
+    table = Table(title=f"{estimator} on {models[0]}: {calibration.items} answers")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row("accuracy", f"{calibration.accuracy:.3f}")
+    table.add_row(
+        "ECE before / after", f"{calibration.ece_before:.3f} / {calibration.ece_after:.3f}"
+    )
+    for rate in (0.2, 0.5, 0.8):
+        table.add_row(
+            f"threshold, {rate:.0%} escalated", f"{calibration.threshold_for_escalation(rate):.4g}"
+        )
+    console.print(table)
+    console.print(f"calibration: {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,197 @@
+"""Hold-out sets for calibrating model routing, built from any QA dataset the harnesses load.
+
+A hold-out row is one model's answer to one question, labelled right or wrong against the
+gold answer, with every chosen estimator's score and own confidence. Rows are appended to
+a JSONL file as they finish (fsynced), so a killed build resumes where it stopped; a
+calibration for one estimator is then fitted from the rows (routing/calibration.py).
+
+"Right" is answer F1 >= 0.5 after HotPotQA's normalisation: small models answer in
+sentences ("The capital is Paris."), which exact match would count wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ValidationError
+from rich.progress import track
+
+from relaygraph.errors import ConfigError, first_problem
+from relaygraph.eval.hotpotqa import HotpotExample, answer_score
+from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
+from relaygraph.routing.calibration import CalibrationItem
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from relaygraph.llm.protocol import LLM
+    from relaygraph.routing.uncertainty import UncertaintyEstimator
+
+RIGHT_F1 = 0.5
+ANSWER_PARAMS = GenerationParams(max_tokens=32, logprobs=True, top_logprobs=5, stop=("\n",))
+
+
+class QAItem(BaseModel):
+    """One question with its gold answer and the prompt the model answers."""
+
+    id: str
+    prompt: ChatPrompt
+    gold: str
+
+
+class HoldoutRow(BaseModel):
+    """One labelled answer with each estimator's reading."""
+
+    id: str
+    model: str
+    answer: str
+    gold: str
+    f1: float
+    correct: bool
+    scores: dict[str, float]
+    confidence: dict[str, float]
+    extra_calls: dict[str, int]
+
+
+def hotpot_items(examples: Iterable[HotpotExample]) -> list[QAItem]:
+    """Reading-comprehension items: the question with its gold supporting paragraphs.
+
+    With only the paragraphs that hold the answer, the embedded models answer some of
+    them, which a routing set needs (a set the small model never answers, or always
+    does, cannot relate uncertainty to correctness).
+    """
+    items = []
+    for example in examples:
+        gold = set(example.supporting_titles or [t for t, _ in example.supporting_facts or []])
+        passages = "\n".join(
+            f"{p.title}: {' '.join(s.strip() for s in p.sentences)}"
+            for p in example.context
+            if p.title in gold
+        )
+        text = f"{passages}\n\nQuestion: {example.question}\nAnswer in a few words."
+        items.append(
+            QAItem(
+                id=example.id,
+                prompt=ChatPrompt(messages=(Message(role="user", content=text),)),
+                gold=example.answer,
+            )
+        )
+    return items
+
+
+def build_holdout(
+    model: LLM,
+    items: Sequence[QAItem],
+    estimators: Mapping[str, UncertaintyEstimator],
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+) -> list[HoldoutRow]:
+    """Answer every item not yet in ``out`` and append its row; returns all rows.
+
+    Raises:
+        ConfigError: ``out`` holds rows of another model, or a malformed line.
+    """
+    path = Path(out)
+    rows = {row.id: row for row in read_holdout(path)} if path.exists() else {}
+    if rows and {r.model for r in rows.values()} != {model.name}:
+        raise ConfigError(
+            f"{path} holds answers of {sorted({r.model for r in rows.values()})}, not "
+            f"{model.name!r}; choose another --out",
+            parameter="out",
+        )
+    todo = [item for item in items if item.id not in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _cut_torn_tail(path)
+    steps = track(todo, description=f"hold-out ({model.name})") if show_progress else todo
+    with path.open("a", encoding="utf-8") as sink:
+        for item in steps:
+            row = _answer(model, item, estimators)
+            sink.write(row.model_dump_json() + "\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+            rows[row.id] = row
+    return [rows[item.id] for item in items if item.id in rows]
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line a kill left without its newline, so appends start clean."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstimator]) -> HoldoutRow:
+    completion = model.complete(item.prompt, ANSWER_PARAMS)
+    f1 = answer_score(completion.text, item.gold).f1
+    scores, confidence, calls = {}, {}, {}
+    for name, estimator in estimators.items():
+        estimate = estimator.estimate(model, item.prompt, completion)
+        scores[name], confidence[name] = estimate.score, estimate.confidence
+        calls[name] = estimate.extra_calls
+    return HoldoutRow(
+        id=item.id,
+        model=model.name,
+        answer=completion.text,
+        gold=item.gold,
+        f1=f1,
+        correct=f1 >= RIGHT_F1,
+        scores=scores,
+        confidence=confidence,
+        extra_calls=calls,
+    )
+
+
+def read_holdout(path: str | Path) -> list[HoldoutRow]:
+    """Rows of a hold-out file; a torn last line (a killed build) is skipped.
+
+    Raises:
+        ConfigError: Missing file or a malformed line before the last.
+    """
+    source = Path(path)
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read hold-out set {source}: {exc}", parameter="path") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(HoldoutRow.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            if number == len(lines):
+                break  # torn by a kill mid-write; build_holdout redoes that item
+            problem = first_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise ConfigError(
+                f"{source} line {number} is not a hold-out row: {problem}", parameter="path"
+            ) from None
+    return rows
+
+
+def calibration_items(rows: Sequence[HoldoutRow], estimator: str) -> list[CalibrationItem]:
+    """One estimator's labelled scores, ready for `fit_calibration`.
+
+    Raises:
+        ConfigError: A row lacks that estimator.
+    """
+    missing = [r.id for r in rows if estimator not in r.scores]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} hold-out rows have no {estimator!r} score (first: {missing[0]}); "
+            "build the set with that estimator",
+            parameter="estimator",
+        )
+    return [
+        CalibrationItem(
+            id=r.id,
+            score=r.scores[estimator],
+            confidence=min(1.0, max(0.0, r.confidence[estimator])),
+            correct=r.correct,
+        )
+        for r in rows
+    ]
