@@ -166,7 +166,11 @@ def read_holdout(path: str | Path) -> list[HoldoutRow]:
         except (json.JSONDecodeError, ValidationError) as exc:
             if number == len(lines):
                 break  # torn by a kill mid-write; build_holdout redoes that item
-            problem = first_problem(exc) if isinstance(exc, ValidationError) else str(exc)
+            problem = (
+                ": ".join(first_problem(exc.errors()))
+                if isinstance(exc, ValidationError)
+                else str(exc)
+            )
             raise ConfigError(
                 f"{source} line {number} is not a hold-out row: {problem}", parameter="path"
             ) from None

@@ -129,8 +129,9 @@ class Calibration(BaseModel):
             message = f"cannot read calibration {source}: {exc}"
             raise ConfigError(message, parameter="path") from None
         except ValidationError as exc:
+            field, problem = first_problem(exc.errors())
             raise ConfigError(
-                f"calibration {source} is malformed: {first_problem(exc)}", parameter="path"
+                f"calibration {source} is malformed: {field}: {problem}", parameter="path"
             ) from None
         if calibration.version != CALIBRATION_VERSION:
             raise ConfigError(

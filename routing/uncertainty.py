@@ -169,21 +169,24 @@ def top_entropy(top: list[TopLogprob]) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class SampleDisagreement:
+class _Sampling:
+    """Estimators that sample ``k`` more answers at ``temperature``, in one call."""
+
+    k: int = 5
+    temperature: float = 0.7
+    needs_logprobs = False
+    extra_calls = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SampleDisagreement(_Sampling):
     """The share of ``k`` sampled answers that differ from the answer (one extra call).
 
     Answers are compared after normalisation (case, punctuation, articles, spaces), the
     self-consistency reading of agreement. Confidence: the share that agree.
     """
 
-    k: int = 5
-    temperature: float = 0.7
-    name: str = "sample_disagreement"
-    needs_logprobs: bool = False
-
-    @property
-    def extra_calls(self) -> int:
-        return 1
+    name = "sample_disagreement"
 
     def estimate(
         self, model: LLM, prompt: ChatPrompt, completion: Completion
@@ -202,22 +205,15 @@ class SampleDisagreement:
 
 
 @dataclass(frozen=True, slots=True)
-class SemanticDispersion:
+class SemanticDispersion(_Sampling):
     """Mean pairwise cosine distance among the answer and ``k`` samples (one extra call).
 
     Embedded with the sentence model (the packaged all-MiniLM-L6-v2 by default), so
     paraphrases of one answer count as agreement. Confidence: 1 - dispersion.
     """
 
-    k: int = 5
-    temperature: float = 0.7
     embedder: Embedder | None = None
-    name: str = "semantic_dispersion"
-    needs_logprobs: bool = False
-
-    @property
-    def extra_calls(self) -> int:
-        return 1
+    name = "semantic_dispersion"
 
     def estimate(
         self, model: LLM, prompt: ChatPrompt, completion: Completion

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from commands import eval_cli
 
 from relaygraph.errors import ConfigError
 from relaygraph.eval.compare import compare
@@ -39,17 +40,6 @@ def run(out: Path, graph: str = "right", n: int = 6, **kwargs: object):  # type:
         model="scripted",
         show_progress=False,
         **kwargs,  # type: ignore[arg-type]
-    )
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relaygraph.cli", "eval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-        check=False,
     )
 
 
@@ -110,7 +100,7 @@ def test_compare_lists_the_items_that_differ(tmp_path: Path) -> None:
     comparison = compare(tmp_path / "a", tmp_path / "b")
     assert comparison.shared == 4 and len(comparison.differing) == 4
     assert comparison.a.success == 1.0 and comparison.b.success == 0.0
-    result = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    result = eval_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert result.returncode == 0, result.stderr
     assert "4 items differ" in result.stdout and "nobody" in result.stdout
 
@@ -163,7 +153,7 @@ def test_a_killed_cli_run_resumes_without_redoing_or_losing_items(tmp_path: Path
     process.wait()
     done_before = {json.loads(line)["id"] for line in _lines(out)}
     assert 3 <= len(done_before) < 8
-    result = cli(*args, "--resume")
+    result = eval_cli(*args, "--resume")
     assert result.returncode == 0, result.stderr
     ids = [json.loads(line)["id"] for line in _lines(out)]
     assert len(ids) == len(set(ids)) == 8, "each item exactly once"
@@ -173,11 +163,11 @@ def test_a_killed_cli_run_resumes_without_redoing_or_losing_items(tmp_path: Path
 def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"_id": "x", "question": "q"}]))
-    result = cli("hotpotqa", "--data", str(bad), "--out", str(tmp_path / "r"))
+    result = eval_cli("hotpotqa", "--data", str(bad), "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and "record 0 (_id=x)" in _flat(result.stderr)
-    result = cli("hotpotqa", "--graph", "nowhere.py:build", "--out", str(tmp_path / "r"))
+    result = eval_cli("hotpotqa", "--graph", "nowhere.py:build", "--out", str(tmp_path / "r"))
     assert result.returncode == 2 and "does not exist" in _flat(result.stderr)
-    result = cli("compare", str(tmp_path), str(tmp_path))
+    result = eval_cli("compare", str(tmp_path), str(tmp_path))
     assert result.returncode == 2 and "not an evaluation run" in _flat(result.stderr)
 
 

@@ -4,12 +4,10 @@ with the AQ judge) and ALFWorld on the real TextWorld engine."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from commands import eval_cli
 
 from relaygraph.eval.hotpotqa import AnswerJudge
 from relaygraph.eval.runs import read_items, read_manifest
@@ -18,19 +16,10 @@ from relaygraph.llm.local import LocalLLM
 pytestmark = pytest.mark.slow
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relaygraph.cli", "eval", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-        check=False,
-    )
-
-
 def test_hotpotqa_react_run_on_the_embedded_model(tmp_path: Path) -> None:
-    result = cli("hotpotqa", "--limit", "2", "--out", str(tmp_path), "--judge", "smollm2-135m")
+    result = eval_cli(
+        "hotpotqa", "--limit", "2", "--out", str(tmp_path), "--judge", "smollm2-135m", timeout=900
+    )
     assert result.returncode == 0, result.stderr
     items = list(read_items(tmp_path).values())
     assert len(items) == 2
@@ -44,7 +33,9 @@ def test_hotpotqa_react_run_on_the_embedded_model(tmp_path: Path) -> None:
 
 def test_hotpotqa_team_routes_context_within_its_budget(tmp_path: Path) -> None:
     graph = "relaygraph.eval.hotpotqa.agents:team"
-    result = cli("hotpotqa", "--graph", graph, "--limit", "1", "--out", str(tmp_path))
+    result = eval_cli(
+        "hotpotqa", "--graph", graph, "--limit", "1", "--out", str(tmp_path), timeout=900
+    )
     assert result.returncode == 0, result.stderr
     (item,) = read_items(tmp_path).values()
     assert set(item.roles) == {"planner", "researcher", "solver"}
@@ -65,7 +56,9 @@ def test_judge_reads_a_grade_distribution(smollm2: LocalLLM) -> None:
 
 
 def test_alfworld_run_on_the_real_engine(tmp_path: Path) -> None:
-    result = cli("alfworld", "--limit", "1", "--max-steps", "3", "--out", str(tmp_path))
+    result = eval_cli(
+        "alfworld", "--limit", "1", "--max-steps", "3", "--out", str(tmp_path), timeout=900
+    )
     assert result.returncode == 0, result.stderr
     (item,) = read_items(tmp_path).values()
     assert item.groups["task_type"] in {"pick", "clean", "heat", "cool", "look", "pick_two"}

@@ -3,12 +3,10 @@ and calibrated through the CLI."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from commands import eval_cli
 
 from relaygraph.errors import ConfigError
 from relaygraph.eval.holdout import (
@@ -22,17 +20,6 @@ from relaygraph.eval.hotpotqa import load_hotpotqa
 from relaygraph.llm.registry import load_llm
 from relaygraph.routing.calibration import Calibration
 from relaygraph.routing.uncertainty import MeanLogprob, PTrue
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "relaygraph.cli", "eval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ | {"HF_HUB_OFFLINE": "1"},
-        check=False,
-    )
 
 
 def test_items_carry_the_gold_paragraphs_only() -> None:
@@ -88,18 +75,25 @@ def test_calibrate_fits_saves_and_reports(tmp_path: Path) -> None:
     rows = [row(f"q{i}", i % 3 != 0, score=i / 40 + (0.5 if i % 3 == 0 else 0)) for i in range(40)]
     holdout.write_text("".join(r.model_dump_json() + "\n" for r in rows))
     out = tmp_path / "cal.json"
-    result = cli("calibrate", str(holdout), "--estimator", "mean_logprob", "--out", str(out))
+    result = eval_cli("calibrate", str(holdout), "--estimator", "mean_logprob", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "ECE before / after" in result.stdout
     calibration = Calibration.load(out, model="smollm2-135m")
     assert calibration.items == 40 and calibration.ece_after < calibration.ece_before
 
-    result = cli("calibrate", str(holdout), "--estimator", "p_true", "--out", str(out))
+    result = eval_cli("calibrate", str(holdout), "--estimator", "p_true", "--out", str(out))
     assert result.returncode != 0 and "no 'p_true' score" in result.stderr
     one_class = tmp_path / "right.jsonl"
     one_class.write_text("".join(row(f"q{i}", True).model_dump_json() + "\n" for i in range(30)))
-    result = cli("calibrate", str(one_class), "--estimator", "mean_logprob", "--out", str(out))
+    result = eval_cli("calibrate", str(one_class), "--estimator", "mean_logprob", "--out", str(out))
     assert result.returncode != 0 and "every calibration answer is right" in result.stderr
+
+
+def test_a_malformed_line_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "h.jsonl"
+    path.write_text('{"id": "q"}\n' + row("q1", True).model_dump_json() + "\n")
+    with pytest.raises(ConfigError, match="line 1 is not a hold-out row: model: Field required"):
+        read_holdout(path)
 
 
 def test_calibration_items_need_the_estimator() -> None:
@@ -110,8 +104,8 @@ def test_calibration_items_need_the_estimator() -> None:
 def test_the_holdout_command_builds_a_set(tmp_path: Path) -> None:
     out = tmp_path / "h.jsonl"
     args = ["--out", str(out), "--limit", "1", "--sample", "distractor-100"]
-    result = cli("holdout", *args, "--estimators", "mean_logprob")
+    result = eval_cli("holdout", *args, "--estimators", "mean_logprob")
     assert result.returncode == 0, result.stderr
     assert "1 answers" in result.stdout and len(read_holdout(out)) == 1
-    result = cli("holdout", *args, "--estimators", "mean_logprob,guess")
+    result = eval_cli("holdout", *args, "--estimators", "mean_logprob,guess")
     assert result.returncode != 0 and "unknown estimator(s) guess" in result.stderr

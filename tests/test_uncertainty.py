@@ -177,6 +177,9 @@ def test_calibration_files_round_trip_and_name_their_model(tmp_path) -> None:  #
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read calibration"):
         Calibration.load(path)
+    path.write_text('{"version": 1, "estimator": "e"}')
+    with pytest.raises(ConfigError, match="malformed: model: Field required"):
+        Calibration.load(path)
 
 
 # -- the cascade -----------------------------------------------------------------------

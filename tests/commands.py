@@ -1,0 +1,19 @@
+"""Running the `relaygraph eval` command in a child process, as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def eval_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``relaygraph eval *args`` offline; the result carries exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "relaygraph.cli", "eval", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+        check=False,
+    )
