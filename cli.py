@@ -307,6 +307,18 @@ def worker(
     uvicorn.run(served_app, host=bind, port=chosen, log_level="warning")
 
 
+@app.command()
+@_user_errors
+def export(
+    model: Annotated[str, typer.Option("--model", "-m", help="A packaged model name.")],
+    out: Annotated[Path, typer.Option(help="Folder to create.")],
+) -> None:
+    """Write a packaged model as a Hugging Face folder (float32) for a vLLM worker."""
+    from relaygraph.llm.export import export_hf_folder
+
+    console.print(f"exported {model} to {export_hf_folder(model, out)}")
+
+
 eval_app = typer.Typer(
     help="Evaluate agent graphs on benchmarks; compare runs.", no_args_is_help=True
 )

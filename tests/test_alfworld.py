@@ -23,6 +23,7 @@ from relaygraph.eval.alfworld.agent import (
 from relaygraph.eval.alfworld.demos import build_demos, coherent, load_demos, think
 from relaygraph.eval.alfworld.env import AlfworldEnv, AlfworldEnvError, normalize_command
 from relaygraph.eval.alfworld.games import AlfworldGame, load_games
+from relaygraph.eval.alfworld.suite import AlfworldSuite
 from relaygraph.llm import LocalLLM
 from relaygraph.llm.scripted import ScriptedLLM
 
@@ -271,6 +272,15 @@ def test_an_agent_that_acts_after_winning_is_stopped(small_game: AlfworldGame) -
     steps = outcome.result.trace.steps
     assert steps[3].observation is not None and steps[3].observation.startswith("You completed")
     assert len(steps) == 5  # three commands, one told that the episode is over, the stop
+
+
+def test_a_game_that_runs_out_of_commands_is_lost_not_an_error(
+    small_game: AlfworldGame,
+) -> None:
+    llm = ScriptedLLM(["Thought: look around.\nAction: act[look]"] * 6)
+    record, _ = AlfworldSuite(alfworld_react, llm, max_steps=2).run(small_game)
+    assert record.success == 0.0 and record.steps == 2
+    assert record.error is None and record.prediction == "lost: out of commands"
 
 
 @pytest.mark.slow

@@ -36,13 +36,20 @@ class AlfworldSuite:
         trace = outcome.result.trace if outcome.result is not None else None
         usage = trace.by_role() if trace is not None else {}
         run_error = outcome.result.error if outcome.result is not None else None
+        # Using every command and then hitting the graph's step limit is how a lost game
+        # ends, not an error of the run.
+        out_of_commands = outcome.steps >= self.max_steps
+        if run_error is not None and run_error.kind == "step_limit" and out_of_commands:
+            run_error = None
         return (
             ItemRecord(
                 id=item.name,
                 groups=self.groups(item),
                 success=float(outcome.won),
                 metrics={"won": float(outcome.won), "env_steps": float(outcome.steps)},
-                prediction="won" if outcome.won else "lost",
+                prediction="won"
+                if outcome.won
+                else ("lost: out of commands" if out_of_commands else "lost"),
                 gold=item.goal,
                 # An engine failure first; else the run's own error, if the agent neither
                 # won nor finished.
