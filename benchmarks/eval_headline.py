@@ -5,12 +5,15 @@ Every run is the `relaygraph eval` command itself (recorded in the JSON as typed
 ``runs/headline/<name>``; a killed benchmark resumes its runs. The worker runs draw fewer
 items with the same seed, and a smaller draw is part of a larger one, so worker and
 embedded are compared on the same items: seconds per item (ratio) and how often the two
-scores agree. The worker is a `relaygraph worker` on 127.0.0.1 (vLLM is not installable
-on this CPU machine; a vLLM worker URL goes in the same ``openai:`` model name).
+scores agree. Two kinds of worker: ``worker`` starts a `relaygraph worker` on 127.0.0.1 (the
+embedded engine behind the OpenAI API); ``vllm`` uses a running vLLM server given by
+``--vllm-url`` that serves the same model (``relaygraph export`` writes the packaged GGUF
+as the folder it loads; see the README).
 
 Usage:
     python benchmarks/eval_headline.py [--hotpot-limit 100] [--alfworld-limit 12]
-        [--worker-hotpot 10] [--worker-alfworld 6] [--parts embedded worker]
+        [--worker-hotpot 10] [--worker-alfworld 6] [--parts embedded worker vllm]
+        [--vllm-url http://127.0.0.1:8001/v1]
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ def agreement(embedded: str, served: str) -> dict[str, Any]:
         "worker_seconds_per_item": round(seconds_b, 2),
         "worker_vs_embedded_seconds": round(seconds_b / seconds_a, 3),
         "same_score": round(statistics.fmean(a[i].success == b[i].success for i in shared), 3),
+        "same_prediction": round(
+            statistics.fmean(a[i].prediction == b[i].prediction for i in shared), 3
+        ),
         "embedded_success": round(statistics.fmean(a[i].success for i in shared), 3),
         "worker_success": round(statistics.fmean(b[i].success for i in shared), 3),
     }
@@ -89,8 +95,12 @@ def main() -> None:
     parser.add_argument("--alfworld-limit", type=int, default=12)
     parser.add_argument("--worker-hotpot", type=int, default=10)
     parser.add_argument("--worker-alfworld", type=int, default=6)
-    parts = ["embedded", "worker"]
-    parser.add_argument("--parts", nargs="+", choices=parts, default=parts)
+    parser.add_argument("--vllm-url", help="A vLLM server serving the model as " + MODEL)
+    parts = ["embedded", "worker", "vllm"]
+    parser.add_argument(
+        "--parts", nargs="*", choices=parts, default=parts[:2],
+        help="runs to make (none: only compare the runs already in runs/headline)",
+    )  # fmt: skip
     args = parser.parse_args()
     out = RESULTS / "eval_headline.json"
     result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
@@ -102,10 +112,13 @@ def main() -> None:
         Run("hotpotqa-embedded", "hotpotqa", args.hotpot_limit),
         Run("alfworld-embedded", "alfworld", args.alfworld_limit),
     ]
-    served = [
-        Run("hotpotqa-worker", "hotpotqa", args.worker_hotpot),
-        Run("alfworld-worker", "alfworld", args.worker_alfworld),
-    ]
+
+    def served(kind: str) -> list[Run]:
+        return [
+            Run(f"hotpotqa-{kind}", "hotpotqa", args.worker_hotpot),
+            Run(f"alfworld-{kind}", "alfworld", args.worker_alfworld),
+        ]
+
     if "embedded" in args.parts:
         result["settings"]["embedded"] = vars(args)
         for run in embedded:
@@ -114,14 +127,23 @@ def main() -> None:
     if "worker" in args.parts:
         result["settings"]["worker"] = vars(args)
         with worker(MODEL, port=WORKER_PORT) as base_url:
-            for run in served:
+            for run in served("worker"):
                 result["runs"][run.name] = run.execute(f"openai:{base_url}/{MODEL}")
                 write_json(out, result)
-        result["worker_vs_embedded"] = {
-            suite: agreement(f"{suite}-embedded", f"{suite}-worker")
-            for suite in ("hotpotqa", "alfworld")
-            if (RUNS / f"{suite}-embedded" / "run.json").exists()
-        }
+    if "vllm" in args.parts:
+        if not args.vllm_url:
+            raise SystemExit("--parts vllm needs --vllm-url")
+        result["settings"]["vllm"] = vars(args)
+        for run in served("vllm"):
+            result["runs"][run.name] = run.execute(f"openai:{args.vllm_url}/{MODEL}")
+            write_json(out, result)
+    result["served_vs_embedded"] = {
+        f"{suite}-{kind}": agreement(f"{suite}-embedded", f"{suite}-{kind}")
+        for suite in ("hotpotqa", "alfworld")
+        for kind in ("worker", "vllm")
+        if (RUNS / f"{suite}-embedded" / "run.json").exists()
+        and (RUNS / f"{suite}-{kind}" / "run.json").exists()
+    }
     write_json(out, result)
     print(f"wrote {out}")
 
