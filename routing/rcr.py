@@ -138,13 +138,14 @@ class RCRContext:
         utility = [math.exp((a - best) / self.weights.temperature) for a in alphas]
         budget = request.budget_tokens
         order = sorted(range(len(candidates)), key=lambda i: -utility[i])
-        costed, costs, total = [], [], 0
+        costed, costs, fitting = [], [], 0
         for i in order:
-            if budget is not None and total >= self.coverage * budget:
+            if budget is not None and fitting >= self.coverage * budget:
                 break
             costed.append(i)
             costs.append(request.cost(candidates[i]))
-            total += costs[-1]
+            if budget is None or costs[-1] <= budget:  # one that cannot fit covers nothing
+                fitting += costs[-1]
         scores = [utility[i] for i in costed]
         if budget is None:
             chosen = list(range(len(costed)))

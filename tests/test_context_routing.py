@@ -152,6 +152,11 @@ def test_only_candidates_that_can_matter_are_token_counted(memory: SharedMemory)
     assert selection.tokens <= 12 and selection.items
     assert len(counted) < 10  # two budgets' worth of 10-word items, not all 40
 
+    huge = " ".join(["rivers"] * 200)  # the best match, but larger than the budget
+    scope.add(huge, kind="fact")
+    selection = RCRContext(coverage=2.0).select(request)
+    assert selection.items and huge not in [i.text for i in selection.items]
+
 
 def test_role_and_stage_change_what_an_agent_sees(memory: SharedMemory) -> None:
     scope = memory.scope("rcr-roles")
