@@ -143,7 +143,8 @@ class Cascade:
     """Small-to-large routing over N models by the answering model's own uncertainty.
 
     Each rung answers in turn; its answer stands unless its uncertainty score is above
-    the rung's threshold. The returned completion is the standing answer, with usage and
+    the rung's threshold. The rungs name every model used; the agent's own model is not
+    asked. The returned completion is the standing answer, with usage and
     latency summed over every answer generated (estimators' own calls are counted in
     the trace's ``extra_calls``);
     ``details["cascade"]`` lists each rung's model, estimator, score, calibrated P(right),
