@@ -22,3 +22,26 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line (newline added) and sync it: a finished record survives a crash."""
+    with Path(path).open("a", encoding="utf-8") as out:
+        out.write(line + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def complete_lines(path: str | Path, *, repair: bool = False) -> list[bytes]:
+    """The lines of an append-only file that were written whole.
+
+    A last line without its newline is a write that died mid-way: it is left out, and
+    cut off the file when ``repair`` (so the next append starts on a fresh line).
+    """
+    target = Path(path)
+    data = target.read_bytes()
+    complete, _, torn = data.rpartition(b"\n")
+    if torn and repair:
+        with target.open("r+b") as handle:
+            handle.truncate(len(complete) + 1 if complete else 0)
+    return complete.splitlines()

@@ -12,7 +12,6 @@ sentences ("The capital is Paris."), which exact match would count wrong.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,7 @@ from rich.progress import track
 
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.eval.hotpotqa import HotpotExample, answer_score
+from relaygraph.fileio import append_line, complete_lines
 from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
 from relaygraph.routing.calibration import CalibrationItem
 
@@ -105,26 +105,14 @@ def build_holdout(
         )
     todo = [item for item in items if item.id not in rows]
     path.parent.mkdir(parents=True, exist_ok=True)
-    _cut_torn_tail(path)
+    if path.exists():
+        complete_lines(path, repair=True)  # cut a row a kill left half-written
     steps = track(todo, description=f"hold-out ({model.name})") if show_progress else todo
-    with path.open("a", encoding="utf-8") as sink:
-        for item in steps:
-            row = _answer(model, item, estimators)
-            sink.write(row.model_dump_json() + "\n")
-            sink.flush()
-            os.fsync(sink.fileno())
-            rows[row.id] = row
+    for item in steps:
+        row = _answer(model, item, estimators)
+        append_line(path, row.model_dump_json())
+        rows[row.id] = row
     return [rows[item.id] for item in items if item.id in rows]
-
-
-def _cut_torn_tail(path: Path) -> None:
-    """Drop a last line a kill left without its newline, so appends start clean."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as file:
-            file.truncate(data.rfind(b"\n") + 1)
 
 
 def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstimator]) -> HoldoutRow:
@@ -149,14 +137,14 @@ def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstima
 
 
 def read_holdout(path: str | Path) -> list[HoldoutRow]:
-    """Rows of a hold-out file; a torn last line (a killed build) is skipped.
+    """Rows of a hold-out file; a torn last line (a killed build) is left out.
 
     Raises:
-        ConfigError: Missing file or a malformed line before the last.
+        ConfigError: Missing file or a malformed complete line.
     """
     source = Path(path)
     try:
-        lines = source.read_text(encoding="utf-8").splitlines()
+        lines = complete_lines(source)
     except OSError as exc:
         raise ConfigError(f"cannot read hold-out set {source}: {exc}", parameter="path") from None
     rows = []
@@ -164,8 +152,6 @@ def read_holdout(path: str | Path) -> list[HoldoutRow]:
         try:
             rows.append(HoldoutRow.model_validate(json.loads(line)))
         except (json.JSONDecodeError, ValidationError) as exc:
-            if number == len(lines):
-                break  # torn by a kill mid-write; build_holdout redoes that item
             problem = (
                 ": ".join(first_problem(exc.errors()))
                 if isinstance(exc, ValidationError)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.errors import ConfigError, first_problem
-from relaygraph.fileio import write_atomic
+from relaygraph.fileio import append_line, complete_lines, write_atomic
 from relaygraph.graph.trace import RoleTotals
 
 if TYPE_CHECKING:
@@ -126,11 +125,8 @@ class RunStore:
             name = f"{_safe(item.id)}.json"
             trace.save(self.directory / TRACES / name)
             item = item.model_copy(update={"trace": f"{TRACES}/{name}"})
-        line = item.model_dump_json() + "\n"
-        with self._lock, (self.directory / ITEMS).open("a", encoding="utf-8") as out:
-            out.write(line)
-            out.flush()
-            os.fsync(out.fileno())
+        with self._lock:
+            append_line(self.directory / ITEMS, item.model_dump_json())
             self.done[item.id] = item
 
 
@@ -163,13 +159,8 @@ def read_items(directory: str | Path, *, repair: bool = False) -> dict[str, Item
     path = Path(directory) / ITEMS
     if not path.exists():
         return {}
-    data = path.read_bytes()
-    complete, _, torn = data.rpartition(b"\n")
-    if torn and repair:
-        with path.open("r+b") as handle:
-            handle.truncate(len(complete) + 1 if complete else 0)
     records: dict[str, ItemRecord] = {}
-    for number, line in enumerate(complete.splitlines(), start=1):
+    for number, line in enumerate(complete_lines(path, repair=repair), start=1):
         if not line.strip():
             continue
         try:

@@ -50,7 +50,8 @@ def test_a_build_on_the_real_model_resumes_and_repairs_a_torn_line(tmp_path: Pat
 
 def test_a_file_of_another_model_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "holdout.jsonl"
-    out.write_text(row("q0", True).model_copy(update={"model": "gemma3-270m"}).model_dump_json())
+    other = row("q0", True).model_copy(update={"model": "gemma3-270m"})
+    out.write_text(other.model_dump_json() + "\n")
     items = hotpot_items(load_hotpotqa(sample="distractor-100").examples[:1])
     with pytest.raises(ConfigError, match="not 'smollm2-135m'"):
         build_holdout(load_llm("smollm2-135m"), items, {}, out, show_progress=False)
