@@ -27,7 +27,7 @@ from relaygraph.llm.types import GenerationParams, Message, Prompt, TextPrompt, 
 
 if TYPE_CHECKING:
     from relaygraph.eval.alfworld.games import Split
-    from relaygraph.eval.hotpotqa.data import SampleName
+    from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
     from relaygraph.eval.report import Summary
     from relaygraph.routing.calibration import Method
 
@@ -328,6 +328,23 @@ LimitOption = Annotated[int | None, typer.Option(help="Evaluate this many items 
 SeedOption = Annotated[int, typer.Option(help="Seed of the item draw.")]
 ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Items run at once.")]
 OutOption = Annotated[Path | None, typer.Option(help="Run directory (default: runs/<suite>-…).")]
+HotpotDataOption = Annotated[
+    Path | None, typer.Option(help="HotPotQA JSON(.gz) file; default: a shipped sample.")
+]
+SampleOption = Annotated[
+    str, typer.Option(help="Shipped sample: distractor-100 or paragraphs-376.")
+]
+
+
+def _hotpot_dataset(data: Path | None, sample: str) -> HotpotDataset:
+    """The HotPotQA file ``data``, or the shipped ``sample`` when there is none."""
+    from relaygraph.eval.hotpotqa import SAMPLES, load_hotpotqa
+
+    if data is None and sample not in SAMPLES:
+        raise RelayGraphError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    return load_hotpotqa(data, sample=cast("SampleName", sample))
+
+
 ResumeOption = Annotated[
     bool, typer.Option("--resume", help="Continue the run in --out, skipping finished items.")
 ]
@@ -361,12 +378,8 @@ def eval_hotpotqa(
     model: Annotated[str, typer.Option("--model", "-m", help="Model for the graph.")] = (
         DEFAULT_MODEL
     ),
-    data: Annotated[
-        Path | None, typer.Option(help="HotPotQA JSON(.gz) file; default: a shipped sample.")
-    ] = None,
-    sample: Annotated[
-        str, typer.Option(help="Shipped sample: distractor-100 or paragraphs-376.")
-    ] = "distractor-100",
+    data: HotpotDataOption = None,
+    sample: SampleOption = "distractor-100",
     limit: LimitOption = None,
     seed: SeedOption = 0,
     concurrency: ConcurrencyOption = 1,
@@ -377,14 +390,12 @@ def eval_hotpotqa(
     ] = None,
 ) -> None:
     """Run a graph on HotPotQA questions: EM/F1 (and AQ), per-role cost, report, plots."""
-    from relaygraph.eval.hotpotqa import SAMPLES, HotpotSuite, load_hotpotqa
+    from relaygraph.eval.hotpotqa import HotpotSuite
     from relaygraph.eval.hotpotqa.judge import AnswerJudge
     from relaygraph.eval.runner import evaluate, sample_items
     from relaygraph.graph.loader import load_factory
 
-    if data is None and sample not in SAMPLES:
-        raise RelayGraphError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
-    dataset = load_hotpotqa(data, sample=cast("SampleName", sample))
+    dataset = _hotpot_dataset(data, sample)
     factory = load_factory(graph)
     llm = load_llm(model)
     suite = HotpotSuite(factory, llm, AnswerJudge(load_llm(judge)) if judge else None)
@@ -489,31 +500,24 @@ def eval_holdout(
     estimators: Annotated[
         str, typer.Option(help="Comma-separated estimator names, or 'all'.")
     ] = "all",
-    data: Annotated[
-        Path | None, typer.Option(help="HotPotQA JSON(.gz) file; default: a shipped sample.")
-    ] = None,
-    sample: Annotated[
-        str, typer.Option(help="Shipped sample: distractor-100 or paragraphs-376.")
-    ] = "paragraphs-376",
+    data: HotpotDataOption = None,
+    sample: SampleOption = "paragraphs-376",
     limit: LimitOption = None,
     seed: SeedOption = 0,
 ) -> None:
     """Build a routing hold-out set: the model's answers to HotPotQA questions (with their
     gold paragraphs), right or wrong, with every estimator's score."""
     from relaygraph.eval.holdout import build_holdout, hotpot_items
-    from relaygraph.eval.hotpotqa import SAMPLES, load_hotpotqa
     from relaygraph.eval.runner import sample_items
     from relaygraph.routing.uncertainty import ESTIMATORS
 
-    if data is None and sample not in SAMPLES:
-        raise RelayGraphError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
     names = sorted(ESTIMATORS) if estimators == "all" else estimators.split(",")
     unknown = [n for n in names if n not in ESTIMATORS]
     if unknown:
         raise RelayGraphError(
             f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(ESTIMATORS))}"
         )
-    dataset = load_hotpotqa(data, sample=cast("SampleName", sample))
+    dataset = _hotpot_dataset(data, sample)
     items = hotpot_items(sample_items(dataset.examples, limit, seed))
     rows = build_holdout(load_llm(model), items, {n: ESTIMATORS[n]() for n in names}, out)
     right = sum(r.correct for r in rows)
