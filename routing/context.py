@@ -279,5 +279,10 @@ def ranked_by_similarity(request: ContextRequest, pool: int) -> list[tuple[Conte
 
 def word_overlap(a: str, b: str) -> float:
     """Jaccard overlap of two texts' lowercased word sets (0 when either is empty)."""
-    x, y = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+    x, y = words(a), words(b)
     return len(x & y) / len(x | y) if x and y else 0.0
+
+
+def words(text: str) -> set[str]:
+    """The lowercased words of ``text``."""
+    return set(_WORD.findall(text.lower()))

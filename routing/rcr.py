@@ -32,7 +32,6 @@ run's own log; without a memory, the log alone, scored by word overlap.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -41,6 +40,7 @@ from relaygraph.routing.context import (
     ContextRequest,
     ContextSelection,
     word_overlap,
+    words,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 KindTable = dict[str, dict[str, float]]
 
-_CONTENT = re.compile(r"\w+")
 STOPWORDS = frozenset({
     "a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "has",
     "have", "he", "her", "his", "how", "in", "is", "it", "its", "of", "on", "or", "she",
@@ -214,11 +213,11 @@ def term_coverage(query: str, texts: Sequence[str]) -> list[float]:
     IDF is computed over ``texts`` themselves (no corpus needed): a word every candidate
     shares, such as the paragraph's topic, counts little; a rare name counts a lot.
     """
-    words = set(_CONTENT.findall(query.lower())) - STOPWORDS
-    if not words or not texts:
+    content = words(query) - STOPWORDS
+    if not content or not texts:
         return [0.0] * len(texts)
-    bags = [set(_CONTENT.findall(t.lower())) for t in texts]
-    idf = {w: math.log((len(bags) + 1) / (sum(w in b for b in bags) + 0.5)) for w in words}
+    bags = [words(t) for t in texts]
+    idf = {w: math.log((len(bags) + 1) / (sum(w in b for b in bags) + 0.5)) for w in content}
     total = sum(idf.values())
     return [sum(v for w, v in idf.items() if w in bag) / total for bag in bags]
 
