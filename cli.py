@@ -500,14 +500,19 @@ def eval_holdout(
     estimators: Annotated[
         str, typer.Option(help="Comma-separated estimator names, or 'all'.")
     ] = "all",
+    dataset: Annotated[
+        str, typer.Option(help="facts (shipped capitals and chemical symbols) or hotpotqa.")
+    ] = "facts",
     data: HotpotDataOption = None,
     sample: SampleOption = "paragraphs-376",
     limit: LimitOption = None,
     seed: SeedOption = 0,
 ) -> None:
-    """Build a routing hold-out set: the model's answers to HotPotQA questions (with their
-    gold paragraphs), right or wrong, with every estimator's score."""
-    from relaygraph.eval.holdout import build_holdout, hotpot_items
+    """Build a routing hold-out set: the model's answers to short factual questions, or to
+    HotPotQA questions with their gold paragraphs, right or wrong, with every estimator's
+    score. --data and --sample choose the HotPotQA file."""
+    from relaygraph.eval.facts import load_facts
+    from relaygraph.eval.holdout import build_holdout, fact_items, hotpot_items
     from relaygraph.eval.runner import sample_items
     from relaygraph.routing.uncertainty import ESTIMATORS
 
@@ -517,8 +522,13 @@ def eval_holdout(
         raise RelayGraphError(
             f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(ESTIMATORS))}"
         )
-    dataset = _hotpot_dataset(data, sample)
-    items = hotpot_items(sample_items(dataset.examples, limit, seed))
+    if dataset == "facts":
+        items = fact_items(load_facts())
+    elif dataset == "hotpotqa":
+        items = hotpot_items(_hotpot_dataset(data, sample).examples)
+    else:
+        raise RelayGraphError(f"--dataset must be facts or hotpotqa, not {dataset!r}")
+    items = sample_items(items, limit, seed, stratum=lambda item: item.group)
     rows = build_holdout(load_llm(model), items, {n: ESTIMATORS[n]() for n in names}, out)
     right = sum(r.correct for r in rows)
     console.print(f"{len(rows)} answers, {right} right ({right / max(len(rows), 1):.1%}): {out}")

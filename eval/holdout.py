@@ -5,8 +5,10 @@ gold answer, with every chosen estimator's score and own confidence. Rows are ap
 a JSONL file as they finish (fsynced), so a killed build resumes where it stopped; a
 calibration for one estimator is then fitted from the rows (routing/calibration.py).
 
-"Right" is answer F1 >= 0.5 after HotPotQA's normalisation: small models answer in
-sentences ("The capital is Paris."), which exact match would count wrong.
+"Right" is answer F1 >= 0.5 after HotPotQA's normalisation against the gold answer or
+any accepted alias: small models answer in sentences ("The capital is Paris."), which
+exact match would count wrong. Items with one-word answers ask for exact match instead
+(``exact``), where F1 would pass "San Francisco" for "San José".
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from rich.progress import track
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.eval.hotpotqa import HotpotExample, answer_score
 from relaygraph.fileio import append_line, complete_lines
-from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
+from relaygraph.llm.types import ChatPrompt, GenerationParams, Message, TextPrompt
 from relaygraph.routing.calibration import CalibrationItem
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
+    from relaygraph.eval.facts import FactSet
     from relaygraph.llm.protocol import LLM
     from relaygraph.routing.uncertainty import UncertaintyEstimator
 
@@ -35,11 +38,16 @@ ANSWER_PARAMS = GenerationParams(max_tokens=32, logprobs=True, top_logprobs=5, s
 
 
 class QAItem(BaseModel):
-    """One question with its gold answer and the prompt the model answers."""
+    """One question with its gold answer (and others accepted), and the prompt asked."""
 
     id: str
-    prompt: ChatPrompt
+    prompt: TextPrompt | ChatPrompt
     gold: str
+    aliases: tuple[str, ...] = ()
+    group: str = ""
+    """The item's kind within its dataset (a question type, a fact category)."""
+    exact: bool = False
+    """Right only on an exact (normalised) match, not on F1 >= 0.5."""
 
 
 class HoldoutRow(BaseModel):
@@ -49,6 +57,7 @@ class HoldoutRow(BaseModel):
     model: str
     answer: str
     gold: str
+    group: str = ""
     f1: float
     correct: bool
     scores: dict[str, float]
@@ -77,9 +86,26 @@ def hotpot_items(examples: Iterable[HotpotExample]) -> list[QAItem]:
                 id=example.id,
                 prompt=ChatPrompt(messages=(Message(role="user", content=text),)),
                 gold=example.answer,
+                group=example.type,
             )
         )
     return items
+
+
+def fact_items(facts: FactSet) -> list[QAItem]:
+    """Every fact as a few-shot text question, grouped by category."""
+    return [
+        QAItem(
+            id=fact.id,
+            prompt=category.prompt(fact.subject),
+            gold=fact.answer,
+            aliases=fact.aliases,
+            group=name,
+            exact=True,
+        )
+        for name, category in facts.categories.items()
+        for fact in category.items
+    ]
 
 
 def build_holdout(
@@ -117,10 +143,12 @@ def build_holdout(
 
 def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstimator]) -> HoldoutRow:
     completion = model.complete(item.prompt, ANSWER_PARAMS)
-    f1 = answer_score(completion.text, item.gold).f1
+    matches = [answer_score(completion.text, gold) for gold in (item.gold, *item.aliases)]
+    f1 = max(m.f1 for m in matches)
+    correct = any(m.em for m in matches) if item.exact else f1 >= RIGHT_F1
     scores, confidence, calls = {}, {}, {}
     for name, estimator in estimators.items():
-        estimate = estimator.estimate(model, item.prompt, completion)
+        estimate = estimator.estimate(model, item.prompt, completion, ANSWER_PARAMS)
         scores[name], confidence[name] = estimate.score, estimate.confidence
         calls[name] = estimate.extra_calls
     return HoldoutRow(
@@ -128,8 +156,9 @@ def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstima
         model=model.name,
         answer=completion.text,
         gold=item.gold,
+        group=item.group,
         f1=f1,
-        correct=f1 >= RIGHT_F1,
+        correct=correct,
         scores=scores,
         confidence=confidence,
         extra_calls=calls,

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from relaygraph.decoding.base import DirectDecoder
 from relaygraph.errors import ConfigError
 from relaygraph.llm.types import Completion, Usage
 from relaygraph.routing.uncertainty import LogprobsUnavailableError
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from relaygraph.decoding.base import Decoder
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import ChatPrompt, GenerationParams
+    from relaygraph.llm.types import ChatPrompt, GenerationParams, TextPrompt
     from relaygraph.routing.calibration import Calibration
     from relaygraph.routing.uncertainty import UncertaintyEstimate, UncertaintyEstimator
 
@@ -172,17 +173,28 @@ class Cascade:
         self.rungs = list(rungs)
 
     def generate(self, call: ModelCall, decoder: Decoder) -> ModelResult:
+        return self.route(call.prompt, call.params, decoder, call.on_token)
+
+    def route(
+        self,
+        prompt: TextPrompt | ChatPrompt,
+        params: GenerationParams,
+        decoder: Decoder | None = None,
+        on_token: Callable[[str], None] | None = None,
+    ) -> ModelResult:
+        """Answer ``prompt`` down the rungs (an agent's step, or a plain completion)."""
+        decoder = decoder or DirectDecoder()
         steps: list[dict[str, Any]] = []
         spent: list[Completion] = []
         for rung in self.rungs[:-1]:
             assert rung.estimator is not None  # checked in __init__
             wants = rung.estimator.needs_logprobs
-            params = call.params.model_copy(
+            answer_params = params.model_copy(
                 update={"logprobs": True, "top_logprobs": 5} if wants else {}
             )
-            completion = decoder.generate(rung.model, call.prompt, params)
+            completion = decoder.generate(rung.model, prompt, answer_params)
             spent.append(completion)
-            estimate, threshold, note = self._estimate(rung, call.prompt, completion)
+            estimate, threshold, note = self._estimate(rung, prompt, completion, params)
             escalate = estimate.score > threshold
             steps.append(
                 {
@@ -200,28 +212,32 @@ class Cascade:
                 }
             )
             if not escalate:
-                if call.on_token is not None and completion.text:
-                    call.on_token(completion.text)
+                if on_token is not None and completion.text:
+                    on_token(completion.text)
                 return self._result(rung.model, completion, spent, steps)
         last = self.rungs[-1]
-        completion = decoder.generate(last.model, call.prompt, call.params, call.on_token)
+        completion = decoder.generate(last.model, prompt, params, on_token)
         spent.append(completion)
         steps.append({"model": last.model.name, "decision": "final"})
         return self._result(last.model, completion, spent, steps)
 
     @staticmethod
     def _estimate(
-        rung: Rung, prompt: ChatPrompt, completion: Completion
+        rung: Rung,
+        prompt: TextPrompt | ChatPrompt,
+        completion: Completion,
+        params: GenerationParams,
     ) -> tuple[UncertaintyEstimate, float, str]:
         assert rung.estimator is not None
         try:
-            return rung.estimator.estimate(rung.model, prompt, completion), rung.threshold, ""
+            estimate = rung.estimator.estimate(rung.model, prompt, completion, params)
+            return estimate, rung.threshold, ""
         except LogprobsUnavailableError as exc:
             if rung.fallback is None:
                 raise
             estimator, threshold = rung.fallback
             note = f"{rung.estimator.name} unavailable ({exc}); used {estimator.name}"
-            return estimator.estimate(rung.model, prompt, completion), threshold, note
+            return estimator.estimate(rung.model, prompt, completion, params), threshold, note
 
     def _result(
         self, model: LLM, completion: Completion, spent: list[Completion], steps: list[Any]

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from relaygraph.errors import ConfigError
-from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
+from relaygraph.llm.types import ChatPrompt, GenerationParams, Message, TextPrompt
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import Choice, Completion, TopLogprob
+    from relaygraph.llm.types import Choice, Completion, Prompt, TopLogprob
     from relaygraph.memory.embedding import Embedder
 
 
@@ -81,9 +81,14 @@ class UncertaintyEstimator(Protocol):
         ...
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
-        """The estimate for ``completion``, the answer ``model`` gave to ``prompt``."""
+        """The estimate for ``completion``, the answer ``model`` gave to ``prompt`` with
+        ``params`` (sampling estimators reuse its stop sequences)."""
         ...
 
 
@@ -113,7 +118,11 @@ class MeanLogprob:
     needs_logprobs = True
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
         mean = float(np.mean(token_logprobs(completion.choices[0])))
         return UncertaintyEstimate(self.name, -mean, math.exp(mean), 0)
@@ -127,7 +136,11 @@ class Perplexity:
     needs_logprobs = True
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
         perplexity = math.exp(-float(np.mean(token_logprobs(completion.choices[0]))))
         return UncertaintyEstimate(self.name, perplexity, 1 / perplexity, 0)
@@ -146,7 +159,11 @@ class MeanEntropy:
     needs_logprobs = True
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
         token_logprobs(completion.choices[0])
         positions = completion.choices[0].logprobs or []
@@ -189,9 +206,13 @@ class SampleDisagreement(_Sampling):
     name = "sample_disagreement"
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
-        samples = sample_answers(model, prompt, completion, self.k, self.temperature)
+        samples = sample_answers(model, prompt, completion, self.k, self.temperature, params=params)
         answer = normalize_answer(completion.text)
         agree = sum(normalize_answer(s) == answer for s in samples) / len(samples)
         counts = Counter(normalize_answer(s) for s in samples)
@@ -216,9 +237,13 @@ class SemanticDispersion(_Sampling):
     name = "semantic_dispersion"
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
-        samples = sample_answers(model, prompt, completion, self.k, self.temperature)
+        samples = sample_answers(model, prompt, completion, self.k, self.temperature, params=params)
         texts = [completion.text, *samples]
         vectors = self._embedder().embed([t if t.strip() else "(empty)" for t in texts])
         similarity = vectors @ vectors.T
@@ -255,16 +280,13 @@ class VerbalizedConfidence:
     needs_logprobs = False
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
-        followup = ChatPrompt(
-            messages=(
-                *prompt.messages,
-                Message(role="assistant", content=prompt.prefill + completion.text),
-                Message(role="user", content=VERBALIZED_QUESTION),
-            ),
-            prefill="Confidence: ",
-        )
+        followup = ask_about_answer(prompt, completion.text, VERBALIZED_QUESTION, "Confidence: ")
         top = model.score(followup, "5", top_logprobs=20).tokens[0].top
         digits = _mass(top, {str(d): d for d in range(10)})
         if not digits:
@@ -288,13 +310,16 @@ PTRUE_QUESTION = (
     "Question: {question}\nProposed answer: {answer}\n"
     "Is the proposed answer correct? Answer Yes or No."
 )
+PTRUE_FOLLOWUP = "Is the answer above correct? Answer Yes or No."
 
 
 class PTrue:
     """P(True): ask whether the answer is correct and read the probability of "Yes".
 
     One scoring pass: P(yes) / (P(yes) + P(no)) over the first reply token, variants of
-    case and leading space pooled. Confidence: that probability.
+    case and leading space pooled. Confidence: that probability. A chat question is put
+    to the model afresh with the proposed answer (Kadavath et al.'s form); a text prompt
+    is continued with the question after the answer.
     """
 
     name = "p_true"
@@ -302,17 +327,19 @@ class PTrue:
     needs_logprobs = False
 
     def estimate(
-        self, model: LLM, prompt: ChatPrompt, completion: Completion
+        self,
+        model: LLM,
+        prompt: Prompt,
+        completion: Completion,
+        params: GenerationParams | None = None,
     ) -> UncertaintyEstimate:
-        question = next((m.content for m in reversed(prompt.messages) if m.role == "user"), "")
-        judge = ChatPrompt(
-            messages=(
-                Message(
-                    role="user",
-                    content=PTRUE_QUESTION.format(question=question, answer=completion.text),
-                ),
-            )
-        )
+        judge: Prompt
+        if isinstance(prompt, ChatPrompt):
+            question = next((m.content for m in reversed(prompt.messages) if m.role == "user"), "")
+            content = PTRUE_QUESTION.format(question=question, answer=completion.text)
+            judge = ChatPrompt(messages=(Message(role="user", content=content),))
+        else:  # a document (few-shot text): ask right after the answer, in its own words
+            judge = ask_about_answer(prompt, completion.text, PTRUE_FOLLOWUP, "Answer:")
         top = model.score(judge, "Yes", top_logprobs=20).tokens[0].top
         mass = _mass(top, {"yes": True, "no": False})
         yes, no = mass.get(True, 0.0), mass.get(False, 0.0)
@@ -323,6 +350,33 @@ class PTrue:
             )
         p_true = yes / (yes + no)
         return UncertaintyEstimate(self.name, 1.0 - p_true, p_true, 1, {"p_yes": yes, "p_no": no})
+
+
+def ask_about_answer(prompt: Prompt, answer: str, question: str, reply_start: str) -> Prompt:
+    """``prompt`` and its ``answer``, followed by a question about that answer.
+
+    A chat goes on with the answer as the assistant's turn, the question as the user's
+    and ``reply_start`` prefilled; a text prompt (a few-shot document) goes on with the
+    answer, a blank line, the question and ``reply_start``.
+
+    Raises:
+        ConfigError: A token-id prompt, which has no text to continue.
+    """
+    if isinstance(prompt, ChatPrompt):
+        return ChatPrompt(
+            messages=(
+                *prompt.messages,
+                Message(role="assistant", content=prompt.prefill + answer),
+                Message(role="user", content=question),
+            ),
+            prefill=reply_start,
+        )
+    if isinstance(prompt, TextPrompt):
+        return TextPrompt(text=f"{prompt.text}{answer}\n\n{question}\n{reply_start}")
+    raise ConfigError(
+        "estimators that question the model need a text or chat prompt, not token ids",
+        parameter="prompt",
+    )
 
 
 def _mass(top: list[TopLogprob], outcomes: dict[str, T]) -> dict[T, float]:
@@ -337,14 +391,22 @@ def _mass(top: list[TopLogprob], outcomes: dict[str, T]) -> dict[T, float]:
 
 
 def sample_answers(
-    model: LLM, prompt: ChatPrompt, completion: Completion, k: int, temperature: float
+    model: LLM,
+    prompt: Prompt,
+    completion: Completion,
+    k: int,
+    temperature: float,
+    *,
+    params: GenerationParams | None = None,
 ) -> list[str]:
-    """``k`` answers sampled at ``temperature``, as long as the original at most."""
+    """``k`` answers sampled at ``temperature``, no longer than the original (at least 8
+    tokens) and cut by the stop sequences it was generated with (from ``params``)."""
     if k < 2:
         raise ConfigError("sampling estimators need k >= 2 samples", parameter="k", value=k)
     budget = max(8, len(completion.choices[0].token_ids))
-    params = GenerationParams(max_tokens=budget, temperature=temperature, n=k, seed=0)
-    return [c.text for c in model.complete(prompt, params).choices]
+    stop = params.stop if params is not None else ()
+    sampling = GenerationParams(max_tokens=budget, temperature=temperature, n=k, seed=0, stop=stop)
+    return [c.text for c in model.complete(prompt, sampling).choices]
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
