@@ -14,6 +14,7 @@ exact match would count wrong. Items with one-word answers ask for exact match i
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,10 @@ class HoldoutRow(BaseModel):
     scores: dict[str, float]
     confidence: dict[str, float]
     extra_calls: dict[str, int]
+    latency_s: float = 0.0
+    """Seconds the answer took."""
+    estimator_s: dict[str, float] = {}
+    """Seconds each estimate took beyond the answer."""
 
 
 def hotpot_items(examples: Iterable[HotpotExample]) -> list[QAItem]:
@@ -141,14 +146,23 @@ def build_holdout(
     return [rows[item.id] for item in items if item.id in rows]
 
 
-def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstimator]) -> HoldoutRow:
-    completion = model.complete(item.prompt, ANSWER_PARAMS)
-    matches = [answer_score(completion.text, gold) for gold in (item.gold, *item.aliases)]
+def judge(item: QAItem, answer: str) -> tuple[float, bool]:
+    """The answer's best F1 over the accepted answers, and whether it counts as right."""
+    matches = [answer_score(answer, gold) for gold in (item.gold, *item.aliases)]
     f1 = max(m.f1 for m in matches)
-    correct = any(m.em for m in matches) if item.exact else f1 >= RIGHT_F1
-    scores, confidence, calls = {}, {}, {}
+    return f1, any(m.em for m in matches) if item.exact else f1 >= RIGHT_F1
+
+
+def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstimator]) -> HoldoutRow:
+    began = time.perf_counter()
+    completion = model.complete(item.prompt, ANSWER_PARAMS)
+    latency = time.perf_counter() - began
+    f1, correct = judge(item, completion.text)
+    scores, confidence, calls, seconds = {}, {}, {}, {}
     for name, estimator in estimators.items():
+        began = time.perf_counter()
         estimate = estimator.estimate(model, item.prompt, completion, ANSWER_PARAMS)
+        seconds[name] = time.perf_counter() - began
         scores[name], confidence[name] = estimate.score, estimate.confidence
         calls[name] = estimate.extra_calls
     return HoldoutRow(
@@ -162,6 +176,8 @@ def _answer(model: LLM, item: QAItem, estimators: Mapping[str, UncertaintyEstima
         scores=scores,
         confidence=confidence,
         extra_calls=calls,
+        latency_s=latency,
+        estimator_s=seconds,
     )
 
 

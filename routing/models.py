@@ -204,7 +204,8 @@ class Cascade:
                     "p_correct": None
                     if rung.calibration is None or note
                     else round(float(rung.calibration.probability(estimate.score)), 4),
-                    "threshold": threshold,
+                    # inf (never escalate) and -inf (always) as text: JSON has no infinity
+                    "threshold": threshold if math.isfinite(threshold) else str(threshold),
                     "decision": "escalate" if escalate else "accept",
                     "extra_calls": estimate.extra_calls,
                     "completion_tokens": completion.usage.completion_tokens,

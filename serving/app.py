@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +32,7 @@ from relaygraph.llm.types import (
     TokenPrompt,
     to_prompt,
 )
+from relaygraph.routing.models import Cascade
 from relaygraph.serving.config import SecurityConfig
 from relaygraph.serving.errors import APIError, to_api_error
 from relaygraph.serving.graphs import allowed_tools, graph_completion, graph_events
@@ -51,6 +52,7 @@ from relaygraph.serving.protocol import (
     prompt_logprobs_entries,
     usage_json,
 )
+from relaygraph.serving.routed import routed_completion
 from relaygraph.serving.traces import TraceStore
 
 if TYPE_CHECKING:
@@ -61,6 +63,8 @@ if TYPE_CHECKING:
 
 
 T = TypeVar("T")
+Served: TypeAlias = "LLM | CompiledAgentGraph | Cascade"
+"""What a served name answers with: a model, an agent graph or a cascade of models."""
 
 
 def _sse(payload: Mapping[str, Any] | str) -> str:
@@ -69,24 +73,27 @@ def _sse(payload: Mapping[str, Any] | str) -> str:
 
 
 class OpenAIServer:
-    """The routes of the OpenAI-compatible API over named models and agent graphs.
+    """The routes of the OpenAI-compatible API over named models, agent graphs and cascades.
 
     Args:
-        models: Served name to an `LLM` or a compiled agent graph.
+        models: Served name to an `LLM`, a compiled agent graph or a `Cascade`.
         security: Limits (max_tokens cap, request timeout); keys are the `Guard`'s.
         traces: Where graph traces are kept.
     """
 
     def __init__(
         self,
-        models: Mapping[str, LLM | CompiledAgentGraph],
+        models: Mapping[str, Served],
         *,
         security: SecurityConfig,
         traces: TraceStore,
         metrics: ServerMetrics,
     ) -> None:
-        self.models = {n: m for n, m in models.items() if not isinstance(m, CompiledAgentGraph)}
         self.graphs = {n: m for n, m in models.items() if isinstance(m, CompiledAgentGraph)}
+        self.cascades = {n: m for n, m in models.items() if isinstance(m, Cascade)}
+        self.models: dict[str, LLM] = {
+            n: m for n, m in models.items() if not isinstance(m, CompiledAgentGraph | Cascade)
+        }
         self.max_tokens_cap = security.max_tokens_cap
         self.timeout_s = security.request_timeout_s
         self.traces = traces
@@ -100,10 +107,17 @@ class OpenAIServer:
                 f"{name!r} is an agent graph; it answers /v1/chat/completions only",
                 param="model",
             )
+        if name in self.cascades:
+            raise APIError(
+                400,
+                f"{name!r} is a cascade of models; it answers /v1/chat/completions and "
+                "/v1/completions only",
+                param="model",
+            )
         try:
             return self.models[name]
         except KeyError:
-            served = ", ".join(sorted([*self.models, *self.graphs]))
+            served = ", ".join(sorted([*self.models, *self.graphs, *self.cascades]))
             raise ModelNotFoundError(
                 f"model {name!r} is not served here; served models: {served}"
             ) from None
@@ -153,6 +167,16 @@ class OpenAIServer:
             {"id": name, "object": "model", "created": self.started, "owned_by": "relaygraph-graph"}
             for name in self.graphs
         ]
+        cards += [
+            {
+                "id": name,
+                "object": "model",
+                "created": self.started,
+                "owned_by": "relaygraph-cascade",
+                "max_model_len": min(rung.model.context_window for rung in cascade.rungs),
+            }
+            for name, cascade in self.cascades.items()
+        ]
         return {"object": "list", "data": cards}
 
     async def get_trace(self, trace_id: str) -> dict[str, Any]:
@@ -167,6 +191,9 @@ class OpenAIServer:
     async def chat_completions(
         self, request: ChatCompletionRequest
     ) -> dict[str, Any] | StreamingResponse:
+        cascade = self.cascades.get(request.model)
+        if cascade is not None and not request.tools:
+            return await self.timed(self._routed(cascade, request))
         graph = self.graphs.get(request.model)
         if request.tools and graph is None:
             raise APIError(
@@ -216,6 +243,9 @@ class OpenAIServer:
         }
 
     async def completions(self, request: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+        cascade = self.cascades.get(request.model)
+        if cascade is not None:
+            return await self.timed(self._routed(cascade, request))
         llm = self.model(request.model)
         if request.suffix is not None:
             raise APIError(400, "suffix is not supported", param="suffix")
@@ -274,6 +304,13 @@ class OpenAIServer:
 
     async def detokenize(self, request: DetokenizeRequest) -> dict[str, str]:
         return {"prompt": self.model(request.model).detokenize(request.tokens)}
+
+    async def _routed(
+        self, cascade: Cascade, request: ChatCompletionRequest | CompletionRequest
+    ) -> dict[str, Any]:
+        return await routed_completion(
+            cascade, request, max_tokens=self.max_tokens, metrics=self.metrics
+        )
 
     # -- streaming --------------------------------------------------------------------
 
@@ -389,7 +426,7 @@ def _completion_choices(
 
 
 def create_app(
-    models: Mapping[str, LLM | CompiledAgentGraph],
+    models: Mapping[str, Served],
     *,
     security: SecurityConfig | None = None,
     traces: TraceStore | None = None,

@@ -1,4 +1,5 @@
-"""Server configuration: which names are served (models, worker pools, graphs) and how.
+"""Server configuration: which names are served (models, worker pools, graphs, cascades)
+and how.
 
 Loaded from YAML or JSON; unknown keys are errors naming the file and the field.
 
@@ -10,6 +11,11 @@ Example (``relaygraph serve --config serve.yaml``)::
         workers: [http://10.0.0.2:8000/v1, http://10.0.0.3:8000/v1]
         model: Qwen/Qwen2.5-7B-Instruct
       research-team: {graph: examples/research_team.py:build, model: smollm2-135m}
+      routed:                                              # small first, large when unsure
+        cascade:
+          - {llm: smollm2-135m, estimator: mean_logprob, calibration: cal.json,
+             escalation_rate: 0.3}
+          - {llm: gemma3-270m}
     security:
       api_keys_env: RELAYGRAPH_API_KEYS                    # comma-separated
       max_concurrency_per_key: 4
@@ -23,7 +29,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from relaygraph.errors import ConfigError, first_problem
 
@@ -66,25 +80,85 @@ class GraphEntry(_Strict):
     """Default model passed to the factory (when it takes one)."""
 
 
+class RungEntry(_Strict):
+    """One model of a cascade and when its answer stands (the last rung's always does)."""
+
+    llm: str
+    """Registry name of the model: packaged name, GGUF path or ``openai:`` URL."""
+    estimator: str | None = None
+    """Uncertainty estimator (routing.uncertainty.ESTIMATORS); every rung but the last."""
+    threshold: float | None = None
+    """Escalate when the score is above it; or give a calibration and a target instead."""
+    calibration: Path | None = None
+    """Calibration JSON from ``relaygraph eval calibrate`` for this model and estimator."""
+    escalation_rate: float | None = Field(default=None, ge=0, le=1)
+    """With a calibration: escalate this share of the hold-out queries."""
+    target_accuracy: float | None = Field(default=None, ge=0, le=1)
+    """With a calibration: keep the most answers that still reach this accuracy."""
+    fallback_estimator: str | None = None
+    """Used, with ``fallback_threshold``, when the model returns no log-probabilities."""
+    fallback_threshold: float | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> RungEntry:
+        if self.estimator is None:
+            if any(
+                v is not None for v in (self.threshold, self.calibration, self.fallback_estimator)
+            ):
+                raise ValueError("threshold, calibration and fallback need an estimator")
+            return self
+        if (self.threshold is None) == (self.calibration is None):
+            raise ValueError("give exactly one of threshold or calibration")
+        targets = (self.escalation_rate, self.target_accuracy)
+        if self.calibration is not None and sum(t is not None for t in targets) != 1:
+            raise ValueError(
+                "a calibration needs exactly one of escalation_rate or target_accuracy"
+            )
+        if (self.fallback_estimator is None) != (self.fallback_threshold is None):
+            raise ValueError("give fallback_estimator and fallback_threshold together")
+        return self
+
+
+class CascadeEntry(_Strict):
+    """Small-to-large routing over models: each answers in turn until one is confident."""
+
+    kind: Literal["cascade"] = "cascade"
+    cascade: list[RungEntry] = Field(min_length=2)
+    """Smallest model first; every rung but the last names an estimator."""
+
+    @model_validator(mode="after")
+    def _last_stands(self) -> CascadeEntry:
+        if self.cascade[-1].estimator is not None:
+            raise ValueError("the last rung's answer always stands: remove its estimator")
+        missing = [r.llm for r in self.cascade[:-1] if r.estimator is None]
+        if missing:
+            raise ValueError(f"rung {missing[0]} needs an estimator (only the last may omit it)")
+        return self
+
+
+_KINDS = ("graph", "workers", "cascade", "llm")
+
+
 def _entry_kind(data: Any) -> str:
-    """Which entry a mapping is, by its telling key (``graph``, ``workers`` or ``llm``)."""
+    """Which entry a mapping is, by its telling key (graph, workers, cascade or llm)."""
     if isinstance(data, BaseModel):
         return str(getattr(data, "kind", ""))
     if isinstance(data, dict):
-        for key in ("graph", "workers", "llm"):
+        for key in _KINDS:
             if key in data:
-                return "workers" if key == "workers" else key
+                return key
     return ""
 
 
 Entry = Annotated[
     Annotated[LLMEntry, Tag("llm")]
     | Annotated[WorkerPoolEntry, Tag("workers")]
-    | Annotated[GraphEntry, Tag("graph")],
+    | Annotated[GraphEntry, Tag("graph")]
+    | Annotated[CascadeEntry, Tag("cascade")],
     Discriminator(
         _entry_kind,
         custom_error_type="model_entry",
-        custom_error_message="a model entry needs one of the keys llm, workers or graph",
+        custom_error_message="a model entry needs one of the keys llm, workers, graph or cascade",
     ),
 ]
 

@@ -35,6 +35,12 @@ class ServerMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
+        self.routed = Counter(
+            "relaygraph_routed_answers",
+            "Answers of served cascades by the model whose answer stood.",
+            ["model", "answered_by"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "relaygraph_errors",
             "Error responses by HTTP status.",

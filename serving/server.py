@@ -11,26 +11,35 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 
-from relaygraph.errors import RelayGraphError
+from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.graph.loader import load_graph
 from relaygraph.llm.openai_compat import OpenAICompatLLM
 from relaygraph.llm.pool import WorkerPool
 from relaygraph.llm.registry import load_llm
-from relaygraph.serving.app import create_app
-from relaygraph.serving.config import GraphEntry, LLMEntry, SecurityConfig, ServeConfig
+from relaygraph.routing.calibration import Calibration
+from relaygraph.routing.models import Cascade, Rung
+from relaygraph.routing.uncertainty import ESTIMATORS
+from relaygraph.serving.app import Served, create_app
+from relaygraph.serving.config import (
+    CascadeEntry,
+    GraphEntry,
+    LLMEntry,
+    SecurityConfig,
+    ServeConfig,
+)
 from relaygraph.serving.traces import TraceStore
 
 logger = logging.getLogger("relaygraph.serving")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from fastapi import FastAPI
 
-    from relaygraph.graph.runtime import CompiledAgentGraph
     from relaygraph.llm.protocol import LLM
+    from relaygraph.routing.uncertainty import UncertaintyEstimator
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -40,16 +49,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def build_models(config: ServeConfig) -> dict[str, LLM | CompiledAgentGraph]:
-    """Load every model, worker pool and graph a config names.
+def build_models(config: ServeConfig) -> dict[str, Served]:
+    """Load every model, worker pool, graph and cascade a config names (each model once).
 
     Raises:
-        ConfigError: An unknown model, an unloadable graph factory.
+        ConfigError: An unknown model or estimator, an unloadable graph factory, a
+            calibration for another model.
     """
-    served: dict[str, LLM | CompiledAgentGraph] = {}
+    served: dict[str, Served] = {}
+    loaded: dict[str, LLM] = {}
+
+    def llm(spec: str) -> LLM:
+        if spec not in loaded:
+            loaded[spec] = load_llm(spec)
+        return loaded[spec]
+
     for name, entry in config.models.items():
         if isinstance(entry, LLMEntry):
-            served[name] = load_llm(entry.llm)
+            served[name] = llm(entry.llm)
+        elif isinstance(entry, CascadeEntry):
+            served[name] = build_cascade(entry, llm)
         elif isinstance(entry, GraphEntry):
             served[name] = load_graph(entry.graph, model=entry.model).compile()
         else:
@@ -62,6 +81,47 @@ def build_models(config: ServeConfig) -> dict[str, LLM | CompiledAgentGraph]:
             ]
             served[name] = WorkerPool(workers, name=entry.model, cooldown_s=entry.cooldown_s)
     return served
+
+
+def build_cascade(entry: CascadeEntry, llm: Callable[[str], LLM]) -> Cascade:
+    """The cascade a config entry describes, its models loaded with ``llm``.
+
+    Raises:
+        ConfigError: An unknown estimator, or a calibration for another model or estimator.
+    """
+
+    def estimator(name: str) -> UncertaintyEstimator:
+        if name not in ESTIMATORS:
+            raise ConfigError(
+                f"unknown estimator {name!r}; known: {', '.join(sorted(ESTIMATORS))}",
+                parameter="estimator",
+            )
+        return ESTIMATORS[name]()
+
+    rungs = []
+    for rung in entry.cascade:
+        model = llm(rung.llm)
+        if rung.estimator is None:
+            rungs.append(Rung(model))
+            continue
+        fallback = None
+        if rung.fallback_estimator is not None and rung.fallback_threshold is not None:
+            fallback = (estimator(rung.fallback_estimator), rung.fallback_threshold)
+        if rung.calibration is None:
+            assert rung.threshold is not None  # RungEntry holds one of the two
+            rungs.append(Rung(model, estimator(rung.estimator), rung.threshold, fallback=fallback))
+            continue
+        rungs.append(
+            Rung.calibrated(
+                model,
+                estimator(rung.estimator),
+                Calibration.load(rung.calibration, model=model.name),
+                escalation_rate=rung.escalation_rate,
+                target_accuracy=rung.target_accuracy,
+                fallback=fallback,
+            )
+        )
+    return Cascade(rungs)
 
 
 def app_from_config(config: ServeConfig) -> FastAPI:
@@ -92,7 +152,7 @@ class BackgroundServer:
 
     def __init__(
         self,
-        models: Mapping[str, LLM | CompiledAgentGraph] | None = None,
+        models: Mapping[str, Served] | None = None,
         *,
         app: FastAPI | None = None,
         security: SecurityConfig | None = None,

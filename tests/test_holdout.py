@@ -104,9 +104,30 @@ def test_calibration_items_need_the_estimator() -> None:
 
 def test_the_holdout_command_builds_a_set(tmp_path: Path) -> None:
     out = tmp_path / "h.jsonl"
-    args = ["--out", str(out), "--limit", "1", "--sample", "distractor-100"]
+    args = [
+        "--out",
+        str(out),
+        "--limit",
+        "1",
+        "--dataset",
+        "hotpotqa",
+        "--sample",
+        "distractor-100",
+    ]
     result = eval_cli("holdout", *args, "--estimators", "mean_logprob")
     assert result.returncode == 0, result.stderr
     assert "1 answers" in result.stdout and len(read_holdout(out)) == 1
     result = eval_cli("holdout", *args, "--estimators", "mean_logprob,guess")
     assert result.returncode != 0 and "unknown estimator(s) guess" in result.stderr
+    result = eval_cli("holdout", "--out", str(out), "--dataset", "trivia")
+    assert result.returncode != 0 and "facts or hotpotqa" in result.stderr
+
+
+def test_the_holdout_command_asks_the_shipped_facts_by_category(tmp_path: Path) -> None:
+    out = tmp_path / "facts.jsonl"
+    args = ["--out", str(out), "--limit", "2", "--estimators", "mean_logprob,p_true"]
+    result = eval_cli("holdout", *args)
+    assert result.returncode == 0, result.stderr
+    rows = read_holdout(out)
+    assert sorted(r.group for r in rows) == ["capital", "symbol"]  # one of each, stratified
+    assert all(set(r.scores) == {"mean_logprob", "p_true"} and r.latency_s > 0 for r in rows)
