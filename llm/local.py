@@ -52,6 +52,7 @@ from relaygraph.llm.types import (
     Score,
     TextPrompt,
     TokenLogprob,
+    TokenPrompt,
     TopLogprob,
     Usage,
     to_prompt,
@@ -167,6 +168,7 @@ class LocalLLM(BaseLLM):
         self._path = path
         self._chat_format = chat_format
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
+        self._end_ids: frozenset[int] | None = None
         source = (
             self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
         )
@@ -606,6 +608,28 @@ class LocalLLM(BaseLLM):
         (rows,) = rt.decode([DecodeItem(slot, full[keep:], keep, n_prompt - 1 - keep)])
         self._cached[slot] = full
         return rows
+
+    def logits(self, prompt_ids: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
+        """Raw next-token logits after ``prompt_ids`` and after each continuation token
+        (``len(continuation) + 1`` rows), from one evaluation that reuses a cached prefix.
+
+        The whole distribution, which exact speculative sampling needs; `score` reports
+        only the top alternatives.
+        """
+        full = [*prompt_ids, *continuation]
+        if not prompt_ids:
+            raise ConfigError("the prompt is empty", parameter="prompt_ids")
+        self.encode(TokenPrompt(token_ids=tuple(full)))  # validates the ids
+        self._check_fits(len(full), 0)
+        return self._on_engine(lambda: self._score_rows(full, len(prompt_ids))).copy()
+
+    @property
+    def end_token_ids(self) -> frozenset[int]:
+        """Every token id that ends generation (end of text, end of turn)."""
+        if self._end_ids is None:
+            rt = self._runtime
+            self._end_ids = frozenset(t for t in range(rt.n_vocab) if rt.is_end_of_generation(t))
+        return self._end_ids
 
     def score(
         self,

@@ -36,6 +36,32 @@ def top_k_indices(values: npt.NDArray[np.float64] | FloatArray, k: int) -> npt.N
     return part[np.lexsort((part, -values[part]))]
 
 
+def token_distribution(
+    logits: FloatArray, *, temperature: float, top_p: float
+) -> npt.NDArray[np.float64]:
+    """The distribution `select_token` samples from: softmax(logits / temperature),
+    restricted to the top_p nucleus and renormalised (zero elsewhere).
+
+    Example:
+        >>> token_distribution(np.array([0.0, 0.0], dtype=np.float32),
+        ...                    temperature=1.0, top_p=1.0).tolist()
+        [0.5, 0.5]
+    """
+    if temperature <= 0.0:
+        raise ValueError("a distribution needs temperature > 0 (greedy is an argmax)")
+    scaled = logits.astype(np.float64) / temperature
+    probs = np.exp(scaled - np.max(scaled))
+    probs /= probs.sum()
+    if top_p < 1.0:
+        order = np.argsort(-probs, kind="stable")
+        cumulative = np.cumsum(probs[order])
+        # Keep tokens up to and including the one that crosses top_p (always >= 1 token).
+        dropped = order[int(np.searchsorted(cumulative, top_p)) + 1 :]
+        probs[dropped] = 0.0
+        probs /= probs.sum()
+    return probs
+
+
 def select_token(
     logits: FloatArray,
     *,
@@ -58,14 +84,5 @@ def select_token(
         return int(np.argmax(logits))
     if rng is None:
         raise ValueError("sampling with temperature > 0 needs a random generator")
-    scaled = logits.astype(np.float64) / temperature
-    probs = np.exp(scaled - np.max(scaled))
-    probs /= probs.sum()
-    if top_p < 1.0:
-        order = np.argsort(-probs, kind="stable")
-        cumulative = np.cumsum(probs[order])
-        # Keep tokens up to and including the one that crosses top_p (always >= 1 token).
-        keep = order[: int(np.searchsorted(cumulative, top_p)) + 1]
-        kept = probs[keep] / probs[keep].sum()
-        return int(keep[rng.choice(keep.shape[0], p=kept)])
+    probs = token_distribution(logits, temperature=temperature, top_p=top_p)
     return int(rng.choice(probs.shape[0], p=probs))

@@ -252,6 +252,9 @@ class Completion(BaseModel):
     usage: Usage
     latency_s: float
     """Wall time of the whole call, seconds."""
+    decoding: dict[str, Any] | None = None
+    """How the tokens were produced when a decoder other than the model's own did it
+    (speculative decoding: rounds, windows, drafted and accepted tokens, seconds)."""
 
     @property
     def text(self) -> str:

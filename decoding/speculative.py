@@ -1,0 +1,422 @@
+"""Speculative decoding across two `LLM`s: a draft proposes, a target verifies.
+
+Each round the draft proposes ``k`` tokens (``k`` from a `WindowPolicy`), the target
+evaluates the prefix plus those tokens in one pass, and the output keeps the longest
+prefix the target accepts plus one token of the target's own. Both models may be
+remote: the draft is any `LLM` (the edge), the target any `LLM` whose ``score`` gives
+per-position log-probabilities (the cloud; vLLM's ``prompt_logprobs`` remotely), and a
+`NetworkLink` injects round-trip delay, jitter and bandwidth on the edge-cloud link.
+
+Acceptance is lossless:
+
+- greedy (temperature 0): a drafted token stands when it is the target's argmax at its
+  position; the first that is not is replaced by the argmax. The output is the target's
+  own greedy output, whatever the draft (the target's ``top_logprobs=1`` is enough).
+- sampling: the standard rule (Leviathan et al.; Chen et al.): accept ``x ~ q`` with
+  probability ``min(1, p(x)/q(x))``, else sample from ``max(0, p - q)`` renormalised; the
+  output is distributed as the target's own samples. It needs both models' whole
+  next-token distributions (`FullDistribution`, the in-process engine). A target that
+  gives only top-k log-probabilities (a remote server) is verified greedily instead,
+  exactly, and the completion says so in ``decoding["verification"]``.
+
+Per request, ``Completion.decoding`` records rounds, windows, drafted and accepted
+tokens, the acceptance rate, target calls and the seconds spent drafting, verifying and
+on the network.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from relaygraph.decoding.window import Round, WindowPolicy
+from relaygraph.errors import ConfigError, TransportError
+from relaygraph.llm.protocol import BaseLLM
+from relaygraph.llm.sampling import token_distribution
+from relaygraph.llm.stops import TextAssembler
+from relaygraph.llm.streaming import collect
+from relaygraph.llm.types import (
+    Completion,
+    CompletionChunk,
+    GenerationParams,
+    TokenPrompt,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterator, Sequence
+
+    from relaygraph.llm.protocol import LLM
+    from relaygraph.llm.types import Prompt, PromptInput, Score
+
+PAIRING_PROBE = "Speculative decoding: naïve café, 3.14159 — ¿qué? <tag> 東京 🙂\n\tend"
+"""Text both tokenizers must split identically for a draft and a target to pair."""
+Fallback = Literal["draft", "error"]
+
+
+class CloudUnavailableError(TransportError):
+    """The target failed mid-request (down, or slower than its timeout) and no fallback
+    was configured."""
+
+
+class _Text:
+    """The answer's text as tokens arrive, cut at the first stop string.
+
+    Decoded from all the answer's tokens each time (a character may span two tokens,
+    and a remote model only detokenizes), holding back a trailing partial character.
+    """
+
+    def __init__(
+        self, detokenize: Callable[[Sequence[int]], str], ends: frozenset[int], stop: Sequence[str]
+    ) -> None:
+        self._detokenize, self._ends = detokenize, ends
+        self._ids: list[int] = []
+        self._decoded = 0
+        self._assembler = TextAssembler(stop)
+
+    @property
+    def stopped(self) -> bool:
+        return self._assembler.stopped
+
+    def add(self, ids: Sequence[int], *, final: bool) -> str:
+        """The text that became safe to emit after ``ids``."""
+        self._ids.extend(t for t in ids if t not in self._ends)
+        full = self._detokenize(self._ids)
+        stable = full if final else full.rstrip("\ufffd")
+        delta = self._assembler.feed(stable[self._decoded :].encode())
+        self._decoded = max(self._decoded, len(stable))
+        return delta + (self._assembler.finish() if final else "")
+
+
+@runtime_checkable
+class FullDistribution(Protocol):
+    """A model that exposes whole next-token distributions (the in-process engine)."""
+
+    def logits(self, prompt_ids: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
+        """Raw logits after the prompt and after each continuation token: one row per
+        position, ``len(continuation) + 1`` rows of vocabulary size."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkLink:
+    """The edge-cloud link's injected delay, paid on every target call.
+
+    Attributes:
+        rtt_s: Round-trip time.
+        jitter_s: Standard deviation of a normal added to each one-way delay (clipped at 0).
+        bandwidth_bps: Bits per second each way; None: unlimited. A call sends 4 bytes
+            per token of the prefix and window (the OpenAI API resends the prefix) and
+            receives about 100 bytes per scored position.
+        seed: Seeds the jitter.
+    """
+
+    rtt_s: float = 0.0
+    jitter_s: float = 0.0
+    bandwidth_bps: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rtt_s < 0 or self.jitter_s < 0:
+            raise ConfigError("rtt_s and jitter_s must be >= 0", parameter="rtt_s")
+        if self.bandwidth_bps is not None and self.bandwidth_bps <= 0:
+            raise ConfigError("bandwidth_bps must be > 0", parameter="bandwidth_bps")
+
+    def delay(self, sent_tokens: int, scored: int, rng: random.Random) -> float:
+        """Seconds one call spends on the link, both ways."""
+        one_way = [max(0.0, self.rtt_s / 2 + rng.gauss(0.0, self.jitter_s)) for _ in range(2)]
+        transfer = 0.0
+        if self.bandwidth_bps is not None:
+            transfer = 8 * (4 * sent_tokens + 100 * scored) / self.bandwidth_bps
+        return sum(one_way) + transfer
+
+
+@dataclass(slots=True)
+class _Request:
+    """One request's running state."""
+
+    ids: list[int]
+    params: GenerationParams
+    rng: np.random.Generator
+    link_rng: random.Random
+    rounds: list[Round] = field(default_factory=list)
+    target_calls: int = 0
+    fallback: str = ""
+
+
+class SpeculativeLLM(BaseLLM):
+    """An `LLM` whose tokens are drafted by ``draft`` and verified by ``target``.
+
+    Args:
+        draft: Proposes tokens (the edge model).
+        target: Verifies them; its output is what this model returns (the cloud model).
+        window: Draft tokens per round.
+        link: Delay injected on every target call (None: none).
+        on_target_failure: When the target fails mid-request: ``"error"`` raises
+            `CloudUnavailableError`; ``"draft"`` finishes the answer with the draft alone
+            and records that in ``decoding["fallback"]``.
+        end_token_ids: Token ids that end generation; default: the draft's or target's
+            own ``end_token_ids`` (the in-process engine has them).
+        name: Model name in traces and responses.
+
+    Raises:
+        ConfigError: The two models tokenize differently, or no end-of-generation ids.
+
+    Example:
+        >>> spec = SpeculativeLLM(draft, target, AdaptiveWindow())   # doctest: +SKIP
+        >>> spec.complete("The capital of France is").decoding["acceptance_rate"]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        draft: LLM,
+        target: LLM,
+        window: WindowPolicy,
+        *,
+        link: NetworkLink | None = None,
+        on_target_failure: Fallback = "error",
+        end_token_ids: Collection[int] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if draft.tokenize(PAIRING_PROBE) != target.tokenize(PAIRING_PROBE):
+            raise ConfigError(
+                f"{draft.name} and {target.name} tokenize differently; speculative decoding "
+                "needs one tokenizer (a self-draft, a cheaper precision or a distilled student "
+                "of the target)",
+                parameter="draft",
+            )
+        ends = end_token_ids
+        if ends is None:
+            ends = getattr(draft, "end_token_ids", None) or getattr(target, "end_token_ids", None)
+        if not ends:
+            raise ConfigError(
+                "neither model knows its end-of-generation token ids; pass end_token_ids",
+                parameter="end_token_ids",
+            )
+        context = min(draft.context_window, target.context_window)
+        if window.largest >= context:
+            raise ConfigError(
+                f"window policy {window.name} may ask for {window.largest} tokens, more than "
+                f"the context window ({context}) can hold after a prompt",
+                parameter="window",
+            )
+        self.draft, self.target, self.window = draft, target, window
+        self.link = link or NetworkLink()
+        self.on_target_failure = on_target_failure
+        self.end_token_ids = frozenset(ends)
+        self._name = name or f"{target.name}+spec({draft.name})"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def context_window(self) -> int:
+        return min(self.draft.context_window, self.target.context_window)
+
+    # The tokenizer is shared; the draft's is at hand on the edge, no trip to the cloud.
+    def encode(self, prompt: PromptInput | Prompt) -> list[int]:
+        return self.draft.encode(prompt)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.draft.tokenize(text)
+
+    def detokenize(self, token_ids: Sequence[int]) -> str:
+        return self.draft.detokenize(token_ids)
+
+    def score(
+        self, prompt: PromptInput | Prompt, continuation: str | Sequence[int], top_logprobs: int = 0
+    ) -> Score:
+        return self.target.score(prompt, continuation, top_logprobs)
+
+    def complete(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Completion:
+        params = params or GenerationParams()
+        began = time.perf_counter()
+        stats: dict[str, Any] = {}
+        completion = collect(self._stream(prompt, params, stats), model=self.name, began=began)
+        return completion.model_copy(update={"decoding": stats})
+
+    def stream(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Iterator[CompletionChunk]:
+        return self._stream(prompt, params or GenerationParams(), {})
+
+    # -- the rounds ---------------------------------------------------------------------
+
+    def _stream(
+        self, prompt: PromptInput | Prompt, params: GenerationParams, stats: dict[str, Any]
+    ) -> Iterator[CompletionChunk]:
+        if params.n != 1:
+            raise ConfigError("speculative decoding makes one completion (n=1)", parameter="n")
+        if params.logprobs:
+            raise ConfigError(
+                "speculative decoding returns no log-probabilities; score the output with "
+                "the target instead",
+                parameter="logprobs",
+            )
+        prompt_ids = self.encode(prompt)
+        if len(prompt_ids) + 1 > self.context_window:
+            raise ConfigError(
+                f"the prompt ({len(prompt_ids)} tokens) leaves no room in the context window "
+                f"({self.context_window})",
+                parameter="prompt",
+            )
+        request = _Request(
+            ids=list(prompt_ids),
+            params=params,
+            rng=np.random.default_rng(params.seed),
+            link_rng=random.Random(self.link.seed if params.seed is None else params.seed),
+        )
+        exact = params.temperature == 0 or (
+            isinstance(self.draft, FullDistribution) and isinstance(self.target, FullDistribution)
+        )
+        verification = "greedy" if params.temperature == 0 else "sampling"
+        if not exact:
+            verification = "greedy (the target gives top-k log-probabilities only)"
+        text = _Text(self.detokenize, self.end_token_ids, params.stop)
+        produced: list[int] = []
+        finish: Literal["stop", "length"] = "length"
+        while len(produced) < params.max_tokens:
+            room = min(params.max_tokens - len(produced), self.context_window - len(request.ids))
+            if room < 1:
+                break
+            new = self._round(request, room, exact=exact)
+            ended = next((i for i, t in enumerate(new) if t in self.end_token_ids), None)
+            new = new[: room if ended is None else min(room, ended + 1)]
+            produced.extend(new)
+            request.ids.extend(new)
+            delta = text.add(new, final=ended is not None)
+            if ended is not None or text.stopped:
+                finish = "stop"
+                yield CompletionChunk(model=self.name, text=delta, token_ids=new)
+                break
+            yield CompletionChunk(model=self.name, text=delta, token_ids=new)
+        else:
+            yield CompletionChunk(model=self.name, text=text.add([], final=True))
+        stats.update(self._stats(request, verification))
+        yield CompletionChunk(
+            model=self.name,
+            finish_reason=finish,
+            usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(produced)),
+        )
+
+    def _round(self, request: _Request, room: int, *, exact: bool) -> list[int]:
+        """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
+        k = self.window.next_window(request.rounds)
+        if k < 1:
+            raise ConfigError(
+                f"window policy {self.window.name} asked for {k} tokens", parameter="window"
+            )
+        k = min(k, room)
+        sampling = exact and request.params.temperature > 0
+        began = time.perf_counter()
+        drafted, q_rows = self._draft(request, k, sampling=sampling)
+        draft_s = time.perf_counter() - began
+        if request.fallback:  # the target failed earlier: the draft answers alone
+            request.rounds.append(Round(k, len(drafted), len(drafted), draft_s, 0.0, 0.0))
+            return drafted
+        network_s = self.link.delay(
+            len(request.ids) + len(drafted), len(drafted) + 1, request.link_rng
+        )
+        time.sleep(network_s)
+        began = time.perf_counter()
+        try:
+            request.target_calls += 1
+            if sampling:
+                accepted, extra = self._verify_sampled(request, drafted, q_rows)
+            else:
+                accepted, extra = self._verify_greedy(request, drafted)
+        except TransportError as exc:
+            if self.on_target_failure == "error":
+                raise CloudUnavailableError(
+                    f"target {self.target.name} failed mid-request: {exc}"
+                ) from exc
+            request.fallback = f"target {self.target.name} failed ({exc}); the draft finished"
+            verify_s = time.perf_counter() - began
+            request.rounds.append(
+                Round(k, len(drafted), len(drafted), draft_s, verify_s, network_s)
+            )
+            return drafted
+        verify_s = time.perf_counter() - began
+        request.rounds.append(Round(k, len(drafted), accepted, draft_s, verify_s, network_s))
+        return [*drafted[:accepted], extra]
+
+    def _draft(
+        self, request: _Request, k: int, *, sampling: bool
+    ) -> tuple[list[int], list[np.ndarray]]:
+        """``k`` drafted tokens (fewer if the draft ends), and with sampling the draft's
+        distribution at each of them."""
+        params = request.params
+        if not sampling:
+            greedy = GenerationParams(max_tokens=k, temperature=0.0)
+            return list(self.draft.complete(TokenPrompt(token_ids=tuple(request.ids)), greedy)
+                        .choices[0].token_ids), []  # fmt: skip
+        assert isinstance(self.draft, FullDistribution)
+        drafted: list[int] = []
+        rows: list[np.ndarray] = []
+        for _ in range(k):
+            (logits,) = self.draft.logits(request.ids + drafted, [])
+            q = token_distribution(logits, temperature=params.temperature, top_p=params.top_p)
+            token = int(request.rng.choice(q.shape[0], p=q))
+            drafted.append(token)
+            rows.append(q)
+            if token in self.end_token_ids:
+                break
+        return drafted, rows
+
+    def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:
+        """Accepted count and the target's token after them (argmax everywhere)."""
+        score = self.target.score(TokenPrompt(token_ids=tuple(request.ids)), drafted, 1)
+        for i, (token, scored) in enumerate(zip(drafted, score.tokens, strict=True)):
+            best = scored.top[0].token_id
+            if token != best:
+                return i, best
+        return len(drafted), score.next_top[0].token_id
+
+    def _verify_sampled(
+        self, request: _Request, drafted: list[int], q_rows: list[np.ndarray]
+    ) -> tuple[int, int]:
+        """Accepted count and the next token, by the speculative sampling rule."""
+        assert isinstance(self.target, FullDistribution)
+        params, rng = request.params, request.rng
+        rows = self.target.logits(request.ids, drafted)
+        for i, (token, q) in enumerate(zip(drafted, q_rows, strict=True)):
+            p = token_distribution(rows[i], temperature=params.temperature, top_p=params.top_p)
+            if rng.uniform() * q[token] < p[token]:  # accept with probability min(1, p/q)
+                continue
+            residual = np.maximum(p - q, 0.0)
+            return i, int(rng.choice(residual.shape[0], p=residual / residual.sum()))
+        bonus = token_distribution(
+            rows[len(drafted)], temperature=params.temperature, top_p=params.top_p
+        )
+        return len(drafted), int(rng.choice(bonus.shape[0], p=bonus))
+
+    def _stats(self, request: _Request, verification: str) -> dict[str, Any]:
+        rounds = request.rounds
+        drafted = sum(r.drafted for r in rounds)
+        accepted = sum(r.accepted for r in rounds)
+        stats: dict[str, Any] = {
+            "decoder": "speculative",
+            "draft": self.draft.name,
+            "target": self.target.name,
+            "window_policy": self.window.name,
+            "verification": verification,
+            "rounds": len(rounds),
+            "windows": [r.window for r in rounds],
+            "drafted": drafted,
+            "accepted": accepted,
+            "acceptance_rate": round(accepted / drafted, 4) if drafted else None,
+            "target_calls": request.target_calls,
+            "draft_s": round(sum(r.draft_s for r in rounds), 6),
+            "verify_s": round(sum(r.verify_s for r in rounds), 6),
+            "network_s": round(sum(r.network_s for r in rounds), 6),
+        }
+        if request.fallback:
+            stats["fallback"] = request.fallback
+        return stats

@@ -1,0 +1,205 @@
+"""How many tokens the draft proposes each round: fixed windows and adaptive control.
+
+A round costs ``k`` draft steps, one trip over the network and one verification of ``k``
+tokens; it yields the accepted tokens plus one from the target. With a per-token
+acceptance rate ``a`` (i.i.d., Leviathan et al.) a round yields on average
+``(1 - a^(k+1)) / (1 - a)`` tokens, so the best ``k`` maximises
+
+    tokens(k) / (k * draft_s + rtt_s + verify_s(k)),
+
+which grows with acceptance and a cheap draft, and shrinks as verification gets dearer
+per token. `AdaptiveWindow` (AWC-style, PAPERS.md section 4) estimates those four
+quantities from the request's own rounds, starting from a prior, and picks ``k`` by that
+formula each round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from relaygraph.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One draft-verify round, as the window policy sees it.
+
+    Attributes:
+        window: Tokens the policy asked for.
+        drafted: Tokens the draft proposed (fewer when it ended its answer).
+        accepted: Drafted tokens the target kept.
+        draft_s: Seconds the draft took.
+        verify_s: Seconds the target's verification took (its own compute and transport).
+        network_s: Seconds of injected link delay (both directions).
+    """
+
+    window: int
+    drafted: int
+    accepted: int
+    draft_s: float
+    verify_s: float
+    network_s: float
+
+
+@runtime_checkable
+class WindowPolicy(Protocol):
+    """Chooses the draft window of the next round from the rounds so far."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def largest(self) -> int:
+        """The largest window it may ask for."""
+        ...
+
+    def next_window(self, rounds: Sequence[Round]) -> int:
+        """Tokens to draft next (>= 1); the caller clips it to the tokens left."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedWindow:
+    """The same window every round."""
+
+    k: int
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ConfigError(
+                "a draft window must be at least 1 token", parameter="k", value=self.k
+            )
+
+    @property
+    def name(self) -> str:
+        return f"fixed-{self.k}"
+
+    @property
+    def largest(self) -> int:
+        return self.k
+
+    def next_window(self, rounds: Sequence[Round]) -> int:
+        return self.k
+
+
+@dataclass(frozen=True, slots=True)
+class CostPrior:
+    """What a round costs before any has been measured (from a profile, or a guess).
+
+    Attributes:
+        acceptance: Per-token acceptance rate.
+        draft_s: Seconds per drafted token.
+        verify_base_s: Seconds of a verification, fixed part.
+        verify_per_token_s: Seconds each verified token adds.
+        rtt_s: Network round trip.
+        weight: How many rounds of evidence the prior is worth.
+    """
+
+    acceptance: float = 0.7
+    draft_s: float = 0.01
+    verify_base_s: float = 0.02
+    verify_per_token_s: float = 0.005
+    rtt_s: float = 0.0
+    weight: float = 2.0
+
+
+def expected_tokens(acceptance: float, k: int) -> float:
+    """Mean tokens a round of window ``k`` yields: accepted drafts plus the target's one."""
+    a = min(max(acceptance, 0.0), 1.0)
+    if a == 1.0:
+        return float(k + 1)
+    return (1.0 - a ** (k + 1)) / (1.0 - a)
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveWindow:
+    """Adaptive window control: each round, the ``k`` in ``[k_min, k_max]`` with the least
+    expected time per token, from running estimates of acceptance, draft cost,
+    verification cost (a line in ``k``) and round trip.
+
+    Estimates blend the ``prior`` (worth ``prior.weight`` rounds) with the request's
+    rounds, recent ones weighted more (``decay`` per round back), so a link that slows
+    down mid-request shortens the window within a few rounds.
+    """
+
+    k_min: int = 1
+    k_max: int = 8
+    prior: CostPrior = CostPrior()
+    decay: float = 0.7
+    name: str = "adaptive"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k_min <= self.k_max:
+            raise ConfigError(
+                f"need 1 <= k_min <= k_max, got {self.k_min} and {self.k_max}",
+                parameter="k_min",
+            )
+        if not 0.0 < self.decay <= 1.0:
+            raise ConfigError("decay must be in (0, 1]", parameter="decay", value=self.decay)
+
+    def estimates(self, rounds: Sequence[Round]) -> CostPrior:
+        """The current estimates (the prior, moved by the rounds so far)."""
+        p = self.prior
+        weights = [self.decay ** (len(rounds) - 1 - i) for i in range(len(rounds))]
+        total = p.weight + sum(weights)
+        # A round tests drafted tokens only up to the first rejection: `accepted` passes
+        # and one failure (none when all passed), the maximum-likelihood reading of a
+        # per-token acceptance rate.
+        tested = p.weight + sum(
+            w * (r.accepted + (r.accepted < r.drafted))
+            for w, r in zip(weights, rounds, strict=True)
+        )
+        passed = p.weight * p.acceptance + sum(
+            w * r.accepted for w, r in zip(weights, rounds, strict=True)
+        )
+        drafted = p.weight + sum(w * r.drafted for w, r in zip(weights, rounds, strict=True))
+        draft_s = (
+            p.weight * p.draft_s + sum(w * r.draft_s for w, r in zip(weights, rounds, strict=True))
+        ) / drafted
+        rtt_s = (
+            p.weight * p.rtt_s + sum(w * r.network_s for w, r in zip(weights, rounds, strict=True))
+        ) / total
+        base, per_token = self._verify_line(rounds, weights)
+        return CostPrior(
+            acceptance=passed / tested,
+            draft_s=draft_s,
+            verify_base_s=base,
+            verify_per_token_s=per_token,
+            rtt_s=rtt_s,
+            weight=total,
+        )
+
+    @property
+    def largest(self) -> int:
+        return self.k_max
+
+    def next_window(self, rounds: Sequence[Round]) -> int:
+        e = self.estimates(rounds)
+
+        def seconds_per_token(k: int) -> float:
+            cost = k * e.draft_s + e.rtt_s + e.verify_base_s + k * e.verify_per_token_s
+            return cost / expected_tokens(e.acceptance, k)
+
+        return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
+
+    def _verify_line(self, rounds: Sequence[Round], weights: list[float]) -> tuple[float, float]:
+        """Verification seconds as base + per_token * k: weighted least squares over the
+        rounds, with the prior's line as ``prior.weight`` pseudo-rounds at k_min and k_max
+        (so one window size alone cannot make the slope up)."""
+        p = self.prior
+        points = [(float(r.drafted), r.verify_s, w) for r, w in zip(rounds, weights, strict=True)]
+        for k in (self.k_min, self.k_max):
+            points.append((float(k), p.verify_base_s + p.verify_per_token_s * k, p.weight / 2))
+        w_sum = sum(w for _, _, w in points)
+        x_mean = sum(w * x for x, _, w in points) / w_sum
+        y_mean = sum(w * y for _, y, w in points) / w_sum
+        spread = sum(w * (x - x_mean) ** 2 for x, _, w in points)
+        if spread == 0:
+            return y_mean, 0.0
+        slope = sum(w * (x - x_mean) * (y - y_mean) for x, y, w in points) / spread
+        slope = max(slope, 0.0)  # verifying more tokens never costs less
+        return max(y_mean - slope * x_mean, 0.0), slope

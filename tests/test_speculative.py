@@ -1,0 +1,181 @@
+"""Speculative decoding on the real SmolLM2: lossless greedy output, the target's
+distribution under sampling (chi-square), remote verification over HTTP, the link's
+delay, a cloud that goes away, and the pairing and window checks.
+
+The drafts are deliberately worse copies of the real model, so that tokens get
+rejected: `HotDraft` drafts by sampling SmolLM2 at temperature 1.5, `FlatDraft` flattens
+its logits. They are the real model, not mocks; only their choices are degraded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from relaygraph.decoding.speculative import (
+    CloudUnavailableError,
+    NetworkLink,
+    SpeculativeLLM,
+)
+from relaygraph.decoding.window import AdaptiveWindow, FixedWindow, Round
+from relaygraph.errors import ConfigError
+from relaygraph.llm import LocalLLM, OpenAICompatLLM
+from relaygraph.llm.sampling import token_distribution
+from relaygraph.llm.types import Completion, GenerationParams, Prompt, PromptInput
+from relaygraph.serving.server import BackgroundServer
+
+PROMPT = "Here is a short story about a cat who learns to fly. Once upon a time,"
+GREEDY = GenerationParams(max_tokens=40, temperature=0.0)
+
+
+class HotDraft:
+    """SmolLM2 drafting by sampling at temperature 1.5 (seeded) instead of greedily."""
+
+    def __init__(self, llm: LocalLLM) -> None:
+        self._llm = llm
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def complete(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Completion:
+        self.calls += 1
+        assert params is not None
+        hot = params.model_copy(update={"temperature": 1.5, "seed": self.calls})
+        return self._llm.complete(prompt, hot)
+
+
+class FlatDraft(HotDraft):
+    """SmolLM2 whose next-token logits are halved: a flatter draft distribution q != p."""
+
+    def logits(self, prompt_ids: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
+        return self._llm.logits(prompt_ids, continuation) * 0.5
+
+
+def test_greedy_output_is_the_targets_own_whatever_the_draft(smollm2: LocalLLM) -> None:
+    expected = smollm2.complete(PROMPT, GREEDY)
+    for window in (FixedWindow(1), FixedWindow(4), AdaptiveWindow()):
+        spec = SpeculativeLLM(HotDraft(smollm2), smollm2, window)  # type: ignore[arg-type]
+        got = spec.complete(PROMPT, GREEDY)
+        assert got.choices[0].token_ids == expected.choices[0].token_ids, window.name
+        assert got.text == expected.text
+        stats = got.decoding
+        assert stats is not None and stats["verification"] == "greedy"
+        assert 0 < stats["accepted"] < stats["drafted"]  # a hot draft is sometimes wrong
+        assert stats["target_calls"] == stats["rounds"] == len(stats["windows"])
+        # every round adds its accepted drafts plus one token of the target's
+        assert stats["accepted"] + stats["rounds"] >= len(got.choices[0].token_ids)
+
+
+def test_stop_strings_and_streaming_match_the_target(smollm2: LocalLLM) -> None:
+    params = GenerationParams(max_tokens=60, temperature=0.0, stop=(".",))
+    expected = smollm2.complete(PROMPT, params)
+    spec = SpeculativeLLM(HotDraft(smollm2), smollm2, FixedWindow(3))  # type: ignore[arg-type]
+    assert spec.complete(PROMPT, params).text == expected.text
+    chunks = list(spec.stream(PROMPT, params))
+    assert "".join(c.text for c in chunks) == expected.text
+    assert chunks[-1].finish_reason == "stop"
+
+
+def first_two(spec: SpeculativeLLM, seed: int) -> tuple[int, int]:
+    ids = spec.complete(PROMPT, GenerationParams(max_tokens=2, temperature=1.0, seed=seed))
+    first, second = ids.choices[0].token_ids[:2]
+    return first, second
+
+
+def chi_square_p(samples: list[int], p: np.ndarray, buckets: int = 6) -> float:
+    """p-value of the samples against p, over its most likely tokens plus "the rest"."""
+    top = list(np.argsort(-p)[:buckets])
+    counts = Counter(t if t in top else -1 for t in samples)
+    observed = [counts[t] for t in top] + [counts[-1]]
+    expected = np.array([p[t] for t in top] + [1 - sum(p[t] for t in top)]) * len(samples)
+    return float(chisquare(observed, expected).pvalue)
+
+
+def test_sampling_preserves_the_targets_distribution(smollm2: LocalLLM) -> None:
+    """First token: one speculative round's accept/resample; second token, given the
+    most likely first: the accepted-then-next path. Both against the exact p."""
+    spec = SpeculativeLLM(FlatDraft(smollm2), smollm2, FixedWindow(2))  # type: ignore[arg-type]
+    prompt_ids = smollm2.encode(PROMPT)
+    p_first = token_distribution(smollm2.logits(prompt_ids, [])[0], temperature=1.0, top_p=1.0)
+    samples = [first_two(spec, seed) for seed in range(600)]
+    assert chi_square_p([a for a, _ in samples], p_first) > 0.01
+    modal = int(np.argmax(p_first))
+    p_second = token_distribution(
+        smollm2.logits([*prompt_ids, modal], [])[0], temperature=1.0, top_p=1.0
+    )
+    after_modal = [b for a, b in samples if a == modal]
+    assert len(after_modal) > 100
+    assert chi_square_p(after_modal, p_second, buckets=4) > 0.01
+    stats = spec.complete(PROMPT, GenerationParams(max_tokens=8, temperature=1.0, seed=1)).decoding
+    assert stats is not None and stats["verification"] == "sampling"
+
+
+@pytest.fixture(scope="module")
+def cloud(smollm2: LocalLLM) -> Iterator[OpenAICompatLLM]:
+    """SmolLM2 as a cloud target: relaygraph's own server on 127.0.0.1, over HTTP."""
+    with BackgroundServer({"smollm2-135m": smollm2}) as server:
+        client = OpenAICompatLLM(server.base_url, "smollm2-135m", max_retries=0, timeout_s=30)
+        yield client
+        client.close()
+
+
+def test_remote_verification_over_http_is_lossless(
+    smollm2: LocalLLM, cloud: OpenAICompatLLM
+) -> None:
+    expected = smollm2.complete(PROMPT, GREEDY)
+    link = NetworkLink(rtt_s=0.02, jitter_s=0.002, bandwidth_bps=10e6)
+    spec = SpeculativeLLM(HotDraft(smollm2), cloud, FixedWindow(4), link=link)  # type: ignore[arg-type]
+    got = spec.complete(PROMPT, GREEDY)
+    assert got.choices[0].token_ids == expected.choices[0].token_ids
+    stats = got.decoding
+    assert stats is not None
+    assert stats["network_s"] == pytest.approx(0.02 * stats["rounds"], rel=0.3)
+    assert stats["verify_s"] > 0 and stats["draft_s"] > 0
+    # a remote target gives top-k log-probabilities only: sampling is verified greedily
+    hot = spec.complete(PROMPT, GenerationParams(max_tokens=8, temperature=0.8, seed=0))
+    assert hot.decoding is not None and hot.decoding["verification"].startswith("greedy (")
+
+
+def test_a_cloud_that_goes_away_falls_back_to_the_draft_or_fails_clearly(smollm2: LocalLLM) -> None:
+    with BackgroundServer({"smollm2-135m": smollm2}) as server:
+        target = OpenAICompatLLM(server.base_url, "smollm2-135m", max_retries=0, timeout_s=5)
+        patient = SpeculativeLLM(smollm2, target, FixedWindow(4), on_target_failure="draft")
+        strict = SpeculativeLLM(smollm2, target, FixedWindow(4))
+    # the server has stopped: every verification is refused
+    got = patient.complete(PROMPT, GenerationParams(max_tokens=12))
+    assert got.decoding is not None and "the draft finished" in got.decoding["fallback"]
+    assert got.text == smollm2.complete(PROMPT, GenerationParams(max_tokens=12)).text
+    with pytest.raises(CloudUnavailableError, match="failed mid-request"):
+        strict.complete(PROMPT, GenerationParams(max_tokens=12))
+    target.close()
+
+
+def test_a_pair_with_different_tokenizers_is_refused(smollm2: LocalLLM, gemma3: LocalLLM) -> None:
+    with pytest.raises(ConfigError, match="tokenize differently"):
+        SpeculativeLLM(smollm2, gemma3, FixedWindow(4))
+
+
+class ZeroWindow:
+    name = "zero"
+    largest = 4
+
+    def next_window(self, rounds: Sequence[Round]) -> int:
+        return 0
+
+
+def test_windows_outside_the_context_are_clear_errors(smollm2: LocalLLM) -> None:
+    with pytest.raises(ConfigError, match="more than the context window"):
+        SpeculativeLLM(smollm2, smollm2, FixedWindow(smollm2.context_window))
+    spec = SpeculativeLLM(smollm2, smollm2, ZeroWindow())
+    with pytest.raises(ConfigError, match="asked for 0 tokens"):
+        spec.complete(PROMPT, GREEDY)
+    with pytest.raises(ConfigError, match="n=1"):
+        spec.complete(PROMPT, GenerationParams(n=2))

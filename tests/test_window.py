@@ -1,0 +1,92 @@
+"""Draft window policies: fixed windows and the adaptive controller's decisions."""
+
+from __future__ import annotations
+
+import pytest
+
+from relaygraph.decoding.window import (
+    AdaptiveWindow,
+    CostPrior,
+    FixedWindow,
+    Round,
+    expected_tokens,
+)
+from relaygraph.errors import ConfigError
+
+
+def rounds(
+    n: int, *, k: int, accepted: int, draft_s: float, verify_s: float, rtt_s: float
+) -> list[Round]:
+    return [Round(k, k, accepted, draft_s * k, verify_s, rtt_s) for _ in range(n)]
+
+
+def test_expected_tokens_per_round() -> None:
+    assert expected_tokens(0.0, 5) == 1.0  # nothing accepted: the target's own token
+    assert expected_tokens(1.0, 5) == 6.0
+    assert expected_tokens(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+
+
+def test_a_fixed_window_never_moves_and_must_be_positive() -> None:
+    assert FixedWindow(4).next_window([]) == 4 and FixedWindow(4).name == "fixed-4"
+    with pytest.raises(ConfigError, match="at least 1"):
+        FixedWindow(0)
+
+
+def test_bad_adaptive_settings_are_refused() -> None:
+    with pytest.raises(ConfigError, match="k_min"):
+        AdaptiveWindow(k_min=0)
+    with pytest.raises(ConfigError, match="k_min"):
+        AdaptiveWindow(k_min=5, k_max=4)
+    with pytest.raises(ConfigError, match="decay"):
+        AdaptiveWindow(decay=0)
+
+
+def test_high_acceptance_and_a_long_round_trip_lengthen_the_window() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=0.5))
+    # every draft accepted, a cheap draft, a 50 ms link: amortise the trip over many tokens
+    good = rounds(6, k=4, accepted=4, draft_s=0.002, verify_s=0.02, rtt_s=0.05)
+    assert policy.next_window(good) == 8
+    # most drafts rejected at once: drafting more is wasted
+    bad = rounds(6, k=4, accepted=0, draft_s=0.002, verify_s=0.02, rtt_s=0.05)
+    assert policy.next_window(bad) == 1
+
+
+def test_an_expensive_draft_shortens_the_window() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=0.5))
+    cheap = rounds(6, k=4, accepted=3, draft_s=0.001, verify_s=0.02, rtt_s=0.03)
+    dear = rounds(6, k=4, accepted=3, draft_s=0.05, verify_s=0.02, rtt_s=0.03)
+    assert policy.next_window(dear) < policy.next_window(cheap)
+
+
+def test_the_controller_picks_the_analytic_optimum() -> None:
+    prior = CostPrior(acceptance=0.8, draft_s=0.01, verify_base_s=0.02,
+                      verify_per_token_s=0.004, rtt_s=0.03)  # fmt: skip
+    policy = AdaptiveWindow(k_max=8, prior=prior)
+
+    def per_token(k: int) -> float:
+        return (0.01 * k + 0.03 + 0.02 + 0.004 * k) / expected_tokens(0.8, k)
+
+    assert policy.next_window([]) == min(range(1, 9), key=per_token)
+
+
+def test_acceptance_is_estimated_per_tested_token() -> None:
+    policy = AdaptiveWindow(prior=CostPrior(weight=1e-9))
+    # 2 accepted then a rejection, every round: p = 2 / 3, not 2 / 4 drafted
+    estimate = policy.estimates(rounds(10, k=4, accepted=2, draft_s=0.01, verify_s=0.02, rtt_s=0))
+    assert estimate.acceptance == pytest.approx(2 / 3, rel=1e-6)
+
+
+def test_a_link_that_slows_down_is_followed_within_a_few_rounds() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1.0))
+    fast = rounds(10, k=2, accepted=1, draft_s=0.01, verify_s=0.02, rtt_s=0.0)
+    slow = rounds(4, k=2, accepted=1, draft_s=0.01, verify_s=0.02, rtt_s=0.2)
+    assert policy.next_window(fast + slow) > policy.next_window(fast)
+    assert policy.estimates(fast + slow).rtt_s > 0.1
+
+
+def test_verification_cost_is_learned_as_a_line_in_k() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1e-6))
+    history = [Round(k, k, k, 0.01 * k, 0.01 + 0.005 * k, 0.0) for k in (1, 2, 4, 8, 1, 2, 4, 8)]
+    estimate = policy.estimates(history)
+    assert estimate.verify_base_s == pytest.approx(0.01, abs=1e-4)
+    assert estimate.verify_per_token_s == pytest.approx(0.005, abs=1e-4)
