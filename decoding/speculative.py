@@ -1,11 +1,12 @@
-"""Speculative decoding across two `LLM`s: a draft proposes, a target verifies.
+"""Speculative decoding across two machines: a drafter proposes, a target verifies.
 
-Each round the draft proposes ``k`` tokens (``k`` from a `WindowPolicy`), the target
-evaluates the prefix plus those tokens in one pass, and the output keeps the longest
-prefix the target accepts plus one token of the target's own. Both models may be
-remote: the draft is any `LLM` (the edge), the target any `LLM` whose ``score`` gives
-per-position log-probabilities (the cloud; vLLM's ``prompt_logprobs`` remotely), and a
-`NetworkLink` injects round-trip delay, jitter and bandwidth on the edge-cloud link.
+Each round the drafter proposes ``k`` tokens (``k`` from a `WindowPolicy`; a model sharing
+the target's tokenizer, or prompt lookup, decoding/drafts.py), the target evaluates the
+prefix plus those tokens in one pass, and the output keeps the longest prefix the target
+accepts plus one token of the target's own. Both ends may be remote: the target is any
+`LLM` whose ``score`` gives per-position log-probabilities (vLLM's ``prompt_logprobs``
+remotely), and a `NetworkLink` injects round-trip delay, jitter and bandwidth on the
+edge-cloud link.
 
 Acceptance is lossless:
 
@@ -13,11 +14,12 @@ Acceptance is lossless:
   position; the first that is not is replaced by the argmax. The output is the target's
   own greedy output, whatever the draft (the target's ``top_logprobs=1`` is enough).
 - sampling: the standard rule (Leviathan et al.; Chen et al.): accept ``x ~ q`` with
-  probability ``min(1, p(x)/q(x))``, else sample from ``max(0, p - q)`` renormalised; the
-  output is distributed as the target's own samples. It needs both models' whole
-  next-token distributions (`FullDistribution`, the in-process engine). A target that
-  gives only top-k log-probabilities (a remote server) is verified greedily instead,
-  exactly, and the completion says so in ``decoding["verification"]``.
+  probability ``min(1, p(x)/q(x))``, else sample from ``max(0, p - q)`` renormalised; a
+  deterministic proposal is a point mass (accept with ``p(x)``, else sample ``p`` without
+  ``x``). The output is distributed as the target's own samples. It needs the target's
+  whole next-token distribution (`FullDistribution`, the in-process engine); a target
+  that gives only top-k log-probabilities (a remote server) is verified greedily
+  instead, exactly, and the completion says so in ``decoding["verification"]``.
 
 Per request, ``Completion.decoding`` records rounds, windows, drafted and accepted
 tokens, the acceptance rate, target calls and the seconds spent drafting, verifying and
@@ -29,10 +31,11 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from relaygraph.decoding.drafts import Drafter, FullDistribution, ModelDrafter, Proposal
 from relaygraph.decoding.window import Round, WindowPolicy
 from relaygraph.errors import ConfigError, TransportError
 from relaygraph.llm.protocol import BaseLLM
@@ -53,6 +56,8 @@ if TYPE_CHECKING:
     from relaygraph.llm.protocol import LLM
     from relaygraph.llm.types import Prompt, PromptInput, Score
 
+GREEDY = GenerationParams(temperature=0.0)
+ONE_TOKEN = GenerationParams(max_tokens=1, temperature=0.0)
 PAIRING_PROBE = "Speculative decoding: naïve café, 3.14159 — ¿qué? <tag> 東京 🙂\n\tend"
 """Text both tokenizers must split identically for a draft and a target to pair."""
 Fallback = Literal["draft", "error"]
@@ -90,16 +95,6 @@ class _Text:
         delta = self._assembler.feed(stable[self._decoded :].encode())
         self._decoded = max(self._decoded, len(stable))
         return delta + (self._assembler.finish() if final else "")
-
-
-@runtime_checkable
-class FullDistribution(Protocol):
-    """A model that exposes whole next-token distributions (the in-process engine)."""
-
-    def logits(self, prompt_ids: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
-        """Raw logits after the prompt and after each continuation token: one row per
-        position, ``len(continuation) + 1`` rows of vocabulary size."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +147,18 @@ class SpeculativeLLM(BaseLLM):
     """An `LLM` whose tokens are drafted by ``draft`` and verified by ``target``.
 
     Args:
-        draft: Proposes tokens (the edge model).
+        draft: Proposes tokens (the edge): a model sharing the target's tokenizer, or
+            any `Drafter` (prompt lookup).
         target: Verifies them; its output is what this model returns (the cloud model).
         window: Draft tokens per round.
         link: Delay injected on every target call (None: none).
         on_target_failure: When the target fails mid-request: ``"error"`` raises
             `CloudUnavailableError`; ``"draft"`` finishes the answer with the draft alone
             and records that in ``decoding["fallback"]``.
-        end_token_ids: Token ids that end generation; default: the draft's or target's
-            own ``end_token_ids`` (the in-process engine has them).
+        end_token_ids: Token ids that end generation; default: the tokenizer's or
+            target's own ``end_token_ids`` (the in-process engine has them).
+        tokenizer: The edge's copy of the shared tokenizer, for prompts and text (default:
+            a draft model, else the target).
         name: Model name in traces and responses.
 
     Raises:
@@ -173,42 +171,47 @@ class SpeculativeLLM(BaseLLM):
 
     def __init__(
         self,
-        draft: LLM,
+        draft: LLM | Drafter,
         target: LLM,
         window: WindowPolicy,
         *,
         link: NetworkLink | None = None,
         on_target_failure: Fallback = "error",
         end_token_ids: Collection[int] | None = None,
+        tokenizer: LLM | None = None,
         name: str | None = None,
     ) -> None:
-        if draft.tokenize(PAIRING_PROBE) != target.tokenize(PAIRING_PROBE):
+        drafter = draft if isinstance(draft, Drafter) else ModelDrafter(draft)
+        local = tokenizer or (draft if isinstance(drafter, ModelDrafter) else target)
+        assert not isinstance(local, Drafter)  # a Drafter is never the tokenizer
+        if local is not target and local.tokenize(PAIRING_PROBE) != target.tokenize(PAIRING_PROBE):
             raise ConfigError(
-                f"{draft.name} and {target.name} tokenize differently; speculative decoding "
+                f"{local.name} and {target.name} tokenize differently; speculative decoding "
                 "needs one tokenizer (a self-draft, a cheaper precision or a distilled student "
                 "of the target)",
                 parameter="draft",
             )
         ends = end_token_ids
         if ends is None:
-            ends = getattr(draft, "end_token_ids", None) or getattr(target, "end_token_ids", None)
+            ends = getattr(local, "end_token_ids", None) or getattr(target, "end_token_ids", None)
         if not ends:
             raise ConfigError(
                 "neither model knows its end-of-generation token ids; pass end_token_ids",
                 parameter="end_token_ids",
             )
-        context = min(draft.context_window, target.context_window)
+        context = min(local.context_window, target.context_window)
         if window.largest >= context:
             raise ConfigError(
                 f"window policy {window.name} may ask for {window.largest} tokens, more than "
                 f"the context window ({context}) can hold after a prompt",
                 parameter="window",
             )
-        self.draft, self.target, self.window = draft, target, window
+        self.draft, self.target, self.window = drafter, target, window
+        self.tokenizer = local
         self.link = link or NetworkLink()
         self.on_target_failure = on_target_failure
         self.end_token_ids = frozenset(ends)
-        self._name = name or f"{target.name}+spec({draft.name})"
+        self._name = name or f"{target.name}+spec({drafter.name})"
 
     @property
     def name(self) -> str:
@@ -216,17 +219,17 @@ class SpeculativeLLM(BaseLLM):
 
     @property
     def context_window(self) -> int:
-        return min(self.draft.context_window, self.target.context_window)
+        return min(self.tokenizer.context_window, self.target.context_window)
 
-    # The tokenizer is shared; the draft's is at hand on the edge, no trip to the cloud.
+    # The tokenizer is shared; the edge's copy is at hand, no trip to the cloud.
     def encode(self, prompt: PromptInput | Prompt) -> list[int]:
-        return self.draft.encode(prompt)
+        return self.tokenizer.encode(prompt)
 
     def tokenize(self, text: str) -> list[int]:
-        return self.draft.tokenize(text)
+        return self.tokenizer.tokenize(text)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
-        return self.draft.detokenize(token_ids)
+        return self.tokenizer.detokenize(token_ids)
 
     def score(
         self, prompt: PromptInput | Prompt, continuation: str | Sequence[int], top_logprobs: int = 0
@@ -273,9 +276,7 @@ class SpeculativeLLM(BaseLLM):
             rng=np.random.default_rng(params.seed),
             link_rng=random.Random(self.link.seed if params.seed is None else params.seed),
         )
-        exact = params.temperature == 0 or (
-            isinstance(self.draft, FullDistribution) and isinstance(self.target, FullDistribution)
-        )
+        exact = params.temperature == 0 or isinstance(self.target, FullDistribution)
         verification = "greedy" if params.temperature == 0 else "sampling"
         if not exact:
             verification = "greedy (the target gives top-k log-probabilities only)"
@@ -316,7 +317,9 @@ class SpeculativeLLM(BaseLLM):
         k = min(k, room)
         sampling = exact and request.params.temperature > 0
         began = time.perf_counter()
-        drafted, q_rows = self._draft(request, k, sampling=sampling)
+        params = request.params if sampling else GREEDY
+        proposal = self.draft.propose(request.ids, k, params, request.rng, self.end_token_ids)
+        drafted = proposal.ids
         draft_s = time.perf_counter() - began
         if request.fallback:  # the target failed earlier: the draft answers alone
             request.rounds.append(Round(k, len(drafted), len(drafted), draft_s, 0.0, 0.0))
@@ -329,7 +332,7 @@ class SpeculativeLLM(BaseLLM):
         try:
             request.target_calls += 1
             if sampling:
-                accepted, extra = self._verify_sampled(request, drafted, q_rows)
+                accepted, extra = self._verify_sampled(request, proposal)
             else:
                 accepted, extra = self._verify_greedy(request, drafted)
         except TransportError as exc:
@@ -347,31 +350,15 @@ class SpeculativeLLM(BaseLLM):
         request.rounds.append(Round(k, len(drafted), accepted, draft_s, verify_s, network_s))
         return [*drafted[:accepted], extra]
 
-    def _draft(
-        self, request: _Request, k: int, *, sampling: bool
-    ) -> tuple[list[int], list[np.ndarray]]:
-        """``k`` drafted tokens (fewer if the draft ends), and with sampling the draft's
-        distribution at each of them."""
-        params = request.params
-        if not sampling:
-            greedy = GenerationParams(max_tokens=k, temperature=0.0)
-            return list(self.draft.complete(TokenPrompt(token_ids=tuple(request.ids)), greedy)
-                        .choices[0].token_ids), []  # fmt: skip
-        assert isinstance(self.draft, FullDistribution)
-        drafted: list[int] = []
-        rows: list[np.ndarray] = []
-        for _ in range(k):
-            (logits,) = self.draft.logits(request.ids + drafted, [])
-            q = token_distribution(logits, temperature=params.temperature, top_p=params.top_p)
-            token = int(request.rng.choice(q.shape[0], p=q))
-            drafted.append(token)
-            rows.append(q)
-            if token in self.end_token_ids:
-                break
-        return drafted, rows
-
     def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:
         """Accepted count and the target's token after them (argmax everywhere)."""
+        if not drafted:  # nothing proposed: the target's next token alone
+            ids = request.ids
+            if len(ids) < 2:
+                alone = self.target.complete(TokenPrompt(token_ids=tuple(ids)), ONE_TOKEN)
+                return 0, alone.choices[0].token_ids[0]
+            score = self.target.score(TokenPrompt(token_ids=tuple(ids[:-1])), ids[-1:], 1)
+            return 0, score.next_top[0].token_id
         score = self.target.score(TokenPrompt(token_ids=tuple(request.ids)), drafted, 1)
         for i, (token, scored) in enumerate(zip(drafted, score.tokens, strict=True)):
             best = scored.top[0].token_id
@@ -379,23 +366,27 @@ class SpeculativeLLM(BaseLLM):
                 return i, best
         return len(drafted), score.next_top[0].token_id
 
-    def _verify_sampled(
-        self, request: _Request, drafted: list[int], q_rows: list[np.ndarray]
-    ) -> tuple[int, int]:
-        """Accepted count and the next token, by the speculative sampling rule."""
+    def _verify_sampled(self, request: _Request, proposal: Proposal) -> tuple[int, int]:
+        """Accepted count and the next token, by the speculative sampling rule; a
+        deterministic proposal is a point mass (accept with p(x), else p without x)."""
         assert isinstance(self.target, FullDistribution)
         params, rng = request.params, request.rng
-        rows = self.target.logits(request.ids, drafted)
-        for i, (token, q) in enumerate(zip(drafted, q_rows, strict=True)):
+        rows = self.target.logits(request.ids, proposal.ids)
+        for i, token in enumerate(proposal.ids):
             p = token_distribution(rows[i], temperature=params.temperature, top_p=params.top_p)
-            if rng.uniform() * q[token] < p[token]:  # accept with probability min(1, p/q)
+            q_token = 1.0 if proposal.distributions is None else proposal.distributions[i][token]
+            if rng.uniform() * q_token < p[token]:  # accept with probability min(1, p/q)
                 continue
-            residual = np.maximum(p - q, 0.0)
+            if proposal.distributions is None:
+                residual = p.copy()
+                residual[token] = 0.0
+            else:
+                residual = np.maximum(p - proposal.distributions[i], 0.0)
             return i, int(rng.choice(residual.shape[0], p=residual / residual.sum()))
         bonus = token_distribution(
-            rows[len(drafted)], temperature=params.temperature, top_p=params.top_p
+            rows[len(proposal.ids)], temperature=params.temperature, top_p=params.top_p
         )
-        return len(drafted), int(rng.choice(bonus.shape[0], p=bonus))
+        return len(proposal.ids), int(rng.choice(bonus.shape[0], p=bonus))
 
     def _stats(self, request: _Request, verification: str) -> dict[str, Any]:
         rounds = request.rounds

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
+from relaygraph.decoding.drafts import PromptLookupDrafter
 from relaygraph.decoding.speculative import (
     CloudUnavailableError,
     NetworkLink,
@@ -179,3 +180,29 @@ def test_windows_outside_the_context_are_clear_errors(smollm2: LocalLLM) -> None
         spec.complete(PROMPT, GREEDY)
     with pytest.raises(ConfigError, match="n=1"):
         spec.complete(PROMPT, GenerationParams(n=2))
+
+
+def test_prompt_lookup_copies_what_followed_the_last_ngram() -> None:
+    drafter = PromptLookupDrafter(max_ngram=2)
+    rng, params = np.random.default_rng(0), GenerationParams()
+    # ... 7 8 9 ... 7 8 -> propose what followed "7 8" last time: 9 10
+    assert drafter.propose([1, 7, 8, 9, 10, 2, 7, 8], 2, params, rng, frozenset()).ids == [9, 10]
+    # the latest earlier occurrence wins; an end id cuts the proposal after it
+    seq = [5, 1, 2, 5, 3, 4, 5]
+    assert drafter.propose(seq, 3, params, rng, frozenset({4})).ids == [3, 4]
+    assert drafter.propose([1, 2, 3], 4, params, rng, frozenset()).ids == []
+    with pytest.raises(ConfigError, match="min_ngram"):
+        PromptLookupDrafter(max_ngram=1, min_ngram=2)
+
+
+def test_a_prompt_lookup_draft_is_lossless_and_accepts_copied_text(smollm2: LocalLLM) -> None:
+    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. "
+               "It was designed by the engineering company of Gustave Eiffel.")  # fmt: skip
+    prompt = f"{passage}\nRepeat the text above exactly.\n"
+    expected = smollm2.complete(prompt, GREEDY)
+    spec = SpeculativeLLM(PromptLookupDrafter(), smollm2, FixedWindow(6))
+    got = spec.complete(prompt, GREEDY)
+    assert got.choices[0].token_ids == expected.choices[0].token_ids
+    assert got.decoding is not None and got.decoding["accepted"] > 0
+    sampled = spec.complete(prompt, GenerationParams(max_tokens=16, temperature=0.7, seed=3))
+    assert sampled.decoding is not None and sampled.decoding["verification"] == "sampling"
