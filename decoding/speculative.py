@@ -352,6 +352,10 @@ class SpeculativeLLM(BaseLLM):
 
     def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:
         """Accepted count and the target's token after them (argmax everywhere)."""
+        if isinstance(self.target, FullDistribution):  # in process: argmax of raw logits
+            best = self.target.logits(request.ids, drafted).argmax(axis=1).tolist()
+            accepted = next((i for i, t in enumerate(drafted) if t != best[i]), len(drafted))
+            return accepted, int(best[accepted])
         if not drafted:  # nothing proposed: the target's next token alone
             ids = request.ids
             if len(ids) < 2:
