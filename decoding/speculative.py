@@ -411,6 +411,13 @@ class SpeculativeLLM(BaseLLM):
             "draft_s": round(sum(r.draft_s for r in rounds), 6),
             "verify_s": round(sum(r.verify_s for r in rounds), 6),
             "network_s": round(sum(r.network_s for r in rounds), 6),
+            "per_round": {
+                "drafted": [r.drafted for r in rounds],
+                "accepted": [r.accepted for r in rounds],
+                "draft_s": [round(r.draft_s, 6) for r in rounds],
+                "verify_s": [round(r.verify_s, 6) for r in rounds],
+                "network_s": [round(r.network_s, 6) for r in rounds],
+            },
         }
         if request.fallback:
             stats["fallback"] = request.fallback

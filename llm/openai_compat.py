@@ -186,6 +186,7 @@ class OpenAICompatLLM(BaseLLM):
         self._aclient: httpx.AsyncClient | None = None
         self._aclient_loop: asyncio.AbstractEventLoop | None = None
         self._context_window: int | None = None
+        self._relaygraph: bool | None = None
 
     @property
     def name(self) -> str:
@@ -199,18 +200,23 @@ class OpenAICompatLLM(BaseLLM):
     @property
     def context_window(self) -> int:
         if self._context_window is None:
-            models = self._request("GET", f"{self.base_url}/models")
-            for card in models.get("data", []):
-                if card.get("id") == self._model:
-                    self._context_window = int(card.get("max_model_len") or 0) or 2048
-                    break
-            else:
-                raise RequestRejectedError(
-                    f"worker {self.base_url} does not serve model {self._model!r}",
-                    model=self._model,
-                    status=404,
-                )
+            self._read_card()
+        assert self._context_window is not None
         return self._context_window
+
+    def _read_card(self) -> None:
+        """The model's card: its window, and whether a relaygraph server serves it."""
+        models = self._request("GET", f"{self.base_url}/models")
+        for card in models.get("data", []):
+            if card.get("id") == self._model:
+                self._context_window = int(card.get("max_model_len") or 0) or 2048
+                self._relaygraph = card.get("owned_by") == "relaygraph"
+                return
+        raise RequestRejectedError(
+            f"worker {self.base_url} does not serve model {self._model!r}",
+            model=self._model,
+            status=404,
+        )
 
     def close(self) -> None:
         """Close the synchronous HTTP connections."""
@@ -551,6 +557,10 @@ class OpenAICompatLLM(BaseLLM):
             "logprobs": max(top_logprobs, 1),
             "return_tokens_as_token_ids": True,
         }
+        if self._relaygraph is None:
+            self._read_card()
+        if self._relaygraph:  # score only the continuation: the worker reuses its cache
+            body["prompt_logprobs_start"] = len(prompt_ids)
         data = self._request("POST", f"{self.base_url}/completions", body)
         choice = data["choices"][0]
         positions = choice.get("prompt_logprobs") or data.get("prompt_logprobs")

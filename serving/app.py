@@ -370,15 +370,37 @@ async def _sse_events(
 async def _prompt_scores(
     llm: LLM, ids: list[int], request: CompletionRequest
 ) -> list[TokenLogprob] | None:
-    """Log-probabilities of prompt tokens 1..n-1, when echo+logprobs or prompt_logprobs ask."""
+    """Log-probabilities of prompt tokens start..n-1 (start: 1, or ``prompt_logprobs_start``),
+    when echo+logprobs or prompt_logprobs ask."""
     echo_k = request.logprobs if request.echo else None
     wanted = [k for k in (request.prompt_logprobs, echo_k) if k is not None]
     if not wanted:
         return None
-    if len(ids) < 2:
+    start = _score_start(request, ids)
+    if len(ids) <= start:
         return []
-    score = await llm.ascore(TokenPrompt(token_ids=(ids[0],)), ids[1:], max(wanted))
+    score = await llm.ascore(TokenPrompt(token_ids=tuple(ids[:start])), ids[start:], max(wanted))
     return score.tokens
+
+
+def _score_start(request: CompletionRequest, ids: list[int]) -> int:
+    """The first prompt position scored.
+
+    Raises:
+        APIError: ``prompt_logprobs_start`` with echo, or beyond the prompt.
+    """
+    start = request.prompt_logprobs_start
+    if start is None:
+        return 1
+    if request.echo:
+        raise APIError(400, "prompt_logprobs_start cannot be combined with echo", param="echo")
+    if start >= len(ids):
+        raise APIError(
+            400,
+            f"prompt_logprobs_start is {start}, but the prompt has {len(ids)} tokens",
+            param="prompt_logprobs_start",
+        )
+    return start
 
 
 def _truncate_top(tokens: list[TokenLogprob], k: int) -> list[TokenLogprob]:
@@ -416,7 +438,7 @@ def _completion_choices(
             choice["logprobs"] = completion_logprobs(tokens, as_ids, first)
         if request.prompt_logprobs is not None and scored is not None:
             choice["prompt_logprobs"] = prompt_logprobs_entries(
-                _truncate_top(scored, request.prompt_logprobs)
+                _truncate_top(scored, request.prompt_logprobs), _score_start(request, ids)
             )
         if request.return_token_ids:
             choice["token_ids"] = c.token_ids

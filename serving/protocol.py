@@ -127,6 +127,10 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     """vLLM extension: log-probabilities of the prompt tokens, with this many alternatives."""
+    prompt_logprobs_start: int | None = Field(default=None, ge=1)
+    """relaygraph extension: score prompt positions from this one on (earlier entries are
+    null), so the server reuses its cached prefix; a speculative verifier needs only the
+    drafted window's positions."""
     suffix: str | None = None
 
 
@@ -220,12 +224,13 @@ def completion_logprobs(
 
 
 def prompt_logprobs_entries(
-    tokens: list[TokenLogprob],
+    tokens: list[TokenLogprob], start: int = 1
 ) -> list[dict[str, dict[str, Any]] | None]:
     """vLLM's ``prompt_logprobs``: per prompt position ``{token_id: {logprob, rank,
     decoded_token}}`` for the actual token and the top alternatives; the first position,
-    which has no context to be scored in, is None."""
-    out: list[dict[str, dict[str, Any]] | None] = [None]
+    which has no context to be scored in, is None, as is every position before ``start``
+    (``tokens`` begin there)."""
+    out: list[dict[str, dict[str, Any]] | None] = [None] * start
     for t in tokens:
         entry = {
             str(a.token_id): {"logprob": a.logprob, "rank": rank, "decoded_token": a.token}

@@ -1,0 +1,381 @@
+"""Distributed speculative decoding: a real edge-cloud run on loopback, the simulator's
+prediction of it, and simulated fleets.
+
+The pair. The packaged models have different tokenizers, so the draft must come from the
+target itself. A layer-truncated self-draft is measured first (greedy agreement with
+the target and cost, per kept depth): without retraining it agrees too rarely to pay.
+The run therefore drafts by prompt lookup (n-gram copies from the context; free, and
+exact in the target's vocabulary) on answers that quote their context (the target
+repeats a HotPotQA paragraph), with a truncated self-draft served by a second worker
+process as the model-draft comparison at RTT 0.
+
+1. real: the target runs in a `relaygraph worker` process on 127.0.0.1; the edge (this
+   process, with its own copy of the tokenizer) drafts and calls it over HTTP through a
+   `NetworkLink` adding RTT 0/10/50 ms (10% jitter). Cloud-only decoding (the edge sends
+   the request, the cloud decodes it all) is the baseline on the same link. For every
+   RTT: fixed windows and adaptive window control (AWC); speedup = cloud-only seconds /
+   speculative seconds over the same prompts; whether the outputs are the target's own.
+2. profile: fitted from the real runs (acceptance, draft, verification line, prefill,
+   decode step split by a batched step measured in process) and saved as JSON.
+3. validation: the simulator, fed that profile, predicts each real configuration's
+   speedup (E=1, C=1, the measured answer lengths); error per configuration.
+4. sweeps (simulated): fleets of 1-64 edges on one cloud, RTT 0/10/50 ms, fixed windows
+   and AWC, with the measured CPU profile and an assumed GPU-cloud profile (verifying k
+   tokens costs about one decode step; labelled as an assumption in the JSON).
+
+Usage:
+    python benchmarks/speculative.py [--target smollm2-135m] [--prompts 8] [--max-tokens 64]
+        [--rtts-ms 0 10 50] [--windows 1 2 3 4 6 8] [--requests 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from _common import RESULTS, machine, worker, write_json
+from rich.progress import track
+
+from relaygraph.decoding import (
+    AdaptiveWindow,
+    FixedWindow,
+    NetworkLink,
+    PromptLookupDrafter,
+    SpeculativeLLM,
+    WindowPolicy,
+)
+from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
+from relaygraph.eval.hotpotqa import load_hotpotqa
+from relaygraph.llm import LocalLLM, OpenAICompatLLM
+from relaygraph.llm.catalog import packaged_model
+from relaygraph.llm.truncate import truncate_layers
+from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
+
+RUNS = Path(__file__).resolve().parent.parent / "runs" / "speculative"
+JITTER = 0.1  # of the RTT, per one-way trip
+
+
+def prompts(count: int) -> list[ChatPrompt]:
+    """Requests whose answers quote their context: repeat a HotPotQA paragraph."""
+    examples = load_hotpotqa(sample="distractor-100").examples
+    out = []
+    for example in examples[:count]:
+        text = " ".join(example.context[0].sentences)
+        ask = f"Repeat the following text exactly, word for word:\n\n{text}"
+        out.append(ChatPrompt(messages=(Message(role="user", content=ask),)))
+    return out
+
+
+def truncation_study(target: LocalLLM, name: str, depths: list[int]) -> list[dict[str, Any]]:
+    """Greedy agreement with the target and decode cost of self-drafts keeping the first
+    ``depth`` blocks (teacher-forced over a paragraph)."""
+    text = " ".join(load_hotpotqa(sample="distractor-100").examples[0].context[1].sentences)
+    ids = target.tokenize(text)
+    reference = target.logits(ids[:1], ids[1:]).argmax(axis=1)
+    params = GenerationParams(max_tokens=48)
+    target.complete("Tell me about Paris.", params)
+    began = time.perf_counter()
+    target.complete("Tell me about Paris.", params)
+    target_s = time.perf_counter() - began
+    rows = []
+    source = packaged_model(name).locate()
+    for depth in depths:
+        path = RUNS / f"{name}-{depth}l.gguf"
+        if not path.exists():
+            truncate_layers(source, path, keep=list(range(depth)))
+        draft = LocalLLM(path, name=path.stem)
+        agreement = float(np.mean(draft.logits(ids[:1], ids[1:]).argmax(axis=1) == reference))
+        draft.complete("Tell me about Paris.", params)
+        began = time.perf_counter()
+        draft.complete("Tell me about Paris.", params)
+        rows.append(
+            {
+                "kept_blocks": depth,
+                "greedy_agreement": round(agreement, 3),
+                "cost_vs_target": round((time.perf_counter() - began) / target_s, 3),
+            }
+        )
+    return rows
+
+
+def cloud_only(
+    target: OpenAICompatLLM,
+    batch: list[ChatPrompt],
+    params: GenerationParams,
+    link: NetworkLink,
+    tokenizer: LocalLLM,
+) -> dict[str, Any]:
+    """The edge sends each request; the cloud decodes it all; one trip over the link."""
+    rng = random.Random(0)
+    seconds, cloud_s, lengths, outputs = 0.0, [], [], []
+    for prompt in batch:
+        delay = link.delay(tokenizer.count_tokens(prompt), 1, rng)
+        time.sleep(delay)
+        began = time.perf_counter()
+        out = target.complete(prompt, params)
+        spent = time.perf_counter() - began
+        cloud_s.append(spent)
+        seconds += spent + delay
+        lengths.append(len(out.choices[0].token_ids))
+        outputs.append(out.choices[0].token_ids)
+    return {"seconds": seconds, "cloud_s": cloud_s, "lengths": lengths, "outputs": outputs}
+
+
+def speculative(
+    spec: SpeculativeLLM,
+    batch: list[ChatPrompt],
+    params: GenerationParams,
+    reference: list[list[int]],
+) -> dict[str, Any]:
+    began = time.perf_counter()
+    outs = [spec.complete(prompt, params) for prompt in batch]
+    seconds = time.perf_counter() - began
+    stats = [o.decoding or {} for o in outs]
+    drafted = sum(s["drafted"] for s in stats)
+    return {
+        "seconds": round(seconds, 4),
+        "tokens": sum(len(o.choices[0].token_ids) for o in outs),
+        "same_as_cloud_only": sum(
+            o.choices[0].token_ids == ref for o, ref in zip(outs, reference, strict=True)
+        ),
+        "acceptance_rate": round(sum(s["accepted"] for s in stats) / drafted, 4)
+        if drafted
+        else None,
+        "rounds": sum(s["rounds"] for s in stats),
+        "mean_window": round(float(np.mean([w for s in stats for w in s["windows"]])), 3),
+        "draft_s": round(sum(s["draft_s"] for s in stats), 4),
+        "verify_s": round(sum(s["verify_s"] for s in stats), 4),
+        "network_s": round(sum(s["network_s"] for s in stats), 4),
+        "per_round": [s["per_round"] for s in stats],
+    }
+
+
+def policies(windows: list[int]) -> list[WindowPolicy]:
+    return [*(FixedWindow(k) for k in windows), AdaptiveWindow(k_max=max(windows))]
+
+
+def decode_steps(local: LocalLLM, prompt: ChatPrompt, size: int = 4) -> tuple[float, float, int]:
+    """Seconds per decode step for one sequence and for ``size`` at once (in process)."""
+    params = GenerationParams(max_tokens=32)
+    local.complete(prompt, params)
+    began = time.perf_counter()
+    local.complete(prompt, params)
+    one = (time.perf_counter() - began) / 32
+    began = time.perf_counter()
+    local.complete_batch([prompt] * size, params)
+    return one, (time.perf_counter() - began) / 32, size
+
+
+def validate(
+    profile: LatencyProfile, real: dict[str, Any], windows: list[int]
+) -> list[dict[str, Any]]:
+    rows = []
+    for rtt_key, runs in real.items():
+        rtt_ms = int(rtt_key)
+        rtt_profile = profile.model_copy(
+            update={"rtt_s": rtt_ms / 1000, "jitter_s": JITTER * rtt_ms / 2000}
+        )
+        lengths = runs["cloud_only"]["lengths"]
+        config = SimConfig(requests_per_edge=len(lengths), output_tokens=lengths)
+        base = simulate(rtt_profile, config, "cloud-only")
+        for policy in policies(windows):
+            measured = runs["speculative"][policy.name]["speedup"]
+            sim = simulate(rtt_profile, config, "speculative", policy)
+            predicted = base.makespan_s / sim.makespan_s
+            rows.append(
+                {
+                    "rtt_ms": rtt_ms,
+                    "window": policy.name,
+                    "measured_speedup": measured,
+                    "predicted_speedup": round(predicted, 4),
+                    "error": round(abs(predicted - measured) / measured, 4),
+                }
+            )
+    return rows
+
+
+def sweeps(
+    profiles: dict[str, LatencyProfile], windows: list[int], requests: int
+) -> list[dict[str, Any]]:
+    rows = []
+    for label, profile in profiles.items():
+        for rtt_ms in (0, 10, 50):
+            p = profile.model_copy(
+                update={"rtt_s": rtt_ms / 1000, "jitter_s": JITTER * rtt_ms / 2000}
+            )
+            for edges in (1, 4, 16, 64):
+                config = SimConfig(
+                    edges=edges, requests_per_edge=requests, output_tokens=[64], max_batch=64
+                )
+                base = simulate(p, config, "cloud-only")
+                for policy in policies(windows):
+                    r = simulate(p, config, "speculative", policy)
+                    rows.append(
+                        {
+                            "profile": label,
+                            "rtt_ms": rtt_ms,
+                            "edges": edges,
+                            "window": policy.name,
+                            "throughput_tok_s": round(r.throughput_tok_s, 2),
+                            "cloud_only_throughput_tok_s": round(base.throughput_tok_s, 2),
+                            "latency_p50_s": round(r.latency_p50_s, 4),
+                            "latency_p95_s": round(r.latency_p95_s, 4),
+                            "cloud_only_latency_p50_s": round(base.latency_p50_s, 4),
+                            "speedup": round(base.latency_p50_s / r.latency_p50_s, 4),
+                            "throughput_ratio": round(
+                                r.throughput_tok_s / base.throughput_tok_s, 4
+                            ),
+                            "cloud_utilization": round(r.cloud_utilization, 4),
+                        }
+                    )
+    return rows
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    ax = axes[0]
+    for rtt_ms, runs in result["real"].items():
+        names = list(runs["speculative"])
+        ax.plot(
+            names,
+            [runs["speculative"][n]["speedup"] for n in names],
+            "o-",
+            label=f"RTT {rtt_ms} ms",
+        )
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(ylabel="speedup over cloud-only", title=f"real loopback run ({result['target']})")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend()
+    ax = axes[1]
+    rows = result["validation"]
+    measured = [r["measured_speedup"] for r in rows]
+    ax.scatter(measured, [r["predicted_speedup"] for r in rows])
+    lim = [min(measured) * 0.8, max(measured) * 1.2]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.fill_between(lim, [x * 0.85 for x in lim], [x * 1.15 for x in lim], alpha=0.15, label="±15%")
+    ax.set(xlabel="measured speedup", ylabel="simulated speedup", title="simulator vs real run")
+    ax.legend()
+    ax = axes[2]
+    for label in {r["profile"] for r in result["sweeps"]}:
+        for policy in ("fixed-1", "fixed-4", "adaptive"):
+            pts = [
+                r
+                for r in result["sweeps"]
+                if r["profile"] == label and r["rtt_ms"] == 10 and r["window"] == policy
+            ]
+            ax.plot(
+                [r["edges"] for r in pts],
+                [r["throughput_ratio"] for r in pts],
+                "o-",
+                label=f"{label}, {policy}",
+            )
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set(xscale="log", xlabel="edges per cloud server", ylabel="throughput / cloud-only",
+           title="simulated fleets, RTT 10 ms")  # fmt: skip
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", default="smollm2-135m")
+    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rtts-ms", type=int, nargs="+", default=[0, 10, 50])
+    parser.add_argument("--windows", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
+    parser.add_argument("--depths", type=int, nargs="+", default=[12, 20, 24, 28])
+    parser.add_argument("--requests", type=int, default=20, help="per edge, in the sweeps")
+    parser.add_argument("--out", type=Path, default=RESULTS / "speculative.json")
+    args = parser.parse_args()
+    RUNS.mkdir(parents=True, exist_ok=True)
+
+    params = GenerationParams(max_tokens=args.max_tokens)
+    batch = prompts(args.prompts)
+    local = LocalLLM.load(args.target)  # the edge's copy of the tokenizer
+    result: dict[str, Any] = {
+        "benchmark": "speculative",
+        "machine": machine(),
+        "target": args.target,
+        "settings": vars(args) | {"out": str(args.out), "jitter_of_rtt": JITTER},
+        "truncated_self_drafts": truncation_study(local, args.target, args.depths),
+    }
+    real: dict[str, Any] = {}
+    with worker(args.target) as url:
+        target = OpenAICompatLLM(url, args.target, timeout_s=120, max_retries=0)
+        target.complete(batch[0], params)  # warm the worker
+        for rtt_ms in args.rtts_ms:
+            link = NetworkLink(rtt_s=rtt_ms / 1000, jitter_s=JITTER * rtt_ms / 2000, seed=0)
+            base = cloud_only(target, batch, params, link, local)
+            runs: dict[str, Any] = {}
+            for policy in track(policies(args.windows), description=f"RTT {rtt_ms} ms"):
+                spec = SpeculativeLLM(
+                    PromptLookupDrafter(), target, policy, link=link, tokenizer=local
+                )
+                run = speculative(spec, batch, params, base["outputs"])
+                run["speedup"] = round(base["seconds"] / run["seconds"], 4)
+                runs[policy.name] = run
+            real[str(rtt_ms)] = {
+                "cloud_only": {k: v for k, v in base.items() if k != "outputs"},
+                "speculative": runs,
+            }
+        depth = max(args.depths)
+        draft_path = RUNS / f"{args.target}-{depth}l.gguf"
+        with worker(str(draft_path)) as draft_url:  # the model draft: a second worker process
+            draft = OpenAICompatLLM(draft_url, str(draft_path), timeout_s=120, max_retries=0)
+            base = cloud_only(target, batch, params, NetworkLink(), local)
+            model_runs = {}
+            for policy in (FixedWindow(2), AdaptiveWindow(k_max=max(args.windows))):
+                spec = SpeculativeLLM(draft, target, policy, tokenizer=local)
+                run = speculative(spec, batch, params, base["outputs"])
+                run["speedup"] = round(base["seconds"] / run["seconds"], 4)
+                del run["per_round"]
+                model_runs[policy.name] = run
+            result["model_draft_rtt0"] = {"draft": draft_path.name, "runs": model_runs}
+            draft.close()
+        target.close()
+    zero = real[str(args.rtts_ms[0])]
+    profile = fit_profile(
+        f"{args.target}-cpu-loopback",
+        [r for run in zero["speculative"].values() for r in run["per_round"]],
+        list(zip(zero["cloud_only"]["cloud_s"], zero["cloud_only"]["lengths"], strict=True)),
+        decode_step_s=decode_steps(local, batch[0]),
+        rtt_s=0.0,
+        jitter_s=0.0,
+        source=f"benchmarks/speculative.py, {args.target} worker on 127.0.0.1, prompt-lookup draft",
+    )
+    profile.save(RESULTS / "speculative_profile.json")
+    for runs in real.values():
+        for run in runs["speculative"].values():
+            del run["per_round"]
+    result["real"] = real
+    result["profile"] = profile.model_dump()
+    result["validation"] = validate(profile, real, args.windows)
+    gpu = profile.model_copy(
+        update={
+            "name": "assumed-gpu-cloud",
+            "verify_base_s": profile.decode_base_s + profile.decode_per_seq_s,
+            "verify_per_token_s": 0.02 * (profile.decode_base_s + profile.decode_per_seq_s),
+            "decode_per_seq_s": 0.02 * (profile.decode_base_s + profile.decode_per_seq_s),
+            "source": "ASSUMED, not measured: the CPU profile with GPU cost shapes "
+            "(a pass over k tokens or b sequences costs one step plus 2% per extra)",
+        }
+    )
+    result["sweeps"] = sweeps(
+        {"cpu-measured": profile, "gpu-assumed": gpu}, args.windows, args.requests
+    )
+    write_json(args.out, result)
+    plot(result, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,421 @@
+"""A discrete-event simulator of edge-cloud serving, speculative or cloud-only (DSD-Sim style).
+
+E edge devices send requests; C cloud servers verify drafted windows (speculative mode)
+or decode whole answers (cloud-only mode). Time comes from a `LatencyProfile`: draft cost
+per token on the edge, verification cost as a line in the tokens a cloud pass holds
+(batched jobs add their tokens: flat on a GPU, steep on this CPU), cloud decode steps as a
+line in the sequences they advance (continuous batching), prompt prefill, and the link's
+round trip with jitter. Acceptance is i.i.d. per drafted token at the profile's rate, the
+model behind the analytic window choice (decoding/window.py), drawn with the run's seed.
+
+Speculative rounds use the same `WindowPolicy` objects as the real `SpeculativeLLM`, fed
+the same `Round` records (verification time includes queueing at the cloud). Cloud
+servers take work join-shortest-queue; a server collects the jobs that arrive within
+``batch_window_s`` of the first, up to ``max_batch``, and runs them as one pass.
+
+A profile measured on a real run (benchmarks/speculative.py writes one) lets the
+simulator predict that run; profiles of other deployments are JSON files.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import simpy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from relaygraph.decoding.window import Round
+from relaygraph.errors import ConfigError, first_problem
+from relaygraph.fileio import write_atomic
+
+if TYPE_CHECKING:
+    from collections.abc import Generator
+
+    from relaygraph.decoding.window import WindowPolicy
+
+Mode = Literal["speculative", "cloud-only"]
+
+
+class LatencyProfile(BaseModel):
+    """What each part of edge-cloud decoding costs, in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    draft_per_token_s: float = Field(ge=0)
+    verify_base_s: float = Field(ge=0)
+    verify_per_token_s: float = Field(ge=0)
+    """A cloud pass over t tokens (all jobs of a batch together) costs base + per_token * t."""
+    decode_base_s: float = Field(ge=0)
+    decode_per_seq_s: float = Field(ge=0)
+    """A cloud decode step advancing b sequences costs base + per_seq * b."""
+    prefill_s: float = Field(default=0.0, ge=0)
+    """The target reading a request's prompt (first verification, or cloud-only start)."""
+    acceptance: float = Field(ge=0, le=1)
+    """Per drafted token, i.i.d."""
+    rtt_s: float = Field(default=0.0, ge=0)
+    jitter_s: float = Field(default=0.0, ge=0)
+    """Standard deviation of each one-way delay."""
+    source: str = ""
+    """Where the numbers come from (a measured run, a datasheet, a guess)."""
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically as JSON."""
+        return write_atomic(path, self.model_dump_json(indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyProfile:
+        """Read a profile.
+
+        Raises:
+            ConfigError: Missing file or a bad field (named).
+        """
+        try:
+            return cls.model_validate_json(Path(path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read profile {path}: {exc.strerror}", parameter="path"
+            ) from None
+        except ValidationError as exc:
+            where, problem = first_problem(exc.errors())
+            raise ConfigError(f"{path}: {where}: {problem}", parameter="path") from None
+
+
+class SimConfig(BaseModel):
+    """The fleet and the workload."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edges: int = Field(default=1, ge=1)
+    clouds: int = Field(default=1, ge=1)
+    requests_per_edge: int = Field(default=10, ge=1)
+    output_tokens: list[int] = Field(default_factory=lambda: [64], min_length=1)
+    """Answer lengths, used in turn by each edge's requests."""
+    think_s: float = Field(default=0.0, ge=0)
+    """Pause between one edge's requests."""
+    batch_window_s: float = Field(default=0.0, ge=0)
+    max_batch: int = Field(default=16, ge=1)
+    seed: int = 0
+
+
+class SimResult(BaseModel):
+    """What a simulated run measured."""
+
+    mode: Mode
+    window_policy: str | None
+    requests: int
+    tokens: int
+    makespan_s: float
+    throughput_tok_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    latency_p99_s: float
+    time_per_token_s: float
+    """Mean over requests of latency / answer tokens."""
+    cloud_utilization: float
+    """Mean share of the run each cloud server was busy."""
+    acceptance_rate: float | None = None
+    mean_window: float | None = None
+
+
+@dataclass(slots=True)
+class _Job:
+    """One verification: its tokens, any prompt prefill it carries, and its completion."""
+
+    tokens: int
+    prefill_s: float
+    done: simpy.Event
+
+
+@dataclass(slots=True)
+class _Cloud:
+    """One server: a queue of jobs, served in batches."""
+
+    env: simpy.Environment
+    profile: LatencyProfile
+    config: SimConfig
+    queue: simpy.Store = field(init=False)
+    busy_s: float = 0.0
+    pending: int = 0
+
+    def __post_init__(self) -> None:
+        self.queue = simpy.Store(self.env)
+
+    def verify_loop(self) -> Generator[simpy.Event, object, None]:
+        while True:
+            first = yield self.queue.get()
+            batch = [first]
+            if self.config.batch_window_s > 0:
+                yield self.env.timeout(self.config.batch_window_s)
+            while self.queue.items and len(batch) < self.config.max_batch:
+                batch.append((yield self.queue.get()))
+            jobs: list[_Job] = batch  # type: ignore[assignment]
+            tokens = sum(job.tokens for job in jobs)
+            service = (
+                self.profile.verify_base_s
+                + self.profile.verify_per_token_s * tokens
+                + sum(job.prefill_s for job in jobs)
+            )
+            yield self.env.timeout(service)
+            self.busy_s += service
+            for job in jobs:
+                self.pending -= 1
+                job.done.succeed()
+
+
+def simulate(
+    profile: LatencyProfile,
+    config: SimConfig,
+    mode: Mode = "speculative",
+    window: WindowPolicy | None = None,
+) -> SimResult:
+    """Run the fleet to the end of its workload.
+
+    Raises:
+        ConfigError: Speculative mode without a window policy.
+    """
+    if mode == "speculative" and window is None:
+        raise ConfigError("speculative simulation needs a window policy", parameter="window")
+    env = simpy.Environment()
+    run = _Run(env, profile, config, random.Random(config.seed))
+    if mode == "speculative":
+        assert window is not None
+        clouds = [_Cloud(env, profile, config) for _ in range(config.clouds)]
+        for cloud in clouds:
+            env.process(cloud.verify_loop())
+        for edge in range(config.edges):
+            env.process(_speculative_edge(run, edge, clouds, window))
+        env.run()
+        busy = [c.busy_s for c in clouds]
+    else:
+        decoder = _CloudDecoder(env, profile, config)
+        for edge in range(config.edges):
+            env.process(_cloud_only_edge(run, edge, decoder))
+        env.run()
+        busy = decoder.busy
+    return _result(mode, window, env.now, run, busy)
+
+
+@dataclass(slots=True)
+class _Run:
+    """What every edge process shares: the clock, the settings, the seeded draws, and
+    what was measured."""
+
+    env: simpy.Environment
+    profile: LatencyProfile
+    config: SimConfig
+    rng: random.Random
+    latencies: list[tuple[float, int]] = field(default_factory=list)
+    rounds: list[Round] = field(default_factory=list)
+
+    def one_way(self) -> float:
+        return max(0.0, self.profile.rtt_s / 2 + self.rng.gauss(0.0, self.profile.jitter_s))
+
+    def lengths(self, edge: int) -> list[int]:
+        """Answer lengths of one edge's requests (the list in turn, offset per edge)."""
+        n = len(self.config.output_tokens)
+        return [
+            self.config.output_tokens[(edge + i) % n] for i in range(self.config.requests_per_edge)
+        ]
+
+
+def _speculative_edge(
+    run: _Run, edge: int, clouds: list[_Cloud], window: WindowPolicy
+) -> Generator[simpy.Event, object, None]:
+    env, profile = run.env, run.profile
+    for length in run.lengths(edge):
+        began = env.now
+        history: list[Round] = []
+        produced = 0
+        while produced < length:
+            k = max(1, min(window.next_window(history), length - produced))
+            draft_s = profile.draft_per_token_s * k
+            yield env.timeout(draft_s)
+            up, down = run.one_way(), run.one_way()
+            yield env.timeout(up)
+            cloud = min(clouds, key=lambda c: c.pending)
+            # the first pass also reads the prompt
+            job = _Job(k + 1, 0.0 if history else profile.prefill_s, env.event())
+            cloud.pending += 1
+            arrived = env.now
+            yield cloud.queue.put(job)
+            yield job.done
+            verify_s = env.now - arrived
+            yield env.timeout(down)
+            accepted = 0
+            while accepted < k and run.rng.random() < profile.acceptance:
+                accepted += 1
+            history.append(Round(k, k, accepted, draft_s, verify_s, up + down))
+            produced += accepted + 1
+        run.rounds.extend(history)
+        run.latencies.append((env.now - began, length))
+        if run.config.think_s:
+            yield env.timeout(run.config.think_s)
+
+
+@dataclass(slots=True)
+class _Sequence:
+    left: int
+    done: simpy.Event
+    new: bool = True
+
+
+@dataclass(slots=True)
+class _CloudDecoder:
+    """Cloud-only serving with continuous batching: each server advances its active
+    sequences one token per step; a new request joins the least loaded server at its
+    next step and pays the prefill there."""
+
+    env: simpy.Environment
+    profile: LatencyProfile
+    config: SimConfig
+    busy: list[float] = field(init=False)
+    active: list[list[_Sequence]] = field(init=False)
+    wakeups: list[simpy.Event | None] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.busy = [0.0] * self.config.clouds
+        self.active = [[] for _ in range(self.config.clouds)]
+        self.wakeups = [None] * self.config.clouds
+        for server in range(self.config.clouds):
+            self.env.process(self._serve(server))
+
+    def submit(self, length: int) -> simpy.Event:
+        server = min(range(self.config.clouds), key=lambda s: len(self.active[s]))
+        sequence = _Sequence(length, self.env.event())
+        self.active[server].append(sequence)
+        wake = self.wakeups[server]
+        if wake is not None and not wake.triggered:
+            wake.succeed()
+        return sequence.done
+
+    def _serve(self, server: int) -> Generator[simpy.Event, object, None]:
+        p = self.profile
+        while True:
+            if not self.active[server]:
+                wake = self.env.event()
+                self.wakeups[server] = wake
+                yield wake
+            batch = self.active[server]
+            prefills = sum(s.new for s in batch)
+            step = p.decode_base_s + p.decode_per_seq_s * len(batch) + p.prefill_s * prefills
+            yield self.env.timeout(step)
+            self.busy[server] += step
+            for sequence in list(batch):
+                sequence.new = False
+                sequence.left -= 1
+                if sequence.left <= 0:
+                    batch.remove(sequence)
+                    sequence.done.succeed()
+
+
+def _cloud_only_edge(
+    run: _Run, edge: int, decoder: _CloudDecoder
+) -> Generator[simpy.Event, object, None]:
+    env = run.env
+    for length in run.lengths(edge):
+        began = env.now
+        yield env.timeout(run.one_way())
+        yield decoder.submit(length)
+        yield env.timeout(run.one_way())
+        run.latencies.append((env.now - began, length))
+        if run.config.think_s:
+            yield env.timeout(run.config.think_s)
+
+
+def _result(
+    mode: Mode, window: WindowPolicy | None, makespan: float, run: _Run, busy: list[float]
+) -> SimResult:
+    seconds = np.array([s for s, _ in run.latencies])
+    tokens = sum(n for _, n in run.latencies)
+    drafted = sum(r.drafted for r in run.rounds)
+    return SimResult(
+        mode=mode,
+        window_policy=window.name if window is not None and mode == "speculative" else None,
+        requests=len(run.latencies),
+        tokens=tokens,
+        makespan_s=makespan,
+        throughput_tok_s=tokens / makespan if makespan else 0.0,
+        latency_p50_s=float(np.percentile(seconds, 50)),
+        latency_p95_s=float(np.percentile(seconds, 95)),
+        latency_p99_s=float(np.percentile(seconds, 99)),
+        time_per_token_s=float(np.mean([s / n for s, n in run.latencies])),
+        cloud_utilization=float(np.mean(busy) / makespan) if makespan else 0.0,
+        acceptance_rate=sum(r.accepted for r in run.rounds) / drafted if drafted else None,
+        mean_window=float(np.mean([r.window for r in run.rounds])) if run.rounds else None,
+    )
+
+
+def fit_profile(
+    name: str,
+    rounds: list[dict[str, list[float]]],
+    cloud_only: list[tuple[float, int]],
+    *,
+    decode_step_s: tuple[float, float, int],
+    rtt_s: float,
+    jitter_s: float,
+    source: str,
+) -> LatencyProfile:
+    """A profile from measured runs.
+
+    Args:
+        name: The profile's name.
+        rounds: Each speculative request's ``decoding["per_round"]`` record; its first
+            round's verification also read the prompt (the prefill).
+        cloud_only: (seconds on the cloud, answer tokens) of cloud-only requests,
+            link delay excluded.
+        decode_step_s: (one sequence's step, a batch's step, its size), to split a decode
+            step into a fixed part and a part per sequence.
+        rtt_s: The link's round trip.
+        jitter_s: Its one-way jitter.
+        source: Where the measurements come from.
+
+    Raises:
+        ConfigError: No rounds, or no cloud-only requests.
+    """
+    if not rounds or not cloud_only:
+        raise ConfigError("fitting a profile needs speculative rounds and cloud-only requests")
+    drafted = np.concatenate([r["drafted"] for r in rounds]).astype(float)
+    accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
+    tested = accepted + (accepted < drafted)
+    later = [
+        (d, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
+    ]
+    x = np.array([d + 1 for d, _ in later], dtype=float)
+    y = np.array([v for _, v in later], dtype=float)
+    slope, base = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.mean()))
+    slope, base = max(float(slope), 0.0), max(float(base), 0.0)
+    first = [r["verify_s"][0] - (base + slope * (r["drafted"][0] + 1)) for r in rounds]
+    seconds = np.array([s for s, _ in cloud_only])
+    tokens = np.array([n for _, n in cloud_only], dtype=float)
+    per_token, start = (
+        np.polyfit(tokens, seconds, 1)
+        if len(set(tokens.tolist())) > 1
+        else (
+            float((seconds / tokens).mean()),
+            0.0,
+        )
+    )
+    one, batch, size = decode_step_s
+    per_seq = max((batch - one) / (size - 1), 0.0) if size > 1 else float(per_token)
+    return LatencyProfile(
+        name=name,
+        draft_per_token_s=float(
+            sum(s for r in rounds for s in r["draft_s"]) / max(drafted.sum(), 1.0)
+        ),
+        verify_base_s=base,
+        verify_per_token_s=slope,
+        decode_base_s=max(float(per_token) - per_seq, 0.0),
+        decode_per_seq_s=per_seq,
+        # The prompt's evaluation, seen two ways: the first verification's excess over
+        # the line, and the cloud-only requests' intercept.
+        prefill_s=max((float(np.mean(first)) + float(start)) / 2, 0.0),
+        acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
+        rtt_s=rtt_s,
+        jitter_s=jitter_s,
+        source=source,
+    )
