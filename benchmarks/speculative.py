@@ -81,10 +81,14 @@ def truncation_study(target: LocalLLM, name: str, depths: list[int]) -> list[dic
     ids = target.tokenize(text)
     reference = target.logits(ids[:1], ids[1:]).argmax(axis=1)
     params = GenerationParams(max_tokens=48)
-    target.complete("Tell me about Paris.", params)
-    began = time.perf_counter()
-    target.complete("Tell me about Paris.", params)
-    target_s = time.perf_counter() - began
+
+    def per_token(model: LocalLLM) -> float:
+        model.complete("Tell me about Paris.", params)
+        began = time.perf_counter()
+        out = model.complete("Tell me about Paris.", params)
+        return (time.perf_counter() - began) / len(out.choices[0].token_ids)
+
+    target_s = per_token(target)
     rows = []
     source = packaged_model(name).locate()
     for depth in depths:
@@ -93,14 +97,11 @@ def truncation_study(target: LocalLLM, name: str, depths: list[int]) -> list[dic
             truncate_layers(source, path, keep=list(range(depth)))
         draft = LocalLLM(path, name=path.stem)
         agreement = float(np.mean(draft.logits(ids[:1], ids[1:]).argmax(axis=1) == reference))
-        draft.complete("Tell me about Paris.", params)
-        began = time.perf_counter()
-        draft.complete("Tell me about Paris.", params)
         rows.append(
             {
                 "kept_blocks": depth,
                 "greedy_agreement": round(agreement, 3),
-                "cost_vs_target": round((time.perf_counter() - began) / target_s, 3),
+                "cost_per_token_vs_target": round(per_token(draft) / target_s, 3),
             }
         )
     return rows
@@ -162,16 +163,19 @@ def policies(windows: list[int]) -> list[WindowPolicy]:
     return [*(FixedWindow(k) for k in windows), AdaptiveWindow(k_max=max(windows))]
 
 
-def decode_steps(local: LocalLLM, prompt: ChatPrompt, size: int = 4) -> tuple[float, float, int]:
-    """Seconds per decode step for one sequence and for ``size`` at once (in process)."""
-    params = GenerationParams(max_tokens=32)
-    local.complete(prompt, params)
-    began = time.perf_counter()
-    local.complete(prompt, params)
-    one = (time.perf_counter() - began) / 32
-    began = time.perf_counter()
-    local.complete_batch([prompt] * size, params)
-    return one, (time.perf_counter() - began) / 32, size
+def batch_step_ratio(local: LocalLLM, size: int = 4) -> tuple[float, int]:
+    """How much longer one decode step of ``size`` sequences takes than of one (in
+    process): seconds per step of each, from answers to a prompt that runs long."""
+    prompt = "Count from one to one hundred in words: one, two, three,"
+    params = GenerationParams(max_tokens=48)
+
+    def per_step(batch: int) -> float:
+        began = time.perf_counter()
+        outs = local.complete_batch([prompt] * batch, params)
+        return (time.perf_counter() - began) / max(len(o.choices[0].token_ids) for o in outs)
+
+    per_step(1)
+    return per_step(size) / per_step(1), size
 
 
 def validate(
@@ -347,7 +351,7 @@ def main() -> None:
         f"{args.target}-cpu-loopback",
         [r for run in zero["speculative"].values() for r in run["per_round"]],
         list(zip(zero["cloud_only"]["cloud_s"], zero["cloud_only"]["lengths"], strict=True)),
-        decode_step_s=decode_steps(local, batch[0]),
+        batch_step_ratio=batch_step_ratio(local),
         rtt_s=0.0,
         jitter_s=0.0,
         source=f"benchmarks/speculative.py, {args.target} worker on 127.0.0.1, prompt-lookup draft",

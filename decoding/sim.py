@@ -355,7 +355,7 @@ def fit_profile(
     rounds: list[dict[str, list[float]]],
     cloud_only: list[tuple[float, int]],
     *,
-    decode_step_s: tuple[float, float, int],
+    batch_step_ratio: tuple[float, int],
     rtt_s: float,
     jitter_s: float,
     source: str,
@@ -368,8 +368,8 @@ def fit_profile(
             round's verification also read the prompt (the prefill).
         cloud_only: (seconds on the cloud, answer tokens) of cloud-only requests,
             link delay excluded.
-        decode_step_s: (one sequence's step, a batch's step, its size), to split a decode
-            step into a fixed part and a part per sequence.
+        batch_step_ratio: (how much longer a decode step of b sequences takes than one
+            of a single sequence, b), to split a step into a fixed and a per-sequence part.
         rtt_s: The link's round trip.
         jitter_s: Its one-way jitter.
         source: Where the measurements come from.
@@ -383,25 +383,18 @@ def fit_profile(
     accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
     tested = accepted + (accepted < drafted)
     later = [
-        (d, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
+        (d + 1, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
     ]
-    x = np.array([d + 1 for d, _ in later], dtype=float)
+    x = np.array([t for t, _ in later], dtype=float)
     y = np.array([v for _, v in later], dtype=float)
     slope, base = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.mean()))
     slope, base = max(float(slope), 0.0), max(float(base), 0.0)
+    # A request's first verification also reads its prompt: its excess over the line.
     first = [r["verify_s"][0] - (base + slope * (r["drafted"][0] + 1)) for r in rounds]
-    seconds = np.array([s for s, _ in cloud_only])
-    tokens = np.array([n for _, n in cloud_only], dtype=float)
-    per_token, start = (
-        np.polyfit(tokens, seconds, 1)
-        if len(set(tokens.tolist())) > 1
-        else (
-            float((seconds / tokens).mean()),
-            0.0,
-        )
-    )
-    one, batch, size = decode_step_s
-    per_seq = max((batch - one) / (size - 1), 0.0) if size > 1 else float(per_token)
+    prefill = max(float(np.mean(first)), 0.0)
+    step = float(np.mean([max(s - prefill, 0.0) / n for s, n in cloud_only]))
+    ratio, size = batch_step_ratio
+    per_seq = step * max(ratio - 1.0, 0.0) / (size - 1) if size > 1 else step
     return LatencyProfile(
         name=name,
         draft_per_token_s=float(
@@ -409,11 +402,9 @@ def fit_profile(
         ),
         verify_base_s=base,
         verify_per_token_s=slope,
-        decode_base_s=max(float(per_token) - per_seq, 0.0),
-        decode_per_seq_s=per_seq,
-        # The prompt's evaluation, seen two ways: the first verification's excess over
-        # the line, and the cloud-only requests' intercept.
-        prefill_s=max((float(np.mean(first)) + float(start)) / 2, 0.0),
+        decode_base_s=max(step - per_seq, 0.0),
+        decode_per_seq_s=min(per_seq, step),
+        prefill_s=prefill,
         acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
         rtt_s=rtt_s,
         jitter_s=jitter_s,

@@ -1,0 +1,126 @@
+"""The edge-cloud simulator: closed-form cases, monotone effects, batching, profile files
+and fitting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
+from relaygraph.decoding.window import AdaptiveWindow, FixedWindow
+from relaygraph.errors import ConfigError
+
+
+def profile(**changes: float) -> LatencyProfile:
+    base = LatencyProfile(
+        name="t", draft_per_token_s=0.002, verify_base_s=0.02, verify_per_token_s=0.001,
+        decode_base_s=0.015, decode_per_seq_s=0.005, prefill_s=0.0, acceptance=0.7,
+    )  # fmt: skip
+    return base.model_copy(update=changes)
+
+
+def test_cloud_only_latency_is_the_round_trip_plus_every_step() -> None:
+    p = profile(rtt_s=0.05, prefill_s=0.1)
+    result = simulate(p, SimConfig(output_tokens=[10], requests_per_edge=3), "cloud-only")
+    # one sequence: 10 steps of base + per_seq, the first also reads the prompt
+    assert result.latency_p50_s == pytest.approx(0.05 + 0.1 + 10 * 0.02)
+    assert result.tokens == 30 and result.requests == 3
+
+
+def test_full_acceptance_gives_windows_of_k_plus_one_tokens() -> None:
+    p = profile(acceptance=1.0)
+    result = simulate(
+        p, SimConfig(output_tokens=[10], requests_per_edge=1), "speculative", FixedWindow(4)
+    )
+    # rounds of 5 tokens (4 accepted + the target's): 2 rounds, each 4 drafts + a pass over 5
+    assert result.latency_p50_s == pytest.approx(2 * (4 * 0.002 + 0.02 + 5 * 0.001))
+    assert result.acceptance_rate == 1.0 and result.mean_window == 4
+
+
+def test_zero_acceptance_makes_one_token_per_round() -> None:
+    p = profile(acceptance=0.0)
+    result = simulate(
+        p, SimConfig(output_tokens=[6], requests_per_edge=1), "speculative", FixedWindow(2)
+    )
+    # one token a round; the last round's window is cut to the one token left
+    full, last = 2 * 0.002 + 0.02 + 3 * 0.001, 0.002 + 0.02 + 2 * 0.001
+    assert result.latency_p50_s == pytest.approx(5 * full + last)
+
+
+def test_a_longer_round_trip_hurts_speculation_more_than_cloud_only() -> None:
+    config = SimConfig(output_tokens=[64], requests_per_edge=20)
+
+    def speedup(rtt: float) -> float:
+        p = profile(rtt_s=rtt)
+        base = simulate(p, config, "cloud-only")
+        return base.makespan_s / simulate(p, config, "speculative", FixedWindow(4)).makespan_s
+
+    assert speedup(0.0) > speedup(0.01) > speedup(0.05)
+
+
+def test_the_adaptive_window_lengthens_with_the_round_trip() -> None:
+    config = SimConfig(output_tokens=[64], requests_per_edge=10)
+    near = simulate(profile(rtt_s=0.0), config, "speculative", AdaptiveWindow())
+    far = simulate(profile(rtt_s=0.1), config, "speculative", AdaptiveWindow())
+    assert far.mean_window is not None and near.mean_window is not None
+    assert far.mean_window > near.mean_window
+
+
+def test_more_edges_fill_the_cloud_and_batching_raises_throughput() -> None:
+    p = profile()
+    one = simulate(p, SimConfig(edges=1, output_tokens=[32]), "speculative", FixedWindow(3))
+    many = simulate(p, SimConfig(edges=16, output_tokens=[32]), "speculative", FixedWindow(3))
+    assert many.cloud_utilization > one.cloud_utilization
+    assert many.throughput_tok_s > one.throughput_tok_s
+    assert many.latency_p95_s > one.latency_p95_s  # they queue
+    two_clouds = simulate(
+        p, SimConfig(edges=16, clouds=2, output_tokens=[32]), "speculative", FixedWindow(3)
+    )
+    assert two_clouds.latency_p50_s < many.latency_p50_s
+
+
+def test_runs_are_reproducible_for_a_seed() -> None:
+    config = SimConfig(edges=4, output_tokens=[20, 40], seed=3)
+    p = profile(rtt_s=0.02, jitter_s=0.005)
+    assert simulate(p, config, "speculative", AdaptiveWindow()) == simulate(
+        p, config, "speculative", AdaptiveWindow()
+    )
+
+
+def test_profiles_round_trip_and_bad_ones_are_named(tmp_path: Path) -> None:
+    p = profile(rtt_s=0.01)
+    assert LatencyProfile.load(p.save(tmp_path / "p.json")) == p
+    (tmp_path / "bad.json").write_text(
+        p.model_dump_json().replace('"acceptance":0.7', '"acceptance":1.5')
+    )
+    with pytest.raises(ConfigError, match="acceptance"):
+        LatencyProfile.load(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="window policy"):
+        simulate(p, SimConfig(), "speculative")
+
+
+def test_a_profile_is_fitted_from_measured_rounds() -> None:
+    # verification = 0.01 + 0.002 * tokens, plus 0.05 of prefill on each first pass
+    def request(acc: list[int]) -> dict[str, list[float]]:
+        drafted = [4] * len(acc)
+        verify = [0.01 + 0.002 * 5 + (0.05 if i == 0 else 0.0) for i in range(len(acc))]
+        return {
+            "drafted": drafted,
+            "accepted": acc,
+            "draft_s": [0.004] * len(acc),
+            "verify_s": verify,
+        }
+
+    rounds = [request([4, 2, 0, 4]), request([1, 2, 3])]
+    rounds[1]["drafted"][1] = 2  # a shorter window, so the line has two points
+    rounds[1]["verify_s"][1] = 0.01 + 0.002 * 3
+    fitted = fit_profile("f", rounds, [(0.05 + 10 * 0.01, 10)], batch_step_ratio=(1.5, 3),
+                         rtt_s=0.0, jitter_s=0.0, source="test")  # fmt: skip
+    assert fitted.verify_base_s == pytest.approx(0.01, abs=1e-9)
+    assert fitted.verify_per_token_s == pytest.approx(0.002, abs=1e-9)
+    assert fitted.prefill_s == pytest.approx(0.05, abs=1e-9)
+    # 16 drafted tokens passed; 4 rounds stopped at a failure (2 < 2 did not)
+    assert fitted.acceptance == pytest.approx(16 / 20)
+    step = fitted.decode_base_s + fitted.decode_per_seq_s
+    assert step == pytest.approx(0.01) and fitted.decode_per_seq_s == pytest.approx(0.0025)
