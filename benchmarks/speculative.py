@@ -107,38 +107,55 @@ def truncation_study(target: LocalLLM, name: str, depths: list[int]) -> list[dic
     return rows
 
 
-def cloud_only(
+def warm(target: OpenAICompatLLM, prompt: ChatPrompt) -> None:
+    """Have the worker read the prompt before a timed request (untimed), so that every
+    mode is timed on decoding alone, whatever the worker's prefix cache holds."""
+    target.complete(prompt, GenerationParams(max_tokens=1))
+
+
+def measure(
     target: OpenAICompatLLM,
+    specs: dict[str, SpeculativeLLM],
     batch: list[ChatPrompt],
     params: GenerationParams,
+    *,
     link: NetworkLink,
     tokenizer: LocalLLM,
+    label: str,
 ) -> dict[str, Any]:
-    """The edge sends each request; the cloud decodes it all; one trip over the link."""
+    """Per prompt, the cloud-only request and each speculative variant back to back (each
+    after a warm-up), so that drift in the machine's speed hits every mode alike.
+
+    Cloud-only: the edge sends the request, the cloud decodes it all, one trip.
+    """
     rng = random.Random(0)
-    seconds, cloud_s, lengths, outputs = 0.0, [], [], []
-    for prompt in batch:
+    base: dict[str, Any] = {"seconds": 0.0, "cloud_s": [], "lengths": []}
+    outs: dict[str, list[Any]] = {name: [] for name in specs}
+    seconds = dict.fromkeys(specs, 0.0)
+    reference = []
+    for prompt in track(batch, description=label):
+        warm(target, prompt)
         delay = link.delay(tokenizer.count_tokens(prompt), 1, rng)
         time.sleep(delay)
         began = time.perf_counter()
         out = target.complete(prompt, params)
         spent = time.perf_counter() - began
-        cloud_s.append(spent)
-        seconds += spent + delay
-        lengths.append(len(out.choices[0].token_ids))
-        outputs.append(out.choices[0].token_ids)
-    return {"seconds": seconds, "cloud_s": cloud_s, "lengths": lengths, "outputs": outputs}
+        base["cloud_s"].append(spent)
+        base["seconds"] += spent + delay
+        base["lengths"].append(len(out.choices[0].token_ids))
+        reference.append(out.choices[0].token_ids)
+        for name, spec in specs.items():
+            warm(target, prompt)
+            began = time.perf_counter()
+            outs[name].append(spec.complete(prompt, params))
+            seconds[name] += time.perf_counter() - began
+    runs = {name: summary(outs[name], seconds[name], reference) for name in specs}
+    for run in runs.values():
+        run["speedup"] = round(base["seconds"] / run["seconds"], 4)
+    return {"cloud_only": base, "speculative": runs}
 
 
-def speculative(
-    spec: SpeculativeLLM,
-    batch: list[ChatPrompt],
-    params: GenerationParams,
-    reference: list[list[int]],
-) -> dict[str, Any]:
-    began = time.perf_counter()
-    outs = [spec.complete(prompt, params) for prompt in batch]
-    seconds = time.perf_counter() - began
+def summary(outs: list[Any], seconds: float, reference: list[list[int]]) -> dict[str, Any]:
     stats = [o.decoding or {} for o in outs]
     drafted = sum(s["drafted"] for s in stats)
     return {
@@ -315,35 +332,39 @@ def main() -> None:
     real: dict[str, Any] = {}
     with worker(args.target) as url:
         target = OpenAICompatLLM(url, args.target, timeout_s=120, max_retries=0)
-        target.complete(batch[0], params)  # warm the worker
+        for prompt in batch[:2]:  # warm the worker's code paths
+            target.complete(prompt, params)
         for rtt_ms in args.rtts_ms:
             link = NetworkLink(rtt_s=rtt_ms / 1000, jitter_s=JITTER * rtt_ms / 2000, seed=0)
-            base = cloud_only(target, batch, params, link, local)
-            runs: dict[str, Any] = {}
-            for policy in track(policies(args.windows), description=f"RTT {rtt_ms} ms"):
-                spec = SpeculativeLLM(
+            specs = {
+                policy.name: SpeculativeLLM(
                     PromptLookupDrafter(), target, policy, link=link, tokenizer=local
                 )
-                run = speculative(spec, batch, params, base["outputs"])
-                run["speedup"] = round(base["seconds"] / run["seconds"], 4)
-                runs[policy.name] = run
-            real[str(rtt_ms)] = {
-                "cloud_only": {k: v for k, v in base.items() if k != "outputs"},
-                "speculative": runs,
+                for policy in policies(args.windows)
             }
+            real[str(rtt_ms)] = measure(
+                target, specs, batch, params, link=link, tokenizer=local, label=f"RTT {rtt_ms} ms"
+            )
         depth = max(args.depths)
         draft_path = RUNS / f"{args.target}-{depth}l.gguf"
         with worker(str(draft_path)) as draft_url:  # the model draft: a second worker process
             draft = OpenAICompatLLM(draft_url, str(draft_path), timeout_s=120, max_retries=0)
-            base = cloud_only(target, batch, params, NetworkLink(), local)
-            model_runs = {}
-            for policy in (FixedWindow(2), AdaptiveWindow(k_max=max(args.windows))):
-                spec = SpeculativeLLM(draft, target, policy, tokenizer=local)
-                run = speculative(spec, batch, params, base["outputs"])
-                run["speedup"] = round(base["seconds"] / run["seconds"], 4)
+            specs = {
+                policy.name: SpeculativeLLM(draft, target, policy, tokenizer=local)
+                for policy in (FixedWindow(2), AdaptiveWindow(k_max=max(args.windows)))
+            }
+            runs = measure(
+                target,
+                specs,
+                batch,
+                params,
+                link=NetworkLink(),
+                tokenizer=local,
+                label="model draft",
+            )
+            for run in runs["speculative"].values():
                 del run["per_round"]
-                model_runs[policy.name] = run
-            result["model_draft_rtt0"] = {"draft": draft_path.name, "runs": model_runs}
+            result["model_draft_rtt0"] = {"draft": draft_path.name, **runs}
             draft.close()
         target.close()
     zero = real[str(args.rtts_ms[0])]
