@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
+
 from relaygraph.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -179,12 +181,31 @@ class AdaptiveWindow:
 
     def next_window(self, rounds: Sequence[Round]) -> int:
         e = self.estimates(rounds)
+        # Tokens a window of k yields: the target's one, plus each drafted position
+        # that stands, i.e. the running products of the per-position rates.
+        stands = np.cumprod(self.position_acceptance(rounds))
 
         def seconds_per_token(k: int) -> float:
             cost = k * e.draft_s + e.rtt_s + e.verify_base_s + k * e.verify_per_token_s
-            return cost / expected_tokens(e.acceptance, k)
+            return cost / (1.0 + float(stands[:k].sum()))
 
         return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
+
+    def position_acceptance(self, rounds: Sequence[Round]) -> list[float]:
+        """For each position j of a window, the chance that its drafted token stands given
+        that the ones before it did, counting a drafter that proposed fewer than asked
+        as a miss. Equal at every j under i.i.d. acceptance; prompt lookup's first guesses
+        are better than its later ones, which a single rate would misjudge."""
+        p = self.prior
+        weights = [self.decay ** (len(rounds) - 1 - i) for i in range(len(rounds))]
+        rates = []
+        for j in range(1, self.k_max + 1):
+            reached = [(w, r) for w, r in zip(weights, rounds, strict=True)
+                       if r.window >= j and r.accepted >= j - 1]  # fmt: skip
+            tested = p.weight + sum(w for w, _ in reached)
+            passed = p.weight * p.acceptance + sum(w for w, r in reached if r.accepted >= j)
+            rates.append(passed / tested)
+        return rates
 
     def _verify_line(self, rounds: Sequence[Round], weights: list[float]) -> tuple[float, float]:
         """Verification seconds as base + per_token * k: weighted least squares over the

@@ -44,8 +44,11 @@ def test_bad_adaptive_settings_are_refused() -> None:
 def test_high_acceptance_and_a_long_round_trip_lengthen_the_window() -> None:
     policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=0.5))
     # every draft accepted, a cheap draft, a 50 ms link: amortise the trip over many tokens
-    good = rounds(6, k=4, accepted=4, draft_s=0.002, verify_s=0.02, rtt_s=0.05)
+    good = rounds(6, k=8, accepted=8, draft_s=0.002, verify_s=0.02, rtt_s=0.05)
     assert policy.next_window(good) == 8
+    # positions never tried rest on the prior: it reaches past what it has seen, carefully
+    tried = rounds(6, k=4, accepted=4, draft_s=0.002, verify_s=0.02, rtt_s=0.05)
+    assert 4 < policy.next_window(tried) < 8
     # most drafts rejected at once: drafting more is wasted
     bad = rounds(6, k=4, accepted=0, draft_s=0.002, verify_s=0.02, rtt_s=0.05)
     assert policy.next_window(bad) == 1
@@ -69,6 +72,15 @@ def test_the_controller_picks_the_analytic_optimum() -> None:
     assert policy.next_window([]) == min(range(1, 9), key=per_token)
 
 
+def test_acceptance_is_estimated_per_window_position() -> None:
+    policy = AdaptiveWindow(k_max=4, prior=CostPrior(weight=1e-9), decay=1.0)
+    # the first drafted token always stands, the second half the time, the rest never
+    history = [Round(2, 2, 1, 0.0, 0.035, 0.03), Round(4, 4, 2, 0.0, 0.045, 0.03)] * 5
+    assert policy.position_acceptance(history) == pytest.approx([1.0, 0.5, 0.0, 0.7], abs=1e-6)
+    # so the window stops where drafts stop standing, not where one pooled rate says
+    assert policy.next_window(history) == 2
+
+
 def test_acceptance_is_estimated_per_tested_token() -> None:
     policy = AdaptiveWindow(prior=CostPrior(weight=1e-9))
     # 2 accepted then a rejection, every round: p = 2 / 3, not 2 / 4 drafted
@@ -78,8 +90,11 @@ def test_acceptance_is_estimated_per_tested_token() -> None:
 
 def test_a_link_that_slows_down_is_followed_within_a_few_rounds() -> None:
     policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1.0))
-    fast = rounds(10, k=2, accepted=1, draft_s=0.01, verify_s=0.02, rtt_s=0.0)
-    slow = rounds(4, k=2, accepted=1, draft_s=0.01, verify_s=0.02, rtt_s=0.2)
+
+    def mixed(n: int, rtt_s: float) -> list[Round]:
+        return [Round(4, 4, i % 5, 0.01 * 4, 0.02, rtt_s) for i in range(n)]
+
+    fast, slow = mixed(10, 0.0), mixed(4, 0.2)
     assert policy.next_window(fast + slow) > policy.next_window(fast)
     assert policy.estimates(fast + slow).rtt_s > 0.1
 
