@@ -31,6 +31,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ from relaygraph.decoding import (
     WindowPolicy,
 )
 from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
+from relaygraph.decoding.window import CostPrior
 from relaygraph.eval.hotpotqa import load_hotpotqa
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.catalog import packaged_model
@@ -176,8 +178,10 @@ def summary(outs: list[Any], seconds: float, reference: list[list[int]]) -> dict
     }
 
 
-def policies(windows: list[int]) -> list[WindowPolicy]:
-    return [*(FixedWindow(k) for k in windows), AdaptiveWindow(k_max=max(windows))]
+def policies(windows: list[int], profile: LatencyProfile | None = None) -> list[WindowPolicy]:
+    """Fixed windows and AWC (which starts from the deployment's profile when one is known)."""
+    prior = profile.window_prior() if profile is not None else CostPrior()
+    return [*(FixedWindow(k) for k in windows), AdaptiveWindow(k_max=max(windows), prior=prior)]
 
 
 def batch_step_ratio(local: LocalLLM, size: int = 4) -> tuple[float, int]:
@@ -237,7 +241,7 @@ def sweeps(
                     edges=edges, requests_per_edge=requests, output_tokens=[64], max_batch=64
                 )
                 base = simulate(p, config, "cloud-only")
-                for policy in policies(windows):
+                for policy in policies(windows, p):
                     r = simulate(p, config, "speculative", policy)
                     rows.append(
                         {
@@ -316,8 +320,17 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="+", default=[12, 20, 24, 28])
     parser.add_argument("--requests", type=int, default=20, help="per edge, in the sweeps")
     parser.add_argument("--out", type=Path, default=RESULTS / "speculative.json")
+    parser.add_argument(
+        "--simulate-only",
+        action="store_true",
+        help="reuse the real runs and profile in --out; redo validation and sweeps",
+    )
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
+    if args.simulate_only:
+        result = json.loads(args.out.read_text())
+        finish(result, LatencyProfile.model_validate(result["profile"]), args)
+        return
 
     params = GenerationParams(max_tokens=args.max_tokens)
     batch = prompts(args.prompts)
@@ -383,20 +396,35 @@ def main() -> None:
             del run["per_round"]
     result["real"] = real
     result["profile"] = profile.model_dump()
-    result["validation"] = validate(profile, real, args.windows)
-    gpu = profile.model_copy(
+    finish(result, profile, args)
+
+
+def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:
+    """The measured profile with GPU cost shapes: a pass over k tokens, or a step over b
+    sequences, costs one decode step plus 2% per extra token or sequence. An assumption,
+    labelled so in the JSON; no GPU was measured."""
+    step = profile.decode_base_s + profile.decode_per_seq_s
+    return profile.model_copy(
         update={
             "name": "assumed-gpu-cloud",
-            "verify_base_s": profile.decode_base_s + profile.decode_per_seq_s,
-            "verify_per_token_s": 0.02 * (profile.decode_base_s + profile.decode_per_seq_s),
-            "decode_per_seq_s": 0.02 * (profile.decode_base_s + profile.decode_per_seq_s),
-            "source": "ASSUMED, not measured: the CPU profile with GPU cost shapes "
-            "(a pass over k tokens or b sequences costs one step plus 2% per extra)",
+            "verify_base_s": step,
+            "verify_per_token_s": 0.02 * step,
+            "decode_base_s": step,
+            "decode_per_seq_s": 0.02 * step,
+            "source": "ASSUMED, not measured: the CPU profile with GPU cost shapes (a pass "
+            "over k tokens or a step over b sequences costs one step plus 2% per extra)",
         }
     )
+
+
+def finish(result: dict[str, Any], profile: LatencyProfile, args: argparse.Namespace) -> None:
+    """Validation, sweeps, JSON and plot, from the real runs and their profile."""
+    result["validation"] = validate(profile, result["real"], args.windows)
+    gpu = gpu_shaped(profile)
     result["sweeps"] = sweeps(
         {"cpu-measured": profile, "gpu-assumed": gpu}, args.windows, args.requests
     )
+    result["gpu_profile"] = gpu.model_dump()
     write_json(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     print(f"wrote {args.out}")

@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relaygraph.decoding.window import Round
+from relaygraph.decoding.window import CostPrior, Round
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
 
@@ -66,6 +66,17 @@ class LatencyProfile(BaseModel):
     def save(self, path: str | Path) -> Path:
         """Write atomically as JSON."""
         return write_atomic(path, self.model_dump_json(indent=1) + "\n")
+
+    def window_prior(self, weight: float = 2.0) -> CostPrior:
+        """This deployment's costs as the starting point of adaptive window control."""
+        return CostPrior(
+            acceptance=self.acceptance,
+            draft_s=self.draft_per_token_s,
+            verify_base_s=self.verify_base_s,
+            verify_per_token_s=self.verify_per_token_s,
+            rtt_s=self.rtt_s,
+            weight=weight,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyProfile:

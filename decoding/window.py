@@ -15,7 +15,7 @@ formula each round.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -123,9 +123,9 @@ class AdaptiveWindow:
     expected time per token, from running estimates of acceptance, draft cost,
     verification cost (a line in ``k``) and round trip.
 
-    Estimates blend the ``prior`` (worth ``prior.weight`` rounds) with the request's
-    rounds, recent ones weighted more (``decay`` per round back), so a link that slows
-    down mid-request shortens the window within a few rounds.
+    Estimates blend the ``prior`` (worth ``prior.weight`` rounds, fading like the oldest
+    round) with the request's rounds, recent ones weighted more (``decay`` per round
+    back), so a link that slows down mid-request shortens the window within a few rounds.
     """
 
     k_min: int = 1
@@ -143,10 +143,16 @@ class AdaptiveWindow:
         if not 0.0 < self.decay <= 1.0:
             raise ConfigError("decay must be in (0, 1]", parameter="decay", value=self.decay)
 
+    def _weights(self, rounds: Sequence[Round]) -> tuple[CostPrior, list[float]]:
+        """The prior, its weight faded like the oldest round's, and each round's weight
+        (recent rounds count more), so the prior gives way as evidence accumulates."""
+        n = len(rounds)
+        faded = replace(self.prior, weight=self.prior.weight * self.decay**n)
+        return faded, [self.decay ** (n - 1 - i) for i in range(n)]
+
     def estimates(self, rounds: Sequence[Round]) -> CostPrior:
         """The current estimates (the prior, moved by the rounds so far)."""
-        p = self.prior
-        weights = [self.decay ** (len(rounds) - 1 - i) for i in range(len(rounds))]
+        p, weights = self._weights(rounds)
         total = p.weight + sum(weights)
         # A round tests drafted tokens only up to the first rejection: `accepted` passes
         # and one failure (none when all passed), the maximum-likelihood reading of a
@@ -165,7 +171,7 @@ class AdaptiveWindow:
         rtt_s = (
             p.weight * p.rtt_s + sum(w * r.network_s for w, r in zip(weights, rounds, strict=True))
         ) / total
-        base, per_token = self._verify_line(rounds, weights)
+        base, per_token = self._verify_line(rounds, weights, p)
         return CostPrior(
             acceptance=passed / tested,
             draft_s=draft_s,
@@ -196,8 +202,7 @@ class AdaptiveWindow:
         that the ones before it did, counting a drafter that proposed fewer than asked
         as a miss. Equal at every j under i.i.d. acceptance; prompt lookup's first guesses
         are better than its later ones, which a single rate would misjudge."""
-        p = self.prior
-        weights = [self.decay ** (len(rounds) - 1 - i) for i in range(len(rounds))]
+        p, weights = self._weights(rounds)
         rates = []
         for j in range(1, self.k_max + 1):
             reached = [(w, r) for w, r in zip(weights, rounds, strict=True)
@@ -207,11 +212,12 @@ class AdaptiveWindow:
             rates.append(passed / tested)
         return rates
 
-    def _verify_line(self, rounds: Sequence[Round], weights: list[float]) -> tuple[float, float]:
+    def _verify_line(
+        self, rounds: Sequence[Round], weights: list[float], p: CostPrior
+    ) -> tuple[float, float]:
         """Verification seconds as base + per_token * k: weighted least squares over the
         rounds, with the prior's line as ``prior.weight`` pseudo-rounds at k_min and k_max
         (so one window size alone cannot make the slope up)."""
-        p = self.prior
         points = [(float(r.drafted), r.verify_s, w) for r, w in zip(rounds, weights, strict=True)]
         for k in (self.k_min, self.k_max):
             points.append((float(k), p.verify_base_s + p.verify_per_token_s * k, p.weight / 2))
