@@ -381,9 +381,11 @@ def main() -> None:
             draft.close()
         target.close()
     zero = real[str(args.rtts_ms[0])]
+    rounds = [r for run in zero["speculative"].values() for r in run["per_round"]]
+    write_json(RUNS / "rounds_rtt0.json", {"rounds": rounds, "cloud_only": zero["cloud_only"]})
     profile = fit_profile(
         f"{args.target}-cpu-loopback",
-        [r for run in zero["speculative"].values() for r in run["per_round"]],
+        rounds,
         list(zip(zero["cloud_only"]["cloud_s"], zero["cloud_only"]["lengths"], strict=True)),
         batch_step_ratio=batch_step_ratio(local),
         rtt_s=0.0,

@@ -56,7 +56,11 @@ class LatencyProfile(BaseModel):
     prefill_s: float = Field(default=0.0, ge=0)
     """The target reading a request's prompt (first verification, or cloud-only start)."""
     acceptance: float = Field(ge=0, le=1)
-    """Per drafted token, i.i.d."""
+    """Per drafted token, i.i.d. (unless ``position_acceptance`` is given)."""
+    position_acceptance: list[float] = Field(default_factory=list)
+    """Per window position j: the chance that the j-th drafted token stands given the
+    ones before it did (a drafter that proposed fewer counts as a miss); the last value
+    holds beyond the list. Prompt lookup's first guesses beat its later ones."""
     rtt_s: float = Field(default=0.0, ge=0)
     jitter_s: float = Field(default=0.0, ge=0)
     """Standard deviation of each one-way delay."""
@@ -66,6 +70,13 @@ class LatencyProfile(BaseModel):
     def save(self, path: str | Path) -> Path:
         """Write atomically as JSON."""
         return write_atomic(path, self.model_dump_json(indent=1) + "\n")
+
+    def rate_at(self, position: int) -> float:
+        """Acceptance of the drafted token at ``position`` (0-based) given the earlier ones."""
+        rates = self.position_acceptance
+        if not rates:
+            return self.acceptance
+        return rates[min(position, len(rates) - 1)]
 
     def window_prior(self, weight: float = 2.0) -> CostPrior:
         """This deployment's costs as the starting point of adaptive window control."""
@@ -258,7 +269,7 @@ def _speculative_edge(
             verify_s = env.now - arrived
             yield env.timeout(down)
             accepted = 0
-            while accepted < k and run.rng.random() < profile.acceptance:
+            while accepted < k and run.rng.random() < profile.rate_at(accepted):
                 accepted += 1
             history.append(Round(k, k, accepted, draft_s, verify_s, up + down))
             produced += accepted + 1
@@ -392,7 +403,14 @@ def fit_profile(
         raise ConfigError("fitting a profile needs speculative rounds and cloud-only requests")
     drafted = np.concatenate([r["drafted"] for r in rounds]).astype(float)
     accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
+    windows = np.concatenate([r["window"] for r in rounds]).astype(float)
     tested = accepted + (accepted < drafted)
+    positions = []
+    for j in range(1, int(windows.max()) + 1):
+        reached = (windows >= j) & (accepted >= j - 1)
+        if reached.sum() == 0:
+            break
+        positions.append(float((accepted[reached] >= j).mean()))
     later = [
         (d + 1, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
     ]
@@ -417,6 +435,7 @@ def fit_profile(
         decode_per_seq_s=min(per_seq, step),
         prefill_s=prefill,
         acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
+        position_acceptance=positions,
         rtt_s=rtt_s,
         jitter_s=jitter_s,
         source=source,

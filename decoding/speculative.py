@@ -412,6 +412,7 @@ class SpeculativeLLM(BaseLLM):
             "verify_s": round(sum(r.verify_s for r in rounds), 6),
             "network_s": round(sum(r.network_s for r in rounds), 6),
             "per_round": {
+                "window": [r.window for r in rounds],
                 "drafted": [r.drafted for r in rounds],
                 "accepted": [r.accepted for r in rounds],
                 "draft_s": [round(r.draft_s, 6) for r in rounds],

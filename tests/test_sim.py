@@ -106,6 +106,7 @@ def test_a_profile_is_fitted_from_measured_rounds() -> None:
         drafted = [4] * len(acc)
         verify = [0.01 + 0.002 * 5 + (0.05 if i == 0 else 0.0) for i in range(len(acc))]
         return {
+            "window": list(drafted),
             "drafted": drafted,
             "accepted": acc,
             "draft_s": [0.004] * len(acc),
@@ -113,7 +114,7 @@ def test_a_profile_is_fitted_from_measured_rounds() -> None:
         }
 
     rounds = [request([4, 2, 0, 4]), request([1, 2, 3])]
-    rounds[1]["drafted"][1] = 2  # a shorter window, so the line has two points
+    rounds[1]["drafted"][1] = rounds[1]["window"][1] = 2  # a shorter window: two points
     rounds[1]["verify_s"][1] = 0.01 + 0.002 * 3
     fitted = fit_profile("f", rounds, [(0.05 + 10 * 0.01, 10)], batch_step_ratio=(1.5, 3),
                          rtt_s=0.0, jitter_s=0.0, source="test")  # fmt: skip
@@ -122,5 +123,7 @@ def test_a_profile_is_fitted_from_measured_rounds() -> None:
     assert fitted.prefill_s == pytest.approx(0.05, abs=1e-9)
     # 16 drafted tokens passed; 4 rounds stopped at a failure (2 < 2 did not)
     assert fitted.acceptance == pytest.approx(16 / 20)
+    # per position: all 7 rounds reach the first and 6 pass; 6 reach the second, 5 pass
+    assert fitted.position_acceptance[:2] == pytest.approx([6 / 7, 5 / 6])
     step = fitted.decode_base_s + fitted.decode_per_seq_s
     assert step == pytest.approx(0.01) and fitted.decode_per_seq_s == pytest.approx(0.0025)
