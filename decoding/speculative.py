@@ -283,23 +283,20 @@ class SpeculativeLLM(BaseLLM):
         text = _Text(self.detokenize, self.end_token_ids, params.stop)
         produced: list[int] = []
         finish: Literal["stop", "length"] = "length"
-        while len(produced) < params.max_tokens:
-            room = min(params.max_tokens - len(produced), self.context_window - len(request.ids))
-            if room < 1:
-                break
+        room = min(params.max_tokens, self.context_window - len(request.ids))
+        while room >= 1:
             new = self._round(request, room, exact=exact)
             ended = next((i for i, t in enumerate(new) if t in self.end_token_ids), None)
             new = new[: room if ended is None else min(room, ended + 1)]
             produced.extend(new)
             request.ids.extend(new)
-            delta = text.add(new, final=ended is not None)
+            room = min(params.max_tokens - len(produced), self.context_window - len(request.ids))
+            done = ended is not None or room < 1
+            delta = text.add(new, final=done)
+            yield CompletionChunk(model=self.name, text=delta, token_ids=new)
             if ended is not None or text.stopped:
                 finish = "stop"
-                yield CompletionChunk(model=self.name, text=delta, token_ids=new)
                 break
-            yield CompletionChunk(model=self.name, text=delta, token_ids=new)
-        else:
-            yield CompletionChunk(model=self.name, text=text.add([], final=True))
         stats.update(self._stats(request, verification))
         yield CompletionChunk(
             model=self.name,
@@ -322,6 +319,10 @@ class SpeculativeLLM(BaseLLM):
         drafted = proposal.ids
         draft_s = time.perf_counter() - began
         if request.fallback:  # the target failed earlier: the draft answers alone
+            if not drafted:
+                raise CloudUnavailableError(
+                    f"{request.fallback}, but {self.draft.name} proposes nothing here"
+                )
             request.rounds.append(Round(k, len(drafted), len(drafted), draft_s, 0.0, 0.0))
             return drafted
         network_s = self.link.delay(
