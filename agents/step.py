@@ -81,6 +81,9 @@ class StepRecord(BaseModel):
     reasoning_action: str = ""
     reasoning_reason: str = ""
     decoder: str = ""
+    decoding: dict[str, Any] = Field(default_factory=dict)
+    """How the step's tokens were produced when a model did not decode them alone
+    (speculative rounds, windows, drafted and accepted tokens, seconds)."""
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
@@ -331,6 +334,7 @@ class _Caller:
         record.model, record.model_policy = result.model, result.policy
         record.model_reason = result.reason
         record.model_details |= result.details
+        record.decoding = completion.decoding or {}
         record.prompt_tokens += completion.usage.prompt_tokens
         record.completion_tokens += completion.usage.completion_tokens
         record.latency_s += completion.latency_s

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
+from relaygraph.agents import Agent
 from relaygraph.decoding.drafts import PromptLookupDrafter
 from relaygraph.decoding.speculative import (
     CloudUnavailableError,
@@ -25,6 +26,7 @@ from relaygraph.decoding.speculative import (
 )
 from relaygraph.decoding.window import AdaptiveWindow, FixedWindow, Round
 from relaygraph.errors import ConfigError
+from relaygraph.graph import AgentGraph
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.sampling import token_distribution
 from relaygraph.llm.types import Completion, GenerationParams, Prompt, PromptInput
@@ -232,3 +234,15 @@ def test_a_prompt_lookup_draft_is_lossless_and_accepts_copied_text(smollm2: Loca
     assert got.decoding is not None and got.decoding["accepted"] > 0
     sampled = spec.complete(prompt, GenerationParams(max_tokens=16, temperature=0.7, seed=3))
     assert sampled.decoding is not None and sampled.decoding["verification"] == "sampling"
+
+
+def test_a_graph_step_records_speculative_rounds_in_its_trace(smollm2: LocalLLM) -> None:
+    spec = SpeculativeLLM(PromptLookupDrafter(), smollm2, AdaptiveWindow())
+    graph = AgentGraph()
+    graph.add_agent(Agent(name="echo", model=spec, answer_format="plain", max_tokens=24))
+    graph.set_entry("echo").set_finish("echo")
+    with graph.compile() as compiled:
+        result = compiled.invoke("Repeat exactly: the quick brown fox jumps over the lazy dog.")
+    [step] = result.trace.steps
+    assert step.decoding["decoder"] == "speculative" and step.decoding["rounds"] >= 1
+    assert step.decoding["target"] == "smollm2-135m" and "per_round" in step.decoding
