@@ -28,7 +28,7 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relaygraph.decoding.window import CostPrior, Round
+from relaygraph.decoding.window import CostPrior, Round, stand_rates
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
 
@@ -403,14 +403,11 @@ def fit_profile(
         raise ConfigError("fitting a profile needs speculative rounds and cloud-only requests")
     drafted = np.concatenate([r["drafted"] for r in rounds]).astype(float)
     accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
-    windows = np.concatenate([r["window"] for r in rounds]).astype(float)
     tested = accepted + (accepted < drafted)
-    positions = []
-    for j in range(1, int(windows.max()) + 1):
-        reached = (windows >= j) & (accepted >= j - 1)
-        if reached.sum() == 0:
-            break
-        positions.append(float((accepted[reached] >= j).mean()))
+    outcomes = [
+        (int(w), int(a)) for r in rounds for w, a in zip(r["window"], r["accepted"], strict=True)
+    ]
+    positions = stand_rates(outcomes, max(w for w, _ in outcomes))
     later = [
         (d + 1, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
     ]

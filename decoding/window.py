@@ -109,12 +109,40 @@ class CostPrior:
     weight: float = 2.0
 
 
-def expected_tokens(acceptance: float, k: int) -> float:
-    """Mean tokens a round of window ``k`` yields: accepted drafts plus the target's one."""
-    a = min(max(acceptance, 0.0), 1.0)
-    if a == 1.0:
-        return float(k + 1)
-    return (1.0 - a ** (k + 1)) / (1.0 - a)
+def expected_tokens(rates: Sequence[float]) -> float:
+    """Mean tokens a round yields when its j-th drafted token stands with ``rates[j]``
+    given the ones before it did: the target's one, plus the running products. With
+    one rate ``a`` at all k positions (i.i.d.) this is ``(1 - a^(k+1)) / (1 - a)``."""
+    return 1.0 + float(np.cumprod(np.clip(rates, 0.0, 1.0)).sum())
+
+
+def stand_rates(
+    outcomes: Sequence[tuple[int, int]],
+    positions: int,
+    *,
+    weights: Sequence[float] | None = None,
+    prior: CostPrior | None = None,
+) -> list[float]:
+    """For each window position j (up to ``positions``), the chance that its drafted
+    token stands given that the ones before it did, from (window, accepted) outcomes of
+    rounds (weighted; blended with ``prior.acceptance`` worth ``prior.weight`` rounds).
+
+    A round reaches position j when its window had j tokens and the j-1 before stood; a
+    drafter that proposed fewer than asked counts as a miss there. The list ends at the
+    first position that no round reached and no prior covers.
+    """
+    weights = weights if weights is not None else [1.0] * len(outcomes)
+    prior_weight = prior.weight if prior is not None else 0.0
+    prior_passed = prior_weight * prior.acceptance if prior is not None else 0.0
+    rates = []
+    for j in range(1, positions + 1):
+        reached = [(w, accepted) for w, (window, accepted) in zip(weights, outcomes, strict=True)
+                   if window >= j and accepted >= j - 1]  # fmt: skip
+        tested = prior_weight + sum(w for w, _ in reached)
+        if tested == 0:
+            break
+        rates.append((prior_passed + sum(w for w, accepted in reached if accepted >= j)) / tested)
+    return rates
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,13 +215,11 @@ class AdaptiveWindow:
 
     def next_window(self, rounds: Sequence[Round]) -> int:
         e = self.estimates(rounds)
-        # Tokens a window of k yields: the target's one, plus each drafted position
-        # that stands, i.e. the running products of the per-position rates.
-        stands = np.cumprod(self.position_acceptance(rounds))
+        rates = self.position_acceptance(rounds)
 
         def seconds_per_token(k: int) -> float:
             cost = k * e.draft_s + e.rtt_s + e.verify_base_s + k * e.verify_per_token_s
-            return cost / (1.0 + float(stands[:k].sum()))
+            return cost / expected_tokens(rates[:k])
 
         return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
 
@@ -203,14 +229,8 @@ class AdaptiveWindow:
         as a miss. Equal at every j under i.i.d. acceptance; prompt lookup's first guesses
         are better than its later ones, which a single rate would misjudge."""
         p, weights = self._weights(rounds)
-        rates = []
-        for j in range(1, self.k_max + 1):
-            reached = [(w, r) for w, r in zip(weights, rounds, strict=True)
-                       if r.window >= j and r.accepted >= j - 1]  # fmt: skip
-            tested = p.weight + sum(w for w, _ in reached)
-            passed = p.weight * p.acceptance + sum(w for w, r in reached if r.accepted >= j)
-            rates.append(passed / tested)
-        return rates
+        outcomes = [(r.window, r.accepted) for r in rounds]
+        return stand_rates(outcomes, self.k_max, weights=weights, prior=p)
 
     def _verify_line(
         self, rounds: Sequence[Round], weights: list[float], p: CostPrior

@@ -21,9 +21,9 @@ def rounds(
 
 
 def test_expected_tokens_per_round() -> None:
-    assert expected_tokens(0.0, 5) == 1.0  # nothing accepted: the target's own token
-    assert expected_tokens(1.0, 5) == 6.0
-    assert expected_tokens(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+    assert expected_tokens([0.0] * 5) == 1.0  # nothing accepted: the target's own token
+    assert expected_tokens([1.0] * 5) == 6.0
+    assert expected_tokens([0.5] * 2) == pytest.approx(1 + 0.5 + 0.25)
 
 
 def test_a_fixed_window_never_moves_and_must_be_positive() -> None:
@@ -67,7 +67,7 @@ def test_the_controller_picks_the_analytic_optimum() -> None:
     policy = AdaptiveWindow(k_max=8, prior=prior)
 
     def per_token(k: int) -> float:
-        return (0.01 * k + 0.03 + 0.02 + 0.004 * k) / expected_tokens(0.8, k)
+        return (0.01 * k + 0.03 + 0.02 + 0.004 * k) / expected_tokens([0.8] * k)
 
     assert policy.next_window([]) == min(range(1, 9), key=per_token)
 
