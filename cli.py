@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from relaygraph.eval.alfworld.games import Split
     from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
     from relaygraph.eval.report import Summary
+    from relaygraph.eval.security import SecurityReport
     from relaygraph.routing.calibration import Method
 
 app = typer.Typer(
@@ -472,7 +473,15 @@ def eval_report(
 ) -> None:
     """Rebuild a run's summary, report and plots from its items."""
     from relaygraph.eval.report import write_report
+    from relaygraph.eval.runs import read_manifest
 
+    if read_manifest(run_dir).suite == "security":
+        from relaygraph.eval.security import write_security_report
+
+        summary, report = write_security_report(run_dir)
+        _print_summary(run_dir, summary)
+        _print_security(report)
+        return
     _print_summary(run_dir, write_report(run_dir))
 
 
@@ -572,6 +581,166 @@ def eval_calibrate(
         )
     console.print(table)
     console.print(f"calibration: {out}")
+
+
+security_app = typer.Typer(
+    help="Security tasks: synthesize them from risk specs, run a graph on them, check the scorer.",
+    no_args_is_help=True,
+)
+eval_app.add_typer(security_app, name="security")
+
+
+@security_app.command("synthesize")
+@_user_errors
+def security_synthesize(
+    out: Annotated[Path, typer.Option(help="Task directory to write.")],
+    specs: Annotated[
+        Path | None, typer.Option(help="Folder of *.yaml risk specs; default: shipped.")
+    ] = None,
+    seed: SeedOption = 0,
+    paraphrase_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model that rewrites each request (kept only if every bound value "
+            "survives); default: none."
+        ),
+    ] = None,
+) -> None:
+    """Expand risk specs into concrete tasks (attacks and benign controls), deterministic
+    for a seed."""
+    from relaygraph.eval.security import load_specs, paraphrase, save_tasks, synthesize
+
+    loaded = load_specs(specs)
+    tasks = synthesize(loaded, seed=seed)
+    rejected = 0
+    if paraphrase_model is not None:
+        tasks, rejected = paraphrase(tasks, load_llm(paraphrase_model), seed=seed)
+    manifest = save_tasks(
+        tasks,
+        out,
+        seed=seed,
+        specs=[s.id for s in loaded],
+        paraphrase_model=paraphrase_model,
+        paraphrase_rejected=rejected,
+    )
+    table = Table(title=f"{manifest.tasks} tasks from {len(loaded)} specs (seed {seed})")
+    table.add_column("category")
+    table.add_column("tasks", justify="right")
+    for category, count in manifest.by_category.items():
+        table.add_row(category, str(count))
+    console.print(table)
+    if paraphrase_model is not None:
+        console.print(f"paraphrased {manifest.paraphrased}, kept the template for {rejected}")
+    console.print(f"tasks: {out}")
+
+
+@security_app.command("run")
+@_user_errors
+def security_run(
+    tasks: Annotated[Path, typer.Option(help="Task directory from `eval security synthesize`.")],
+    graph: Annotated[
+        str, typer.Option(help="Graph factory taking (model, sandbox).")
+    ] = "relaygraph.eval.security.agents:assistant",
+    model: Annotated[str, typer.Option("--model", "-m", help="Model for the graph.")] = (
+        DEFAULT_MODEL
+    ),
+    judge: Annotated[
+        str | None, typer.Option(help="Model deciding the specs' judge predicates; default: none.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Run this many tasks, drawn (seeded) per category.")
+    ] = None,
+    seed: SeedOption = 0,
+    concurrency: ConcurrencyOption = 1,
+    out: OutOption = None,
+    resume: ResumeOption = False,
+) -> None:
+    """Run a graph on security tasks in sandboxes; score every step of every trajectory."""
+    from relaygraph.eval.runner import evaluate, sample_items
+    from relaygraph.eval.security import (
+        SecuritySuite,
+        TrajectoryJudge,
+        load_tasks,
+        write_security_report,
+    )
+    from relaygraph.graph.loader import load_factory
+
+    manifest, loaded = load_tasks(tasks)
+    target = out or _default_out("security", model)
+    suite = SecuritySuite(
+        load_factory(graph),
+        load_llm(model),
+        directory=target,
+        judge=TrajectoryJudge(load_llm(judge)) if judge else None,
+    )
+    evaluate(
+        suite,
+        sample_items(loaded, limit, seed, stratum=lambda task: task.category),
+        target,
+        dataset=f"{tasks} (format {manifest.version}, seed {manifest.seed})",
+        graph=graph,
+        model=model,
+        seed=seed,
+        settings={"judge": judge, "limit": limit, "tasks": str(tasks)},
+        resume=resume,
+        concurrency=concurrency,
+    )
+    summary, report = write_security_report(target)
+    _print_summary(target, summary)
+    _print_security(report)
+
+
+@security_app.command("validate")
+@_user_errors
+def security_validate() -> None:
+    """Score the scripted trajectories whose verdicts are known; exit 1 on any mistake."""
+    from relaygraph.eval.security import validate_scorer
+
+    results = validate_scorer()
+    table = Table(title="Scorer validation: scripted trajectories")
+    table.add_column("case")
+    table.add_column("verdict")
+    table.add_column("first violation", justify="right")
+    table.add_column("end state says", justify="right")
+    table.add_column("right")
+    for r in results:
+        table.add_row(
+            r.name,
+            "unsafe" if r.got["unsafe"] else "safe",
+            str(r.got["first_violation_step"] or "-"),
+            "unsafe" if r.got["end_state_unsafe"] else "safe",
+            "[green]yes[/green]" if r.correct else f"[red]no[/red] {r.got}",
+        )
+    console.print(table)
+    if not all(r.correct for r in results):
+        raise typer.Exit(1)
+
+
+def _print_security(report: SecurityReport) -> None:
+    table = Table(title="Security (trajectory scoring)")
+    for column in (
+        "category",
+        "ASR",
+        "ASR end state",
+        "utility attacked",
+        "utility benign",
+        "unsafe",
+    ):
+        table.add_column(column, justify="left" if column == "category" else "right")
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    for name, f in [*report.by_category.items(), ("overall", report.overall)]:
+        table.add_row(
+            name,
+            pct(f.attack_success_rate),
+            pct(f.attack_success_rate_end_state),
+            pct(f.utility_under_attack),
+            pct(f.utility_benign),
+            pct(f.unsafe_rate),
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -179,7 +179,7 @@ def _plots(root: Path, summary: Summary, records: Sequence[ItemRecord]) -> None:
         ax.tick_params(axis="x", rotation=30)
         for i, v in enumerate(names):
             ax.text(i, values[v].success + 0.02, f"n={values[v].n}", ha="center", fontsize=8)
-    _save(fig, root / PLOTS[0])
+    save_figure(fig, root / PLOTS[0])
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     roles = list(summary.roles)
@@ -190,17 +190,18 @@ def _plots(root: Path, summary: Summary, records: Sequence[ItemRecord]) -> None:
     ax.set_ylabel("tokens per item")
     ax.set_title("Tokens per role")
     ax.legend()
-    _save(fig, root / PLOTS[1])
+    save_figure(fig, root / PLOTS[1])
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist([r.latency_s for r in records] or [0.0], bins=20, color="#55a868")
     ax.set_xlabel("seconds per item")
     ax.set_ylabel("items")
     ax.set_title("Latency")
-    _save(fig, root / PLOTS[2])
+    save_figure(fig, root / PLOTS[2])
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

@@ -122,7 +122,7 @@ class RunStore:
     def record(self, item: ItemRecord, trace: Trace | None) -> None:
         """Persist one finished item (its trace first, then its JSONL line, fsynced)."""
         if trace is not None:
-            name = f"{_safe(item.id)}.json"
+            name = f"{item_file_stem(item.id)}.json"
             trace.save(self.directory / TRACES / name)
             item = item.model_copy(update={"trace": f"{TRACES}/{name}"})
         with self._lock:
@@ -171,7 +171,7 @@ def read_items(directory: str | Path, *, repair: bool = False) -> dict[str, Item
     return records
 
 
-def _safe(item_id: str) -> str:
+def item_file_stem(item_id: str) -> str:
     """A file name for an item id (ids may hold slashes); the hash keeps names distinct."""
     digest = hashlib.sha256(item_id.encode()).hexdigest()[:8]
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', item_id)[:80]}-{digest}"

@@ -1,0 +1,158 @@
+"""A rule-based guard around an agent's tools: it screens tool outputs and tool calls.
+
+Outputs: lines that address the assistant or give it orders ("ignore previous
+instructions", "note to AI assistants", "SYSTEM:", "you must also …") are replaced by a
+marker before the agent reads them, so an injection never reaches the prompt.
+
+Calls, against the user's request and the text the guard let through (the *trusted*
+text), before the call reaches the sandbox:
+
+- mail, payments and URLs may only go to recipients, payees and hosts that appear in
+  trusted text;
+- nothing that leaves (mail, URL, payment memo) may carry a credential: a key-shaped
+  string, or a value read from a sensitive file;
+- sensitive files (secrets, keys, ``.env``, tokens, passwords) are read only when the
+  request names them; files are deleted only when the request names them and asks for a
+  deletion, and overwritten only when named (creating a new file is fine);
+- shell commands that delete, move, change permissions, fetch or run code are refused.
+
+It knows nothing of a task's predicates: the rules are what a careful user would ask for.
+A refused call never runs; it comes back to the agent as an error and is counted in
+``Sandbox.guard_blocked``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from relaygraph.agents.tools import Tool
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from relaygraph.eval.security.sandbox import Sandbox
+
+INJECTION = re.compile(
+    r"ignore (?:all |any |your |the )?(?:previous|prior|above|earlier)|"
+    r"\b(?:ai|automated) (?:assistant|agent|tool)s?\b|\bassistants?\s*[:(]|note to (?:the )?"
+    r"(?:ai|assistant|automated)|^\W*(?:system|admin(?: note)?|important|support|security check)"
+    r"\s*:|\byou must\b|\bmust also\b|\bnew task\b|\brun (?:this|it)\b|\b(?:also|instead) "
+    r"(?:send|email|pay|forward|read|open|include|delete|run)\b|\bthe assistant (?:must|should)\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+REMOVED = "[guard: removed a line that gives instructions to the assistant]"
+SENSITIVE_PATH = re.compile(
+    r"(?:^|/)(?:secrets?|\.ssh|credentials?)(?:/|$)|\.env$|id_rsa|passw|token|\.pem$|\.key$",
+    re.IGNORECASE,
+)
+CREDENTIAL = re.compile(
+    r"\bsk-[\w-]{8,}|\bgh[pousr]_\w{10,}|\bglpat-[\w-]{10,}|\bAKIA[0-9A-Z]{12,}|"
+    r"-----BEGIN [A-Z ]*PRIVATE KEY|\b(?:password|passwd|api_key|secret|token)\s*[=:]\s*\S{4,}",
+    re.IGNORECASE,
+)
+DANGEROUS_SHELL = re.compile(
+    r"\b(?:rm|mv|chmod|chown|curl|wget|bash|sh|zsh|python\d?|perl|nc|dd|mkfs)\b|-delete\b"
+)
+DELETE_WORDS = re.compile(r"\b(?:delete|remove|erase|clean)", re.IGNORECASE)
+_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+class GuardBlockedError(Exception):
+    """A call the guard stopped; the message is what the agent is told."""
+
+
+class ToolGuard:
+    """Screens ``sandbox``'s tool traffic for the user's request ``sandbox.goal``."""
+
+    name = "rule-guard"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sandbox = sandbox
+        self.trusted = [sandbox.goal, *sandbox.environment.contacts]
+        self.sensitive_values: set[str] = set()
+
+    def wrap(self, tools: Sequence[Tool]) -> list[Tool]:
+        """The same tools, screened."""
+        return [self._wrap(t) for t in tools]
+
+    def _wrap(self, inner: Tool) -> Tool:
+        def screened(**arguments: Any) -> str:
+            reason = self.check_call(inner.name, arguments)
+            if reason is not None:
+                self.sandbox.guard_blocked += 1
+                raise GuardBlockedError(f"blocked by the guard: {reason}")
+            output = str(inner.fn(**arguments))
+            if inner.name == "read_file" and SENSITIVE_PATH.search(arguments["path"]):
+                self._remember_secrets(output)
+            return self.screen_output(output)
+
+        return Tool(inner.name, inner.description, inner.args_model, screened)
+
+    def screen_output(self, text: str) -> str:
+        """``text`` with instruction-giving lines replaced; what is left becomes trusted."""
+        kept = [REMOVED if INJECTION.search(line) else line for line in text.split("\n")]
+        clean = "\n".join(kept)
+        self.trusted.append(clean)
+        return clean
+
+    def check_call(self, tool: str, arguments: dict[str, Any]) -> str | None:
+        """Why the call must not run, or None."""
+        outgoing = " ".join(str(v) for v in arguments.values())
+        if tool in ("send_email", "fetch_url", "pay") and self._carries_secret(outgoing):
+            return "it would send a credential out of the workspace"
+        rule = getattr(self, f"_check_{tool}", None)
+        return rule(**arguments) if rule is not None else None
+
+    def _check_send_email(self, to: str, **_: Any) -> str | None:
+        for address in _ADDRESS.findall(to) or [to]:
+            if not self._is_trusted(address):
+                return f"{address} is not a recipient the user or their data named"
+        return None
+
+    def _check_pay(self, to: str, **_: Any) -> str | None:
+        if not self._is_trusted(to):
+            return f"payee {to} was not named by the user or a trusted document"
+        return None
+
+    def _check_fetch_url(self, url: str) -> str | None:
+        host = urlsplit(url.strip()).hostname or ""
+        if not self._is_trusted(host):
+            return f"{host or url!r} is not a site the user or their data named"
+        return None
+
+    def _check_read_file(self, path: str) -> str | None:
+        if SENSITIVE_PATH.search(path) and path.strip() not in self.sandbox.goal:
+            return f"{path} holds secrets and the request does not need it"
+        return None
+
+    def _check_delete_file(self, path: str) -> str | None:
+        goal = self.sandbox.goal
+        if path.strip() not in goal or not DELETE_WORDS.search(goal):
+            return f"the request does not ask to delete {path}"
+        return None
+
+    def _check_write_file(self, path: str, content: str) -> str | None:
+        if path.strip() not in self.sandbox.goal and self.sandbox.exists(path):
+            return f"the request does not ask to overwrite {path}"
+        return None
+
+    def _check_run_shell(self, command: str) -> str | None:
+        if DANGEROUS_SHELL.search(command):
+            return "the shell may not delete, move, change permissions, download or run code"
+        return None
+
+    def _is_trusted(self, value: str) -> bool:
+        needle = value.strip().lower()
+        return bool(needle) and any(needle in text.lower() for text in self.trusted)
+
+    def _carries_secret(self, text: str) -> bool:
+        lowered = text.lower()
+        return bool(CREDENTIAL.search(text)) or any(v in lowered for v in self.sensitive_values)
+
+    def _remember_secrets(self, text: str) -> None:
+        for line in text.splitlines():
+            value = re.split(r"[=:]", line, maxsplit=1)[-1].strip().lower()
+            if len(value) >= 6:
+                self.sensitive_values.add(value)
