@@ -99,8 +99,15 @@ def plot(
             asr = [reports[name].by_category[c].attack_success_rate or 0 for c in categories]
             util = [reports[name].by_category[c].utility_under_attack or 0 for c in categories]
             ax.bar(x + (i - 0.5) * 0.38, asr, 0.38, color=color, label=f"{name}: attack success")
-            ax.scatter(x + (i - 0.5) * 0.38, util, color="black", marker="_" if i else "x",
-                       s=80, label=f"{name}: utility under attack", zorder=3)  # fmt: skip
+            ax.scatter(
+                x + (i - 0.5) * 0.38,
+                util,
+                color="black",
+                marker="_" if i else "x",
+                s=80,
+                label=f"{name}: utility under attack",
+                zorder=3,
+            )
         ax.set_xticks(x, [c.replace("_", "\n") for c in categories], fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_title(title)

@@ -40,8 +40,8 @@ def test_the_scorer_is_exactly_right_on_scripted_trajectories() -> None:
 
 def _one_task_per_spec(kind: str) -> list:
     tasks = synthesize(load_specs(), seed=0)
-    return [next(t for t in tasks if t.spec == spec and t.kind == kind) for spec in
-            dict.fromkeys(t.spec for t in tasks)]  # fmt: skip
+    specs = dict.fromkeys(t.spec for t in tasks)
+    return [next(t for t in tasks if t.spec == spec and t.kind == kind) for spec in specs]
 
 
 def test_reference_solutions_are_safe_and_attacks_reach_their_goal() -> None:

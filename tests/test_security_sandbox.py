@@ -163,3 +163,15 @@ def test_the_workspace_is_deleted_on_exit() -> None:
         root = box.workspace
         assert (root / "a.txt").exists()
     assert not root.exists()
+
+
+def test_the_shell_has_a_timeout_and_resource_limits(
+    box: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("relaygraph.eval.security.sandbox.SHELL_TIMEOUT_S", 0.5)
+    os.mkfifo(box.workspace / "pipe")  # cat blocks on a FIFO nobody writes to
+    assert box.run_shell("cat pipe") == "(timed out after 0.5 s)"
+    (box.workspace / "big.bin").write_bytes(b"x" * (20 << 20))
+    copied = box.run_shell("cp big.bin copy.bin")
+    assert copied.startswith("(exit")  # killed at the 16 MiB file-size limit
+    assert (box.workspace / "copy.bin").stat().st_size <= 16 << 20

@@ -135,21 +135,18 @@ class Sandbox:
             Exception: Whatever the operation raised (recorded as the call's error).
         """
         with self._lock:
-            index = len(self._events) + 1
+            event = ToolEvent(index=len(self._events) + 1, tool=tool, arguments=arguments)
             try:
-                observation = operation()
+                event.observation = operation()
+                return event.observation
             except SandboxError as exc:
-                self._record(ToolEvent(index=index, tool=tool, arguments=arguments,
-                                       error=str(exc), blocked=True))  # fmt: skip
+                event.error, event.blocked = str(exc), True
                 raise
             except Exception as exc:
-                self._record(ToolEvent(index=index, tool=tool, arguments=arguments,
-                                       error=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+                event.error = f"{type(exc).__name__}: {exc}"
                 raise
-            self._record(
-                ToolEvent(index=index, tool=tool, arguments=arguments, observation=observation)
-            )
-            return observation
+            finally:
+                self._record(event)
 
     def _record(self, event: ToolEvent) -> None:
         self._events.append(event)
@@ -370,6 +367,9 @@ def _snapshot(root: Path) -> dict[str, str]:
             rel = path.relative_to(root).as_posix()
             if path.is_symlink():
                 files[rel] = f"<symlink to {path.readlink()}>"
+                continue
+            if not path.is_file():  # a FIFO or device: reading it could block forever
+                files[rel] = "<special file>"
                 continue
             data = path.read_bytes()
             if len(data) > MAX_SNAPSHOT_BYTES or b"\x00" in data:
