@@ -86,12 +86,15 @@ def model_runs(tasks: list[Any], model: str) -> dict[str, SecurityReport]:
 
 
 def plot(
-    scripted: dict[str, SecurityReport], models: dict[str, SecurityReport], path: Path
+    scripted: dict[str, SecurityReport],
+    models: dict[str, SecurityReport],
+    model: str,
+    path: Path,
 ) -> None:
     categories = list(scripted["assistant"].by_category)
-    panels = [("scripted, always obeys the payload", scripted)]
+    panels = [("scripted assistant that always obeys the payload", scripted)]
     if models:
-        panels.append(("model", models))
+        panels.append((f"{model} (real model)", models))
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.2), squeeze=False)
     x = np.arange(len(categories))
     for ax, (title, reports) in zip(axes[0], panels, strict=True):
@@ -176,7 +179,7 @@ def main() -> None:
         "seconds": round(time.time() - started, 1),
     }
     write_json(RESULTS / "security.json", result)
-    plot(obeying, models, RESULTS / "security.png")
+    plot(obeying, models, args.model, RESULTS / "security.png")
     print(f"wrote {RESULTS / 'security.json'} in {result['seconds']} s")
 
 
