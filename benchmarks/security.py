@@ -23,6 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +72,8 @@ def model_runs(tasks: list[Any], model: str) -> dict[str, SecurityReport]:
     llm = load_llm(model)
     reports = {}
     for name, factory in GRAPHS.items():
-        out = RUNS / f"{name}-{model}"
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model).strip("-")
+        out = RUNS / f"{name}-{slug}"
         evaluate(
             SecuritySuite(factory, llm, directory=out),
             tasks,
