@@ -743,5 +743,48 @@ def _print_security(report: SecurityReport) -> None:
     console.print(table)
 
 
+distill_app = typer.Typer(
+    help="Structured REASON/ACT distillation of agent traces into students.",
+    no_args_is_help=True,
+)
+app.add_typer(distill_app, name="distill")
+
+
+@distill_app.command("build-dataset")
+@_user_errors
+def distill_build_dataset(
+    traces: Annotated[
+        list[Path], typer.Argument(help="Trace files and evaluation run directories.")
+    ],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    tokenizer: Annotated[
+        str, typer.Option(help="The student's model, whose tokenizer the masks are on.")
+    ] = DEFAULT_MODEL,
+    only_successful: Annotated[
+        bool,
+        typer.Option(
+            "--only-successful", help="Keep episodes that succeeded (run directories only)."
+        ),
+    ] = False,
+) -> None:
+    """Turn traces into examples: the prompt, the teacher's reply, REASON and ACT masks."""
+    from relaygraph.distill import build_dataset, save_dataset
+
+    examples, stats = build_dataset(traces, load_llm(tokenizer), only_successful=only_successful)
+    save_dataset(examples, stats, out)
+    table = Table(title=f"{stats.examples} examples from {stats.episodes} episodes")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    if stats.successful_episodes is not None:
+        table.add_row("successful episodes", str(stats.successful_episodes))
+    table.add_row("prompt tokens", f"{stats.prompt_tokens:,}")
+    table.add_row("target tokens", f"{stats.target_tokens:,}")
+    table.add_row("REASON / ACT tokens", f"{stats.reason_tokens:,} / {stats.act_tokens:,}")
+    for why, count in stats.skipped.items():
+        table.add_row(f"skipped: {why}", str(count))
+    console.print(table)
+    console.print(f"dataset: {out}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,4 +1,4 @@
-"""Running the `relaygraph eval` command in a child process, as a user would."""
+"""Running the `relaygraph` command in a child process, as a user would."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import sys
 
 def eval_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``relaygraph eval *args`` offline; the result carries exit code, stdout and stderr."""
+    return relaygraph_cli("eval", *args, timeout=timeout)
+
+
+def relaygraph_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``relaygraph *args`` offline, as a child process."""
     return subprocess.run(
-        [sys.executable, "-m", "relaygraph.cli", "eval", *args],
+        [sys.executable, "-m", "relaygraph.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -1,0 +1,102 @@
+"""Where REASON and ACT are in an agent's reply, in characters and in a tokenizer's tokens.
+
+A ReAct reply reads ``Thought: <reasoning>\\nAction: <tool>[<argument>]``. REASON is
+everything before the action label (the thought label included, trailing whitespace not);
+ACT runs from the action label to the end of the paragraph the parser reads the call from.
+Whatever follows (a newline, a hallucinated observation) belongs to neither.
+
+Token masks are computed on the *student's* tokenizer: each token of the target covers
+the characters its prefix adds when detokenized; a token overlapping a span belongs to
+it, and a token that straddles the REASON/ACT boundary (a merged ``\\nAction``) counts
+as ACT, since the action is what must come out exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from relaygraph.agents.react import ReActParseError, parse_react
+from relaygraph.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from relaygraph.llm.protocol import LLM
+
+_ACTION = re.compile(r"^[ \t>*_#`-]*(?:action|act)[ \t*_`]*[:\uff1a]", re.IGNORECASE | re.MULTILINE)
+_FINAL = re.compile(r"^[ \t>*_#`-]*final[ _]answer[ \t*_`]*[:\uff1a]", re.IGNORECASE | re.MULTILINE)
+_OBSERVATION = re.compile(
+    r"^[ \t>*_#`-]*observation[ \t*_`]*[:\uff1a]", re.IGNORECASE | re.MULTILINE
+)
+
+
+class NoStructureError(ConfigError):
+    """A reply without a REASON/ACT structure (no parseable action)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonActSpans:
+    """Character spans ``[start, end)`` of REASON and ACT in a reply."""
+
+    reason: tuple[int, int]
+    act: tuple[int, int]
+
+
+def find_spans(reply: str) -> ReasonActSpans:
+    """REASON and ACT spans of a ReAct reply.
+
+    Example:
+        >>> find_spans("Thought: look it up.\\nAction: search[Paris]\\n")
+        ReasonActSpans(reason=(0, 20), act=(21, 43))
+
+    Raises:
+        NoStructureError: The reply has no action a ReAct parser can read.
+    """
+    try:
+        parse_react(reply)
+    except ReActParseError as exc:
+        raise NoStructureError(f"no REASON/ACT structure: {exc}") from None
+    end = len(reply)
+    if observed := _OBSERVATION.search(reply):
+        end = observed.start()
+    labels = [m for m in (_ACTION.search(reply, 0, end), _FINAL.search(reply, 0, end)) if m]
+    label = min(labels, key=lambda m: m.start())
+    act_start = label.start() + (len(label.group()) - len(label.group().lstrip()))
+    # The parser reads the action from the first paragraph after the label; so does ACT.
+    body = reply[label.end() : end]
+    leading = len(body) - len(body.lstrip())
+    call_end = label.end() + leading + len(body[leading:].split("\n\n")[0].rstrip())
+    reason_end = len(reply[:act_start].rstrip())
+    return ReasonActSpans(reason=(0, reason_end), act=(act_start, call_end))
+
+
+def token_masks(
+    tokenizer: LLM, target: str, target_ids: Sequence[int], spans: ReasonActSpans
+) -> tuple[list[int], list[int]]:
+    """0/1 masks over ``target_ids`` for REASON and ACT (a token is in at most one).
+
+    Raises:
+        ConfigError: The tokens do not detokenize back to ``target`` (another tokenizer).
+    """
+    ends = [len(tokenizer.detokenize(target_ids[: k + 1])) for k in range(len(target_ids))]
+    if tokenizer.detokenize(target_ids) != target:
+        raise ConfigError(
+            f"{tokenizer.name}'s tokens of the target do not read back as the target; "
+            "the ids were made by another tokenizer"
+        )
+    reason, act = [0] * len(target_ids), [0] * len(target_ids)
+    start = 0
+    for k, end in enumerate(ends):
+        covers = (start, max(end, start + 1))  # a partial UTF-8 token adds no character
+        if _overlaps(covers, spans.act):
+            act[k] = 1
+        elif _overlaps(covers, spans.reason):
+            reason[k] = 1
+        start = end
+    return reason, act
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
