@@ -1,0 +1,76 @@
+"""Students: the teacher's weights in torch, truncated, and written back to GGUF exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from relaygraph.distill.student import evenly_spaced, export_gguf, make_student, read_shape
+from relaygraph.errors import ConfigError
+from relaygraph.llm import LocalLLM
+from relaygraph.llm.catalog import packaged_model
+
+PROMPT = [{"role": "user", "content": "What is the capital of France?"}]
+ANSWER = " The capital of France is Paris."
+
+
+def _torch_logits(model: torch.nn.Module, ids: list[int], continuation: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        logits = model(torch.tensor([ids + continuation])).logits[0].numpy()
+    return logits[len(ids) - 1 :]  # as LocalLLM.logits: each position, and after the last
+
+
+@pytest.mark.slow
+def test_the_full_copy_computes_the_teachers_function(smollm2: LocalLLM) -> None:
+    path = packaged_model("smollm2-135m").locate()
+    model = make_student(path, list(range(read_shape(path).blocks)))
+    ids, answer = smollm2.encode(PROMPT), smollm2.tokenize(ANSWER)
+    ours, theirs = _torch_logits(model, ids, answer), smollm2.logits(ids, answer)
+    # llama.cpp runs the Q4 weights with 8-bit activations; torch the dequantised weights.
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] > 0.998
+    assert (ours.argmax(-1) == theirs.argmax(-1)).mean() >= 0.75
+
+
+@pytest.fixture(scope="module")
+def student() -> torch.nn.Module:
+    """Four of the teacher's 30 blocks, perturbed as training would (built once: ~20 s)."""
+    path = packaged_model("smollm2-135m").locate()
+    keep = evenly_spaced(read_shape(path).blocks, 4)
+    assert keep == [0, 10, 19, 29]
+    model = make_student(path, keep)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    return model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("precision", "tolerance"), [("f32", 0.1), ("f16", 0.25)])
+def test_a_truncated_student_round_trips_through_gguf(
+    tmp_path: Path, smollm2: LocalLLM, student: torch.nn.Module, precision: str, tolerance: float
+) -> None:
+    path = packaged_model("smollm2-135m").locate()
+    out = export_gguf(student, path, tmp_path / "student.gguf", precision=precision)  # type: ignore[arg-type]
+    engine = LocalLLM.load(out)
+    assert engine.tokenize(ANSWER) == smollm2.tokenize(ANSWER)
+    ids, answer = smollm2.encode(PROMPT), smollm2.tokenize(ANSWER)
+    ours, theirs = _torch_logits(student, ids, answer), engine.logits(ids, answer)
+    assert np.abs(ours - theirs).max() < tolerance
+    assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+    assert engine.complete(PROMPT).text  # it generates
+
+
+def test_students_refuse_bad_input(tmp_path: Path) -> None:
+    smol = packaged_model("smollm2-135m").locate()
+    with pytest.raises(ConfigError, match="students are built from llama-architecture"):
+        read_shape(packaged_model("gemma3-270m").locate())
+    for keep in ([], [0, 0], [30]):
+        with pytest.raises(ConfigError, match=r"keep must name distinct blocks of 0\.\.29"):
+            make_student(smol, keep)
+    with pytest.raises(ConfigError, match=r"a student keeps 1\.\.30 blocks"):
+        evenly_spaced(30, 0)
+    (tmp_path / "taken.gguf").write_bytes(b"")
+    with pytest.raises(ConfigError, match="exists"):
+        export_gguf(None, smol, tmp_path / "taken.gguf")  # type: ignore[arg-type]
