@@ -123,7 +123,7 @@ def make_student(gguf_path: str | Path, keep: Sequence[int]) -> LlamaForCausalLM
         num_key_value_heads=shape.kv_heads,
         max_position_embeddings=shape.context,
         rms_norm_eps=shape.rms_eps,
-        rope_theta=shape.rope_theta,
+        rope_parameters={"rope_type": "default", "rope_theta": shape.rope_theta},
         tie_word_embeddings=shape.tied,
         attention_bias=False,
         mlp_bias=False,
@@ -150,7 +150,7 @@ def make_student(gguf_path: str | Path, keep: Sequence[int]) -> LlamaForCausalLM
         )
     if shape.tied:
         model.tie_weights()
-    return model.float()
+    return model
 
 
 def export_gguf(
