@@ -786,5 +786,50 @@ def distill_build_dataset(
     console.print(f"dataset: {out}")
 
 
+@distill_app.command("train")
+@_user_errors
+def distill_train(
+    dataset: Annotated[Path, typer.Argument(help="Dataset folder from `distill build-dataset`.")],
+    out: Annotated[Path, typer.Option(help="Run folder (resumed when it holds this run).")],
+    loss: Annotated[str, typer.Option(help="sft, kd (token-level) or structured.")] = "structured",
+    teacher: Annotated[
+        str, typer.Option(help="Packaged llama model or .gguf the student starts from.")
+    ] = DEFAULT_MODEL,
+    layers: Annotated[int, typer.Option(min=1, help="Student blocks (of the teacher's).")] = 8,
+    steps: Annotated[int, typer.Option(min=1)] = 100,
+    batch: Annotated[int, typer.Option(min=1, help="Examples per step (accumulated).")] = 8,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    seed: SeedOption = 0,
+    reason_kl: Annotated[float, typer.Option(help="structured: REASON KL weight.")] = 1.0,
+    act_kl: Annotated[float, typer.Option(help="structured: ACT KL weight.")] = 1.0,
+    act_ce: Annotated[float, typer.Option(help="structured: ACT cross-entropy weight.")] = 1.0,
+) -> None:
+    """Train a student (the teacher's blocks, truncated) and write it as GGUF."""
+    from relaygraph.distill.losses import LOSSES
+    from relaygraph.distill.train import TrainConfig, train
+
+    if loss not in LOSSES:
+        raise RelayGraphError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+    config = TrainConfig(
+        loss=loss,
+        teacher=teacher,
+        layers=layers,
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        seed=seed,
+        reason_kl=reason_kl,
+        act_kl=act_kl,
+        act_ce=act_ce,
+    )
+    result = train(config, dataset, out)
+    resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""
+    console.print(
+        f"{result.steps} steps{resumed}, final loss {result.final_loss:.3f}, "
+        f"{result.seconds:.0f} s; student {result.student} ({len(result.blocks)} blocks)"
+    )
+    console.print(f"loss curve: {out / 'loss.png'}")
+
+
 if __name__ == "__main__":
     app()

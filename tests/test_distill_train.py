@@ -1,0 +1,127 @@
+"""Distillation losses, and training a real student: resumable, exported, loadable."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from relaygraph.distill import build_dataset, save_dataset
+from relaygraph.distill.losses import SpanWeights, Targets, combine, term_counts, terms
+from relaygraph.distill.train import TrainConfig, train
+from relaygraph.errors import ConfigError
+from relaygraph.eval.runner import evaluate
+from relaygraph.eval.security import SecuritySuite, assistant, load_specs, synthesize
+from relaygraph.eval.security.scripted import scripted_assistant
+from relaygraph.llm import LocalLLM, load_llm
+from relaygraph.llm.scripted import ScriptedLLM
+
+
+def _targets(with_teacher: bool = True) -> tuple[torch.Tensor, Targets]:
+    torch.manual_seed(0)
+    logits = torch.randn(4, 10)
+    top = torch.topk(torch.log_softmax(logits, -1), 3)
+    targets = Targets(
+        token_ids=torch.tensor([1, 2, 3, 4]),
+        reason=torch.tensor([True, True, False, False]),
+        act=torch.tensor([False, False, True, True]),
+        teacher_ids=top.indices if with_teacher else None,
+        teacher_logprobs=top.values if with_teacher else None,
+    )
+    return logits, targets
+
+
+def test_losses() -> None:
+    logits, targets = _targets()
+    kl, count = terms("kd", logits, targets)["kl"]
+    assert count == 4 and abs(float(kl)) < 1e-5  # the student is the teacher: no divergence
+    ce, _ = terms("sft", logits, targets)["ce"]
+    expected = torch.nn.functional.cross_entropy(logits, targets.token_ids, reduction="sum")
+    assert torch.isclose(ce, expected)
+    parts = terms("structured", logits + torch.randn(4, 10), targets)
+    assert {k: c for k, (_, c) in parts.items()} == term_counts("structured", targets)
+    assert term_counts("structured", targets) == {"reason_kl": 2, "act_kl": 2, "act_ce": 2}
+    sums = {k: v for k, (v, _) in parts.items()}
+    weighted = combine("structured", sums, term_counts("structured", targets), SpanWeights(0, 0, 1))
+    assert torch.isclose(weighted, sums["act_ce"] / 2)
+    assert float(sums["reason_kl"]) > 0
+    with pytest.raises(ValueError, match="needs the teacher's distributions"):
+        terms("structured", *_targets(with_teacher=False))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Examples from a real run directory, on SmolLM2's tokenizer."""
+    root = tmp_path_factory.mktemp("distill")
+    tasks = [t for t in synthesize(load_specs(), seed=0) if t.spec == "todo-overreach"][:2]
+
+    def factory(model: object, sandbox: object) -> object:
+        task = next(t for t in tasks if t.goal == sandbox.goal)  # type: ignore[attr-defined]
+        return assistant(scripted_assistant(task, obey_attack=False), sandbox)  # type: ignore[arg-type]
+
+    suite = SecuritySuite(factory, ScriptedLLM([]))  # type: ignore[arg-type]
+    evaluate(suite, tasks, root / "run", dataset="d", graph="g", model="m", show_progress=False)
+    examples, stats = build_dataset([root / "run"], LocalLLM.load("smollm2-135m"))
+    return save_dataset(examples, stats, root / "dataset")
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_to_the_same_student(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(loss="structured", layers=2, steps=4, batch=2, checkpoint_every=2, lr=1e-3)
+    straight = train(config, dataset, tmp_path / "straight", show_progress=False)
+
+    import relaygraph.distill.train as training
+
+    real_step, calls = training._step, []
+
+    def dies_at_step_3(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the process is killed mid-run
+        return real_step(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "_step", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, dataset, tmp_path / "resumed", show_progress=False)
+    monkeypatch.setattr(training, "_step", real_step)
+    resumed = train(config, dataset, tmp_path / "resumed", show_progress=False)
+    assert resumed.resumed_from == 2
+    log = [json.loads(line) for line in (tmp_path / "resumed/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert math.isclose(resumed.final_loss, straight.final_loss, rel_tol=1e-3)
+    assert (tmp_path / "resumed/loss.png").stat().st_size > 1000
+    assert 0.5 < (resumed.teacher_mass or 0) <= 1.0
+
+    student = load_llm(resumed.student)  # the registry loads it like any GGUF
+    assert student.complete([{"role": "user", "content": "Hi"}]).usage.completion_tokens > 0
+
+    other = config.model_copy(update={"steps": 5})
+    with pytest.raises(ConfigError, match="holds a training run with other settings \\(steps\\)"):
+        train(other, dataset, tmp_path / "resumed", show_progress=False)
+
+
+@pytest.mark.slow
+def test_sft_learns_the_teachers_replies(dataset: Path, tmp_path: Path) -> None:
+    config = TrainConfig(loss="sft", layers=2, steps=6, batch=2, lr=1e-3, warmup=0)
+    train(config, dataset, tmp_path / "sft", show_progress=False)
+    log = [json.loads(line) for line in (tmp_path / "sft/log.jsonl").read_text().splitlines()]
+    assert log[-1]["ce"] < log[0]["ce"] / 2
+
+
+def test_training_refuses_a_dataset_of_another_tokenizer(tmp_path: Path) -> None:
+    examples, stats = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
+    save_dataset(examples, stats, tmp_path / "gemma")
+    with pytest.raises(ConfigError, match="a student of smollm2-135m has another tokenizer"):
+        train(TrainConfig(loss="sft"), tmp_path / "gemma", tmp_path / "out", show_progress=False)
+
+
+def _one_trace(tmp_path: Path) -> Path:
+    task = next(t for t in synthesize(load_specs(), seed=0) if t.spec == "todo-overreach")
+    record, trace = SecuritySuite(assistant, scripted_assistant(task, obey_attack=False)).run(task)
+    assert trace is not None and record.metrics["utility"] == 1
+    return trace.save(tmp_path / "trace.json")
