@@ -831,5 +831,41 @@ def distill_train(
     console.print(f"loss curve: {out / 'loss.png'}")
 
 
+@distill_app.command("eval")
+@_user_errors
+def distill_eval(
+    dataset: Annotated[Path, typer.Argument(help="Held-out dataset folder (never trained on).")],
+    student: Annotated[list[str], typer.Option(help="Student model(s): a .gguf or a name.")],
+    teacher: Annotated[str, typer.Option(help="The teacher (scores REASON text).")] = (
+        DEFAULT_MODEL
+    ),
+    limit: LimitOption = None,
+    seed: SeedOption = 0,
+) -> None:
+    """ACT exact match with the teacher, the teacher's perplexity of the student's REASON
+    text, and tokens/s, on held-out steps."""
+    from relaygraph.distill import load_dataset
+    from relaygraph.distill.evaluate import score_student
+    from relaygraph.eval.runner import sample_items
+
+    examples, _ = load_dataset(dataset)
+    examples = sample_items(examples, limit, seed)
+    judge = load_llm(teacher)
+    table = Table(title=f"{len(examples)} held-out steps, teacher {teacher}")
+    for column in ("student", "ACT match", "parsed", "REASON ppl (teacher)", "tokens/s"):
+        table.add_column(column, justify="left" if column == "student" else "right")
+    for name in student:
+        scores = score_student(load_llm(name), judge, examples)
+        ppl = scores.reason_perplexity
+        table.add_row(
+            name,
+            f"{scores.act_match:.1%}",
+            f"{scores.parsed:.1%}",
+            "-" if ppl is None else f"{ppl:.1f}",
+            f"{scores.tokens_per_s:.1f}",
+        )
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -125,3 +125,27 @@ def _one_trace(tmp_path: Path) -> Path:
     record, trace = SecuritySuite(assistant, scripted_assistant(task, obey_attack=False)).run(task)
     assert trace is not None and record.metrics["utility"] == 1
     return trace.save(tmp_path / "trace.json")
+
+
+def test_action_keys_compare_what_the_agent_would_do() -> None:
+    from relaygraph.distill.evaluate import action_key
+
+    assert action_key("Thought: x\nAction: search[ Eiffel  Tower ]") == "search:eiffel tower"
+    assert action_key("Final Answer: Paris") == action_key("Thought: y\nAction: finish[paris]")
+    assert action_key("I am not sure.") is None
+
+
+@pytest.mark.slow
+def test_scoring_a_student_against_its_teacher(dataset: Path) -> None:
+    from relaygraph.distill import load_dataset
+    from relaygraph.distill.evaluate import score_student
+
+    examples, _ = load_dataset(dataset)
+    smollm2 = LocalLLM.load("smollm2-135m")
+    # The scripted teacher's replies are exactly what a perfect student reproduces.
+    perfect = ScriptedLLM([e.target.removeprefix("Thought:") for e in examples], name="perfect")
+    best = score_student(perfect, smollm2, examples)
+    assert best.act_match == 1.0 and best.parsed == 1.0
+    assert best.reason_perplexity is not None and best.reason_perplexity > 1.0
+    real = score_student(smollm2, smollm2, examples[:2], max_tokens=24)
+    assert 0.0 <= real.act_match <= real.parsed <= 1.0 and real.tokens_per_s > 0
