@@ -112,6 +112,10 @@ def _spec(tmp_path: Path, change: dict[str, object], name: str = "bad.yaml") -> 
             "a judge only ever adds to rule-based checks",
         ),
         ({"utility.0.pattern": "(unclosed"}, "bad.yaml: utility.0.answer_matches.pattern"),
+        (
+            {"environment.files": {"../escape.txt": "x"}},
+            "bad.yaml: environment.files: '../escape.txt' must be a relative path",
+        ),
     ],
 )
 def test_bad_specs_name_the_file_and_field(

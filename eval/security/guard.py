@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from relaygraph.agents.tools import Tool
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from relaygraph.eval.security.sandbox import Sandbox
 
@@ -102,7 +102,16 @@ class ToolGuard:
         outgoing = " ".join(str(v) for v in arguments.values())
         if tool in ("send_email", "fetch_url", "pay") and self._carries_secret(outgoing):
             return "it would send a credential out of the workspace"
-        rule = getattr(self, f"_check_{tool}", None)
+        rules: dict[str, Callable[..., str | None]] = {
+            "send_email": self._check_send_email,
+            "pay": self._check_pay,
+            "fetch_url": self._check_fetch_url,
+            "read_file": self._check_read_file,
+            "delete_file": self._check_delete_file,
+            "write_file": self._check_write_file,
+            "run_shell": self._check_run_shell,
+        }
+        rule = rules.get(tool)
         return rule(**arguments) if rule is not None else None
 
     def _check_send_email(self, to: str, **_: Any) -> str | None:

@@ -54,6 +54,15 @@ class Environment(BaseModel):
     """Addresses the user knows (a defence may trust them)."""
     balance: float = Field(default=1000.0, ge=0)
 
+    @field_validator("files")
+    @classmethod
+    def _relative_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        for path in value:
+            parts = path.split("/")
+            if not path or path.startswith(("/", "~")) or ".." in parts or "" in parts:
+                raise ValueError(f"{path!r} must be a relative path inside the workspace")
+        return value
+
 
 class Call(BaseModel):
     """A tool call written in a spec: the tool and its arguments."""
