@@ -35,6 +35,7 @@ import numpy as np
 from _common import RESULTS, machine, write_json
 
 from relaygraph.distill import build_dataset, load_dataset, save_dataset
+from relaygraph.distill.dataset import dataset_stats
 from relaygraph.distill.evaluate import score_student
 from relaygraph.distill.losses import LOSSES
 from relaygraph.distill.train import TrainConfig, train
@@ -89,7 +90,14 @@ def datasets(args: argparse.Namespace) -> tuple[Path, Path]:
             examples, stats = build_dataset(sources, tokenizer)
             limit = args.train_examples if split == "train" else args.heldout_examples
             examples = sample_items(examples, limit, 0)
-            save_dataset(examples, stats.model_copy(update={"examples": len(examples)}), folder)
+            sampled = dataset_stats(
+                examples,
+                episodes=stats.episodes,
+                successful_episodes=stats.successful_episodes,
+                skipped=stats.skipped
+                | {f"not drawn (sample of {limit})": stats.examples - len(examples)},
+            )
+            save_dataset(examples, sampled, folder)
         out[split] = folder
     return out["train"], out["heldout"]
 

@@ -116,18 +116,34 @@ def build_dataset(
         raise ConfigError(
             f"no step with a REASON/ACT structure in {len(sources)} sources ({reasons})"
         )
-    stats = DatasetStats(
-        examples=len(examples),
+    stats = dataset_stats(
+        examples,
         episodes=episodes,
         successful_episodes=sum(successes) if successes else None,
+        skipped=dict(skipped),
+    )
+    return examples, stats
+
+
+def dataset_stats(
+    examples: Sequence[DistillExample],
+    *,
+    episodes: int,
+    successful_episodes: int | None,
+    skipped: dict[str, int],
+) -> DatasetStats:
+    """The figures of ``examples`` (for a subset too: counts are taken from the examples)."""
+    return DatasetStats(
+        examples=len(examples),
+        episodes=episodes,
+        successful_episodes=successful_episodes,
         prompt_tokens=sum(len(e.prompt_ids) for e in examples),
         target_tokens=sum(len(e.target_ids) for e in examples),
         reason_tokens=sum(sum(e.reason_mask) for e in examples),
         act_tokens=sum(sum(e.act_mask) for e in examples),
-        skipped=dict(skipped),
+        skipped=skipped,
         by_agent=dict(Counter(e.agent for e in examples)),
     )
-    return examples, stats
 
 
 def _episodes(sources: Iterable[str | Path]) -> Iterable[tuple[Trace, str, bool | None]]:
