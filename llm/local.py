@@ -286,7 +286,7 @@ class LocalLLM(BaseLLM):
         """Token ids of a prompt, with the model's BOS token when it wants one."""
         p = to_prompt(prompt)
         if not isinstance(p, TextPrompt | ChatPrompt):
-            self._check_vocabulary(p.token_ids)
+            self._check_vocabulary(p.token_ids, parameter="prompt")
             return list(p.token_ids)
         ids = self._runtime.tokenize(self.render(p), add_special=False, parse_special=True)
         if self._runtime.add_bos and self._bos_id >= 0 and (not ids or ids[0] != self._bos_id):
@@ -302,16 +302,16 @@ class LocalLLM(BaseLLM):
         Raises:
             ConfigError: An id outside the vocabulary (llama.cpp would abort the process).
         """
-        self._check_vocabulary(token_ids)
+        self._check_vocabulary(token_ids, parameter="token_ids")
         return self._runtime.detokenize(token_ids)
 
-    def _check_vocabulary(self, token_ids: Sequence[int]) -> None:
+    def _check_vocabulary(self, token_ids: Sequence[int], *, parameter: str) -> None:
         bad = [t for t in token_ids if not 0 <= t < self._runtime.n_vocab]
         if bad:
             raise ConfigError(
                 f"token id {bad[0]} is outside the vocabulary of {self._name} "
                 f"(size {self._runtime.n_vocab})",
-                parameter="token_ids",
+                parameter=parameter,
                 value=bad[0],
             )
 
