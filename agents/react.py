@@ -72,22 +72,12 @@ def parse_react(reply: str) -> ReActStep:
     Raises:
         ReActParseError: No action and no final answer could be found.
     """
-    text = reply.strip()
-    if observed := _OBSERVATION.search(text):
-        text = text[: observed.start()].rstrip()
-    action_at = _ACTION.search(text)
-    final_at = _FINAL.search(text)
-    first = min((m for m in (action_at, final_at) if m), key=lambda m: m.start(), default=None)
-    if first is None:
-        raise ReActParseError(
-            "no 'Action:' line found; end your reply with 'Action: <tool>[<argument>]' "
-            "or 'Action: finish[<answer>]'"
-        )
+    text, _, first = _locate(reply)
     reason = text[: first.start()]
     if thought := _THOUGHT.search(reason):
         reason = reason[thought.end() :]
     body = text[first.end() :].strip()
-    if first is final_at:
+    if first.re is _FINAL:
         return ReActStep(reason.strip(), FinalAnswer(_first_paragraph(body)), reply)
     call = _CALL.match(body.split("\n\n")[0].strip())
     if call is None:
@@ -99,6 +89,50 @@ def parse_react(reply: str) -> ReActStep:
     if tool.lower() in _FINISH_NAMES:
         return ReActStep(reason.strip(), FinalAnswer(arguments.strip()), reply)
     return ReActStep(reason.strip(), ToolCall(tool, arguments), reply)
+
+
+def reason_act_spans(reply: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Character spans ``[start, end)`` of REASON and ACT in ``reply``.
+
+    ACT runs from the action label (``Action:``, ``Final Answer:``) to the end of the
+    paragraph the action is read from; REASON is everything before it, trailing
+    whitespace off. What follows (a newline, a hallucinated observation) is neither.
+
+    Example:
+        >>> reason_act_spans("Thought: look it up.\\nAction: search[Paris]\\n")
+        ((0, 20), (21, 42))
+
+    Raises:
+        ReActParseError: As `parse_react`: the reply has no action it can read.
+    """
+    parse_react(reply)
+    text, offset, label = _locate(reply)
+    matched = label.group()
+    start = offset + label.start() + len(matched) - len(matched.lstrip())
+    after = text[label.end() :]
+    body = after.lstrip()
+    end = offset + label.end() + len(after) - len(body) + len(body.split("\n\n")[0].rstrip())
+    return (0, len(reply[:start].rstrip())), (start, end)
+
+
+def _locate(reply: str) -> tuple[str, int, re.Match[str]]:
+    """The reply stripped and cut before a hallucinated observation, where that text
+    starts in the reply, and its first action label.
+
+    Raises:
+        ReActParseError: No action label.
+    """
+    text = reply.strip()
+    offset = len(reply) - len(reply.lstrip())
+    if observed := _OBSERVATION.search(text):
+        text = text[: observed.start()].rstrip()
+    labels = [m for m in (_ACTION.search(text), _FINAL.search(text)) if m]
+    if not labels:
+        raise ReActParseError(
+            "no 'Action:' line found; end your reply with 'Action: <tool>[<argument>]' "
+            "or 'Action: finish[<answer>]'"
+        )
+    return text, offset, min(labels, key=lambda m: m.start())
 
 
 def _first_paragraph(text: str) -> str:

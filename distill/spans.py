@@ -1,9 +1,8 @@
 """Where REASON and ACT are in an agent's reply, in characters and in a tokenizer's tokens.
 
-A ReAct reply reads ``Thought: <reasoning>\\nAction: <tool>[<argument>]``. REASON is
-everything before the action label (the thought label included, trailing whitespace not);
-ACT runs from the action label to the end of the paragraph the parser reads the call from.
-Whatever follows (a newline, a hallucinated observation) belongs to neither.
+The character spans are the ReAct parser's (`reason_act_spans` in ``agents/react.py``,
+which defines the format): REASON is everything before the action label, ACT runs from
+the label to the end of the paragraph the action is read from.
 
 Token masks are computed on the *student's* tokenizer: each token of the target covers
 the characters its prefix adds when detokenized; a token overlapping a span belongs to
@@ -13,23 +12,16 @@ as ACT, since the action is what must come out exactly.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from relaygraph.agents.react import ReActParseError, parse_react
+from relaygraph.agents.react import ReActParseError, reason_act_spans
 from relaygraph.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from relaygraph.llm.protocol import LLM
-
-_ACTION = re.compile(r"^[ \t>*_#`-]*(?:action|act)[ \t*_`]*[:\uff1a]", re.IGNORECASE | re.MULTILINE)
-_FINAL = re.compile(r"^[ \t>*_#`-]*final[ _]answer[ \t*_`]*[:\uff1a]", re.IGNORECASE | re.MULTILINE)
-_OBSERVATION = re.compile(
-    r"^[ \t>*_#`-]*observation[ \t*_`]*[:\uff1a]", re.IGNORECASE | re.MULTILINE
-)
 
 
 class NoStructureError(ConfigError):
@@ -49,27 +41,16 @@ def find_spans(reply: str) -> ReasonActSpans:
 
     Example:
         >>> find_spans("Thought: look it up.\\nAction: search[Paris]\\n")
-        ReasonActSpans(reason=(0, 20), act=(21, 43))
+        ReasonActSpans(reason=(0, 20), act=(21, 42))
 
     Raises:
         NoStructureError: The reply has no action a ReAct parser can read.
     """
     try:
-        parse_react(reply)
+        reason, act = reason_act_spans(reply)
     except ReActParseError as exc:
         raise NoStructureError(f"no REASON/ACT structure: {exc}") from None
-    end = len(reply)
-    if observed := _OBSERVATION.search(reply):
-        end = observed.start()
-    labels = [m for m in (_ACTION.search(reply, 0, end), _FINAL.search(reply, 0, end)) if m]
-    label = min(labels, key=lambda m: m.start())
-    act_start = label.start() + (len(label.group()) - len(label.group().lstrip()))
-    # The parser reads the action from the first paragraph after the label; so does ACT.
-    body = reply[label.end() : end]
-    leading = len(body) - len(body.lstrip())
-    call_end = label.end() + leading + len(body[leading:].split("\n\n")[0].rstrip())
-    reason_end = len(reply[:act_start].rstrip())
-    return ReasonActSpans(reason=(0, reason_end), act=(act_start, call_end))
+    return ReasonActSpans(reason=reason, act=act)
 
 
 def token_masks(
