@@ -24,6 +24,7 @@ from rich.progress import track
 
 from relaygraph.errors import ConfigError
 from relaygraph.fileio import write_atomic
+from relaygraph.llm.sampling import log_softmax
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -85,9 +86,7 @@ def compute_distributions(
                 f"example {example.id} was tokenized by {example.tokenizer!r}, whose tokens "
                 f"{teacher.name} does not share; KD needs one tokenizer for both"
             )
-        logits = teacher.logits(example.prompt_ids, example.target_ids)[:-1]
-        logits = logits.astype(np.float64)
-        logprobs = logits - _logsumexp(logits)
+        logprobs = log_softmax(teacher.logits(example.prompt_ids, example.target_ids)[:-1])
         top = np.argpartition(-logprobs, k - 1, axis=1)[:, :k]
         ids_rows.append(top.astype(np.int32))
         logprob_rows.append(np.take_along_axis(logprobs, top, axis=1).astype(np.float32))
@@ -156,9 +155,3 @@ def teacher_distributions(
     save_distributions(dist, path)
     write_atomic(path.with_suffix(".json"), json.dumps({"covered_mass": dist.covered_mass}))
     return dist
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=1, keepdims=True)
-    result: np.ndarray = top + np.log(np.exp(x - top).sum(axis=1, keepdims=True))
-    return result

@@ -15,10 +15,13 @@ FloatArray = npt.NDArray[np.float32]
 
 
 def log_softmax(logits: FloatArray) -> npt.NDArray[np.float64]:
-    """Numerically stable log-softmax in float64 (float32 loses tail mass over 262k tokens)."""
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    log_total = float(np.log(np.sum(np.exp(shifted))))
-    return shifted - log_total
+    """Numerically stable log-softmax over the last axis (one row or many), in float64
+    (float32 loses tail mass over 262k tokens)."""
+    shifted = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
+    result: npt.NDArray[np.float64] = shifted - np.log(
+        np.sum(np.exp(shifted), axis=-1, keepdims=True)
+    )
+    return result
 
 
 def top_k_indices(values: npt.NDArray[np.float64] | FloatArray, k: int) -> npt.NDArray[np.intp]:
