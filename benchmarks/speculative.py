@@ -391,6 +391,7 @@ def main() -> None:
         rtt_s=0.0,
         jitter_s=0.0,
         source=f"benchmarks/speculative.py, {args.target} worker on 127.0.0.1, prompt-lookup draft",
+        kinds=[i % len(batch) for i in range(len(rounds))],  # each policy ran every prompt
     )
     profile.save(RESULTS / "speculative_profile.json")
     for runs in real.values():

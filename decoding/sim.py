@@ -9,7 +9,9 @@ round trip with jitter. Acceptance is i.i.d. per drafted token at the profile's 
 model behind the analytic window choice (decoding/window.py), drawn with the run's seed.
 
 Speculative rounds use the same `WindowPolicy` objects as the real `SpeculativeLLM`, fed
-the same `Round` records (verification time includes queueing at the cloud). Cloud
+the same `Round` records (verification time includes queueing at the cloud; the record
+also says how much of it was queueing and how many other tokens shared the pass, as a
+cloud that reports its queue would). Cloud
 servers take work join-shortest-queue; a server collects the jobs that arrive within
 ``batch_window_s`` of the first, up to ``max_batch``, and runs them as one pass.
 
@@ -20,6 +22,7 @@ simulator predict that run; profiles of other deployments are JSON files.
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -28,12 +31,12 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relaygraph.decoding.window import CostPrior, Round, stand_rates
+from relaygraph.decoding.window import EARLIER_ROUNDS, CostPrior, Round, stand_rates
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Generator
+    from collections.abc import Generator, Sequence
 
     from relaygraph.decoding.window import WindowPolicy
 
@@ -61,6 +64,12 @@ class LatencyProfile(BaseModel):
     """Per window position j: the chance that the j-th drafted token stands given the
     ones before it did (a drafter that proposed fewer counts as a miss); the last value
     holds beyond the list. Prompt lookup's first guesses beat its later ones."""
+    request_acceptance: list[list[float]] = Field(default_factory=list)
+    """Per kind of request (a prompt of the measured run), its own position acceptance;
+    simulated requests take them in turn, as they take answer lengths. Acceptance varies
+    more between prompts than within one (the answer is quoted from the prompt or it is
+    not), and a pooled rate misjudges windows: long ones finish the easy prompts in few
+    rounds and spend most of theirs on the hard ones."""
     rtt_s: float = Field(default=0.0, ge=0)
     jitter_s: float = Field(default=0.0, ge=0)
     """Standard deviation of each one-way delay."""
@@ -71,9 +80,11 @@ class LatencyProfile(BaseModel):
         """Write atomically as JSON."""
         return write_atomic(path, self.model_dump_json(indent=1) + "\n")
 
-    def rate_at(self, position: int) -> float:
-        """Acceptance of the drafted token at ``position`` (0-based) given the earlier ones."""
-        rates = self.position_acceptance
+    def rate_at(self, position: int, request: int = 0) -> float:
+        """Acceptance of the drafted token at ``position`` (0-based) given the earlier ones,
+        in the ``request``-th request kind (which `request_acceptance` holds, if any)."""
+        kinds = self.request_acceptance
+        rates = kinds[request % len(kinds)] if kinds else self.position_acceptance
         if not rates:
             return self.acceptance
         return rates[min(position, len(rates) - 1)]
@@ -82,6 +93,7 @@ class LatencyProfile(BaseModel):
         """This deployment's costs as the starting point of adaptive window control."""
         return CostPrior(
             acceptance=self.acceptance,
+            position_acceptance=tuple(self.position_acceptance),
             draft_s=self.draft_per_token_s,
             verify_base_s=self.verify_base_s,
             verify_per_token_s=self.verify_per_token_s,
@@ -151,6 +163,10 @@ class _Job:
     tokens: int
     prefill_s: float
     done: simpy.Event
+    started: float = 0.0
+    """When its pass began (the cloud's queue wait ends here)."""
+    shared_tokens: int = 0
+    """Tokens of the other jobs in its pass."""
 
 
 @dataclass(slots=True)
@@ -177,6 +193,9 @@ class _Cloud:
                 batch.append((yield self.queue.get()))
             jobs: list[_Job] = batch  # type: ignore[assignment]
             tokens = sum(job.tokens for job in jobs)
+            for job in jobs:
+                job.started = self.env.now
+                job.shared_tokens = tokens - job.tokens
             service = (
                 self.profile.verify_base_s
                 + self.profile.verify_per_token_s * tokens
@@ -237,24 +256,25 @@ class _Run:
     def one_way(self) -> float:
         return max(0.0, self.profile.rtt_s / 2 + self.rng.gauss(0.0, self.profile.jitter_s))
 
-    def lengths(self, edge: int) -> list[int]:
-        """Answer lengths of one edge's requests (the list in turn, offset per edge)."""
+    def requests(self, edge: int) -> list[tuple[int, int]]:
+        """(kind, answer length) of one edge's requests: the kinds, and the lengths, in
+        turn, offset per edge (a measured run's prompt i gives both kind and length i)."""
         n = len(self.config.output_tokens)
-        return [
-            self.config.output_tokens[(edge + i) % n] for i in range(self.config.requests_per_edge)
-        ]
+        indices = [edge + i for i in range(self.config.requests_per_edge)]
+        return [(i, self.config.output_tokens[i % n]) for i in indices]
 
 
 def _speculative_edge(
     run: _Run, edge: int, clouds: list[_Cloud], window: WindowPolicy
 ) -> Generator[simpy.Event, object, None]:
     env, profile = run.env, run.profile
-    for length in run.lengths(edge):
+    carried: list[Round] = []
+    for kind, length in run.requests(edge):
         began = env.now
         history: list[Round] = []
         produced = 0
         while produced < length:
-            k = max(1, min(window.next_window(history), length - produced))
+            k = max(1, min(window.next_window(history, carried), length - produced))
             draft_s = profile.draft_per_token_s * k
             yield env.timeout(draft_s)
             up, down = run.one_way(), run.one_way()
@@ -269,11 +289,15 @@ def _speculative_edge(
             verify_s = env.now - arrived
             yield env.timeout(down)
             accepted = 0
-            while accepted < k and run.rng.random() < profile.rate_at(accepted):
+            while accepted < k and run.rng.random() < profile.rate_at(accepted, kind):
                 accepted += 1
-            history.append(Round(k, k, accepted, draft_s, verify_s, up + down))
+            queue_s = job.started - arrived
+            history.append(
+                Round(k, k, accepted, draft_s, verify_s, up + down, queue_s, job.shared_tokens)
+            )
             produced += accepted + 1
         run.rounds.extend(history)
+        carried = (carried + history)[-EARLIER_ROUNDS:]
         run.latencies.append((env.now - began, length))
         if run.config.think_s:
             yield env.timeout(run.config.think_s)
@@ -339,7 +363,7 @@ def _cloud_only_edge(
     run: _Run, edge: int, decoder: _CloudDecoder
 ) -> Generator[simpy.Event, object, None]:
     env = run.env
-    for length in run.lengths(edge):
+    for _, length in run.requests(edge):
         began = env.now
         yield env.timeout(run.one_way())
         yield decoder.submit(length)
@@ -381,6 +405,7 @@ def fit_profile(
     rtt_s: float,
     jitter_s: float,
     source: str,
+    kinds: Sequence[int] | None = None,
 ) -> LatencyProfile:
     """A profile from measured runs.
 
@@ -395,6 +420,8 @@ def fit_profile(
         rtt_s: The link's round trip.
         jitter_s: Its one-way jitter.
         source: Where the measurements come from.
+        kinds: Which prompt (0, 1, ...) each record of ``rounds`` answered; given, the
+            profile keeps each prompt's acceptance (`acceptance_by_kind`).
 
     Raises:
         ConfigError: No rounds, or no cloud-only requests.
@@ -433,7 +460,28 @@ def fit_profile(
         prefill_s=prefill,
         acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
         position_acceptance=positions,
+        request_acceptance=acceptance_by_kind(rounds, kinds) if kinds is not None else [],
         rtt_s=rtt_s,
         jitter_s=jitter_s,
         source=source,
     )
+
+
+def acceptance_by_kind(
+    rounds: Sequence[dict[str, list[float]]], kinds: Sequence[int]
+) -> list[list[float]]:
+    """Each request kind's position acceptance (`stand_rates`), kinds 0, 1, ... in order,
+    from per-request round records and the kind of each.
+
+    Raises:
+        ConfigError: A kind between 0 and the largest has no rounds.
+    """
+    outcomes: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for record, kind in zip(rounds, kinds, strict=True):
+        outcomes[kind] += [
+            (int(w), int(a)) for w, a in zip(record["window"], record["accepted"], strict=True)
+        ]
+    missing = [k for k in range(max(kinds, default=-1) + 1) if not outcomes[k]]
+    if missing:
+        raise ConfigError(f"no rounds of request kinds {missing}", parameter="kinds")
+    return [stand_rates(outcomes[k], max(w for w, _ in outcomes[k])) for k in sorted(outcomes)]

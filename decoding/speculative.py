@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from relaygraph.decoding.drafts import Drafter, FullDistribution, ModelDrafter, Proposal
-from relaygraph.decoding.window import Round, WindowPolicy
+from relaygraph.decoding.window import EARLIER_ROUNDS, Round, WindowPolicy
 from relaygraph.errors import ConfigError, TransportError
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.sampling import token_distribution
@@ -211,6 +212,8 @@ class SpeculativeLLM(BaseLLM):
         self.link = link or NetworkLink()
         self.on_target_failure = on_target_failure
         self.end_token_ids = frozenset(ends)
+        self._earlier: deque[Round] = deque(maxlen=EARLIER_ROUNDS)
+        """This edge's last rounds, for the window's cost estimates."""
         self._name = name or f"{target.name}+spec({drafter.name})"
 
     @property
@@ -297,6 +300,8 @@ class SpeculativeLLM(BaseLLM):
             if ended is not None or text.stopped:
                 finish = "stop"
                 break
+        if not request.fallback:  # rounds without a working cloud say nothing of its costs
+            self._earlier.extend(request.rounds)
         stats.update(self._stats(request, verification))
         yield CompletionChunk(
             model=self.name,
@@ -306,7 +311,7 @@ class SpeculativeLLM(BaseLLM):
 
     def _round(self, request: _Request, room: int, *, exact: bool) -> list[int]:
         """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
-        k = self.window.next_window(request.rounds)
+        k = self.window.next_window(request.rounds, tuple(self._earlier))
         if k < 1:
             raise ConfigError(
                 f"window policy {self.window.name} asked for {k} tokens", parameter="window"

@@ -11,6 +11,21 @@ which grows with acceptance and a cheap draft, and shrinks as verification gets 
 per token. `AdaptiveWindow` (AWC-style, PAPERS.md section 4) estimates those four
 quantities from the request's own rounds, starting from a prior, and picks ``k`` by that
 formula each round.
+
+The round trip, the draft's speed and the cloud's state outlive a request; acceptance
+belongs to the prompt. So costs are estimated over the edge's recent rounds, earlier
+requests' included, and acceptance over the request's own.
+
+A shared cloud changes the sum. Its pass verifies several edges' windows together, and
+every edge waits behind the others' passes, so a window's real price is the work it adds
+to every pass and every queue, not the little it adds to its own pass. Where the cloud
+reports how long a verification queued and how many other tokens shared its pass,
+`AdaptiveWindow` prices a window as if every edge (all run the same controller) moved
+its window with it: the per-token part of verification is scaled by the pass's load
+(its tokens per own token) and the whole line by the queueing factor
+``(queue + service) / service``. Counting the wait as a fixed cost per round instead
+would make long windows look ever cheaper as the cloud congests, and lengthen them
+exactly when that hurts every edge.
 """
 
 from __future__ import annotations
@@ -23,7 +38,11 @@ import numpy as np
 from relaygraph.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
+
+
+EARLIER_ROUNDS = 8
+"""How many rounds of an edge's earlier requests its window policy is shown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +54,13 @@ class Round:
         drafted: Tokens the draft proposed (fewer when it ended its answer).
         accepted: Drafted tokens the target kept.
         draft_s: Seconds the draft took.
-        verify_s: Seconds the target's verification took (its own compute and transport).
+        verify_s: Seconds the target's verification took (its own compute and transport,
+            and any wait in the cloud's queue).
         network_s: Seconds of injected link delay (both directions).
+        queue_s: Of ``verify_s``, the seconds it waited in the cloud's queue before its
+            pass began (0 where the cloud does not say).
+        shared_tokens: Tokens of other requests verified in the same pass (0 when alone,
+            or where the cloud does not say).
     """
 
     window: int
@@ -45,6 +69,8 @@ class Round:
     draft_s: float
     verify_s: float
     network_s: float
+    queue_s: float = 0.0
+    shared_tokens: int = 0
 
 
 @runtime_checkable
@@ -59,8 +85,9 @@ class WindowPolicy(Protocol):
         """The largest window it may ask for."""
         ...
 
-    def next_window(self, rounds: Sequence[Round]) -> int:
-        """Tokens to draft next (>= 1); the caller clips it to the tokens left."""
+    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+        """Tokens to draft next (>= 1) given this request's ``rounds`` and the ``earlier``
+        rounds of the same edge; the caller clips it to the tokens left."""
         ...
 
 
@@ -84,7 +111,7 @@ class FixedWindow:
     def largest(self) -> int:
         return self.k
 
-    def next_window(self, rounds: Sequence[Round]) -> int:
+    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
         return self.k
 
 
@@ -94,19 +121,33 @@ class CostPrior:
 
     Attributes:
         acceptance: Per-token acceptance rate.
+        position_acceptance: Per window position, the chance its drafted token stands
+            given the earlier ones did (the last holds beyond; empty: ``acceptance``).
         draft_s: Seconds per drafted token.
         verify_base_s: Seconds of a verification, fixed part.
         verify_per_token_s: Seconds each verified token adds.
         rtt_s: Network round trip.
+        queue_factor: Verification wall time over its service time at the cloud (1 when
+            nothing queues).
+        load: Tokens a verification pass carries per token of this edge's window (1 when
+            it verifies alone).
         weight: How many rounds of evidence the prior is worth.
     """
 
     acceptance: float = 0.7
+    position_acceptance: tuple[float, ...] = ()
     draft_s: float = 0.01
     verify_base_s: float = 0.02
     verify_per_token_s: float = 0.005
     rtt_s: float = 0.0
+    queue_factor: float = 1.0
+    load: float = 1.0
     weight: float = 2.0
+
+    def rate_at(self, position: int) -> float:
+        """The prior acceptance at window ``position`` (0-based)."""
+        rates = self.position_acceptance
+        return rates[min(position, len(rates) - 1)] if rates else self.acceptance
 
 
 def expected_tokens(rates: Sequence[float]) -> float:
@@ -125,7 +166,8 @@ def stand_rates(
 ) -> list[float]:
     """For each window position j (up to ``positions``), the chance that its drafted
     token stands given that the ones before it did, from (window, accepted) outcomes of
-    rounds (weighted; blended with ``prior.acceptance`` worth ``prior.weight`` rounds).
+    rounds (weighted; blended with the prior's rate at that position worth ``prior.weight``
+    rounds).
 
     A round reaches position j when its window had j tokens and the j-1 before stood; a
     drafter that proposed fewer than asked counts as a miss there. The list ends at the
@@ -133,7 +175,6 @@ def stand_rates(
     """
     weights = weights if weights is not None else [1.0] * len(outcomes)
     prior_weight = prior.weight if prior is not None else 0.0
-    prior_passed = prior_weight * prior.acceptance if prior is not None else 0.0
     rates = []
     for j in range(1, positions + 1):
         reached = [(w, accepted) for w, (window, accepted) in zip(weights, outcomes, strict=True)
@@ -141,6 +182,7 @@ def stand_rates(
         tested = prior_weight + sum(w for w, _ in reached)
         if tested == 0:
             break
+        prior_passed = prior_weight * prior.rate_at(j - 1) if prior is not None else 0.0
         rates.append((prior_passed + sum(w for w, accepted in reached if accepted >= j)) / tested)
     return rates
 
@@ -178,10 +220,10 @@ class AdaptiveWindow:
         faded = replace(self.prior, weight=self.prior.weight * self.decay**n)
         return faded, [self.decay ** (n - 1 - i) for i in range(n)]
 
-    def estimates(self, rounds: Sequence[Round]) -> CostPrior:
-        """The current estimates (the prior, moved by the rounds so far)."""
+    def estimates(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> CostPrior:
+        """The current estimates: the prior, moved by this request's rounds (acceptance)
+        and by ``earlier`` rounds of the same edge followed by these (costs)."""
         p, weights = self._weights(rounds)
-        total = p.weight + sum(weights)
         # A round tests drafted tokens only up to the first rejection: `accepted` passes
         # and one failure (none when all passed), the maximum-likelihood reading of a
         # per-token acceptance rate.
@@ -192,20 +234,31 @@ class AdaptiveWindow:
         passed = p.weight * p.acceptance + sum(
             w * r.accepted for w, r in zip(weights, rounds, strict=True)
         )
-        drafted = p.weight + sum(w * r.drafted for w, r in zip(weights, rounds, strict=True))
+        seen = [*earlier, *rounds]
+        c, weights = self._weights(seen)
+        total = c.weight + sum(weights)
+
+        def mean(prior: float, value: Callable[[Round], float]) -> float:
+            return (
+                c.weight * prior + sum(w * value(r) for w, r in zip(weights, seen, strict=True))
+            ) / total
+
+        drafted = c.weight + sum(w * r.drafted for w, r in zip(weights, seen, strict=True))
         draft_s = (
-            p.weight * p.draft_s + sum(w * r.draft_s for w, r in zip(weights, rounds, strict=True))
+            c.weight * c.draft_s + sum(w * r.draft_s for w, r in zip(weights, seen, strict=True))
         ) / drafted
-        rtt_s = (
-            p.weight * p.rtt_s + sum(w * r.network_s for w, r in zip(weights, rounds, strict=True))
-        ) / total
-        base, per_token = self._verify_line(rounds, weights, p)
+        base, per_token = self._verify_line(seen, weights, c)
+        prior_service = c.verify_base_s + c.verify_per_token_s * self.k_min
+        service = mean(prior_service, lambda r: max(r.verify_s - r.queue_s, 0.0))
+        wall = mean(prior_service * c.queue_factor, lambda r: r.verify_s)
         return CostPrior(
             acceptance=passed / tested,
             draft_s=draft_s,
             verify_base_s=base,
             verify_per_token_s=per_token,
-            rtt_s=rtt_s,
+            rtt_s=mean(c.rtt_s, lambda r: r.network_s),
+            queue_factor=max(wall / max(service, 1e-12), 1.0),
+            load=mean(c.load, lambda r: (r.drafted + 1 + r.shared_tokens) / (r.drafted + 1)),
             weight=total,
         )
 
@@ -213,13 +266,13 @@ class AdaptiveWindow:
     def largest(self) -> int:
         return self.k_max
 
-    def next_window(self, rounds: Sequence[Round]) -> int:
-        e = self.estimates(rounds)
+    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+        e = self.estimates(rounds, earlier)
         rates = self.position_acceptance(rounds)
 
         def seconds_per_token(k: int) -> float:
-            cost = k * e.draft_s + e.rtt_s + e.verify_base_s + k * e.verify_per_token_s
-            return cost / expected_tokens(rates[:k])
+            verify = e.queue_factor * (e.verify_base_s + e.load * k * e.verify_per_token_s)
+            return (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
 
         return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
 
@@ -235,10 +288,14 @@ class AdaptiveWindow:
     def _verify_line(
         self, rounds: Sequence[Round], weights: list[float], p: CostPrior
     ) -> tuple[float, float]:
-        """Verification seconds as base + per_token * k: weighted least squares over the
-        rounds, with the prior's line as ``prior.weight`` pseudo-rounds at k_min and k_max
-        (so one window size alone cannot make the slope up)."""
-        points = [(float(r.drafted), r.verify_s, w) for r, w in zip(rounds, weights, strict=True)]
+        """A verification pass's seconds (queueing left out) as base + per_token * t over
+        the t tokens it carries (this window's and any others'): weighted least squares
+        over the rounds, with the prior's line as ``prior.weight`` pseudo-rounds at k_min
+        and k_max (so one window size alone cannot make the slope up)."""
+        points = [
+            (float(r.drafted + r.shared_tokens), r.verify_s - r.queue_s, w)
+            for r, w in zip(rounds, weights, strict=True)
+        ]
         for k in (self.k_min, self.k_max):
             points.append((float(k), p.verify_base_s + p.verify_per_token_s * k, p.weight / 2))
         w_sum = sum(w for _, _, w in points)

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
+from relaygraph.decoding.sim import (
+    LatencyProfile,
+    SimConfig,
+    acceptance_by_kind,
+    fit_profile,
+    simulate,
+)
 from relaygraph.decoding.window import AdaptiveWindow, FixedWindow
 from relaygraph.errors import ConfigError
 
@@ -127,3 +133,39 @@ def test_a_profile_is_fitted_from_measured_rounds() -> None:
     assert fitted.position_acceptance[:2] == pytest.approx([6 / 7, 5 / 6])
     step = fitted.decode_base_s + fitted.decode_per_seq_s
     assert step == pytest.approx(0.01) and fitted.decode_per_seq_s == pytest.approx(0.0025)
+    # told which prompt each request answered, it keeps each prompt's own rates
+    by_prompt = fit_profile("f", rounds, [(0.05 + 10 * 0.01, 10)], batch_step_ratio=(1.5, 3),
+                            rtt_s=0.0, jitter_s=0.0, source="test", kinds=[0, 1])  # fmt: skip
+    assert by_prompt.request_acceptance[0] == pytest.approx([3 / 4, 1.0, 2 / 3, 1.0])
+    assert by_prompt.request_acceptance[1][:2] == pytest.approx([1.0, 2 / 3])
+    with pytest.raises(ConfigError, match=r"kinds \[1\]"):
+        acceptance_by_kind(rounds, [0, 2])
+
+
+def test_each_request_kind_drafts_at_its_own_acceptance() -> None:
+    # kind 0 accepts everything, kind 1 nothing: the pooled rate (0.5) would predict neither
+    p = profile(request_acceptance=[[1.0], [0.0]])
+    config = SimConfig(output_tokens=[10, 10], requests_per_edge=2)
+    result = simulate(p, config, "speculative", FixedWindow(4))
+
+    def round_s(k: int) -> float:
+        return k * 0.002 + 0.02 + (k + 1) * 0.001
+
+    easy = 2 * round_s(4)  # two rounds of 5 tokens
+    # one token a round; windows are cut to what is left at the end
+    hard = 7 * round_s(4) + round_s(3) + round_s(2) + round_s(1)
+    assert result.makespan_s == pytest.approx(easy + hard)
+    assert result.acceptance_rate == pytest.approx(8 / (8 + 7 * 4 + 3 + 2 + 1))
+
+
+def test_adaptive_windows_keep_up_with_the_best_fixed_window_under_congestion() -> None:
+    # verification steep in tokens (this CPU's shape): with 16 edges on one cloud, every
+    # drafted token is work all the others wait behind, so short windows win
+    p = profile(draft_per_token_s=0.0001, verify_base_s=0.03, verify_per_token_s=0.0074,
+                decode_base_s=0.0, decode_per_seq_s=0.012, acceptance=0.55)  # fmt: skip
+    config = SimConfig(edges=16, requests_per_edge=3, output_tokens=[48])
+    fixed = {k: simulate(p, config, "speculative", FixedWindow(k)) for k in (1, 2, 4)}
+    best = max(r.throughput_tok_s for r in fixed.values())
+    adaptive = simulate(p, config, "speculative", AdaptiveWindow(prior=p.window_prior()))
+    assert adaptive.throughput_tok_s >= 0.97 * best
+    assert fixed[1].throughput_tok_s > fixed[4].throughput_tok_s

@@ -24,7 +24,7 @@ from relaygraph.decoding.speculative import (
     NetworkLink,
     SpeculativeLLM,
 )
-from relaygraph.decoding.window import AdaptiveWindow, FixedWindow, Round
+from relaygraph.decoding.window import EARLIER_ROUNDS, AdaptiveWindow, FixedWindow, Round
 from relaygraph.errors import ConfigError
 from relaygraph.graph import AgentGraph
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
@@ -196,8 +196,34 @@ class ZeroWindow:
     name = "zero"
     largest = 4
 
-    def next_window(self, rounds: Sequence[Round]) -> int:
+    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
         return 0
+
+
+class RecordingWindow:
+    """A fixed window of 3 that keeps what it was shown before each round."""
+
+    name = "recording"
+    largest = 3
+
+    def __init__(self) -> None:
+        self.shown: list[tuple[int, int]] = []
+
+    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+        self.shown.append((len(rounds), len(earlier)))
+        return 3
+
+
+def test_an_edge_remembers_its_last_rounds_across_requests(smollm2: LocalLLM) -> None:
+    window = RecordingWindow()
+    spec = SpeculativeLLM(PromptLookupDrafter(), smollm2, window)
+    first = spec.complete(PROMPT, GenerationParams(max_tokens=12))
+    assert first.decoding is not None
+    assert all(earlier == 0 for _, earlier in window.shown)
+    window.shown.clear()
+    spec.complete(PROMPT, GenerationParams(max_tokens=12))
+    # the new request starts with no rounds of its own and the last ones of the first
+    assert window.shown[0] == (0, min(first.decoding["rounds"], EARLIER_ROUNDS))
 
 
 def test_windows_outside_the_context_are_clear_errors(smollm2: LocalLLM) -> None:

@@ -105,3 +105,34 @@ def test_verification_cost_is_learned_as_a_line_in_k() -> None:
     estimate = policy.estimates(history)
     assert estimate.verify_base_s == pytest.approx(0.01, abs=1e-4)
     assert estimate.verify_per_token_s == pytest.approx(0.005, abs=1e-4)
+
+
+def test_a_congested_cloud_shortens_the_window_instead_of_lengthening_it() -> None:
+    prior = CostPrior(acceptance=0.6, draft_s=0.0005, verify_base_s=0.03,
+                      verify_per_token_s=0.007, weight=1.0)  # fmt: skip
+    policy = AdaptiveWindow(k_max=8, prior=prior)
+
+    def congested(*, reported: bool) -> list[Round]:
+        # 15 other edges' windows share each pass, and each waits 0.5 s behind other passes
+        service = 0.03 + 0.007 * (4 + 15 * 4)
+        return [
+            Round(4, 4, i % 4, 0.002, service + 0.5, 0.0,
+                  queue_s=0.5 if reported else 0.0, shared_tokens=60 if reported else 0)
+            for i in range(8)
+        ]  # fmt: skip
+
+    alone = policy.next_window(rounds(8, k=4, accepted=2, draft_s=0.0005, verify_s=0.058, rtt_s=0))
+    # read as a fixed cost per round, the wait makes long windows look cheap
+    assert policy.next_window(congested(reported=False)) > alone
+    # priced as the work every edge adds to every pass and queue, the window shortens
+    shared = policy.next_window(congested(reported=True))
+    assert shared < alone
+    assert shared == 1
+
+
+def test_earlier_requests_inform_costs_but_not_acceptance() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(acceptance=0.7, weight=1.0))
+    earlier = rounds(8, k=4, accepted=0, draft_s=0.002, verify_s=0.02, rtt_s=0.2)
+    fresh = policy.estimates([], earlier)
+    assert fresh.rtt_s > 0.15  # the link was slow a moment ago, and still is
+    assert fresh.acceptance == pytest.approx(0.7)  # a new prompt: back to the prior
