@@ -842,20 +842,22 @@ def distill_eval(
     limit: LimitOption = None,
     seed: SeedOption = 0,
 ) -> None:
-    """ACT exact match with the teacher, the teacher's perplexity of the student's REASON
-    text, and tokens/s, on held-out steps."""
+    """ACT exact match with the teacher (the student replying as the runtime's guided
+    steps do), the teacher's perplexity of the student's REASON text, and tokens/s, on
+    held-out steps."""
     from relaygraph.distill import load_dataset
-    from relaygraph.distill.evaluate import score_student
+    from relaygraph.distill.evaluate import agent_actions, score_student
     from relaygraph.eval.runner import sample_items
 
     examples, _ = load_dataset(dataset)
+    actions = agent_actions(examples)  # before sampling: every action the agents use
     examples = sample_items(examples, limit, seed)
     judge = load_llm(teacher)
     table = Table(title=f"{len(examples)} held-out steps, teacher {teacher}")
     for column in ("student", "ACT match", "parsed", "REASON ppl (teacher)", "tokens/s"):
         table.add_column(column, justify="left" if column == "student" else "right")
     for name in student:
-        scores = score_student(load_llm(name), judge, examples)
+        scores = score_student(load_llm(name), judge, examples, actions)
         ppl = scores.reason_perplexity
         table.add_row(
             name,

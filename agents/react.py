@@ -16,6 +16,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+F = TypeVar("F")
+"""What a failed model operation returns instead of text (the runtime's failed step)."""
 
 FINISH = "finish"
 _FINISH_NAMES = {"finish", "final_answer", "answer", "final"}
@@ -137,3 +144,54 @@ def _locate(reply: str) -> tuple[str, int, re.Match[str]]:
 
 def _first_paragraph(text: str) -> str:
     return text.strip().split("\n\n")[0].strip()
+
+
+REPLY_STOPS = ("\nObservation:", "Observation:")
+"""Where a step's reply ends: the environment, not the model, writes observations."""
+ACTION_TOKENS = 64
+"""Room for the action line (or a constrained action's argument) after the thought."""
+
+
+def guided_reply(
+    call: Callable[[str, int, tuple[str, ...]], str | F],
+    choose: Callable[[str], str | F | None],
+    *,
+    max_tokens: int,
+    act_only: bool = False,
+) -> str | F:
+    """A REASON/ACT reply that small models still get right, from two model operations.
+
+    1. The reply is prefilled with ``Thought:`` (``Action:`` when ``act_only``); a reply
+       that parses is used as is: one call per step for a capable model.
+    2. Otherwise the first line is kept as the thought, ``choose`` picks the action name
+       after ``Thought: <thought>\\nAction:`` (scoring each one), and only its argument is
+       generated, up to ``]``.
+    3. When ``choose`` cannot score (None), the reply continues from ``Action:`` freely.
+
+    Args:
+        call: ``(prefill, max_tokens, stop)`` → the model's continuation of the reply
+            after ``prefill``, or a failure, which ends the reply and is returned.
+        choose: ``base`` → the likeliest action name after it, a failure, or None.
+        max_tokens: For the first, free part.
+        act_only: Start from ``Action:`` (no explicit reasoning).
+    """
+    head = "Action:" if act_only else "Thought:"
+    first = call(head, max_tokens, REPLY_STOPS)
+    if not isinstance(first, str):
+        return first
+    text = head + first
+    try:
+        parse_react(text)
+        return text
+    except ReActParseError:
+        pass
+    base = "Action:" if act_only else f"Thought: {first.strip().split(chr(10))[0]}\nAction:"
+    choice = choose(base)
+    if choice is None:
+        rest = call(base, ACTION_TOKENS, ("\n", *REPLY_STOPS))
+        return base + rest if isinstance(rest, str) else rest
+    if not isinstance(choice, str):
+        return choice
+    prefill = f"{base} {choice}["
+    argument = call(prefill, ACTION_TOKENS, ("]", "\n"))
+    return f"{prefill}{argument}]" if isinstance(argument, str) else argument

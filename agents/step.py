@@ -22,6 +22,7 @@ from relaygraph.agents.react import (
     ReActParseError,
     ReActStep,
     ToolCall,
+    guided_reply,
     parse_react,
 )
 from relaygraph.agents.tools import ToolCallError
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from relaygraph.memory import MemoryScope
 
 ErrorKind = Literal["budget", "parse", "model", "step_limit", "routing"]
-_STOP = ("\nObservation:", "Observation:")
-_ACTION_TOKENS = 64
-"""Room for the action line when a thought had to be continued into one."""
 
 
 class StepError(BaseModel):
@@ -62,6 +60,8 @@ class StepRecord(BaseModel):
     """The exact messages of the step's last model call."""
     prefill: str = ""
     """The start of the reply the model was given to continue."""
+    max_tokens: int | None = None
+    """The completion-token cap of the reply (its first, free call)."""
     output: str = ""
     """The agent's whole reply (prefill included): the REASON and ACT text."""
     reason: str = ""
@@ -201,6 +201,7 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
     record.decoder = spec.decoder.name
     act_only = decision.action == "act"
     max_tokens = min(spec.max_tokens, decision.max_tokens or spec.max_tokens)
+    record.max_tokens = max_tokens
     retry_note: str | None = None
     for attempt in range(spec.parse_retries + 1):
         record.parse_retries = attempt
@@ -220,18 +221,11 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
 
 @dataclass(slots=True)
 class _Caller:
-    """Produces one step's reply, guided so that small models still yield REASON and ACT.
-
-    1. The reply is prefilled with ``Thought:`` (``Action:`` when the policy said act).
-       A reply that parses is used as is: one call per step for a capable model.
-    2. Otherwise the first line is kept as the thought and the action is constrained:
-       each valid action name (the tools and ``finish``) is scored as the continuation
-       of ``Thought: <thought>\nAction:`` in one forward pass each, the likeliest is
-       chosen, and only its argument is generated (up to ``]``). The prompt is cached
-       from the first call, so this costs a few tokens per candidate.
-    3. A model that cannot score (no token distribution) continues the reply from
-       ``Action:`` freely instead.
-    """
+    """Produces one step's reply by `guided_reply`, so that small models still yield
+    REASON and ACT: the model calls go through the budget, the model policy and the
+    step's trace record. Each valid action name (the tools and ``finish``) is scored in
+    one forward pass; the prompt is cached from the first call, so this costs a few
+    tokens per candidate."""
 
     agent: BoundAgent
     inp: StepInput
@@ -243,28 +237,9 @@ class _Caller:
     def reply(self, max_tokens: int) -> str | StepOutput:
         if self.agent.spec.answer_format == "plain":
             return self._call("", max_tokens, ())
-        head = "Action:" if self.act_only else "Thought:"
-        first = self._call(head, max_tokens, _STOP)
-        if isinstance(first, StepOutput):
-            return first
-        text = head + first
-        try:
-            parse_react(text)
-            return text
-        except ReActParseError:
-            pass
-        base = (
-            "Action:" if self.act_only else f"Thought: {first.strip().split(chr(10))[0]}\nAction:"
+        return guided_reply(
+            self._call, self._choose_action, max_tokens=max_tokens, act_only=self.act_only
         )
-        choice = self._choose_action(base)
-        if isinstance(choice, StepOutput):
-            return choice
-        if choice is None:
-            rest = self._call(base, _ACTION_TOKENS, ("\n", *_STOP))
-            return rest if isinstance(rest, StepOutput) else base + rest
-        prefill = f"{base} {choice}["
-        argument = self._call(prefill, _ACTION_TOKENS, ("]", "\n"))
-        return argument if isinstance(argument, StepOutput) else f"{prefill}{argument}]"
 
     def _choose_action(self, base: str) -> str | StepOutput | None:
         """The likeliest valid action name after ``base``; None if the model cannot score."""

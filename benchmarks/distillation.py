@@ -11,13 +11,15 @@ Stages (each resumable; ``--only`` runs one):
    loss: ``sft``, ``kd`` (token-level) and ``structured``.
 3. ``eval``: on held-out steps, each student's ACT exact match with the teacher given the
    same prompt, the teacher's perplexity of the student's REASON text, and end-task
-   success with the student as the agent model; student size and tokens/s.
+   success with the student as the agent model on held-out HotPotQA questions and
+   ALFWorld ``valid_unseen`` games (the teacher's own held-out runs, over the same items,
+   are its row); student size and tokens/s.
 
 Writes benchmarks/results/distillation.json and distillation.png.
 
 Usage:
     python benchmarks/distillation.py [--only teacher|train|eval] [--hotpot-train 120]
-        [--alfworld-train 24] [--steps 60] [--batch 4] [--layers 8]
+        [--alfworld-train 24] [--layers 12] [--steps 40] [--batch 8] [--lr 1e-3]
 """
 
 from __future__ import annotations
@@ -36,17 +38,19 @@ from _common import RESULTS, machine, write_json
 
 from relaygraph.distill import build_dataset, load_dataset, save_dataset
 from relaygraph.distill.dataset import dataset_stats
-from relaygraph.distill.evaluate import score_student
+from relaygraph.distill.evaluate import agent_actions, score_student
 from relaygraph.distill.losses import LOSSES
 from relaygraph.distill.train import TrainConfig, train
+from relaygraph.eval.alfworld.agent import MAX_TOKENS as ALFWORLD_MAX_TOKENS
 from relaygraph.eval.alfworld.agent import alfworld_react
 from relaygraph.eval.alfworld.games import load_games
 from relaygraph.eval.alfworld.suite import AlfworldSuite
 from relaygraph.eval.hotpotqa import HotpotSuite, load_hotpotqa
-from relaygraph.eval.hotpotqa.agents import react
+from relaygraph.eval.hotpotqa.agents import REACT_MAX_TOKENS, react
 from relaygraph.eval.report import save_figure
 from relaygraph.eval.runner import evaluate, sample_items
 from relaygraph.eval.runs import read_items
+from relaygraph.llm.catalog import packaged_model
 from relaygraph.llm.registry import load_llm
 
 TEACHER = "smollm2-135m"
@@ -121,54 +125,112 @@ def students(args: argparse.Namespace, dataset: Path) -> dict[str, Path]:
     return made
 
 
-def evaluation(args: argparse.Namespace, heldout: Path, made: dict[str, Path]) -> dict[str, Any]:
-    """Agreement with the teacher on held-out steps, and end-task success as the agent."""
+def heldout_tasks(args: argparse.Namespace) -> dict[str, tuple[Any, list[Any]]]:
+    """The held-out task suites and items, built on ``model`` later: a prefix of the
+    teacher's held-out runs (a smaller seeded draw is part of a larger one)."""
+    distractor = load_hotpotqa(sample="distractor-100").examples
+    games = load_games("valid_unseen")
+    return {
+        "hotpot": (
+            lambda llm: HotpotSuite(react, llm),
+            sample_items(distractor, min(args.task_questions, args.hotpot_heldout), 0),
+        ),
+        "alfworld": (
+            lambda llm: AlfworldSuite(alfworld_react, llm, max_steps=ALFWORLD_STEPS),
+            sample_items(
+                games, min(args.task_games, args.alfworld_heldout), 0, stratum=lambda g: g.task_type
+            ),
+        ),
+    }
+
+
+def task_scores(run: Path, ids: list[str]) -> dict[str, float]:
+    """Mean success and metrics of a run over the items ``ids``."""
+    records = read_items(run)
+    missing = [i for i in ids if i not in records]
+    if missing:
+        raise SystemExit(f"{run} lacks {len(missing)} of the held-out items; rerun --only teacher")
+    chosen = [records[i] for i in ids]
+    metrics = {
+        k: float(np.mean([r.metrics.get(k, 0.0) for r in chosen])) for k in chosen[0].metrics
+    }
+    return {"success": float(np.mean([r.success for r in chosen])), **metrics, "items": len(ids)}
+
+
+def evaluation(
+    args: argparse.Namespace, train_set: Path, heldout: Path, made: dict[str, Path]
+) -> dict[str, Any]:
+    """Agreement with the teacher on held-out steps, and end-task success as the agent.
+
+    The teacher's task scores come from its held-out runs (stage ``teacher``) over the
+    same items the students play.
+    """
     teacher = load_llm(TEACHER)
     examples, _ = load_dataset(heldout)
-    distractor = load_hotpotqa(sample="distractor-100")
-    questions = sample_items(distractor.examples, args.task_questions, 0)
+    actions = agent_actions([*load_dataset(train_set)[0], *examples])
+    # the caps the harness agents reply under, for traces that predate recording them
+    caps = {"reader": REACT_MAX_TOKENS, "player": ALFWORLD_MAX_TOKENS}
+    examples = [e if e.max_tokens else e.model_copy(update={"max_tokens": caps[e.agent]})
+                for e in examples]  # fmt: skip
+    # an episode's steps in order: each prompt extends the last, and the engines' prefix
+    # caches read only the new part
+    examples = sorted(
+        sample_items(examples, args.score_examples, 0), key=lambda e: (e.source, e.step)
+    )
+    tasks = heldout_tasks(args)
     scores: dict[str, Any] = {}
     for name, model in [
         ("teacher", TEACHER),
         *((k, str(v / "student.gguf")) for k, v in made.items()),
     ]:
         llm = load_llm(model)
-        agreement = score_student(llm, teacher, examples).model_dump()
-        out = RUNS / f"task-{name}"
-        summary = evaluate(
-            HotpotSuite(react, llm),
-            questions,
-            out,
-            dataset="sample:distractor-100",
-            graph="react",
-            model=model,
-            resume=(out / "run.json").exists(),
-        )
-        size = Path(model).stat().st_size if model.endswith(".gguf") else None
-        scores[name] = agreement | {
-            "hotpot_em": summary.success,
-            "hotpot_f1": summary.metrics.get("f1"),
-            "hotpot_questions": summary.items,
-            "size_mb": None if size is None else round(size / 1e6, 1),
-        }
-        if name != "teacher":
-            result = json.loads((made[name] / "result.json").read_text())
-            scores[name]["train"] = result
+        row = score_student(llm, teacher, examples, actions).model_dump()
+        for task, (suite_on, items) in tasks.items():
+            suite = suite_on(llm)
+            ids = [suite.item_id(i) for i in items]
+            if name == "teacher":
+                row[task] = task_scores(RUNS / f"{task}-heldout", ids)
+                continue
+            out = RUNS / f"task-{task}-{name}"
+            evaluate(
+                suite,
+                items,
+                out,
+                dataset=f"{task}-heldout",
+                graph="react",
+                model=model,
+                resume=(out / "run.json").exists(),
+            )
+            row[task] = task_scores(out, ids)
+        path = Path(model) if model.endswith(".gguf") else None
+        row["size_mb"] = round((path or teacher_file()).stat().st_size / 1e6, 1)
+        if path is not None:
+            row["train"] = json.loads((made[name] / "result.json").read_text())
+        scores[name] = row
     return scores
+
+
+def teacher_file() -> Path:
+    return packaged_model(TEACHER).locate()
 
 
 def plot(scores: dict[str, Any], path: Path) -> None:
     names = list(scores)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     panels = [
-        ("act_match", "ACT exact match (held-out)"),
-        ("parsed", "replies with REASON/ACT"),
-        ("hotpot_f1", "HotPotQA F1 as the agent"),
+        ("ACT exact match (held-out steps)", lambda r: r["act_match"], 1.0),
+        ("replies with REASON/ACT", lambda r: r["parsed"], 1.0),
+        ("HotPotQA F1 as the agent", lambda r: r["hotpot"]["f1"], 1.0),
+        ("REASON perplexity under teacher", lambda r: r["reason_perplexity"] or 0.0, None),
     ]
-    for ax, (key, title) in zip(axes, panels, strict=True):
-        ax.bar(names, [scores[n][key] or 0 for n in names], color="#4c72b0")
-        ax.set_title(title)
-        ax.set_ylim(0, 1)
+    colors = ["#999999", "#4c72b0", "#dd8452", "#55a868"]
+    for ax, (title, value, top) in zip(axes, panels, strict=True):
+        ax.bar(names, [value(scores[n]) for n in names], color=colors[: len(names)])
+        ax.set_title(title, fontsize=10)
+        if top is not None:
+            ax.set_ylim(0, top)
+        else:
+            ax.set_yscale("log")
     save_figure(fig, path)
 
 
@@ -179,13 +241,15 @@ def main() -> None:
     parser.add_argument("--hotpot-heldout", type=int, default=30)
     parser.add_argument("--alfworld-train", type=int, default=24)
     parser.add_argument("--alfworld-heldout", type=int, default=6)
-    parser.add_argument("--train-examples", type=int, default=240)
-    parser.add_argument("--heldout-examples", type=int, default=40)
-    parser.add_argument("--task-questions", type=int, default=20)
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--train-examples", type=int, default=600)
+    parser.add_argument("--heldout-examples", type=int, default=80)
+    parser.add_argument("--score-examples", type=int, default=48)
+    parser.add_argument("--task-questions", type=int, default=15)
+    parser.add_argument("--task-games", type=int, default=6)
+    parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
     if args.only in (None, "teacher"):
         teacher_runs(args)
@@ -195,7 +259,7 @@ def main() -> None:
     made = students(args, train_set)
     if args.only == "train":
         return
-    scores = evaluation(args, heldout, made)
+    scores = evaluation(args, train_set, heldout, made)
     teacher_success = {
         name: float(np.mean([r.success for r in read_items(RUNS / name).values()]))
         for name in ("hotpot-train", "alfworld-train")
@@ -210,6 +274,14 @@ def main() -> None:
             for split, folder in (("train", train_set), ("heldout", heldout))
         },
         "scores": scores,
+    }
+    structured, kd = scores["structured"], scores["kd"]
+    result["goal"] = {
+        "structured_beats_kd_on_act_match": structured["act_match"] > kd["act_match"],
+        "structured_beats_kd_on_task_success": {
+            task: structured[task]["success"] > kd[task]["success"]
+            for task in ("hotpot", "alfworld")
+        },
     }
     write_json(RESULTS / "distillation.json", result)
     plot(scores, RESULTS / "distillation.png")

@@ -22,10 +22,15 @@ process as the model-draft comparison at RTT 0.
 4. sweeps (simulated): fleets of 1-64 edges on one cloud, RTT 0/10/50 ms, fixed windows
    and AWC, with the measured CPU profile and an assumed GPU-cloud profile (verifying k
    tokens costs about one decode step; labelled as an assumption in the JSON).
+5. in process (``--in-process-only`` runs just this and adds it to the JSON): the target
+   in this process, no HTTP and no link, so verification costs only the target's pass;
+   speculative vs the target's own decoding of the same prompts, with the prompt-lookup
+   draft and, where one was trained (benchmarks/distillation.py), the distilled student.
 
 Usage:
     python benchmarks/speculative.py [--target smollm2-135m] [--prompts 8] [--max-tokens 64]
         [--rtts-ms 0 10 50] [--windows 1 2 3 4 6 8] [--requests 20]
+        [--in-process-only] [--student runs/distillation/student-structured/student.gguf]
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from relaygraph.decoding.window import CostPrior
 from relaygraph.eval.hotpotqa import load_hotpotqa
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.catalog import packaged_model
+from relaygraph.llm.protocol import LLM
 from relaygraph.llm.truncate import truncate_layers
 from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
 
@@ -109,14 +115,14 @@ def truncation_study(target: LocalLLM, name: str, depths: list[int]) -> list[dic
     return rows
 
 
-def warm(target: OpenAICompatLLM, prompt: ChatPrompt) -> None:
+def warm(target: LLM, prompt: ChatPrompt) -> None:
     """Have the worker read the prompt before a timed request (untimed), so that every
     mode is timed on decoding alone, whatever the worker's prefix cache holds."""
     target.complete(prompt, GenerationParams(max_tokens=1))
 
 
 def measure(
-    target: OpenAICompatLLM,
+    target: LLM,
     specs: dict[str, SpeculativeLLM],
     batch: list[ChatPrompt],
     params: GenerationParams,
@@ -325,8 +331,25 @@ def main() -> None:
         action="store_true",
         help="reuse the real runs and profile in --out; redo validation and sweeps",
     )
+    parser.add_argument(
+        "--in-process-only",
+        action="store_true",
+        help="measure the in-process section only and add it to --out",
+    )
+    parser.add_argument(
+        "--student",
+        type=Path,
+        default=Path("runs/distillation/student-structured/student.gguf"),
+        help="a distilled student of the target to draft with in process, if it exists",
+    )
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
+    if args.in_process_only:
+        result = json.loads(args.out.read_text())
+        result["in_process"] = in_process(args)
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
+        return
     if args.simulate_only:
         result = json.loads(args.out.read_text())
         finish(result, LatencyProfile.model_validate(result["profile"]), args)
@@ -399,7 +422,30 @@ def main() -> None:
             del run["per_round"]
     result["real"] = real
     result["profile"] = profile.model_dump()
+    result["in_process"] = in_process(args)
     finish(result, profile, args)
+
+
+def in_process(args: argparse.Namespace) -> dict[str, Any]:
+    """Speculative decoding with the target in this process against its own decoding."""
+    params = GenerationParams(max_tokens=args.max_tokens)
+    batch = prompts(args.prompts)
+    target = LocalLLM.load(args.target)
+    drafts: dict[str, Any] = {"prompt-lookup": PromptLookupDrafter()}
+    if args.student.exists():
+        drafts["student"] = LocalLLM(args.student, name="student")
+    out: dict[str, Any] = {"student": str(args.student) if "student" in drafts else None}
+    for label, draft in drafts.items():
+        specs = {
+            policy.name: SpeculativeLLM(draft, target, policy) for policy in policies(args.windows)
+        }
+        runs = measure(
+            target, specs, batch, params, link=NetworkLink(), tokenizer=target, label=label
+        )
+        for run in runs["speculative"].values():
+            del run["per_round"]
+        out[label] = runs
+    return out
 
 
 def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:

@@ -55,6 +55,8 @@ class DistillExample(BaseModel):
     tokenizer: str
     messages: list[Message]
     """The exact messages of the step's model call (the reply starts after them)."""
+    max_tokens: int | None = None
+    """The step's completion-token cap (None: a trace that did not record it)."""
     prompt_ids: list[int]
     target: str
     target_ids: list[int]
@@ -182,6 +184,7 @@ def _example(
         teacher=record.model,
         tokenizer=tokenizer.name,
         messages=record.prompt,
+        max_tokens=record.max_tokens,
         prompt_ids=tokenizer.encode(ChatPrompt(messages=tuple(record.prompt))),
         target=record.output,
         target_ids=target_ids,

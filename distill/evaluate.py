@@ -1,14 +1,17 @@
 """How close a student acts and reasons to its teacher, on held-out steps.
 
-For each held-out example the student answers the exact prompt the teacher saw, started
-the way the runtime starts a step (``Thought:``), greedily, stopping where the runtime
-stops. Then:
+For each held-out example the student answers the exact prompt the teacher saw, greedily,
+the way the runtime produces a step's reply (`agents.react.guided_reply`: ``Thought:``
+first, and where that does not parse, the likeliest of the agent's action names and its
+argument), so the teacher's own replies are reproduced. Then:
 
 - **ACT exact match**: the student's parsed action equals the teacher's (tool and
   argument, or the final answer; compared after collapsing whitespace and case);
+- **replies that parse before any guidance** (the share of free first attempts with a
+  REASON/ACT structure): how much of the format the model has learned by itself;
 - **REASON perplexity under the teacher**: how likely the teacher finds the student's
   REASON text after the same prompt (exp of the mean negative log-probability per token);
-- **speed**: completion tokens per second of the student.
+- **speed**: reply tokens per second of the student, guidance (action scoring) included.
 """
 
 from __future__ import annotations
@@ -20,18 +23,21 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 from rich.progress import track
 
-from relaygraph.agents.react import FinalAnswer, ReActParseError, parse_react
+from relaygraph.agents.react import (
+    FinalAnswer,
+    ReActParseError,
+    guided_reply,
+    parse_react,
+)
 from relaygraph.distill.spans import NoStructureError, find_spans
 from relaygraph.llm.types import ChatPrompt, GenerationParams
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from relaygraph.distill.dataset import DistillExample
     from relaygraph.llm.protocol import LLM
-
-STOPS = ("\nObservation:", "Observation:")
-"""Where the runtime stops a step's reply (agents/step.py)."""
+    from relaygraph.llm.types import Message
 
 
 class StudentScores(BaseModel):
@@ -41,7 +47,7 @@ class StudentScores(BaseModel):
     examples: int
     act_match: float
     parsed: float
-    """Share of replies with a REASON/ACT structure at all."""
+    """Share of first, unguided attempts with a REASON/ACT structure."""
     reason_perplexity: float | None
     """Over the replies that have a non-empty REASON span."""
     tokens_per_s: float
@@ -58,24 +64,67 @@ def action_key(reply: str) -> str | None:
     return f"{action.tool.lower()}:{' '.join(action.arguments.lower().split())}"
 
 
+def agent_actions(examples: Sequence[DistillExample]) -> dict[str, list[str]]:
+    """Each agent's action names (its tools and ``finish``), as its teacher's replies use
+    them: the candidates a guided step chooses among."""
+    actions: dict[str, set[str]] = {}
+    for example in examples:
+        key = action_key(example.target)
+        if key is not None:
+            actions.setdefault(example.agent, {"finish"}).add(key.split(":", 1)[0])
+    return {agent: sorted(names) for agent, names in actions.items()}
+
+
+def runtime_reply(
+    llm: LLM, messages: Sequence[Message], actions: Sequence[str], *, max_tokens: int
+) -> tuple[str, bool]:
+    """The reply a step of the runtime would get from ``llm`` (greedy), and whether its
+    first, free attempt parsed."""
+    free_parse = True
+
+    def call(prefill: str, tokens: int, stop: tuple[str, ...]) -> str:
+        prompt = ChatPrompt(messages=tuple(messages), prefill=prefill)
+        params = GenerationParams(max_tokens=tokens, temperature=0.0, stop=stop)
+        return llm.complete(prompt, params).text
+
+    def choose(base: str) -> str:
+        nonlocal free_parse
+        free_parse = False
+        prompt = ChatPrompt(messages=tuple(messages), prefill=base)
+        return max(actions, key=lambda name: llm.score(prompt, f" {name}[").total_logprob)
+
+    reply = guided_reply(call, choose, max_tokens=max_tokens)
+    return reply, free_parse
+
+
 def score_student(
-    student: LLM, teacher: LLM, examples: Sequence[DistillExample], *, max_tokens: int = 128
+    student: LLM,
+    teacher: LLM,
+    examples: Sequence[DistillExample],
+    actions: Mapping[str, Sequence[str]],
+    *,
+    max_tokens: int = 128,
 ) -> StudentScores:
-    """Run ``student`` on every example's prompt and compare with the teacher's reply."""
-    params = GenerationParams(max_tokens=max_tokens, temperature=0.0, stop=STOPS)
+    """Run ``student`` on every example's prompt and compare with the teacher's reply.
+
+    Args:
+        actions: Each agent's action names (`agent_actions`).
+        max_tokens: The cap of replies whose step did not record its own.
+    """
     matches = parsed = tokens = 0
     seconds = 0.0
     nll = 0.0
     reason_tokens = 0
     for example in track(examples, description=f"scoring {student.name}"):
-        prompt = ChatPrompt(messages=tuple(example.messages), prefill="Thought:")
         began = time.perf_counter()
-        completion = student.complete(prompt, params)
+        cap = example.max_tokens or max_tokens
+        reply, free = runtime_reply(
+            student, example.messages, actions[example.agent], max_tokens=cap
+        )
         seconds += time.perf_counter() - began
-        tokens += completion.usage.completion_tokens
-        reply = "Thought:" + completion.text
+        tokens += len(student.tokenize(reply))
+        parsed += free
         key = action_key(reply)
-        parsed += key is not None
         matches += key is not None and key == action_key(example.target)
         try:
             start, end = find_spans(reply).reason

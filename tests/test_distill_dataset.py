@@ -17,6 +17,7 @@ from relaygraph.distill import (
     save_dataset,
     token_masks,
 )
+from relaygraph.distill.evaluate import agent_actions, score_student
 from relaygraph.errors import ConfigError
 from relaygraph.eval.runner import evaluate
 from relaygraph.eval.security import SecuritySuite, assistant, load_specs, synthesize
@@ -174,4 +175,9 @@ def test_cli_builds_a_dataset_from_a_real_model_run(tmp_path: Path) -> None:
     assert "REASON / ACT tokens" in built.stdout
     examples, stats = load_dataset(tmp_path / "ds")
     assert stats.examples == len(examples) >= 1
-    assert all(e.tokenizer == "smollm2-135m" for e in examples)
+    assert all(e.tokenizer == "smollm2-135m" and e.max_tokens for e in examples)
+    # Evaluation replies the way the runtime does (guided where a free reply does not
+    # parse), so the teacher reproduces its own steps' actions.
+    smollm2 = LocalLLM.load("smollm2-135m")
+    own = score_student(smollm2, smollm2, examples, agent_actions(examples))
+    assert own.act_match == 1.0

@@ -138,14 +138,16 @@ def test_action_keys_compare_what_the_agent_would_do() -> None:
 @pytest.mark.slow
 def test_scoring_a_student_against_its_teacher(dataset: Path) -> None:
     from relaygraph.distill import load_dataset
-    from relaygraph.distill.evaluate import score_student
+    from relaygraph.distill.evaluate import agent_actions, score_student
 
     examples, _ = load_dataset(dataset)
+    actions = agent_actions(examples)
     smollm2 = LocalLLM.load("smollm2-135m")
     # The scripted teacher's replies are exactly what a perfect student reproduces.
     perfect = ScriptedLLM([e.target.removeprefix("Thought:") for e in examples], name="perfect")
-    best = score_student(perfect, smollm2, examples)
+    best = score_student(perfect, smollm2, examples, actions)
     assert best.act_match == 1.0 and best.parsed == 1.0
     assert best.reason_perplexity is not None and best.reason_perplexity > 1.0
-    real = score_student(smollm2, smollm2, examples[:2], max_tokens=24)
-    assert 0.0 <= real.act_match <= real.parsed <= 1.0 and real.tokens_per_s > 0
+    real = score_student(smollm2, smollm2, examples[:2], actions, max_tokens=24)
+    assert 0.0 <= real.act_match <= 1.0 and 0.0 <= real.parsed <= 1.0
+    assert real.tokens_per_s > 0

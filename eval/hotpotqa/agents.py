@@ -46,6 +46,8 @@ Action: finish[France]"""
 
 REACT_MAX_STEPS = 7
 """ReAct's HotPotQA runs allow 7 steps (more rarely helps, per the paper)."""
+REACT_MAX_TOKENS = 96
+"""Completion tokens per ReAct step: a thought and an action."""
 
 
 def react(model: str | LLM, example: HotpotExample) -> AgentGraph:
@@ -59,7 +61,7 @@ def react(model: str | LLM, example: HotpotExample) -> AgentGraph:
             instructions=REACT_INSTRUCTIONS,
             tools=tools.tools(),
             max_steps=REACT_MAX_STEPS,
-            max_tokens=96,
+            max_tokens=REACT_MAX_TOKENS,
         )
     )
     return graph.set_entry("reader").set_finish("reader")
