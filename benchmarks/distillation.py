@@ -219,7 +219,7 @@ def plot(scores: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     panels = [
         ("ACT exact match (held-out steps)", lambda r: r["act_match"], 1.0),
-        ("replies with REASON/ACT", lambda r: r["parsed"], 1.0),
+        ("free replies that parse (no guidance)", lambda r: r["parsed"], 1.0),
         ("HotPotQA F1 as the agent", lambda r: r["hotpot"]["f1"], 1.0),
         ("REASON perplexity under teacher", lambda r: r["reason_perplexity"] or 0.0, None),
     ]
