@@ -9,7 +9,7 @@ acceptance rate ``a`` (i.i.d., Leviathan et al.) a round yields on average
 
 which grows with acceptance and a cheap draft, and shrinks as verification gets dearer
 per token. `AdaptiveWindow` (AWC-style, PAPERS.md section 4) estimates those four
-quantities from the request's own rounds, starting from a prior, and picks ``k`` by that
+quantities from measured rounds, starting from a prior, and picks ``k`` by that
 formula each round.
 
 The round trip, the draft's speed and the cloud's state outlive a request; acceptance
