@@ -803,13 +803,22 @@ def distill_train(
     reason_kl: Annotated[float, typer.Option(help="structured: REASON KL weight.")] = 1.0,
     act_kl: Annotated[float, typer.Option(help="structured: ACT KL weight.")] = 1.0,
     act_ce: Annotated[float, typer.Option(help="structured: ACT cross-entropy weight.")] = 1.0,
+    precision: Annotated[
+        str, typer.Option(help="The GGUF's matrices: f32, f16 or q8_0 (half of f16).")
+    ] = "f16",
 ) -> None:
     """Train a student (the teacher's blocks, truncated) and write it as GGUF."""
+    from typing import get_args
+
     from relaygraph.distill.losses import LOSSES
+    from relaygraph.distill.student import Precision
     from relaygraph.distill.train import TrainConfig, train
 
     if loss not in LOSSES:
         raise RelayGraphError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+    if precision not in get_args(Precision):
+        choices = ", ".join(get_args(Precision))
+        raise RelayGraphError(f"--precision must be one of {choices}, not {precision!r}")
     config = TrainConfig(
         loss=loss,
         teacher=teacher,
@@ -821,6 +830,7 @@ def distill_train(
         reason_kl=reason_kl,
         act_kl=act_kl,
         act_ce=act_ce,
+        precision=precision,
     )
     result = train(config, dataset, out)
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""

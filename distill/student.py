@@ -47,7 +47,9 @@ _GLOBAL_TO_HF = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
 }
-Precision = Literal["f32", "f16"]
+Precision = Literal["f32", "f16", "q8_0"]
+"""How matrices are stored: q8_0 (8-bit blocks of 32) is about half the size of f16, the
+same bits llama.cpp's own quantizer writes; norms stay f32."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +179,11 @@ def export_gguf(
     blocks = model.config.num_hidden_layers
     partial = target.with_name(target.name + ".partial")
     writer = gguf.GGUFWriter(str(partial), arch=arch, endianess=reader.endianess)
-    file_type = gguf.LlamaFileType.ALL_F32 if precision == "f32" else gguf.LlamaFileType.MOSTLY_F16
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[precision]
     for field in reader.fields.values():
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue
@@ -189,9 +195,16 @@ def export_gguf(
         elif field.name == gguf.Keys.General.FILE_TYPE:
             value = int(file_type)
         writer.add_key_value(field.name, value, kind, sub_type=sub)
+    q8 = gguf.GGMLQuantizationType.Q8_0
     for name, array in _gguf_tensors(model, shape, blocks):
-        matrix = array.ndim > 1 and precision == "f16"
-        writer.add_tensor(name, array.astype(np.float16 if matrix else np.float32))
+        if array.ndim == 1 or precision == "f32":
+            writer.add_tensor(name, array.astype(np.float32))
+        elif precision == "f16" or array.shape[-1] % gguf.GGML_QUANT_SIZES[q8][0]:
+            writer.add_tensor(name, array.astype(np.float16))
+        else:
+            # through f16 first, as llama.cpp quantizes an f16 file: the same blocks
+            rounded = array.astype(np.float16).astype(np.float32)
+            writer.add_tensor(name, gguf.quants.quantize(rounded, q8), raw_dtype=q8)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,7 +32,13 @@ from relaygraph.distill.losses import (
     term_counts,
     terms,
 )
-from relaygraph.distill.student import evenly_spaced, export_gguf, make_student, read_shape
+from relaygraph.distill.student import (
+    Precision,
+    evenly_spaced,
+    export_gguf,
+    make_student,
+    read_shape,
+)
 from relaygraph.distill.teacher import DEFAULT_TOP_K, teacher_distributions
 from relaygraph.errors import ConfigError
 from relaygraph.fileio import append_line, write_atomic
@@ -77,7 +83,7 @@ class TrainConfig(BaseModel):
     act_kl: float = Field(default=1.0, ge=0)
     act_ce: float = Field(default=1.0, ge=0)
     top_k: int = Field(default=DEFAULT_TOP_K, ge=1)
-    precision: Literal["f32", "f16"] = "f16"
+    precision: Precision = "f16"
 
 
 class TrainResult(BaseModel):

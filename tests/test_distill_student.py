@@ -62,6 +62,32 @@ def test_a_truncated_student_round_trips_through_gguf(
     assert engine.complete(PROMPT).text  # it generates
 
 
+@pytest.mark.slow
+def test_a_q8_0_student_is_what_llama_cpp_quantizes(
+    tmp_path: Path, student: torch.nn.Module
+) -> None:
+    import ctypes
+
+    import llama_cpp
+
+    path = packaged_model("smollm2-135m").locate()
+    f16 = export_gguf(student, path, tmp_path / "f16.gguf", precision="f16")
+    ours = export_gguf(student, path, tmp_path / "q8.gguf", precision="q8_0")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+    theirs = tmp_path / "llama-q8.gguf"
+    assert llama_cpp.llama_model_quantize(bytes(f16), bytes(theirs), ctypes.byref(params)) == 0
+    assert ours.stat().st_size < 0.6 * f16.stat().st_size
+    smollm2 = LocalLLM.load("smollm2-135m")
+    ids, answer = smollm2.encode(PROMPT), smollm2.tokenize(ANSWER)
+    # the same 8-bit blocks: llama.cpp computes the same logits from both files
+    mine, reference = (
+        LocalLLM.load(ours).logits(ids, answer),
+        LocalLLM.load(theirs).logits(ids, answer),
+    )
+    assert np.abs(mine - reference).max() < 1e-3
+
+
 def test_students_refuse_bad_input(tmp_path: Path) -> None:
     smol = packaged_model("smollm2-135m").locate()
     with pytest.raises(ConfigError, match="students are built from llama-architecture"):

@@ -151,3 +151,13 @@ def test_scoring_a_student_against_its_teacher(dataset: Path) -> None:
     real = score_student(smollm2, smollm2, examples[:2], actions, max_tokens=24)
     assert 0.0 <= real.act_match <= 1.0 and 0.0 <= real.parsed <= 1.0
     assert real.tokens_per_s > 0
+
+
+def test_the_cli_refuses_an_unknown_loss_or_precision(tmp_path: Path) -> None:
+    from commands import relaygraph_cli
+
+    for option, value in (("--loss", "distill-harder"), ("--precision", "q4_0")):
+        done = relaygraph_cli("distill", "train", str(tmp_path), "--out", str(tmp_path / "o"),
+                              option, value)  # fmt: skip
+        assert done.returncode == 2
+        assert f"{option} must be one of" in done.stderr and value in done.stderr
