@@ -9,7 +9,8 @@ Small models drift from any format, so the parser accepts the common variants: l
 in any case, with markdown emphasis, ``Reason:``/``Reasoning:`` for the thought,
 ``Final Answer: …`` for finishing, ``tool(arg)`` for ``tool[arg]``, backticks, and text
 after a hallucinated ``Observation:`` (which is cut). What it cannot read raises
-`ReActParseError` with the reason, which the agent gets back in a retry.
+`ReActParseError` with the reason, which the agent gets back in a retry. `guided_reply`
+produces a reply in the format even where a model's free reply cannot be read.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def guided_reply(
     max_tokens: int,
     act_only: bool = False,
 ) -> str | F:
-    """A REASON/ACT reply that small models still get right, from two model operations.
+    """A REASON/ACT reply, even from a model whose free reply cannot be parsed.
 
     1. The reply is prefilled with ``Thought:`` (``Action:`` when ``act_only``); a reply
        that parses is used as is: one call per step for a capable model.
