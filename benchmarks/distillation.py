@@ -203,15 +203,12 @@ def evaluation(
             )
             row[task] = task_scores(out, ids)
         path = Path(model) if model.endswith(".gguf") else None
-        row["size_mb"] = round((path or teacher_file()).stat().st_size / 1e6, 1)
+        file = path or packaged_model(TEACHER).locate()
+        row["size_mb"] = round(file.stat().st_size / 1e6, 1)
         if path is not None:
             row["train"] = json.loads((made[name] / "result.json").read_text())
         scores[name] = row
     return scores
-
-
-def teacher_file() -> Path:
-    return packaged_model(TEACHER).locate()
 
 
 def plot(scores: dict[str, Any], path: Path) -> None:

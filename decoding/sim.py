@@ -11,9 +11,9 @@ model behind the analytic window choice (decoding/window.py), drawn with the run
 Speculative rounds use the same `WindowPolicy` objects as the real `SpeculativeLLM`, fed
 the same `Round` records (verification time includes queueing at the cloud; the record
 also says how much of it was queueing and how many other tokens shared the pass, as a
-cloud that reports its queue would). Cloud
-servers take work join-shortest-queue; a server collects the jobs that arrive within
-``batch_window_s`` of the first, up to ``max_batch``, and runs them as one pass.
+cloud that reports its queue would). Cloud servers take work join-shortest-queue; a
+server collects the jobs that arrive within ``batch_window_s`` of the first, up to
+``max_batch``, and runs them as one pass.
 
 A profile measured on a real run (benchmarks/speculative.py writes one) lets the
 simulator predict that run; profiles of other deployments are JSON files.
@@ -431,10 +431,7 @@ def fit_profile(
     drafted = np.concatenate([r["drafted"] for r in rounds]).astype(float)
     accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
     tested = accepted + (accepted < drafted)
-    outcomes = [
-        (int(w), int(a)) for r in rounds for w, a in zip(r["window"], r["accepted"], strict=True)
-    ]
-    positions = stand_rates(outcomes, max(w for w, _ in outcomes))
+    positions = _position_rates(rounds)
     later = [
         (d + 1, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
     ]
@@ -476,12 +473,18 @@ def acceptance_by_kind(
     Raises:
         ConfigError: A kind between 0 and the largest has no rounds.
     """
-    outcomes: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    by_kind: dict[int, list[dict[str, list[float]]]] = defaultdict(list)
     for record, kind in zip(rounds, kinds, strict=True):
-        outcomes[kind] += [
-            (int(w), int(a)) for w, a in zip(record["window"], record["accepted"], strict=True)
-        ]
-    missing = [k for k in range(max(kinds, default=-1) + 1) if not outcomes[k]]
+        by_kind[kind].append(record)
+    missing = [k for k in range(max(kinds, default=-1) + 1) if not by_kind[k]]
     if missing:
         raise ConfigError(f"no rounds of request kinds {missing}", parameter="kinds")
-    return [stand_rates(outcomes[k], max(w for w, _ in outcomes[k])) for k in sorted(outcomes)]
+    return [_position_rates(by_kind[k]) for k in sorted(by_kind)]
+
+
+def _position_rates(records: Sequence[dict[str, list[float]]]) -> list[float]:
+    """`stand_rates` of the (window, accepted) outcomes of per-request round records."""
+    outcomes = [
+        (int(w), int(a)) for r in records for w, a in zip(r["window"], r["accepted"], strict=True)
+    ]
+    return stand_rates(outcomes, max(w for w, _ in outcomes))
