@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field, ValidationError
@@ -172,6 +172,8 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
         return _fail(
             record, "step_limit", f"{agent.name} stopped without an answer: {decision.reason}"
         )
+    if decision.model is not None:
+        agent = replace(agent, llm=decision.model)
 
     selection = spec.context_policy.select(
         ContextRequest(

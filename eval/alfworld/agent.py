@@ -74,7 +74,12 @@ class EpisodeGuard:
         return self.inner.decide(state)
 
 
-def alfworld_react(model: str | LLM, env: AlfworldEnv, demos: DemoSet | None = None) -> AgentGraph:
+def alfworld_react(
+    model: str | LLM,
+    env: AlfworldEnv,
+    demos: DemoSet | None = None,
+    reasoning_policy: ReasoningPolicy | None = None,
+) -> AgentGraph:
     """One ReAct agent playing ``env``'s game with ``act[command]``.
 
     Args:
@@ -83,6 +88,9 @@ def alfworld_react(model: str | LLM, env: AlfworldEnv, demos: DemoSet | None = N
             and one more step to finish.
         demos: Demonstrations; the one of the game's task type goes into the
             instructions (default: the set that ships with relaygraph).
+        reasoning_policy: Decides, each step the episode can go on, whether and with
+            which model to reason (default: `ReActPolicy`, always reason), e.g. a learned
+            `PolicyReasoner`.
 
     Raises:
         ConfigError: ``demos`` has none for the game's task type.
@@ -101,7 +109,7 @@ def alfworld_react(model: str | LLM, env: AlfworldEnv, demos: DemoSet | None = N
             role=StandardRole.EXECUTOR,
             instructions=INSTRUCTIONS.format(demo=demo.render("act")),
             tools=[act],
-            reasoning_policy=EpisodeGuard(env),
+            reasoning_policy=EpisodeGuard(env, reasoning_policy),
             max_steps=steps,
             max_tokens=MAX_TOKENS,
             context_budget=CONTEXT_BUDGET,

@@ -1,13 +1,17 @@
 """Reasoning policies: at each step, reason then act, act directly, or stop.
 
 The default `ReActPolicy` always reasons before acting, until the agent's step limit.
-A learned, resource-aware policy plugs in here with the same interface.
+A learned, resource-aware policy plugs in with the same interface
+(`relaygraph.routing.reasoning.learned.PolicyReasoner`), and may also pick the step's model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias, runtime_checkable
+
+if TYPE_CHECKING:
+    from relaygraph.llm.protocol import LLM
 
 ReasoningAction: TypeAlias = Literal["reason_and_act", "act", "stop"]
 
@@ -47,6 +51,8 @@ class ReasoningDecision:
     reason: str
     max_tokens: int | None = None
     """Cap on this step's completion tokens; None keeps the agent's setting."""
+    model: LLM | None = None
+    """The model this step runs on; None keeps the agent's own."""
 
 
 @runtime_checkable

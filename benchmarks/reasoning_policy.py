@@ -1,0 +1,240 @@
+"""A learned resource-aware reasoning policy (RARRL) against fixed strategies, on ALFWorld.
+
+Stages (each resumable; ``--only`` runs one):
+
+1. ``record``: real episodes with real model calls. Each episode enters an ALFWorld game
+   1 or 2 expert commands before its goal and gives the agent one command more than
+   that; at every state the executor (SmolLM2-135M) proposes a command and each module
+   (act on the proposal; reason with SmolLM2; reason with Gemma-3-270M) produces its
+   own, and every distinct command is followed, so the book holds each episode's whole
+   tree. ``valid_train`` games train, ``valid_seen`` games tune, ``valid_unseen`` games
+   report. Book: runs/reasoning/book.jsonl.
+2. ``policy``: the this-cpu profile fitted to the recorded calls, then for each profile
+   and lambda: a REINFORCE policy trained on the training episodes (checkpoint chosen on
+   the tuning episodes), and it and every baseline replayed on the report episodes.
+
+Writes benchmarks/results/reasoning_policy.json, reasoning_policy.png (success against
+latency per profile and lambda) and reasoning_policy_curves.png (learning curves).
+
+Usage:
+    python benchmarks/reasoning_policy.py [--only record|policy] [--train-games 40]
+        [--tune-games 12] [--report-games 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+from itertools import chain, zip_longest
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from _common import RESULTS, machine, write_json
+from rich.progress import Progress
+
+from relaygraph.eval.alfworld.env import AlfworldEnvError
+from relaygraph.eval.alfworld.games import load_games
+from relaygraph.eval.alfworld.modules import AlfworldModules, Recorder, spread
+from relaygraph.eval.report import save_figure
+from relaygraph.memory.embedding import SentenceEmbedder
+from relaygraph.routing.reasoning.baselines import tuned_baselines
+from relaygraph.routing.reasoning.env import ReasoningEnv
+from relaygraph.routing.reasoning.features import Featurizer
+from relaygraph.routing.reasoning.modules import ActionSpace
+from relaygraph.routing.reasoning.profiles import fit_profile, load_profile, save_profile
+from relaygraph.routing.reasoning.record import StateBook
+from relaygraph.routing.reasoning.train import TrainConfig, evaluate, train_policy
+
+if TYPE_CHECKING:
+    from relaygraph.routing.reasoning.profiles import ResourceProfile
+    from relaygraph.routing.reasoning.record import EpisodeSpec
+
+RUNS = Path("runs/reasoning")
+SMALL, LARGE = "smollm2-135m", "gemma3-270m"
+REMAINING = (1, 2)
+"""Expert commands left when the agent takes over; with 3, no module won in a probe."""
+SLACK = 1
+"""Commands the agent gets beyond the expert's."""
+SPACE = ActionSpace.default(SMALL, LARGE)
+PROFILES = ("this-cpu", "edge-phone", "cloud-gpu", "congested-network")
+LAMBDAS = (0.25, 1.0)
+"""Latency weights: spending the whole budget costs a quarter of a success, or all of it."""
+THIS_CPU_BUDGET_S = 12.0
+"""The measured profile's episode budget: about three steps of the large model here."""
+SEEDS = (0, 1, 2)
+PROFILE_FILE = Path(__file__).resolve().parents[1] / "routing/reasoning/profiles/this-cpu.json"
+
+
+def record(args: argparse.Namespace) -> StateBook:
+    book = StateBook(args.runs / "book.jsonl")
+    recorder = Recorder(AlfworldModules(SPACE), book)
+    splits = [
+        [(game, remaining) for game in spread(load_games(split), count) for remaining in REMAINING]
+        for split, count in (
+            ("valid_train", args.train_games),
+            ("valid_seen", args.tune_games),
+            ("valid_unseen", args.report_games),
+        )
+    ]
+    # The splits in turn, so that a recording cut short still trains, tunes and reports.
+    plan = [item for item in chain.from_iterable(zip_longest(*splits)) if item is not None]
+    with Progress() as progress:
+        task = progress.add_task("recording episodes", total=len(plan))
+        for game, remaining in plan:
+            episode = recorder.episode(game, remaining=remaining, max_steps=remaining + SLACK)
+            try:
+                recorder.record(episode)
+            except AlfworldEnvError as exc:
+                progress.console.print(f"skipped {episode.id}: {exc}")
+            progress.advance(task)
+    return book
+
+
+def dominators(point: dict[str, float], others: list[dict[str, Any]]) -> list[str]:
+    """The others at least as successful and at most as slow, strictly better in one."""
+    return [
+        o["policy"]
+        for o in others
+        if o["success"] >= point["success"]
+        and o["latency_s"] <= point["latency_s"]
+        and (o["success"] > point["success"] or o["latency_s"] < point["latency_s"])
+    ]
+
+
+def policy(args: argparse.Namespace) -> None:
+    book = StateBook(args.runs / "book.jsonl")
+    complete = [e for e in book.episodes.values() if book.state(e.root) and not book.missing(e)]
+    splits = {
+        name: [e for e in complete if e.split == split]
+        for name, split in (
+            ("train", "valid_train"),
+            ("tune", "valid_seen"),
+            ("report", "valid_unseen"),
+        )
+    }
+    measured = fit_profile(book, SPACE, name="this-cpu", budget_s=THIS_CPU_BUDGET_S)
+    save_profile(measured, PROFILE_FILE)
+    train_states = [s for e in splits["train"] for s in book.reachable(e)]
+    featurizer = Featurizer.fit(
+        [f"{s.goal}\n{s.observation}" for s in train_states], SentenceEmbedder(), dims=args.dims
+    )
+    runs: list[dict[str, Any]] = []
+    curves: dict[str, list[dict[str, Any]]] = {}
+    with Progress() as progress:
+        task = progress.add_task("training", total=len(PROFILES) * len(LAMBDAS) * len(SEEDS))
+        for name in PROFILES:
+            profile = measured if name == "this-cpu" else load_profile(name)
+            for lam in LAMBDAS:
+                envs = {k: _env(book, v, profile, featurizer, lam) for k, v in splits.items()}
+                trained = []
+                for seed in SEEDS:
+                    config = TrainConfig(updates=args.updates, seed=seed)
+                    trained.append(train_policy(envs["train"], envs["tune"], config))
+                    progress.advance(task)
+                best = max(trained, key=lambda r: r.policy.training["tune_reward"])
+                best.policy.save(args.runs / f"policy-{name}-{lam}.json")
+                curves[f"{name} lam={lam}"] = [vars(p) for p in best.curve]
+                rows = [
+                    {"policy": p.name, **evaluate(p, envs["report"])}
+                    for p in tuned_baselines(envs["tune"])
+                ]
+                learned = {"policy": "learned (RARRL)", **evaluate(best.policy, envs["report"])}
+                learned["dominated_by"] = dominators(learned, rows)
+                runs.append(
+                    {
+                        "profile": name,
+                        "lam": lam,
+                        "learned": learned,
+                        "learned_training": best.policy.training,
+                        "baselines": rows,
+                    }
+                )
+    data = {
+        "machine": machine(),
+        "settings": {
+            "small": SMALL,
+            "large": LARGE,
+            "actions": list(SPACE.names),
+            "remaining": list(REMAINING),
+            "slack": SLACK,
+            "episodes": {k: len(v) for k, v in splits.items()},
+            "states_recorded": len(book.states),
+            "lambdas": list(LAMBDAS),
+            "seeds": list(SEEDS),
+            "updates": args.updates,
+            "embedding_dims": args.dims,
+            "reward": "1[won] - lam * latency_s / budget_s",
+        },
+        "profiles": {
+            name: (measured if name == "this-cpu" else load_profile(name)).model_dump(mode="json")
+            for name in PROFILES
+        },
+        "runs": runs,
+        "learned_on_front_everywhere": all(not r["learned"]["dominated_by"] for r in runs),
+        "curves": curves,
+    }
+    write_json(RESULTS / "reasoning_policy.json", data)
+    _plot_fronts(runs)
+    _plot_curves(curves)
+
+
+def _env(
+    book: StateBook,
+    episodes: list[EpisodeSpec],
+    profile: ResourceProfile,
+    featurizer: Featurizer,
+    lam: float,
+) -> ReasoningEnv:
+    return ReasoningEnv(book, episodes, SPACE, profile, featurizer, lam=lam)
+
+
+def _plot_fronts(runs: list[dict[str, Any]]) -> None:
+    fig, axes = plt.subplots(len(LAMBDAS), len(PROFILES), figsize=(4 * len(PROFILES), 7))
+    for run in runs:
+        ax = axes[LAMBDAS.index(run["lam"])][PROFILES.index(run["profile"])]
+        rows = run["baselines"]
+        ax.scatter([r["latency_s"] for r in rows], [r["success"] for r in rows], c="grey")
+        for r in rows:
+            ax.annotate(r["policy"], (r["latency_s"], r["success"]), fontsize=6)
+        front = sorted((r for r in rows if not dominators(r, rows)), key=lambda r: r["latency_s"])
+        ax.plot([r["latency_s"] for r in front], [r["success"] for r in front], "k--", lw=1)
+        learned = run["learned"]
+        ax.scatter([learned["latency_s"]], [learned["success"]], c="red", marker="*", s=150)
+        ax.set_title(f"{run['profile']}, lambda={run['lam']}", fontsize=9)
+        ax.set_xlabel("latency per episode (s)")
+        ax.set_ylabel("success rate")
+    save_figure(fig, RESULTS / "reasoning_policy.png")
+
+
+def _plot_curves(curves: dict[str, list[dict[str, Any]]]) -> None:
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, points in curves.items():
+        tuned = [p for p in points if p["tune_reward"] is not None]
+        ax.plot([p["update"] for p in tuned], [p["tune_reward"] for p in tuned], label=label)
+    ax.set_xlabel("update")
+    ax.set_ylabel("greedy reward on the tuning episodes")
+    ax.legend(fontsize=7)
+    save_figure(fig, RESULTS / "reasoning_policy_curves.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=("record", "policy"))
+    parser.add_argument("--train-games", type=int, default=40)
+    parser.add_argument("--tune-games", type=int, default=12)
+    parser.add_argument("--report-games", type=int, default=24)
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--dims", type=int, default=8)
+    parser.add_argument("--runs", type=Path, default=RUNS, help="where the book and policies go")
+    args = parser.parse_args()
+    if args.only in (None, "record"):
+        record(args)
+    if args.only in (None, "policy"):
+        policy(args)
+
+
+if __name__ == "__main__":
+    main()
