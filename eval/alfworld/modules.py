@@ -212,7 +212,7 @@ class Recorder:
             raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
         self._games[game.name] = game
         episode = EpisodeSpec(
-            id=f"{game.name}@{remaining}",
+            id=f"{game.name}@{remaining}/{max_steps}",
             game=game.name,
             split=game.split,
             task_type=game.task_type,

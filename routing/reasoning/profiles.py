@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 EXECUTOR = "executor"
 """The profile entry that prices the executor's probe, paid at every step."""
 SHIPPED = ("this-cpu", "edge-phone", "cloud-gpu", "congested-network")
+SLOW_OUTLIER = 5.0
+"""A request slower than the fit by this many median residuals is left out of the refit."""
 
 
 class ModuleCost(BaseModel):
@@ -69,8 +71,8 @@ class ResourceProfile(BaseModel):
         description: Where the figures come from (measured, or what is assumed).
         budget_s: Seconds an episode may spend on model work; past it the episode ends.
         modules: Module name (and ``executor``) → its costs.
-        fit: For a measured profile, how well the linear model fits (per module R^2 and
-            the number of invocations).
+        fit: For a measured profile, per module: how well the linear model fits (R^2),
+            the requests fitted and the slow outliers left out.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -144,7 +146,7 @@ def fit_profile(
     non-negative) to the measured seconds of its requests.
 
     Raises:
-        ConfigError: A module has too few recorded invocations to fit.
+        ConfigError: A module has too few recorded requests to fit.
     """
     samples: dict[str, list[Work]] = {EXECUTOR: []}
     for state in book.states.values():
@@ -155,15 +157,15 @@ def fit_profile(
     fit: dict[str, dict[str, float]] = {}
     for module in (EXECUTOR, *(m.name for m in space.modules)):
         work = samples.get(module, [])
-        if not work and space.proposes(space.module(module)):
+        if not work and module != EXECUTOR and space.proposes(space.module(module)):
             modules[module] = ModuleCost(base_s=0.0, prompt_s=0.0, completion_s=0.0)
             continue
         if len(work) < 3:
-            raise ConfigError(f"{len(work)} recorded invocations of {module!r}: too few to fit")
+            raise ConfigError(f"{len(work)} recorded requests of {module!r}: too few to fit")
         modules[module], fit[module] = _fit(work)
     description = (
-        f"measured: linear fit to {sum(len(w) for w in samples.values())} recorded model "
-        "invocations on this machine"
+        f"measured: linear fit to {sum(len(w) for w in samples.values())} model requests "
+        "recorded on this machine"
     )
     return ResourceProfile(
         name=name, description=description, budget_s=budget_s, modules=modules, fit=fit
@@ -171,22 +173,37 @@ def fit_profile(
 
 
 def _fit(work: Sequence[Work]) -> tuple[ModuleCost, dict[str, float]]:
-    """Non-negative least squares over (calls, prompt, completion) by dropping negative terms."""
-    design = np.array([[w.calls, w.prompt_tokens, w.completion_tokens] for w in work])
+    """Least squares over (calls, prompt, completion), then again without the requests
+    that took far longer than the fit says (another process had the cores: the model of
+    the machine should not learn that)."""
+    design = np.array([[w.calls, w.prompt_tokens, w.completion_tokens] for w in work], float)
     seconds = np.array([w.seconds for w in work])
-    active = [0, 1, 2]
+    coef = _nonnegative_lstsq(design, seconds)
+    residual = seconds - design @ coef
+    spread = np.median(np.abs(residual)) or 1e-9
+    kept = residual < SLOW_OUTLIER * spread
+    coef = _nonnegative_lstsq(design[kept], seconds[kept])
+    residual = seconds[kept] - design[kept] @ coef
+    total = float(np.sum((seconds[kept] - seconds[kept].mean()) ** 2)) or 1.0
+    r2 = 1.0 - float(np.sum(residual**2)) / total
+    cost = ModuleCost(base_s=coef[0], prompt_s=coef[1], completion_s=coef[2])
+    return cost, {
+        "r2": round(r2, 4),
+        "requests": float(len(work)),
+        "slow_outliers_dropped": float(np.sum(~kept)),
+    }
+
+
+def _nonnegative_lstsq(design: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient >= 0, by dropping negative terms in turn."""
+    active = list(range(design.shape[1]))
     while True:
-        coef = np.zeros(3)
+        coef = np.zeros(design.shape[1])
         coef[active] = np.linalg.lstsq(design[:, active], seconds, rcond=None)[0]
         negative = [i for i in active if coef[i] < 0]
         if not negative:
-            break
+            return coef
         active.remove(negative[0])
-    residual = seconds - design @ coef
-    spread = float(np.sum((seconds - seconds.mean()) ** 2)) or 1.0
-    r2 = 1.0 - float(np.sum(residual**2)) / spread
-    cost = ModuleCost(base_s=coef[0], prompt_s=coef[1], completion_s=coef[2])
-    return cost, {"r2": round(r2, 4), "invocations": float(len(work))}
 
 
 def save_profile(profile: ResourceProfile, path: str | Path) -> Path:

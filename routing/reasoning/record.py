@@ -126,7 +126,7 @@ class EpisodeSpec(BaseModel):
     its goal, with ``max_steps`` commands for the agent.
 
     Attributes:
-        id: Unique within the book, ``<game>@<remaining>``.
+        id: Unique within the book, ``<game>@<remaining>/<max_steps>``.
         game: The game's name.
         split: The split the game is from (train, tune and report splits stay apart).
         task_type: The game's task type.
