@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import relaygraph_cli
 from gymnasium.utils.env_checker import check_env
 
 from relaygraph.errors import ConfigError
@@ -75,12 +76,18 @@ def _work(model: str) -> list[Work]:
 
 
 def _add_episode(
-    book: StateBook, name: str, confidence: float, wins: dict[str, bool], max_steps: int = 2
+    book: StateBook,
+    name: str,
+    confidence: float,
+    wins: dict[str, bool],
+    *,
+    max_steps: int = 2,
+    split: str = "unit",
 ) -> EpisodeSpec:
     """An episode whose every state sends one command per module: ``<module>-<step>``;
     at the root, a module wins when ``wins`` says so; nothing wins later."""
     episode = EpisodeSpec(
-        id=name, game=name, split="unit", task_type="pick", remaining=1, max_steps=max_steps
+        id=name, game=name, split=split, task_type="pick", remaining=1, max_steps=max_steps
     )
     book.add_episode(episode)
 
@@ -104,7 +111,7 @@ def _add_episode(
                 episode=name,
                 step=step,
                 goal="put a mug in the coffeemachine",
-                observation=f"step {step}",
+                observation=f"step {step} of {name}",
                 probe=Probe(
                     command="act-0",
                     confidence=confidence,
@@ -391,6 +398,58 @@ def test_reasoner_maps_modules_to_decisions_and_refuses_a_spent_budget() -> None
     assert falling.decide(_state(0, 0.0)).action == "reason_and_act"
     with pytest.raises(ConfigError, match="budget_s must be > 0"):
         PolicyReasoner(Always("act"), SPACE, budget_s=0)
+
+
+@pytest.mark.slow
+def test_cli_fits_a_profile_and_trains_a_policy(tmp_path: Path) -> None:
+    path = tmp_path / "book.jsonl"
+    book = StateBook(path)
+    rng = np.random.default_rng(5)
+    for split in ("valid_train", "valid_seen", "valid_unseen"):
+        for i in range(6):
+            confidence = float(rng.uniform(0.05, 0.95))
+            wins = {"act": confidence > 0.5, "reason_large": True}
+            _add_episode(book, f"{split}-{i}", confidence, wins, split=split)
+    models = ("--small", "small", "--large", "large")
+    fitted = relaygraph_cli(
+        "reasoning",
+        "profile",
+        "--book",
+        str(path),
+        "--out",
+        str(tmp_path / "here.json"),
+        "--budget",
+        "5",
+        *models,
+    )
+    assert fitted.returncode == 0, fitted.stderr
+    assert load_profile(tmp_path / "here.json").budget_s == 5
+    trained = relaygraph_cli(
+        "reasoning",
+        "train",
+        "--book",
+        str(path),
+        "--profile",
+        str(tmp_path / "here.json"),
+        "--lam",
+        "0.1",
+        "--updates",
+        "20",
+        "--out",
+        str(tmp_path / "policy.json"),
+        *models,
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "valid_unseen, 6 episodes" in trained.stdout and "always act" in trained.stdout
+    assert isinstance(load_policy(tmp_path / "policy.json", SPACE), LearnedPolicy)
+    empty = relaygraph_cli(
+        "reasoning", "train", "--book", str(tmp_path / "none.jsonl"), "--out", "x.json", *models
+    )
+    assert empty.returncode == 2 and "no complete valid_train episode" in empty.stderr
+    unknown = relaygraph_cli(
+        "reasoning", "train", "--book", str(path), "--profile", "moon", "--out", "x.json", *models
+    )
+    assert unknown.returncode == 2 and "shipped profiles are" in unknown.stderr
 
 
 # -- real models, real engine ------------------------------------------------------
