@@ -885,6 +885,8 @@ reasoning_app = typer.Typer(
 )
 app.add_typer(reasoning_app, name="reasoning")
 BookOption = Annotated[Path, typer.Option(help="The state book (JSON lines).")]
+SmallOption = Annotated[str, typer.Option(help="The executor and small reasoner.")]
+LargeOption = Annotated[str, typer.Option(help="The large reasoner.")]
 
 
 @reasoning_app.command("record")
@@ -899,8 +901,8 @@ def reasoning_record(
         list[int], typer.Option(help="Expert commands left when the agent takes over.")
     ] = [1, 2],  # noqa: B006 - typer reads the default, never mutates it
     slack: Annotated[int, typer.Option(min=0, help="Commands beyond the expert's.")] = 1,
-    small: Annotated[str, typer.Option(help="The executor and small reasoner.")] = DEFAULT_MODEL,
-    large: Annotated[str, typer.Option(help="The large reasoner.")] = "gemma3-270m",
+    small: SmallOption = DEFAULT_MODEL,
+    large: LargeOption = "gemma3-270m",
 ) -> None:
     """Play episodes with real model calls in the real engine; every module at every
     state, every distinct command followed. Resumes: recorded states are never redone."""
@@ -931,10 +933,8 @@ def reasoning_profile(
     book: BookOption = Path("runs/reasoning/book.jsonl"),
     name: Annotated[str, typer.Option(help="The profile's name.")] = "this-machine",
     budget: Annotated[float, typer.Option(min=0.0, help="Latency budget per episode (s).")] = 12.0,
-    small: Annotated[str, typer.Option(help="The executor the book was recorded with.")] = (
-        DEFAULT_MODEL
-    ),
-    large: Annotated[str, typer.Option(help="The large reasoner.")] = "gemma3-270m",
+    small: SmallOption = DEFAULT_MODEL,
+    large: LargeOption = "gemma3-270m",
 ) -> None:
     """Measure this machine: per module, seconds per call, prompt token and completion
     token, fitted to the recorded requests' wall times."""
@@ -976,10 +976,8 @@ def reasoning_train(
     lam: Annotated[float, typer.Option(min=0.0, help="Latency weight (per budget spent).")] = 0.25,
     updates: Annotated[int, typer.Option(min=1)] = 300,
     seed: SeedOption = 0,
-    small: Annotated[str, typer.Option(help="The executor the book was recorded with.")] = (
-        DEFAULT_MODEL
-    ),
-    large: Annotated[str, typer.Option(help="The large reasoner.")] = "gemma3-270m",
+    small: SmallOption = DEFAULT_MODEL,
+    large: LargeOption = "gemma3-270m",
 ) -> None:
     """Train on the book's valid_train episodes (REINFORCE), choose the checkpoint on
     valid_seen, and compare with the tuned baselines on valid_unseen."""
