@@ -24,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from dataclasses import asdict
 from itertools import chain, zip_longest
 from pathlib import Path
@@ -42,12 +43,12 @@ from relaygraph.eval.alfworld.modules import AlfworldModules, Recorder, spread
 from relaygraph.eval.report import save_figure
 from relaygraph.memory.embedding import SentenceEmbedder
 from relaygraph.routing.reasoning.baselines import tuned_baselines
-from relaygraph.routing.reasoning.env import ReasoningEnv
+from relaygraph.routing.reasoning.env import ReasoningEnv, rollout
 from relaygraph.routing.reasoning.features import Featurizer
 from relaygraph.routing.reasoning.modules import ActionSpace
 from relaygraph.routing.reasoning.profiles import fit_profile, load_profile, save_profile
 from relaygraph.routing.reasoning.record import StateBook
-from relaygraph.routing.reasoning.train import TrainConfig, evaluate, train_policy
+from relaygraph.routing.reasoning.train import TrainConfig, evaluate, summarize, train_policy
 
 if TYPE_CHECKING:
     from relaygraph.routing.reasoning.profiles import ResourceProfile
@@ -108,9 +109,8 @@ def dominators(point: dict[str, float], others: list[dict[str, Any]]) -> list[st
 
 def policy(args: argparse.Namespace) -> None:
     book = StateBook(args.runs / "book.jsonl")
-    complete = [e for e in book.episodes.values() if book.state(e.root) and not book.missing(e)]
     splits = {
-        name: [e for e in complete if e.split == split]
+        name: book.playable(split)
         for name, split in (
             ("train", "valid_train"),
             ("tune", "valid_seen"),
@@ -143,8 +143,13 @@ def policy(args: argparse.Namespace) -> None:
                     {"policy": p.name, **evaluate(p, envs["report"])}
                     for p in tuned_baselines(envs["tune"])
                 ]
-                learned = {"policy": "learned (RARRL)", **evaluate(best.policy, envs["report"])}
+                played = [rollout(envs["report"], best.policy, e.id) for e in splits["report"]]
+                learned: dict[str, Any] = {"policy": "learned (RARRL)", **summarize(played)}
                 learned["dominated_by"] = dominators(learned, rows)
+                chosen = Counter(a for r in played for a in r.actions)
+                learned["action_shares"] = {
+                    a: round(chosen[a] / sum(chosen.values()), 3) for a in SPACE.names
+                }
                 runs.append(
                     {
                         "profile": name,

@@ -3,8 +3,19 @@
 An episode (`EpisodeSpec`) enters a game after all but its last ``remaining`` expert
 commands and gives the agent ``max_steps`` commands: short enough for the packaged
 models to win sometimes, and for every module's effect to show. At each state the
-executor scores every valid command (``Action: act[<command>]``) and proposes the
-likeliest; each module then produces its command (`AlfworldModules.decide`). The
+executor scores every valid command (``Action: act[<command>]``) and proposes the best;
+each module then produces its command (`AlfworldModules.decide`).
+
+A command's score is its log-probability after the state minus its log-probability
+after an empty task (its prior under the demonstration alone): pointwise mutual
+information with the state, the "domain-conditional PMI" of Holtzman et al. (2021,
+"Surface form competition"). By probability alone the packaged models pick the short
+``go to`` commands the demonstrations are full of, whatever the state: on ten states one
+command from the goal, SmolLM2 chose the winning command 0 times by probability and 5
+times by PMI. Priors are cached per model and task type, so a state pays only for the
+priors of commands not seen before (mostly an episode's first state).
+
+The
 `Recorder` plays states in the real engine with real model calls and writes them to a
 `StateBook`, following every distinct command, so the book holds the episode's whole
 tree and a policy can be replayed on it without a model.
@@ -83,6 +94,7 @@ class AlfworldModules:
     space: ActionSpace
     demos: DemoSet = field(default_factory=load_demos)
     llms: dict[str, LLM] = field(default_factory=dict)
+    _priors: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict, repr=False)
 
     def llm(self, name: str) -> LLM:
         if name not in self.llms:
@@ -104,7 +116,7 @@ class AlfworldModules:
             thought, thinking = self._think(module.reasoner, state, module.thought_tokens)
             work.append(thinking)
         scores, choosing = self._choose(module.chooser, state, thought or "")
-        work.append(choosing)
+        work += choosing
         return ModuleOutcome(
             command=max(scores, key=scores.__getitem__), thought=thought, work=work
         )
@@ -137,15 +149,35 @@ class AlfworldModules:
 
     def _choose(
         self, model: str, state: AlfworldState, thought: str
-    ) -> tuple[dict[str, float], Work]:
-        """Each valid command's log-probability as the action after ``thought``."""
-        llm = self.llm(model)
+    ) -> tuple[dict[str, float], list[Work]]:
+        """Each valid command's score as the action after ``thought``: its log-probability
+        after the state minus its log-probability after an empty task (its prior)."""
         prefill = f"Thought: {thought}\nAction: act[" if thought else "Action: act["
-        prompt = self._prompt(state, prefill)
+        scores, work = self._log_probs(model, self._prompt(state, prefill), state.admissible)
+        prior, prior_work = self._prior(model, state)
+        return {c: scores[c] - prior[c] for c in state.admissible}, [work, *prior_work]
+
+    def _prior(self, model: str, state: AlfworldState) -> tuple[dict[str, float], list[Work]]:
+        """The commands' log-probabilities with no task and no steps, cached per model and
+        task type (the demonstration is the only context): computed once, charged once."""
+        cached = self._priors.setdefault((model, state.game.task_type), {})
+        missing = tuple(c for c in state.admissible if c not in cached)
+        work: list[Work] = []
+        if missing:
+            empty = AlfworldState(state.game, "", (), missing)
+            found, computing = self._log_probs(model, self._prompt(empty, "Action: act["), missing)
+            cached.update(found)
+            work.append(computing)
+        return {c: cached[c] for c in state.admissible}, work
+
+    def _log_probs(
+        self, model: str, prompt: ChatPrompt, commands: tuple[str, ...]
+    ) -> tuple[dict[str, float], Work]:
+        llm = self.llm(model)
         began = time.perf_counter()
         scores: dict[str, float] = {}
         read = 0
-        for command in state.admissible:
+        for command in commands:
             score = llm.score(prompt, f"{command}]")
             scores[command] = score.total_logprob
             read += len(score.tokens) + (0 if read else score.prompt_tokens)
@@ -160,7 +192,7 @@ class AlfworldModules:
         return scores, work
 
 
-def _probe(scores: dict[str, float], work: Work) -> Probe:
+def _probe(scores: dict[str, float], work: list[Work]) -> Probe:
     top = max(scores.values())
     weights = {c: math.exp(s - top) for c, s in scores.items()}
     total = sum(weights.values())
@@ -174,7 +206,7 @@ def _probe(scores: dict[str, float], work: Work) -> Probe:
         margin=probs[0] - runner_up,
         entropy=min(1.0, entropy / spread),
         candidates=len(probs),
-        work=[work],
+        work=work,
     )
 
 
