@@ -200,19 +200,22 @@ def _env(
 
 def _plot_fronts(runs: list[dict[str, Any]]) -> None:
     fig, axes = plt.subplots(len(LAMBDAS), len(PROFILES), figsize=(4 * len(PROFILES), 7))
+    markers = "osD^vP<>X"
     for run in runs:
         ax = axes[LAMBDAS.index(run["lam"])][PROFILES.index(run["profile"])]
         rows = run["baselines"]
-        ax.scatter([r["latency_s"] for r in rows], [r["success"] for r in rows], c="grey")
-        for r in rows:
-            ax.annotate(r["policy"], (r["latency_s"], r["success"]), fontsize=6)
         front = sorted((r for r in rows if not dominators(r, rows)), key=lambda r: r["latency_s"])
         ax.plot([r["latency_s"] for r in front], [r["success"] for r in front], "k--", lw=1)
+        for marker, r in zip(markers, rows, strict=False):
+            ax.scatter(r["latency_s"], r["success"], marker=marker, alpha=0.7, label=r["policy"])
         learned = run["learned"]
-        ax.scatter([learned["latency_s"]], [learned["success"]], c="red", marker="*", s=150)
+        ax.scatter(
+            learned["latency_s"], learned["success"], c="red", marker="*", s=180, label="learned"
+        )
         ax.set_title(f"{run['profile']}, lambda={run['lam']}", fontsize=9)
         ax.set_xlabel("latency per episode (s)")
         ax.set_ylabel("success rate")
+    axes[0][0].legend(fontsize=6, loc="lower left")
     save_figure(fig, RESULTS / "reasoning_policy.png")
 
 
