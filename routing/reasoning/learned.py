@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from relaygraph.llm.protocol import LLM
     from relaygraph.memory.embedding import Embedder
+    from relaygraph.routing.reasoning.env import StepPolicy
     from relaygraph.routing.reasoning.policy import ReasoningPolicy, ReasoningState
 
 FORMAT = "relaygraph.reasoning-policy/1"
@@ -197,7 +198,7 @@ class PolicyReasoner:
 
     def __init__(
         self,
-        policy: LearnedPolicy | Any,
+        policy: StepPolicy,
         space: ActionSpace,
         *,
         budget_s: float,
