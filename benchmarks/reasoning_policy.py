@@ -18,7 +18,7 @@ latency per profile and lambda) and reasoning_policy_curves.png (learning curves
 
 Usage:
     python benchmarks/reasoning_policy.py [--only record|policy] [--train-games 40]
-        [--tune-games 12] [--report-games 24]
+        [--tune-games 6] [--report-games 24]
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("record", "policy"))
     parser.add_argument("--train-games", type=int, default=40)
-    parser.add_argument("--tune-games", type=int, default=12)
+    parser.add_argument("--tune-games", type=int, default=6)
     parser.add_argument("--report-games", type=int, default=24)
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--dims", type=int, default=8)
