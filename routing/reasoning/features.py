@@ -107,7 +107,8 @@ class Featurizer:
         """Lowest and highest value of each feature."""
         width = len(self.names) - len(SCALARS)
         low = np.concatenate([np.zeros(len(SCALARS)), np.full(width, -EMBED_BOUND)])
-        return low.astype(np.float32), -low.astype(np.float32) + (low == 0)
+        high = np.concatenate([np.ones(len(SCALARS)), np.full(width, EMBED_BOUND)])
+        return low.astype(np.float32), high.astype(np.float32)
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -114,11 +114,12 @@ def train_policy(
     result = TrainResult(policy=policy)
     best_reward, best_state = -np.inf, copy.deepcopy(net.state_dict())
     for update in range(1, config.updates + 1):
-        features, actions, returns = [], [], []
+        features, actions, returns, totals = [], [], [], []
         for _ in range(config.batch):
             episode_features, episode_actions, rewards = _sample(train_env, net)
             features += episode_features
             actions += episode_actions
+            totals.append(sum(rewards))
             # gamma = 1: the return of a step is every reward from it to the end.
             returns += list(np.cumsum(rewards[::-1])[::-1])
         x = torch.from_numpy(np.stack(features))
@@ -140,7 +141,7 @@ def train_policy(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        point = CurvePoint(update, train_reward=float(g.sum() / config.batch))
+        point = CurvePoint(update, train_reward=float(np.mean(totals)))
         if update % config.eval_every == 0 or update == config.updates:
             tuned = evaluate(policy, tune_env)
             point.tune_reward, point.tune_success = tuned["reward"], tuned["success"]
