@@ -997,9 +997,7 @@ def reasoning_train(
     for split, episodes in splits.items():
         if not episodes:
             raise RelayGraphError(f"{book} has no complete {split} episode; record some first")
-    texts = [
-        f"{s.goal}\n{s.observation}" for e in splits["valid_train"] for s in states.reachable(e)
-    ]
+    texts = [s.text for e in splits["valid_train"] for s in states.reachable(e)]
     featurizer = Featurizer.fit(texts, SentenceEmbedder())
     envs = {
         split: ReasoningEnv(states, episodes, space, deployment, featurizer, lam=lam)

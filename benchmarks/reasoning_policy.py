@@ -119,16 +119,14 @@ def policy(args: argparse.Namespace) -> None:
     }
     measured = fit_profile(book, SPACE, name="this-cpu", budget_s=THIS_CPU_BUDGET_S)
     save_profile(measured, PROFILE_FILE)
+    profiles = {name: measured if name == "this-cpu" else load_profile(name) for name in PROFILES}
     train_states = [s for e in splits["train"] for s in book.reachable(e)]
-    featurizer = Featurizer.fit(
-        [f"{s.goal}\n{s.observation}" for s in train_states], SentenceEmbedder(), dims=args.dims
-    )
+    featurizer = Featurizer.fit([s.text for s in train_states], SentenceEmbedder(), dims=args.dims)
     runs: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
     with Progress() as progress:
         task = progress.add_task("training", total=len(PROFILES) * len(LAMBDAS) * len(SEEDS))
-        for name in PROFILES:
-            profile = measured if name == "this-cpu" else load_profile(name)
+        for name, profile in profiles.items():
             for lam in LAMBDAS:
                 envs = {k: _env(book, v, profile, featurizer, lam) for k, v in splits.items()}
                 trained = []
@@ -175,10 +173,7 @@ def policy(args: argparse.Namespace) -> None:
             "embedding_dims": args.dims,
             "reward": "1[won] - lam * latency_s / budget_s",
         },
-        "profiles": {
-            name: (measured if name == "this-cpu" else load_profile(name)).model_dump(mode="json")
-            for name in PROFILES
-        },
+        "profiles": {name: p.model_dump(mode="json") for name, p in profiles.items()},
         "runs": runs,
         "learned_on_front_everywhere": all(not r["learned"]["dominated_by"] for r in runs),
         "curves": curves,

@@ -49,6 +49,7 @@ from relaygraph.routing.reasoning.record import (
     StateRecord,
     Transition,
     Work,
+    key_commands,
     state_key,
 )
 
@@ -265,7 +266,7 @@ class Recorder:
         new = 0
         while missing := self.book.missing(episode):
             for key in missing:
-                state = self.state(episode, _commands(episode, key))
+                state = self.state(episode, key_commands(episode.id, key))
                 new += 1
                 if on_state is not None:
                     on_state(state)
@@ -336,13 +337,6 @@ def _enter(
 
 def _engine_steps(game: AlfworldGame, episode: EpisodeSpec) -> int:
     return len(game.walkthrough) - episode.remaining + episode.max_steps
-
-
-def _commands(episode: EpisodeSpec, key: str) -> tuple[str, ...]:
-    parts = key.split(" | ")
-    if parts[0] != episode.id:
-        raise ConfigError(f"state {key!r} is not in episode {episode.id!r}")
-    return tuple(parts[1:])
 
 
 def spread(games: list[AlfworldGame], count: int) -> list[AlfworldGame]:

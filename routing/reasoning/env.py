@@ -177,7 +177,7 @@ class ReasoningEnv(gym.Env[np.ndarray, np.int64]):
             margin=probe.margin,
             entropy=probe.entropy,
             candidates=probe.candidates,
-            text=f"{state.goal}\n{state.observation}",
+            text=state.text,
         )
 
     def _lookup(self, commands: tuple[str, ...]) -> StateRecord:

@@ -120,6 +120,11 @@ class StateRecord(BaseModel):
     outcomes: dict[str, ModuleOutcome]
     transitions: dict[str, Transition]
 
+    @property
+    def text(self) -> str:
+        """The goal and the last observation: what a policy embeds."""
+        return f"{self.goal}\n{self.observation}"
+
 
 class EpisodeSpec(BaseModel):
     """One episode of the environment: a game, entered ``remaining`` expert commands before
@@ -148,9 +153,24 @@ class EpisodeSpec(BaseModel):
         return state_key(self.id, ())
 
 
+KEY_SEPARATOR = " | "
+
+
 def state_key(episode: str, commands: tuple[str, ...]) -> str:
     """The key of the state reached by sending ``commands`` in ``episode``."""
-    return " | ".join((episode, *commands))
+    return KEY_SEPARATOR.join((episode, *commands))
+
+
+def key_commands(episode: str, key: str) -> tuple[str, ...]:
+    """The commands that `state_key` joined into ``key``.
+
+    Raises:
+        ConfigError: ``key`` is not a state of ``episode``.
+    """
+    first, *commands = key.split(KEY_SEPARATOR)
+    if first != episode:
+        raise ConfigError(f"state {key!r} is not in episode {episode!r}")
+    return tuple(commands)
 
 
 class _Line(BaseModel):
@@ -204,11 +224,7 @@ class StateBook:
     def playable(self, *splits: str) -> list[EpisodeSpec]:
         """The episodes of ``splits`` whose every reachable state is recorded (replay
         never needs a model), in recording order."""
-        return [
-            e
-            for e in self.episodes.values()
-            if e.split in splits and e.root in self.states and not self.missing(e)
-        ]
+        return [e for e in self.episodes.values() if e.split in splits and not self.missing(e)]
 
     def missing(self, episode: EpisodeSpec) -> list[str]:
         """Keys of states reachable in ``episode`` that are not recorded yet (the frontier
