@@ -19,7 +19,8 @@ Writes benchmarks/results/distillation.json and distillation.png.
 
 Usage:
     python benchmarks/distillation.py [--only teacher|train|eval] [--hotpot-train 120]
-        [--alfworld-train 24] [--layers 12] [--steps 40] [--batch 8] [--lr 1e-3]
+        [--alfworld-train 24] [--layers 12] [--steps 200] [--batch 8] [--lr 1e-3]
+        [--precision q8_0]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import matplotlib
 
@@ -40,6 +41,7 @@ from relaygraph.distill import build_dataset, load_dataset, save_dataset
 from relaygraph.distill.dataset import dataset_stats
 from relaygraph.distill.evaluate import agent_actions, score_student
 from relaygraph.distill.losses import LOSSES
+from relaygraph.distill.student import Precision
 from relaygraph.distill.train import TrainConfig, train
 from relaygraph.eval.alfworld.agent import MAX_TOKENS as ALFWORLD_MAX_TOKENS
 from relaygraph.eval.alfworld.agent import alfworld_react
@@ -116,6 +118,7 @@ def students(args: argparse.Namespace, dataset: Path) -> dict[str, Path]:
             steps=args.steps,
             batch=args.batch,
             lr=args.lr,
+            precision=args.precision,
             teacher=TEACHER,
         )
         out = RUNS / f"student-{loss}"
@@ -244,9 +247,10 @@ def main() -> None:
     parser.add_argument("--task-questions", type=int, default=15)
     parser.add_argument("--task-games", type=int, default=6)
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--precision", choices=get_args(Precision), default="q8_0")
     args = parser.parse_args()
     if args.only in (None, "teacher"):
         teacher_runs(args)

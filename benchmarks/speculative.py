@@ -9,6 +9,13 @@ exact in the target's vocabulary) on answers that quote their context (the targe
 repeats a HotPotQA paragraph), with a truncated self-draft served by a second worker
 process as the model-draft comparison at RTT 0.
 
+The target. The cloud serves the target at 16 bits (``--target-precision f16``: the
+packaged 4-bit file expanded by llama.cpp's quantizer; same answers). On this CPU the
+4-bit kernels are compute-bound at any batch, so verifying k tokens costs about k decode
+steps and no draft can pay; a 16-bit decode step is bound by reading the weights, as on
+a GPU, and one pass over 9 tokens costs about three steps. The in-process section
+measures both files.
+
 1. real: the target runs in a `relaygraph worker` process on 127.0.0.1; the edge (this
    process, with its own copy of the tokenizer) drafts and calls it over HTTP through a
    `NetworkLink` adding RTT 0/10/50 ms (10% jitter). Cloud-only decoding (the edge sends
@@ -28,7 +35,8 @@ process as the model-draft comparison at RTT 0.
    draft and, where one was trained (benchmarks/distillation.py), the distilled student.
 
 Usage:
-    python benchmarks/speculative.py [--target smollm2-135m] [--prompts 8] [--max-tokens 64]
+    python benchmarks/speculative.py [--target smollm2-135m] [--target-precision f16]
+        [--prompts 8] [--max-tokens 64]
         [--rtts-ms 0 10 50] [--windows 1 2 3 4 6 8] [--requests 20]
         [--in-process-only] [--student runs/distillation/student-structured/student.gguf]
 """
@@ -40,7 +48,7 @@ import json
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import matplotlib
 
@@ -64,11 +72,26 @@ from relaygraph.eval.hotpotqa import load_hotpotqa
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.catalog import packaged_model
 from relaygraph.llm.protocol import LLM
+from relaygraph.llm.quantize import GgufPrecision, requantize
 from relaygraph.llm.truncate import truncate_layers
 from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
 
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "speculative"
 JITTER = 0.1  # of the RTT, per one-way trip
+DRAFTER = PromptLookupDrafter(max_ngram=4, min_ngram=3)
+"""Matching 3-grams at least: a 1- or 2-gram recurs almost everywhere ("of the") and its
+continuation is mostly wrong, which costs a verification of the whole window."""
+
+
+def target_file(args: argparse.Namespace) -> str:
+    """The target the cloud serves: the packaged model, or a copy at ``--target-precision``
+    (made once under runs/speculative/)."""
+    if args.target_precision == "packaged":
+        return str(args.target)
+    path = RUNS / f"{args.target}-{args.target_precision}.gguf"
+    if not path.exists():
+        requantize(packaged_model(args.target).locate(), path, args.target_precision)
+    return str(path)
 
 
 def prompts(count: int) -> list[ChatPrompt]:
@@ -318,7 +341,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default="smollm2-135m")
+    parser.add_argument("--target", default="smollm2-135m", help="a packaged model")
+    parser.add_argument(
+        "--target-precision",
+        choices=["packaged", *get_args(GgufPrecision)],
+        default="f16",
+        help="serve the packaged file, or a copy at this precision",
+    )
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rtts-ms", type=int, nargs="+", default=[0, 10, 50])
@@ -357,25 +386,24 @@ def main() -> None:
 
     params = GenerationParams(max_tokens=args.max_tokens)
     batch = prompts(args.prompts)
-    local = LocalLLM.load(args.target)  # the edge's copy of the tokenizer
+    served = target_file(args)
+    local = LocalLLM.load(served)  # the edge's copy of the tokenizer
     result: dict[str, Any] = {
         "benchmark": "speculative",
         "machine": machine(),
-        "target": args.target,
+        "target": served,
         "settings": vars(args) | {"out": str(args.out), "jitter_of_rtt": JITTER},
         "truncated_self_drafts": truncation_study(local, args.target, args.depths),
     }
     real: dict[str, Any] = {}
-    with worker(args.target) as url:
-        target = OpenAICompatLLM(url, args.target, timeout_s=120, max_retries=0)
+    with worker(served) as url:
+        target = OpenAICompatLLM(url, served, timeout_s=120, max_retries=0)
         for prompt in batch[:2]:  # warm the worker's code paths
             target.complete(prompt, params)
         for rtt_ms in args.rtts_ms:
             link = NetworkLink(rtt_s=rtt_ms / 1000, jitter_s=JITTER * rtt_ms / 2000, seed=0)
             specs = {
-                policy.name: SpeculativeLLM(
-                    PromptLookupDrafter(), target, policy, link=link, tokenizer=local
-                )
+                policy.name: SpeculativeLLM(DRAFTER, target, policy, link=link, tokenizer=local)
                 for policy in policies(args.windows)
             }
             real[str(rtt_ms)] = measure(
@@ -407,13 +435,14 @@ def main() -> None:
     rounds = [r for run in zero["speculative"].values() for r in run["per_round"]]
     write_json(RUNS / "rounds_rtt0.json", {"rounds": rounds, "cloud_only": zero["cloud_only"]})
     profile = fit_profile(
-        f"{args.target}-cpu-loopback",
+        f"{Path(served).stem}-cpu-loopback",
         rounds,
         list(zip(zero["cloud_only"]["cloud_s"], zero["cloud_only"]["lengths"], strict=True)),
         batch_step_ratio=batch_step_ratio(local),
         rtt_s=0.0,
         jitter_s=0.0,
-        source=f"benchmarks/speculative.py, {args.target} worker on 127.0.0.1, prompt-lookup draft",
+        source=f"benchmarks/speculative.py, {Path(served).name} worker on 127.0.0.1, "
+        "prompt-lookup draft",
         kinds=[i % len(batch) for i in range(len(rounds))],  # each policy ran every prompt
     )
     profile.save(RESULTS / "speculative_profile.json")
@@ -427,24 +456,30 @@ def main() -> None:
 
 
 def in_process(args: argparse.Namespace) -> dict[str, Any]:
-    """Speculative decoding with the target in this process against its own decoding."""
+    """Speculative decoding with the target in this process against its own decoding: the
+    served target and, when that is a copy, the packaged file too (prompt lookup on both;
+    the distilled student, where one was trained, on the served target)."""
     params = GenerationParams(max_tokens=args.max_tokens)
     batch = prompts(args.prompts)
-    target = LocalLLM.load(args.target)
-    drafts: dict[str, Any] = {"prompt-lookup": PromptLookupDrafter()}
-    if args.student.exists():
-        drafts["student"] = LocalLLM(args.student, name="student")
-    out: dict[str, Any] = {"student": str(args.student) if "student" in drafts else None}
-    for label, draft in drafts.items():
-        specs = {
-            policy.name: SpeculativeLLM(draft, target, policy) for policy in policies(args.windows)
-        }
-        runs = measure(
-            target, specs, batch, params, link=NetworkLink(), tokenizer=target, label=label
-        )
-        for run in runs["speculative"].values():
-            del run["per_round"]
-        out[label] = runs
+    served = target_file(args)
+    out: dict[str, Any] = {"student": str(args.student) if args.student.exists() else None}
+    for model in dict.fromkeys((served, args.target)):
+        target = LocalLLM.load(model)
+        drafts: dict[str, Any] = {"prompt-lookup": DRAFTER}
+        if args.student.exists() and model == served:
+            drafts["student"] = LocalLLM(args.student, name="student")
+        out[Path(model).name] = {}
+        for label, draft in drafts.items():
+            specs = {
+                policy.name: SpeculativeLLM(draft, target, policy)
+                for policy in policies(args.windows)
+            }
+            runs = measure(
+                target, specs, batch, params, link=NetworkLink(), tokenizer=target, label=label
+            )
+            for run in runs["speculative"].values():
+                del run["per_round"]
+            out[Path(model).name][label] = runs
     return out
 
 

@@ -25,7 +25,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import simpy
@@ -36,9 +36,11 @@ from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Generator, Sequence
+    from collections.abc import Callable, Generator, Sequence
 
     from relaygraph.decoding.window import WindowPolicy
+
+_T = TypeVar("_T")
 
 Mode = Literal["speculative", "cloud-only"]
 
@@ -62,8 +64,13 @@ class LatencyProfile(BaseModel):
     """Per drafted token, i.i.d. (unless ``position_acceptance`` is given)."""
     position_acceptance: list[float] = Field(default_factory=list)
     """Per window position j: the chance that the j-th drafted token stands given the
-    ones before it did (a drafter that proposed fewer counts as a miss); the last value
+    ones before it did (in rounds where the drafter proposed that far); the last value
     holds beyond the list. Prompt lookup's first guesses beat its later ones."""
+    proposal_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of rounds in which the drafter proposes anything (prompt lookup proposes
+    nothing where no n-gram recurs; the round then verifies the target's one token)."""
+    request_proposal: list[float] = Field(default_factory=list)
+    """Per kind of request, its own `proposal_rate` (kinds as in `request_acceptance`)."""
     request_acceptance: list[list[float]] = Field(default_factory=list)
     """Per kind of request (a prompt of the measured run), its own position acceptance;
     simulated requests take them in turn, as they take answer lengths. Acceptance varies
@@ -88,6 +95,11 @@ class LatencyProfile(BaseModel):
         if not rates:
             return self.acceptance
         return rates[min(position, len(rates) - 1)]
+
+    def proposes(self, request: int = 0) -> float:
+        """The chance that a round of the ``request``-th request kind has a proposal."""
+        kinds = self.request_proposal
+        return kinds[request % len(kinds)] if kinds else self.proposal_rate
 
     def window_prior(self, weight: float = 2.0) -> CostPrior:
         """This deployment's costs as the starting point of adaptive window control."""
@@ -275,13 +287,14 @@ def _speculative_edge(
         produced = 0
         while produced < length:
             k = max(1, min(window.next_window(history, carried), length - produced))
-            draft_s = profile.draft_per_token_s * k
+            drafted = k if run.rng.random() < profile.proposes(kind) else 0
+            draft_s = profile.draft_per_token_s * drafted
             yield env.timeout(draft_s)
             up, down = run.one_way(), run.one_way()
             yield env.timeout(up)
             cloud = min(clouds, key=lambda c: c.pending)
             # the first pass also reads the prompt
-            job = _Job(k + 1, 0.0 if history else profile.prefill_s, env.event())
+            job = _Job(drafted + 1, 0.0 if history else profile.prefill_s, env.event())
             cloud.pending += 1
             arrived = env.now
             yield cloud.queue.put(job)
@@ -289,11 +302,12 @@ def _speculative_edge(
             verify_s = env.now - arrived
             yield env.timeout(down)
             accepted = 0
-            while accepted < k and run.rng.random() < profile.rate_at(accepted, kind):
+            while accepted < drafted and run.rng.random() < profile.rate_at(accepted, kind):
                 accepted += 1
             queue_s = job.started - arrived
+            shared = job.shared_tokens
             history.append(
-                Round(k, k, accepted, draft_s, verify_s, up + down, queue_s, job.shared_tokens)
+                Round(k, drafted, accepted, draft_s, verify_s, up + down, queue_s, shared)
             )
             produced += accepted + 1
         run.rounds.extend(history)
@@ -421,7 +435,8 @@ def fit_profile(
         jitter_s: Its one-way jitter.
         source: Where the measurements come from.
         kinds: Which prompt (0, 1, ...) each record of ``rounds`` answered; given, the
-            profile keeps each prompt's acceptance (`acceptance_by_kind`).
+            profile keeps each prompt's acceptance (`acceptance_by_kind`) and proposal
+            rate.
 
     Raises:
         ConfigError: No rounds, or no cloud-only requests.
@@ -458,6 +473,8 @@ def fit_profile(
         acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
         position_acceptance=positions,
         request_acceptance=acceptance_by_kind(rounds, kinds) if kinds is not None else [],
+        proposal_rate=float(np.mean(drafted > 0)),
+        request_proposal=_by_kind(rounds, kinds, _proposal_rate) if kinds is not None else [],
         rtt_s=rtt_s,
         jitter_s=jitter_s,
         source=source,
@@ -473,18 +490,32 @@ def acceptance_by_kind(
     Raises:
         ConfigError: A kind between 0 and the largest has no rounds.
     """
+    return _by_kind(rounds, kinds, _position_rates)
+
+
+def _by_kind(
+    rounds: Sequence[dict[str, list[float]]],
+    kinds: Sequence[int],
+    measure: Callable[[Sequence[dict[str, list[float]]]], _T],
+) -> list[_T]:
+    """``measure`` of each request kind's round records, kinds 0, 1, ... in order."""
     by_kind: dict[int, list[dict[str, list[float]]]] = defaultdict(list)
     for record, kind in zip(rounds, kinds, strict=True):
         by_kind[kind].append(record)
     missing = [k for k in range(max(kinds, default=-1) + 1) if not by_kind[k]]
     if missing:
         raise ConfigError(f"no rounds of request kinds {missing}", parameter="kinds")
-    return [_position_rates(by_kind[k]) for k in sorted(by_kind)]
+    return [measure(by_kind[k]) for k in sorted(by_kind)]
 
 
 def _position_rates(records: Sequence[dict[str, list[float]]]) -> list[float]:
-    """`stand_rates` of the (window, accepted) outcomes of per-request round records."""
+    """`stand_rates` of the (drafted, accepted) outcomes of per-request round records."""
     outcomes = [
-        (int(w), int(a)) for r in records for w, a in zip(r["window"], r["accepted"], strict=True)
+        (int(d), int(a)) for r in records for d, a in zip(r["drafted"], r["accepted"], strict=True)
     ]
-    return stand_rates(outcomes, max(w for w, _ in outcomes))
+    return stand_rates(outcomes, max((d for d, _ in outcomes), default=0))
+
+
+def _proposal_rate(records: Sequence[dict[str, list[float]]]) -> float:
+    """Share of the rounds of per-request round records in which the drafter proposed."""
+    return float(np.mean([d > 0 for r in records for d in r["drafted"]]))

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 EARLIER_ROUNDS = 8
 """How many rounds of an edge's earlier requests its window policy is shown."""
+POOLED_WEIGHT = 1.0
+"""Rounds of evidence the request's pooled acceptance is worth at each window position."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,20 +167,22 @@ def stand_rates(
     prior: CostPrior | None = None,
 ) -> list[float]:
     """For each window position j (up to ``positions``), the chance that its drafted
-    token stands given that the ones before it did, from (window, accepted) outcomes of
+    token stands given that the ones before it did, from (drafted, accepted) outcomes of
     rounds (weighted; blended with the prior's rate at that position worth ``prior.weight``
     rounds).
 
-    A round reaches position j when its window had j tokens and the j-1 before stood; a
-    drafter that proposed fewer than asked counts as a miss there. The list ends at the
-    first position that no round reached and no prior covers.
+    A round reaches position j when it drafted j tokens or more and the j-1 before stood.
+    Positions a drafter did not fill are untested, not misses: prompt lookup proposes
+    nothing where no n-gram recurs, whatever the window, and such a round costs one
+    decode step at any ``k``, so it says nothing about which ``k`` pays. The list ends at
+    the first position that no round reached and no prior covers.
     """
     weights = weights if weights is not None else [1.0] * len(outcomes)
     prior_weight = prior.weight if prior is not None else 0.0
     rates = []
     for j in range(1, positions + 1):
-        reached = [(w, accepted) for w, (window, accepted) in zip(weights, outcomes, strict=True)
-                   if window >= j and accepted >= j - 1]  # fmt: skip
+        reached = [(w, accepted) for w, (drafted, accepted) in zip(weights, outcomes, strict=True)
+                   if drafted >= j and accepted >= j - 1]  # fmt: skip
         tested = prior_weight + sum(w for w, _ in reached)
         if tested == 0:
             break
@@ -223,16 +227,17 @@ class AdaptiveWindow:
     def estimates(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> CostPrior:
         """The current estimates: the prior, moved by this request's rounds (acceptance)
         and by ``earlier`` rounds of the same edge followed by these (costs)."""
-        p, weights = self._weights(rounds)
+        drafted = _proposing(rounds)
+        p, weights = self._weights(drafted)
         # A round tests drafted tokens only up to the first rejection: `accepted` passes
         # and one failure (none when all passed), the maximum-likelihood reading of a
         # per-token acceptance rate.
         tested = p.weight + sum(
             w * (r.accepted + (r.accepted < r.drafted))
-            for w, r in zip(weights, rounds, strict=True)
+            for w, r in zip(weights, drafted, strict=True)
         )
         passed = p.weight * p.acceptance + sum(
-            w * r.accepted for w, r in zip(weights, rounds, strict=True)
+            w * r.accepted for w, r in zip(weights, drafted, strict=True)
         )
         seen = [*earlier, *rounds]
         c, weights = self._weights(seen)
@@ -278,12 +283,30 @@ class AdaptiveWindow:
 
     def position_acceptance(self, rounds: Sequence[Round]) -> list[float]:
         """For each position j of a window, the chance that its drafted token stands given
-        that the ones before it did, counting a drafter that proposed fewer than asked
-        as a miss. Equal at every j under i.i.d. acceptance; prompt lookup's first guesses
-        are better than its later ones, which a single rate would misjudge."""
-        p, weights = self._weights(rounds)
-        outcomes = [(r.window, r.accepted) for r in rounds]
-        return stand_rates(outcomes, self.k_max, weights=weights, prior=p)
+        that the ones before it did (`stand_rates`). Equal at every j under i.i.d.
+        acceptance; prompt lookup's first guesses are better than its later ones, which
+        a single rate would misjudge.
+
+        Each position's evidence is shrunk toward the request's pooled per-token rate,
+        worth `POOLED_WEIGHT` rounds that do not fade. Without it a position that failed
+        once and was never drafted again keeps that failure as its estimate (its own
+        evidence and the prior fade alike), so the window stays short for the rest of
+        the request however well the shorter windows do.
+        """
+        drafted = _proposing(rounds)
+        p, weights = self._weights(drafted)
+        pooled = self.estimates(rounds).acceptance
+        blend = p.weight + POOLED_WEIGHT
+        prior = replace(
+            p,
+            position_acceptance=tuple(
+                (p.weight * p.rate_at(j) + POOLED_WEIGHT * pooled) / blend
+                for j in range(self.k_max)
+            ),
+            weight=blend,
+        )
+        outcomes = [(r.drafted, r.accepted) for r in drafted]
+        return stand_rates(outcomes, self.k_max, weights=weights, prior=prior)
 
     def _verify_line(
         self, rounds: Sequence[Round], weights: list[float], p: CostPrior
@@ -307,3 +330,10 @@ class AdaptiveWindow:
         slope = sum(w * (x - x_mean) * (y - y_mean) for x, y, w in points) / spread
         slope = max(slope, 0.0)  # verifying more tokens never costs less
         return max(y_mean - slope * x_mean, 0.0), slope
+
+
+def _proposing(rounds: Sequence[Round]) -> list[Round]:
+    """The rounds in which the drafter proposed something: only they tell acceptance, and
+    only they age its evidence (a stretch of rounds where prompt lookup found nothing to
+    copy should not wipe out what the copied stretch before it showed)."""
+    return [r for r in rounds if r.drafted]

@@ -48,7 +48,8 @@ def _init_backend_once() -> None:
     llama_cpp.llama_backend_init()
 
 
-def _init_backend() -> None:
+def init_backend() -> None:
+    """Start llama.cpp once per process, quiet but for its errors."""
     with _backend_lock:  # functools.cache alone lets two first callers both run it
         _init_backend_once()
 
@@ -79,7 +80,7 @@ class LlamaRuntime:
     """
 
     def __init__(self, path: Path, *, seq_len: int, n_seq_max: int, n_threads: int) -> None:
-        _init_backend()
+        init_backend()
         model_params = llama_cpp.llama_model_default_params()
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
