@@ -227,17 +227,17 @@ class AdaptiveWindow:
     def estimates(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> CostPrior:
         """The current estimates: the prior, moved by this request's rounds (acceptance)
         and by ``earlier`` rounds of the same edge followed by these (costs)."""
-        drafted = _proposing(rounds)
-        p, weights = self._weights(drafted)
+        proposing = _proposing(rounds)
+        p, weights = self._weights(proposing)
         # A round tests drafted tokens only up to the first rejection: `accepted` passes
         # and one failure (none when all passed), the maximum-likelihood reading of a
         # per-token acceptance rate.
         tested = p.weight + sum(
             w * (r.accepted + (r.accepted < r.drafted))
-            for w, r in zip(weights, drafted, strict=True)
+            for w, r in zip(weights, proposing, strict=True)
         )
         passed = p.weight * p.acceptance + sum(
-            w * r.accepted for w, r in zip(weights, drafted, strict=True)
+            w * r.accepted for w, r in zip(weights, proposing, strict=True)
         )
         seen = [*earlier, *rounds]
         c, weights = self._weights(seen)
@@ -293,8 +293,8 @@ class AdaptiveWindow:
         evidence and the prior fade alike), so the window stays short for the rest of
         the request however well the shorter windows do.
         """
-        drafted = _proposing(rounds)
-        p, weights = self._weights(drafted)
+        proposing = _proposing(rounds)
+        p, weights = self._weights(proposing)
         pooled = self.estimates(rounds).acceptance
         blend = p.weight + POOLED_WEIGHT
         prior = replace(
@@ -305,7 +305,7 @@ class AdaptiveWindow:
             ),
             weight=blend,
         )
-        outcomes = [(r.drafted, r.accepted) for r in drafted]
+        outcomes = [(r.drafted, r.accepted) for r in proposing]
         return stand_rates(outcomes, self.k_max, weights=weights, prior=prior)
 
     def _verify_line(
