@@ -33,12 +33,17 @@ measures both files.
    in this process, no HTTP and no link, so verification costs only the target's pass;
    speculative vs the target's own decoding of the same prompts, with the prompt-lookup
    draft and, where one was trained (benchmarks/distillation.py), the distilled student.
+6. vLLM (``--vllm-url URL`` with ``--vllm-only``; added to the JSON): a running vLLM
+   server serving the target (``relaygraph export`` writes it as a folder vLLM loads) as
+   the cloud, RTT 0, prompt lookup, over the first ``--vllm-prompts`` prompts: cloud-only
+   against fixed windows and AWC; verification through vLLM's ``prompt_logprobs``.
 
 Usage:
     python benchmarks/speculative.py [--target smollm2-135m] [--target-precision f16]
         [--prompts 8] [--max-tokens 64]
-        [--rtts-ms 0 10 50] [--windows 1 2 3 4 6 8] [--requests 20]
+        [--rtts-ms 0 10 50] [--windows 1 2 3 4 5 6 7 8] [--requests 20]
         [--in-process-only] [--student runs/distillation/student-structured/student.gguf]
+        [--vllm-only --vllm-url http://127.0.0.1:8001/v1 --vllm-prompts 3]
 """
 
 from __future__ import annotations
@@ -351,14 +356,15 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rtts-ms", type=int, nargs="+", default=[0, 10, 50])
-    parser.add_argument("--windows", type=int, nargs="+", default=[1, 2, 3, 4, 6, 8])
+    parser.add_argument("--windows", type=int, nargs="+", default=list(range(1, 9)))
     parser.add_argument("--depths", type=int, nargs="+", default=[12, 20, 24, 28])
     parser.add_argument("--requests", type=int, default=20, help="per edge, in the sweeps")
     parser.add_argument("--out", type=Path, default=RESULTS / "speculative.json")
     parser.add_argument(
         "--simulate-only",
         action="store_true",
-        help="reuse the real runs and profile in --out; redo validation and sweeps",
+        help="reuse the real runs (in --out and runs/speculative/); refit the profile, redo "
+        "validation and sweeps",
     )
     parser.add_argument(
         "--in-process-only",
@@ -371,8 +377,23 @@ def main() -> None:
         default=Path("runs/distillation/student-structured/student.gguf"),
         help="a distilled student of the target to draft with in process, if it exists",
     )
+    parser.add_argument("--vllm-url", help="a vLLM server serving the target as --target")
+    parser.add_argument("--vllm-prompts", type=int, default=3)
+    parser.add_argument(
+        "--vllm-only",
+        action="store_true",
+        help="measure the vLLM section only (needs --vllm-url) and add it to --out",
+    )
     args = parser.parse_args()
     RUNS.mkdir(parents=True, exist_ok=True)
+    if args.vllm_only:
+        if not args.vllm_url:
+            raise SystemExit("--vllm-only needs --vllm-url")
+        result = json.loads(args.out.read_text())
+        result["vllm_rtt0"] = vllm_run(args)
+        write_json(args.out, result)
+        print(f"wrote {args.out}")
+        return
     if args.in_process_only:
         result = json.loads(args.out.read_text())
         result["in_process"] = in_process(args)
@@ -381,7 +402,10 @@ def main() -> None:
         return
     if args.simulate_only:
         result = json.loads(args.out.read_text())
-        finish(result, LatencyProfile.model_validate(result["profile"]), args)
+        served = target_file(args)
+        profile = loopback_profile(served, LocalLLM.load(served), args.prompts)
+        result["profile"] = profile.model_dump()
+        finish(result, profile, args)
         return
 
     params = GenerationParams(max_tokens=args.max_tokens)
@@ -392,7 +416,8 @@ def main() -> None:
         "benchmark": "speculative",
         "machine": machine(),
         "target": served,
-        "settings": vars(args) | {"out": str(args.out), "jitter_of_rtt": JITTER},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+        | {"jitter_of_rtt": JITTER},
         "truncated_self_drafts": truncation_study(local, args.target, args.depths),
     }
     real: dict[str, Any] = {}
@@ -434,25 +459,35 @@ def main() -> None:
     zero = real[str(args.rtts_ms[0])]
     rounds = [r for run in zero["speculative"].values() for r in run["per_round"]]
     write_json(RUNS / "rounds_rtt0.json", {"rounds": rounds, "cloud_only": zero["cloud_only"]})
-    profile = fit_profile(
-        f"{Path(served).stem}-cpu-loopback",
-        rounds,
-        list(zip(zero["cloud_only"]["cloud_s"], zero["cloud_only"]["lengths"], strict=True)),
-        batch_step_ratio=batch_step_ratio(local),
-        rtt_s=0.0,
-        jitter_s=0.0,
-        source=f"benchmarks/speculative.py, {Path(served).name} worker on 127.0.0.1, "
-        "prompt-lookup draft",
-        kinds=[i % len(batch) for i in range(len(rounds))],  # each policy ran every prompt
-    )
-    profile.save(RESULTS / "speculative_profile.json")
+    profile = loopback_profile(served, local, len(batch))
     for runs in real.values():
         for run in runs["speculative"].values():
             del run["per_round"]
     result["real"] = real
     result["profile"] = profile.model_dump()
+    write_json(args.out, result)  # the real runs are kept even if a later section fails
     result["in_process"] = in_process(args)
     finish(result, profile, args)
+
+
+def loopback_profile(served: str, local: LocalLLM, prompts: int) -> LatencyProfile:
+    """The deployment profile fitted to the RTT-0 rounds of the real run (kept in
+    runs/speculative/rounds_rtt0.json), saved beside the results."""
+    saved = json.loads((RUNS / "rounds_rtt0.json").read_text())
+    rounds, cloud_only = saved["rounds"], saved["cloud_only"]
+    profile = fit_profile(
+        f"{Path(served).stem}-cpu-loopback",
+        rounds,
+        list(zip(cloud_only["cloud_s"], cloud_only["lengths"], strict=True)),
+        batch_step_ratio=batch_step_ratio(local),
+        rtt_s=0.0,
+        jitter_s=0.0,
+        source=f"benchmarks/speculative.py, {Path(served).name} worker on 127.0.0.1, "
+        "prompt-lookup draft",
+        kinds=[i % prompts for i in range(len(rounds))],  # each policy ran every prompt
+    )
+    profile.save(RESULTS / "speculative_profile.json")
+    return profile
 
 
 def in_process(args: argparse.Namespace) -> dict[str, Any]:
@@ -481,6 +516,23 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
                 del run["per_round"]
             out[Path(model).name][label] = runs
     return out
+
+
+def vllm_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Prompt lookup against a vLLM server as the cloud, at RTT 0."""
+    params = GenerationParams(max_tokens=args.max_tokens)
+    batch = prompts(args.vllm_prompts)
+    local = LocalLLM.load(target_file(args))  # the edge's copy of the tokenizer
+    target = OpenAICompatLLM(args.vllm_url, args.target, timeout_s=600, max_retries=0)
+    specs = {
+        policy.name: SpeculativeLLM(DRAFTER, target, policy, tokenizer=local)
+        for policy in (FixedWindow(4), AdaptiveWindow(k_max=max(args.windows)))
+    }
+    runs = measure(target, specs, batch, params, link=NetworkLink(), tokenizer=local, label="vLLM")
+    for run in runs["speculative"].values():
+        del run["per_round"]
+    target.close()
+    return {"url": args.vllm_url, "model": args.target, **runs}
 
 
 def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:

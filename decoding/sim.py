@@ -31,7 +31,13 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from relaygraph.decoding.window import EARLIER_ROUNDS, CostPrior, Round, stand_rates
+from relaygraph.decoding.window import (
+    EARLIER_ROUNDS,
+    CostPrior,
+    Round,
+    expected_tokens,
+    stand_rates,
+)
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
 
@@ -66,11 +72,13 @@ class LatencyProfile(BaseModel):
     """Per window position j: the chance that the j-th drafted token stands given the
     ones before it did (in rounds where the drafter proposed that far); the last value
     holds beyond the list. Prompt lookup's first guesses beat its later ones."""
-    proposal_rate: float = Field(default=1.0, ge=0, le=1)
-    """Share of rounds in which the drafter proposes anything (prompt lookup proposes
-    nothing where no n-gram recurs; the round then verifies the target's one token)."""
-    request_proposal: list[float] = Field(default_factory=list)
-    """Per kind of request, its own `proposal_rate` (kinds as in `request_acceptance`)."""
+    unproposed: float = Field(default=0.0, ge=0, le=1)
+    """Share of answer tokens made in rounds where the drafter had nothing to propose:
+    prompt lookup finds no recurring n-gram where the answer leaves its source, and the
+    target decodes ``k + 1`` tokens itself. A share of tokens, not of rounds: long
+    windows cross the copied stretches in fewer rounds, and the uncopied ones too."""
+    request_unproposed: list[float] = Field(default_factory=list)
+    """Per kind of request, its own `unproposed` share (kinds as in `request_acceptance`)."""
     request_acceptance: list[list[float]] = Field(default_factory=list)
     """Per kind of request (a prompt of the measured run), its own position acceptance;
     simulated requests take them in turn, as they take answer lengths. Acceptance varies
@@ -96,10 +104,16 @@ class LatencyProfile(BaseModel):
             return self.acceptance
         return rates[min(position, len(rates) - 1)]
 
-    def proposes(self, request: int = 0) -> float:
-        """The chance that a round of the ``request``-th request kind has a proposal."""
-        kinds = self.request_proposal
-        return kinds[request % len(kinds)] if kinds else self.proposal_rate
+    def proposes(self, k: int, request: int = 0) -> float:
+        """The chance that a round with window ``k`` of the ``request``-th request kind has
+        a proposal. With a share ``f`` of tokens unproposed, ``E`` tokens per round that
+        proposes and ``k + 1`` per round that does not, rounds without a proposal make up
+        ``f E / ((1 - f)(k + 1) + f E)`` of all rounds, so that they make ``f`` of the
+        tokens at any k."""
+        kinds = self.request_unproposed
+        f = kinds[request % len(kinds)] if kinds else self.unproposed
+        tokens = expected_tokens([self.rate_at(j, request) for j in range(k)])
+        return 1.0 - f * tokens / ((1.0 - f) * (k + 1) + f * tokens)
 
     def window_prior(self, weight: float = 2.0) -> CostPrior:
         """This deployment's costs as the starting point of adaptive window control."""
@@ -170,11 +184,14 @@ class SimResult(BaseModel):
 
 @dataclass(slots=True)
 class _Job:
-    """One verification: its tokens, any prompt prefill it carries, and its completion."""
+    """One verification (or, with ``steps``, a stretch the target decodes alone): its
+    tokens, any prompt prefill it carries, and its completion."""
 
     tokens: int
     prefill_s: float
     done: simpy.Event
+    steps: int = 0
+    """Decode steps of a round without a proposal."""
     started: float = 0.0
     """When its pass began (the cloud's queue wait ends here)."""
     shared_tokens: int = 0
@@ -208,9 +225,10 @@ class _Cloud:
             for job in jobs:
                 job.started = self.env.now
                 job.shared_tokens = tokens - job.tokens
+            p = self.profile
             service = (
-                self.profile.verify_base_s
-                + self.profile.verify_per_token_s * tokens
+                (p.verify_base_s + p.verify_per_token_s * tokens if tokens else 0.0)
+                + sum(job.steps for job in jobs) * (p.decode_base_s + p.decode_per_seq_s)
                 + sum(job.prefill_s for job in jobs)
             )
             yield self.env.timeout(service)
@@ -287,14 +305,16 @@ def _speculative_edge(
         produced = 0
         while produced < length:
             k = max(1, min(window.next_window(history, carried), length - produced))
-            drafted = k if run.rng.random() < profile.proposes(kind) else 0
+            drafted = k if run.rng.random() < profile.proposes(k, kind) else 0
             draft_s = profile.draft_per_token_s * drafted
             yield env.timeout(draft_s)
             up, down = run.one_way(), run.one_way()
             yield env.timeout(up)
             cloud = min(clouds, key=lambda c: c.pending)
-            # the first pass also reads the prompt
-            job = _Job(drafted + 1, 0.0 if history else profile.prefill_s, env.event())
+            # the first pass also reads the prompt; without a proposal the target decodes
+            steps = 0 if drafted else min(k + 1, length - produced)
+            prefill = 0.0 if history else profile.prefill_s
+            job = _Job(drafted + 1 if drafted else 0, prefill, env.event(), steps=steps)
             cloud.pending += 1
             arrived = env.now
             yield cloud.queue.put(job)
@@ -307,9 +327,9 @@ def _speculative_edge(
             queue_s = job.started - arrived
             shared = job.shared_tokens
             history.append(
-                Round(k, drafted, accepted, draft_s, verify_s, up + down, queue_s, shared)
+                Round(k, drafted, accepted, draft_s, verify_s, up + down, queue_s, shared, steps)
             )
-            produced += accepted + 1
+            produced += steps or accepted + 1
         run.rounds.extend(history)
         carried = (carried + history)[-EARLIER_ROUNDS:]
         run.latencies.append((env.now - began, length))
@@ -447,16 +467,24 @@ def fit_profile(
     accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
     tested = accepted + (accepted < drafted)
     positions = _position_rates(rounds)
+    # Verifications after each request's first (which also read the prompt).
     later = [
-        (d + 1, v) for r in rounds for d, v in zip(r["drafted"][1:], r["verify_s"][1:], strict=True)
+        (d + 1, v)
+        for r in rounds
+        for i, (d, v, n) in enumerate(zip(r["drafted"], r["verify_s"], _decoded(r), strict=True))
+        if i and not n
     ]
     x = np.array([t for t, _ in later], dtype=float)
     y = np.array([v for _, v in later], dtype=float)
     slope, base = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.mean()))
     slope, base = max(float(slope), 0.0), max(float(base), 0.0)
     # A request's first verification also reads its prompt: its excess over the line.
-    first = [r["verify_s"][0] - (base + slope * (r["drafted"][0] + 1)) for r in rounds]
-    prefill = max(float(np.mean(first)), 0.0)
+    first = [
+        r["verify_s"][0] - (base + slope * (r["drafted"][0] + 1))
+        for r in rounds
+        if not _decoded(r)[0]
+    ]
+    prefill = max(float(np.mean(first)), 0.0) if first else 0.0
     step = float(np.mean([max(s - prefill, 0.0) / n for s, n in cloud_only]))
     ratio, size = batch_step_ratio
     per_seq = step * max(ratio - 1.0, 0.0) / (size - 1) if size > 1 else step
@@ -473,8 +501,8 @@ def fit_profile(
         acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
         position_acceptance=positions,
         request_acceptance=acceptance_by_kind(rounds, kinds) if kinds is not None else [],
-        proposal_rate=float(np.mean(drafted > 0)),
-        request_proposal=_by_kind(rounds, kinds, _proposal_rate) if kinds is not None else [],
+        unproposed=_unproposed(rounds),
+        request_unproposed=_by_kind(rounds, kinds, _unproposed) if kinds is not None else [],
         rtt_s=rtt_s,
         jitter_s=jitter_s,
         source=source,
@@ -516,6 +544,21 @@ def _position_rates(records: Sequence[dict[str, list[float]]]) -> list[float]:
     return stand_rates(outcomes, max((d for d, _ in outcomes), default=0))
 
 
-def _proposal_rate(records: Sequence[dict[str, list[float]]]) -> float:
-    """Share of the rounds of per-request round records in which the drafter proposed."""
-    return float(np.mean([d > 0 for r in records for d in r["drafted"]]))
+def _decoded(record: dict[str, list[float]]) -> list[float]:
+    """Per round, the tokens the target decoded alone (none in records made before
+    rounds without a proposal were decoded: each such round verified one token)."""
+    return record.get("decoded") or [0.0] * len(record["drafted"])
+
+
+def _unproposed(records: Sequence[dict[str, list[float]]]) -> float:
+    """Share of the answer tokens of per-request round records made by rounds in which
+    the drafter proposed nothing."""
+    unproposed = made = 0.0
+    for r in records:
+        for drafted, accepted, decoded in zip(
+            r["drafted"], r["accepted"], _decoded(r), strict=True
+        ):
+            tokens = decoded or accepted + 1
+            made += tokens
+            unproposed += tokens if drafted == 0 else 0
+    return unproposed / made

@@ -3,7 +3,10 @@
 Each round the drafter proposes ``k`` tokens (``k`` from a `WindowPolicy`; a model sharing
 the target's tokenizer, or prompt lookup, decoding/drafts.py), the target evaluates the
 prefix plus those tokens in one pass, and the output keeps the longest prefix the target
-accepts plus one token of the target's own. Both ends may be remote: the target is any
+accepts plus one token of the target's own. A round in which the drafter proposes
+nothing (prompt lookup where the answer leaves its source) asks the target to decode
+``k + 1`` tokens itself: verifying one token per round trip would pay a whole request
+for each. Both ends may be remote: the target is any
 `LLM` whose ``score`` gives per-position log-probabilities (vLLM's ``prompt_logprobs``
 remotely), and a `NetworkLink` injects round-trip delay, jitter and bandwidth on the
 edge-cloud link.
@@ -58,7 +61,6 @@ if TYPE_CHECKING:
     from relaygraph.llm.types import Prompt, PromptInput, Score
 
 GREEDY = GenerationParams(temperature=0.0)
-ONE_TOKEN = GenerationParams(max_tokens=1, temperature=0.0)
 PAIRING_PROBE = "Speculative decoding: naïve café, 3.14159 — ¿qué? <tag> 東京 🙂\n\tend"
 """Text both tokenizers must split identically for a draft and a target to pair."""
 Fallback = Literal["draft", "error"]
@@ -330,13 +332,19 @@ class SpeculativeLLM(BaseLLM):
                 )
             request.rounds.append(Round(k, len(drafted), len(drafted), draft_s, 0.0, 0.0))
             return drafted
-        network_s = self.link.delay(
-            len(request.ids) + len(drafted), len(drafted) + 1, request.link_rng
-        )
+        returned = len(drafted) + 1 if drafted else min(k + 1, room)
+        network_s = self.link.delay(len(request.ids) + len(drafted), returned, request.link_rng)
         time.sleep(network_s)
         began = time.perf_counter()
         try:
             request.target_calls += 1
+            if not drafted:
+                decoded = self._decode(request, returned)
+                verify_s = time.perf_counter() - began
+                request.rounds.append(
+                    Round(k, 0, 0, draft_s, verify_s, network_s, decoded=len(decoded))
+                )
+                return decoded
             if sampling:
                 accepted, extra = self._verify_sampled(request, proposal)
             else:
@@ -356,19 +364,21 @@ class SpeculativeLLM(BaseLLM):
         request.rounds.append(Round(k, len(drafted), accepted, draft_s, verify_s, network_s))
         return [*drafted[:accepted], extra]
 
+    def _decode(self, request: _Request, count: int) -> list[int]:
+        """``count`` tokens from the target's own decoding (its sampling when the request
+        samples, seeded from the request's generator): exact, as any target output."""
+        params = request.params.model_copy(
+            update={"max_tokens": count, "stop": (), "seed": int(request.rng.integers(2**31))}
+        )
+        out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), params)
+        return out.choices[0].token_ids
+
     def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:
         """Accepted count and the target's token after them (argmax everywhere)."""
         if isinstance(self.target, FullDistribution):  # in process: argmax of raw logits
             best = self.target.logits(request.ids, drafted).argmax(axis=1).tolist()
             accepted = next((i for i, t in enumerate(drafted) if t != best[i]), len(drafted))
             return accepted, int(best[accepted])
-        if not drafted:  # nothing proposed: the target's next token alone
-            ids = request.ids
-            if len(ids) < 2:
-                alone = self.target.complete(TokenPrompt(token_ids=tuple(ids)), ONE_TOKEN)
-                return 0, alone.choices[0].token_ids[0]
-            score = self.target.score(TokenPrompt(token_ids=tuple(ids[:-1])), ids[-1:], 1)
-            return 0, score.next_top[0].token_id
         score = self.target.score(TokenPrompt(token_ids=tuple(request.ids)), drafted, 1)
         for i, (token, scored) in enumerate(zip(drafted, score.tokens, strict=True)):
             best = scored.top[0].token_id
@@ -413,6 +423,7 @@ class SpeculativeLLM(BaseLLM):
             "drafted": drafted,
             "accepted": accepted,
             "acceptance_rate": round(accepted / drafted, 4) if drafted else None,
+            "decoded": sum(r.decoded for r in rounds),
             "target_calls": request.target_calls,
             "draft_s": round(sum(r.draft_s for r in rounds), 6),
             "verify_s": round(sum(r.verify_s for r in rounds), 6),
@@ -421,6 +432,7 @@ class SpeculativeLLM(BaseLLM):
                 "window": [r.window for r in rounds],
                 "drafted": [r.drafted for r in rounds],
                 "accepted": [r.accepted for r in rounds],
+                "decoded": [r.decoded for r in rounds],
                 "draft_s": [round(r.draft_s, 6) for r in rounds],
                 "verify_s": [round(r.verify_s, 6) for r in rounds],
                 "network_s": [round(r.network_s, 6) for r in rounds],

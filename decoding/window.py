@@ -63,6 +63,8 @@ class Round:
             pass began (0 where the cloud does not say).
         shared_tokens: Tokens of other requests verified in the same pass (0 when alone,
             or where the cloud does not say).
+        decoded: Tokens the target decoded itself in a round the drafter had nothing to
+            propose for (``verify_s`` is then its decoding time, not a verification).
     """
 
     window: int
@@ -73,6 +75,7 @@ class Round:
     network_s: float
     queue_s: float = 0.0
     shared_tokens: int = 0
+    decoded: int = 0
 
 
 @runtime_checkable
@@ -239,7 +242,8 @@ class AdaptiveWindow:
         passed = p.weight * p.acceptance + sum(
             w * r.accepted for w, r in zip(weights, proposing, strict=True)
         )
-        seen = [*earlier, *rounds]
+        # Costs of verification: rounds in which the target decoded alone time its decoding.
+        seen = [r for r in (*earlier, *rounds) if not r.decoded]
         c, weights = self._weights(seen)
         total = c.weight + sum(weights)
 

@@ -138,25 +138,27 @@ def test_a_profile_is_fitted_from_measured_rounds() -> None:
                             rtt_s=0.0, jitter_s=0.0, source="test", kinds=[0, 1])  # fmt: skip
     assert by_prompt.request_acceptance[0] == pytest.approx([3 / 4, 1.0, 2 / 3, 1.0])
     assert by_prompt.request_acceptance[1][:2] == pytest.approx([1.0, 2 / 3])
-    assert fitted.proposal_rate == 1.0 and by_prompt.request_proposal == [1.0, 1.0]
-    # a round with no proposal (prompt lookup found no n-gram) tests no position
+    assert fitted.unproposed == 0.0 and by_prompt.request_unproposed == [0.0, 0.0]
+    # a round with no proposal (prompt lookup found no n-gram) tests no position, and
+    # makes one of the answer's tokens: 1 of 14 in the first request, 1 of 23 in all
     rounds[0]["drafted"][2] = 0
     rates = fit_profile("f", rounds, [(0.05 + 10 * 0.01, 10)], batch_step_ratio=(1.5, 3),
                         rtt_s=0.0, jitter_s=0.0, source="test", kinds=[0, 1])  # fmt: skip
-    assert rates.proposal_rate == pytest.approx(6 / 7)
-    assert rates.request_proposal == pytest.approx([3 / 4, 1.0])
+    assert rates.unproposed == pytest.approx(1 / 23)
+    assert rates.request_unproposed == pytest.approx([1 / 14, 0.0])
     assert rates.request_acceptance[0][0] == pytest.approx(1.0)
     with pytest.raises(ConfigError, match=r"kinds \[1\]"):
         acceptance_by_kind(rounds, [0, 2])
 
 
-def test_rounds_without_a_proposal_cost_one_verified_token() -> None:
-    p = profile(proposal_rate=0.0, rtt_s=0.01)
+def test_rounds_without_a_proposal_let_the_cloud_decode_the_window() -> None:
+    p = profile(unproposed=1.0, rtt_s=0.01)
     spec = simulate(p, SimConfig(requests_per_edge=2), "speculative", FixedWindow(4))
     assert spec.acceptance_rate is None  # nothing was ever drafted
-    # each token is a round trip verifying one token: base + per_token, no draft time
-    per_token = p.rtt_s + p.verify_base_s + p.verify_per_token_s
-    assert spec.time_per_token_s == pytest.approx(per_token, rel=0.05)
+    # 64 tokens in rounds of k + 1 = 5 decode steps each, one round trip per round
+    rounds = -(-64 // 5)
+    step = p.decode_base_s + p.decode_per_seq_s
+    assert spec.time_per_token_s == pytest.approx((rounds * p.rtt_s + 64 * step) / 64, rel=0.02)
 
 
 def test_each_request_kind_drafts_at_its_own_acceptance() -> None:

@@ -262,6 +262,28 @@ def test_a_prompt_lookup_draft_is_lossless_and_accepts_copied_text(smollm2: Loca
     assert sampled.decoding is not None and sampled.decoding["verification"] == "sampling"
 
 
+def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
+    smollm2: LocalLLM, cloud: OpenAICompatLLM
+) -> None:
+    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. "
+               "It was designed by the engineering company of Gustave Eiffel.")  # fmt: skip
+    prompt = f"{passage}\nRepeat the text above exactly.\n"
+    params = GenerationParams(max_tokens=40)
+    reference = greedy_reference(smollm2, prompt, params)
+    lookup = PromptLookupDrafter(min_ngram=3)
+    spec = SpeculativeLLM(lookup, cloud, FixedWindow(3), tokenizer=smollm2)
+    got = spec.complete(prompt, params)
+    assert_lossless(got.choices[0].token_ids, reference)
+    stats = got.decoding
+    assert stats is not None and stats["accepted"] > 0  # the copied part was drafted
+    rounds = stats["per_round"]
+    decoding = [n for n, d in zip(rounds["decoded"], rounds["drafted"], strict=True) if not d]
+    assert decoding and all(n > 0 for n in decoding)  # no one-token round trips
+    assert all(n == 4 for n in decoding[:-1])  # k + 1 each, the last cut by max_tokens
+    made = [n or a + 1 for n, a in zip(rounds["decoded"], rounds["accepted"], strict=True)]
+    assert sum(made) >= len(got.choices[0].token_ids)
+
+
 def test_a_graph_step_records_speculative_rounds_in_its_trace(smollm2: LocalLLM) -> None:
     spec = SpeculativeLLM(PromptLookupDrafter(), smollm2, AdaptiveWindow())
     graph = AgentGraph()

@@ -95,6 +95,16 @@ def test_rounds_without_a_proposal_say_nothing_about_the_window() -> None:
     assert policy.position_acceptance(copied + short) == pytest.approx([1.0] * 4)
 
 
+def test_rounds_the_cloud_decoded_alone_do_not_price_verification() -> None:
+    policy = AdaptiveWindow(prior=CostPrior(weight=1e-9), decay=1.0)
+    verified = [Round(4, 4, 4, 0.0, 0.03, 0.0)] * 4
+    # nothing proposed: the cloud decoded 5 tokens, which took far longer than a pass
+    decoded = [Round(4, 0, 0, 0.0, 0.5, 0.0, decoded=5)] * 4
+    alone, mixed = policy.estimates(verified), policy.estimates(verified + decoded)
+    assert mixed.verify_base_s == pytest.approx(alone.verify_base_s)
+    assert mixed.verify_per_token_s == pytest.approx(alone.verify_per_token_s)
+
+
 def test_acceptance_is_estimated_per_tested_token() -> None:
     policy = AdaptiveWindow(prior=CostPrior(weight=1e-9))
     # 2 accepted then a rejection, every round: p = 2 / 3, not 2 / 4 drafted
