@@ -124,6 +124,9 @@ class LatencyProfile(BaseModel):
             verify_base_s=self.verify_base_s,
             verify_per_token_s=self.verify_per_token_s,
             rtt_s=self.rtt_s,
+            decode_base_s=0.0,  # no cost beyond the link and the steps in the simulator
+            decode_per_token_s=self.decode_base_s + self.decode_per_seq_s,
+            unproposed=self.unproposed,
             weight=weight,
         )
 

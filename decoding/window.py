@@ -136,6 +136,10 @@ class CostPrior:
             nothing queues).
         load: Tokens a verification pass carries per token of this edge's window (1 when
             it verifies alone).
+        decode_base_s: Seconds of a round the target decodes alone (nothing proposed),
+            fixed part beyond the link.
+        decode_per_token_s: Seconds each token it decodes adds.
+        unproposed: Share of the answer's tokens made in such rounds.
         weight: How many rounds of evidence the prior is worth.
     """
 
@@ -147,6 +151,9 @@ class CostPrior:
     rtt_s: float = 0.0
     queue_factor: float = 1.0
     load: float = 1.0
+    decode_base_s: float = 0.005
+    decode_per_token_s: float = 0.015
+    unproposed: float = 0.0
     weight: float = 2.0
 
     def rate_at(self, position: int) -> float:
@@ -242,6 +249,25 @@ class AdaptiveWindow:
         passed = p.weight * p.acceptance + sum(
             w * r.accepted for w, r in zip(weights, proposing, strict=True)
         )
+        # The share of tokens made without a proposal belongs to the prompt too.
+        p, weights = self._weights(rounds)
+        made = [r.decoded or r.accepted + 1 for r in rounds]
+        unproposed = (
+            p.weight * p.unproposed
+            + sum(w * n for w, n, r in zip(weights, made, rounds, strict=True) if r.decoded)
+        ) / (p.weight + sum(w * n for w, n in zip(weights, made, strict=True)))
+        solo = [r for r in (*earlier, *rounds) if r.decoded]
+        c, weights = self._weights(solo)
+        decode_base, decode_per_token = _line(
+            [
+                (float(r.decoded), r.verify_s - r.queue_s, w)
+                for r, w in zip(solo, weights, strict=True)
+            ],
+            (self.k_min + 1, self.k_max + 1),
+            c.decode_base_s,
+            c.decode_per_token_s,
+            c.weight,
+        )
         # Costs of verification: rounds in which the target decoded alone time its decoding.
         seen = [r for r in (*earlier, *rounds) if not r.decoded]
         c, weights = self._weights(seen)
@@ -256,7 +282,16 @@ class AdaptiveWindow:
         draft_s = (
             c.weight * c.draft_s + sum(w * r.draft_s for w, r in zip(weights, seen, strict=True))
         ) / drafted
-        base, per_token = self._verify_line(seen, weights, c)
+        base, per_token = _line(
+            [
+                (float(r.drafted + r.shared_tokens), r.verify_s - r.queue_s, w)
+                for r, w in zip(seen, weights, strict=True)
+            ],
+            (self.k_min, self.k_max),
+            c.verify_base_s,
+            c.verify_per_token_s,
+            c.weight,
+        )
         prior_service = c.verify_base_s + c.verify_per_token_s * self.k_min
         service = mean(prior_service, lambda r: max(r.verify_s - r.queue_s, 0.0))
         wall = mean(prior_service * c.queue_factor, lambda r: r.verify_s)
@@ -268,6 +303,9 @@ class AdaptiveWindow:
             rtt_s=mean(c.rtt_s, lambda r: r.network_s),
             queue_factor=max(wall / max(service, 1e-12), 1.0),
             load=mean(c.load, lambda r: (r.drafted + 1 + r.shared_tokens) / (r.drafted + 1)),
+            decode_base_s=decode_base,
+            decode_per_token_s=decode_per_token,
+            unproposed=unproposed,
             weight=total,
         )
 
@@ -280,8 +318,12 @@ class AdaptiveWindow:
         rates = self.position_acceptance(rounds)
 
         def seconds_per_token(k: int) -> float:
+            # A share of the tokens comes from rounds that verify a proposal, the rest from
+            # rounds where the target decodes k + 1 tokens alone: each at its own rate.
             verify = e.queue_factor * (e.verify_base_s + e.load * k * e.verify_per_token_s)
-            return (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
+            verified = (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
+            alone = (e.rtt_s + e.decode_base_s) / (k + 1) + e.decode_per_token_s
+            return (1 - e.unproposed) * verified + e.unproposed * alone
 
         return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
 
@@ -312,28 +354,31 @@ class AdaptiveWindow:
         outcomes = [(r.drafted, r.accepted) for r in proposing]
         return stand_rates(outcomes, self.k_max, weights=weights, prior=prior)
 
-    def _verify_line(
-        self, rounds: Sequence[Round], weights: list[float], p: CostPrior
-    ) -> tuple[float, float]:
-        """A verification pass's seconds (queueing left out) as base + per_token * t over
-        the t tokens it carries (this window's and any others'): weighted least squares
-        over the rounds, with the prior's line as ``prior.weight`` pseudo-rounds at k_min
-        and k_max (so one window size alone cannot make the slope up)."""
-        points = [
-            (float(r.drafted + r.shared_tokens), r.verify_s - r.queue_s, w)
-            for r, w in zip(rounds, weights, strict=True)
-        ]
-        for k in (self.k_min, self.k_max):
-            points.append((float(k), p.verify_base_s + p.verify_per_token_s * k, p.weight / 2))
-        w_sum = sum(w for _, _, w in points)
-        x_mean = sum(w * x for x, _, w in points) / w_sum
-        y_mean = sum(w * y for _, y, w in points) / w_sum
-        spread = sum(w * (x - x_mean) ** 2 for x, _, w in points)
-        if spread == 0:
-            return y_mean, 0.0
-        slope = sum(w * (x - x_mean) * (y - y_mean) for x, y, w in points) / spread
-        slope = max(slope, 0.0)  # verifying more tokens never costs less
-        return max(y_mean - slope * x_mean, 0.0), slope
+
+def _line(
+    points: list[tuple[float, float, float]],
+    anchors: tuple[int, int],
+    prior_base: float,
+    prior_slope: float,
+    prior_weight: float,
+) -> tuple[float, float]:
+    """Seconds as base + per_token * t from (t, seconds, weight) points: weighted least
+    squares, with the prior's line as ``prior_weight`` pseudo-points at the two
+    ``anchors`` (so one size alone cannot make the slope up). A verification pass over t
+    tokens, or a round in which the target decodes t tokens alone; queueing left out."""
+    points = [
+        *points,
+        *((float(t), prior_base + prior_slope * t, prior_weight / 2) for t in anchors),
+    ]
+    w_sum = sum(w for _, _, w in points)
+    x_mean = sum(w * x for x, _, w in points) / w_sum
+    y_mean = sum(w * y for _, y, w in points) / w_sum
+    spread = sum(w * (x - x_mean) ** 2 for x, _, w in points)
+    if spread == 0:
+        return y_mean, 0.0
+    slope = sum(w * (x - x_mean) * (y - y_mean) for x, y, w in points) / spread
+    slope = max(slope, 0.0)  # more tokens never cost less
+    return max(y_mean - slope * x_mean, 0.0), slope
 
 
 def _proposing(rounds: Sequence[Round]) -> list[Round]:
