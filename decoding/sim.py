@@ -66,6 +66,9 @@ class LatencyProfile(BaseModel):
     """A cloud decode step advancing b sequences costs base + per_seq * b."""
     prefill_s: float = Field(default=0.0, ge=0)
     """The target reading a request's prompt (first verification, or cloud-only start)."""
+    solo_overhead_s: float = Field(default=0.0, ge=0)
+    """What a round in which the target decodes alone costs beyond its decode steps (a
+    request to the worker, which also re-reads the prompt's last token)."""
     acceptance: float = Field(ge=0, le=1)
     """Per drafted token, i.i.d. (unless ``position_acceptance`` is given)."""
     position_acceptance: list[float] = Field(default_factory=list)
@@ -124,7 +127,7 @@ class LatencyProfile(BaseModel):
             verify_base_s=self.verify_base_s,
             verify_per_token_s=self.verify_per_token_s,
             rtt_s=self.rtt_s,
-            decode_base_s=0.0,  # no cost beyond the link and the steps in the simulator
+            decode_base_s=self.solo_overhead_s,
             decode_per_token_s=self.decode_base_s + self.decode_per_seq_s,
             unproposed=self.unproposed,
             weight=weight,
@@ -229,9 +232,11 @@ class _Cloud:
                 job.started = self.env.now
                 job.shared_tokens = tokens - job.tokens
             p = self.profile
+            step = p.decode_base_s + p.decode_per_seq_s
+            solo = [job.steps for job in jobs if job.steps]
             service = (
                 (p.verify_base_s + p.verify_per_token_s * tokens if tokens else 0.0)
-                + sum(job.steps for job in jobs) * (p.decode_base_s + p.decode_per_seq_s)
+                + sum(p.solo_overhead_s + steps * step for steps in solo)
                 + sum(job.prefill_s for job in jobs)
             )
             yield self.env.timeout(service)
@@ -489,6 +494,12 @@ def fit_profile(
     ]
     prefill = max(float(np.mean(first)), 0.0) if first else 0.0
     step = float(np.mean([max(s - prefill, 0.0) / n for s, n in cloud_only]))
+    solo = [
+        v - n * step
+        for r in rounds
+        for i, (v, n) in enumerate(zip(r["verify_s"], _decoded(r), strict=True))
+        if i and n
+    ]
     ratio, size = batch_step_ratio
     per_seq = step * max(ratio - 1.0, 0.0) / (size - 1) if size > 1 else step
     return LatencyProfile(
@@ -501,6 +512,7 @@ def fit_profile(
         decode_base_s=max(step - per_seq, 0.0),
         decode_per_seq_s=min(per_seq, step),
         prefill_s=prefill,
+        solo_overhead_s=max(float(np.mean(solo)), 0.0) if solo else 0.0,
         acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
         position_acceptance=positions,
         request_acceptance=acceptance_by_kind(rounds, kinds) if kinds is not None else [],

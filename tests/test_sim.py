@@ -151,6 +151,21 @@ def test_a_profile_is_fitted_from_measured_rounds() -> None:
         acceptance_by_kind(rounds, [0, 2])
 
 
+def test_a_round_the_target_decodes_alone_is_fitted_as_its_steps_and_an_overhead() -> None:
+    record = {
+        "window": [4, 4, 4],
+        "drafted": [4, 0, 4],
+        "accepted": [4, 0, 2],
+        "decoded": [0, 5, 0],
+        "draft_s": [0.0] * 3,
+        "verify_s": [0.03, 0.02 + 5 * 0.01, 0.03],  # 20 ms beyond five 10 ms steps
+    }
+    fitted = fit_profile("f", [record], [(10 * 0.01, 10)], batch_step_ratio=(1.0, 1),
+                         rtt_s=0.0, jitter_s=0.0, source="test")  # fmt: skip
+    assert fitted.solo_overhead_s == pytest.approx(0.02)
+    assert fitted.unproposed == pytest.approx(5 / 13)  # of 5 + 5 + 3 tokens
+
+
 def test_rounds_without_a_proposal_let_the_cloud_decode_the_window() -> None:
     p = profile(unproposed=1.0, rtt_s=0.01)
     spec = simulate(p, SimConfig(requests_per_edge=2), "speculative", FixedWindow(4))
