@@ -4,9 +4,9 @@ Each round the drafter proposes ``k`` tokens (``k`` from a `WindowPolicy`; a mod
 the target's tokenizer, or prompt lookup, decoding/drafts.py), the target evaluates the
 prefix plus those tokens in one pass, and the output keeps the longest prefix the target
 accepts plus one token of the target's own. A round in which the drafter proposes
-nothing (prompt lookup where the answer leaves its source) asks the target to decode
-``k + 1`` tokens itself: verifying one token per round trip would pay a whole request
-for each. Both ends may be remote: the target is any
+nothing (prompt lookup where the answer leaves its source) asks a remote target to
+decode ``k + 1`` tokens itself: verifying one token per round trip would pay a whole
+request for each. Both ends may be remote: the target is any
 `LLM` whose ``score`` gives per-position log-probabilities (vLLM's ``prompt_logprobs``
 remotely), and a `NetworkLink` injects round-trip delay, jitter and bandwidth on the
 edge-cloud link.
@@ -332,13 +332,17 @@ class SpeculativeLLM(BaseLLM):
                 )
             request.rounds.append(Round(k, len(drafted), len(drafted), draft_s, 0.0, 0.0))
             return drafted
-        returned = len(drafted) + 1 if drafted else min(k + 1, room)
+        # Nothing to verify from a remote target: it decodes the round itself (one token
+        # per round trip would pay a whole request for each); in process, a round is
+        # just the target's step.
+        alone = not drafted and not isinstance(self.target, FullDistribution)
+        returned = min(k + 1, room) if alone else len(drafted) + 1
         network_s = self.link.delay(len(request.ids) + len(drafted), returned, request.link_rng)
         time.sleep(network_s)
         began = time.perf_counter()
         try:
             request.target_calls += 1
-            if not drafted:
+            if alone:
                 decoded = self._decode(request, returned)
                 verify_s = time.perf_counter() - began
                 request.rounds.append(

@@ -338,8 +338,18 @@ class AdaptiveWindow:
         once and was never drafted again keeps that failure as its estimate (its own
         evidence and the prior fade alike), so the window stays short for the rest of
         the request however well the shorter windows do.
+
+        Only rounds that followed a round like the last one count (`_copying`): where the
+        answer copies its context, a round after a fully accepted one usually copies on,
+        and one after a rejection or a round with nothing proposed usually does not.
+        Pooling the two would shorten the windows that copying stretches pay for.
         """
-        proposing = _proposing(rounds)
+        copying = _copying(rounds[-1]) if rounds else False
+        proposing = [
+            r
+            for i, r in enumerate(rounds)
+            if r.drafted and (i > 0 and _copying(rounds[i - 1])) == copying
+        ]
         p, weights = self._weights(proposing)
         pooled = self.estimates(rounds).acceptance
         blend = p.weight + POOLED_WEIGHT
@@ -386,3 +396,9 @@ def _proposing(rounds: Sequence[Round]) -> list[Round]:
     only they age its evidence (a stretch of rounds where prompt lookup found nothing to
     copy should not wipe out what the copied stretch before it showed)."""
     return [r for r in rounds if r.drafted]
+
+
+def _copying(last: Round) -> bool:
+    """Whether a round leaves the answer in a copied stretch: it drafted, and every
+    drafted token stood."""
+    return bool(last.drafted) and last.accepted == last.drafted
