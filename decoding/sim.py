@@ -232,11 +232,21 @@ class _Cloud:
                 job.started = self.env.now
                 job.shared_tokens = tokens - job.tokens
             p = self.profile
-            step = p.decode_base_s + p.decode_per_seq_s
+            # Jobs the target decodes alone advance together, one batched step at a time
+            # (as cloud-only sequences do), after one request overhead for the pass.
             solo = [job.steps for job in jobs if job.steps]
+            decoding = (
+                p.solo_overhead_s
+                + sum(
+                    p.decode_base_s + p.decode_per_seq_s * sum(n > step for n in solo)
+                    for step in range(max(solo))
+                )
+                if solo
+                else 0.0
+            )
             service = (
                 (p.verify_base_s + p.verify_per_token_s * tokens if tokens else 0.0)
-                + sum(p.solo_overhead_s + steps * step for steps in solo)
+                + decoding
                 + sum(job.prefill_s for job in jobs)
             )
             yield self.env.timeout(service)
