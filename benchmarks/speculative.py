@@ -310,7 +310,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
             label=f"RTT {rtt_ms} ms",
         )
     ax.axhline(1.0, color="k", lw=0.8)
-    ax.set(ylabel="speedup over cloud-only", title=f"real loopback run ({result['target']})")
+    served = Path(result["target"]).name
+    ax.set(ylabel="speedup over cloud-only", title=f"real loopback run ({served})")
     ax.tick_params(axis="x", rotation=30)
     ax.legend()
     ax = axes[1]
