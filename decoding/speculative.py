@@ -343,7 +343,7 @@ class SpeculativeLLM(BaseLLM):
         try:
             request.target_calls += 1
             if alone:
-                decoded = self._decode(request, returned)
+                decoded = self._decode(request, params, returned)
                 verify_s = time.perf_counter() - began
                 request.rounds.append(
                     Round(k, 0, 0, draft_s, verify_s, network_s, decoded=len(decoded))
@@ -368,13 +368,13 @@ class SpeculativeLLM(BaseLLM):
         request.rounds.append(Round(k, len(drafted), accepted, draft_s, verify_s, network_s))
         return [*drafted[:accepted], extra]
 
-    def _decode(self, request: _Request, count: int) -> list[int]:
-        """``count`` tokens from the target's own decoding (its sampling when the request
-        samples, seeded from the request's generator): exact, as any target output."""
-        params = request.params.model_copy(
+    def _decode(self, request: _Request, params: GenerationParams, count: int) -> list[int]:
+        """``count`` tokens of the target's own decoding under ``params`` (the round's:
+        greedy wherever verification is), seeded from the request's generator."""
+        wanted = params.model_copy(
             update={"max_tokens": count, "stop": (), "seed": int(request.rng.integers(2**31))}
         )
-        out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), params)
+        out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), wanted)
         return out.choices[0].token_ids
 
     def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:

@@ -8,9 +8,15 @@ acceptance rate ``a`` (i.i.d., Leviathan et al.) a round yields on average
     tokens(k) / (k * draft_s + rtt_s + verify_s(k)),
 
 which grows with acceptance and a cheap draft, and shrinks as verification gets dearer
-per token. `AdaptiveWindow` (AWC-style, PAPERS.md section 4) estimates those four
-quantities from measured rounds, starting from a prior, and picks ``k`` by that
-formula each round.
+per token. A drafter may propose nothing (prompt lookup off its source); a remote
+target then decodes ``k + 1`` tokens itself, and with a share ``u`` of the answer's
+tokens made so, ``AdaptiveWindow`` minimises the seconds per token of the mix,
+
+    (1 - u) * (k * draft_s + rtt_s + verify_s(k)) / tokens(k)
+        + u * (rtt_s + decode_base_s + (k + 1) * decode_per_token_s) / (k + 1).
+
+It (AWC-style, PAPERS.md section 4) estimates those quantities from measured rounds,
+starting from a prior, and picks ``k`` by that formula each round.
 
 The round trip, the draft's speed and the cloud's state outlive a request; acceptance
 belongs to the prompt. So costs are estimated over the edge's recent rounds, earlier
@@ -183,9 +189,9 @@ def stand_rates(
 
     A round reaches position j when it drafted j tokens or more and the j-1 before stood.
     Positions a drafter did not fill are untested, not misses: prompt lookup proposes
-    nothing where no n-gram recurs, whatever the window, and such a round costs one
-    decode step at any ``k``, so it says nothing about which ``k`` pays. The list ends at
-    the first position that no round reached and no prior covers.
+    nothing where no n-gram recurs, whatever the window, so such a round says nothing
+    about how far a proposal stands. The list ends at the first position that no round
+    reached and no prior covers.
     """
     weights = weights if weights is not None else [1.0] * len(outcomes)
     prior_weight = prior.weight if prior is not None else 0.0
