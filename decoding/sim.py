@@ -78,8 +78,8 @@ class LatencyProfile(BaseModel):
     unproposed: float = Field(default=0.0, ge=0, le=1)
     """Share of answer tokens made in rounds where the drafter had nothing to propose:
     prompt lookup finds no recurring n-gram where the answer leaves its source, and the
-    target decodes the policy's largest window plus one itself. A share of tokens, not
-    of rounds: long windows cross the copied stretches in fewer rounds."""
+    target decodes ``k + 1`` tokens itself. A share of tokens, not of rounds: long
+    windows cross the copied stretches in fewer rounds, and the uncopied ones too."""
     request_unproposed: list[float] = Field(default_factory=list)
     """Per kind of request, its own `unproposed` share (kinds as in `request_acceptance`)."""
     request_acceptance: list[list[float]] = Field(default_factory=list)
@@ -107,16 +107,16 @@ class LatencyProfile(BaseModel):
             return self.acceptance
         return rates[min(position, len(rates) - 1)]
 
-    def proposes(self, k: int, alone: int, request: int = 0) -> float:
+    def proposes(self, k: int, request: int = 0) -> float:
         """The chance that a round with window ``k`` of the ``request``-th request kind has
-        a proposal, when a round without one makes ``alone`` tokens. With a share ``f``
-        of tokens unproposed and ``E`` tokens per round that proposes, rounds without a
-        proposal make up ``f E / ((1 - f) alone + f E)`` of all rounds, so that they
-        make ``f`` of the tokens at any k."""
+        a proposal. With a share ``f`` of tokens unproposed, ``E`` tokens per round that
+        proposes and ``k + 1`` per round that does not, rounds without a proposal make up
+        ``f E / ((1 - f)(k + 1) + f E)`` of all rounds, so that they make ``f`` of the
+        tokens at any k."""
         kinds = self.request_unproposed
         f = kinds[request % len(kinds)] if kinds else self.unproposed
         tokens = expected_tokens([self.rate_at(j, request) for j in range(k)])
-        return 1.0 - f * tokens / ((1.0 - f) * alone + f * tokens)
+        return 1.0 - f * tokens / ((1.0 - f) * (k + 1) + f * tokens)
 
     def window_prior(self, weight: float = 2.0) -> CostPrior:
         """This deployment's costs as the starting point of adaptive window control."""
@@ -127,6 +127,9 @@ class LatencyProfile(BaseModel):
             verify_base_s=self.verify_base_s,
             verify_per_token_s=self.verify_per_token_s,
             rtt_s=self.rtt_s,
+            decode_base_s=self.solo_overhead_s,
+            decode_per_token_s=self.decode_base_s + self.decode_per_seq_s,
+            unproposed=self.unproposed,
             weight=weight,
         )
 
@@ -320,15 +323,14 @@ def _speculative_edge(
         produced = 0
         while produced < length:
             k = max(1, min(window.next_window(history, carried), length - produced))
-            alone = window.largest + 1
-            drafted = k if run.rng.random() < profile.proposes(k, alone, kind) else 0
+            drafted = k if run.rng.random() < profile.proposes(k, kind) else 0
             draft_s = profile.draft_per_token_s * drafted
             yield env.timeout(draft_s)
             up, down = run.one_way(), run.one_way()
             yield env.timeout(up)
             cloud = min(clouds, key=lambda c: c.pending)
             # the first pass also reads the prompt; without a proposal the target decodes
-            steps = 0 if drafted else min(alone, length - produced)
+            steps = 0 if drafted else min(k + 1, length - produced)
             prefill = 0.0 if history else profile.prefill_s
             job = _Job(drafted + 1 if drafted else 0, prefill, env.event(), steps=steps)
             cloud.pending += 1

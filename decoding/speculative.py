@@ -5,9 +5,8 @@ the target's tokenizer, or prompt lookup, decoding/drafts.py), the target evalua
 prefix plus those tokens in one pass, and the output keeps the longest prefix the target
 accepts plus one token of the target's own. A round in which the drafter proposes
 nothing (prompt lookup where the answer leaves its source) asks a remote target to
-decode as many tokens as the longest round could yield (the window policy's largest
-``k`` plus one): verifying one token per round trip would pay a whole request for each.
-Both ends may be remote: the target is any
+decode ``k + 1`` tokens itself: verifying one token per round trip would pay a whole
+request for each. Both ends may be remote: the target is any
 `LLM` whose ``score`` gives per-position log-probabilities (vLLM's ``prompt_logprobs``
 remotely), and a `NetworkLink` injects round-trip delay, jitter and bandwidth on the
 edge-cloud link.
@@ -337,7 +336,7 @@ class SpeculativeLLM(BaseLLM):
         # per round trip would pay a whole request for each); in process, a round is
         # just the target's step.
         alone = not drafted and not isinstance(self.target, FullDistribution)
-        returned = min(self.window.largest + 1, room) if alone else len(drafted) + 1
+        returned = min(k + 1, room) if alone else len(drafted) + 1
         network_s = self.link.delay(len(request.ids) + len(drafted), returned, request.link_rng)
         time.sleep(network_s)
         began = time.perf_counter()

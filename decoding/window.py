@@ -8,11 +8,15 @@ acceptance rate ``a`` (i.i.d., Leviathan et al.) a round yields on average
     tokens(k) / (k * draft_s + rtt_s + verify_s(k)),
 
 which grows with acceptance and a cheap draft, and shrinks as verification gets dearer
-per token. `AdaptiveWindow` (AWC-style, PAPERS.md section 4) estimates those four
-quantities from measured rounds, starting from a prior, and picks ``k`` by that
-formula each round. A round in which the drafter proposes nothing (prompt lookup off
-its source) verifies nothing: a remote target decodes ``largest + 1`` tokens itself,
-whatever ``k``, so such rounds neither inform nor depend on the choice.
+per token. A drafter may propose nothing (prompt lookup off its source); a remote
+target then decodes ``k + 1`` tokens itself, and with a share ``u`` of the answer's
+tokens made so, ``AdaptiveWindow`` minimises the seconds per token of the mix,
+
+    (1 - u) * (k * draft_s + rtt_s + verify_s(k)) / tokens(k)
+        + u * (rtt_s + decode_base_s + (k + 1) * decode_per_token_s) / (k + 1).
+
+It (AWC-style, PAPERS.md section 4) estimates those quantities from measured rounds,
+starting from a prior, and picks ``k`` by that formula each round.
 
 The round trip, the draft's speed and the cloud's state outlive a request; acceptance
 belongs to the prompt. So costs are estimated over the edge's recent rounds, earlier
@@ -66,8 +70,7 @@ class Round:
         shared_tokens: Tokens of other requests verified in the same pass (0 when alone,
             or where the cloud does not say).
         decoded: Tokens the target decoded itself in a round the drafter had nothing to
-            propose for (``verify_s`` is then its decoding time, not a verification;
-            these rounds are left out of every estimate).
+            propose for (``verify_s`` is then its decoding time, not a verification).
     """
 
     window: int
@@ -139,6 +142,10 @@ class CostPrior:
             nothing queues).
         load: Tokens a verification pass carries per token of this edge's window (1 when
             it verifies alone).
+        decode_base_s: Seconds of a round the target decodes alone (nothing proposed),
+            fixed part beyond the link.
+        decode_per_token_s: Seconds each token it decodes adds.
+        unproposed: Share of the answer's tokens made in such rounds.
         weight: How many rounds of evidence the prior is worth.
     """
 
@@ -150,6 +157,9 @@ class CostPrior:
     rtt_s: float = 0.0
     queue_factor: float = 1.0
     load: float = 1.0
+    decode_base_s: float = 0.005
+    decode_per_token_s: float = 0.015
+    unproposed: float = 0.0
     weight: float = 2.0
 
     def rate_at(self, position: int) -> float:
@@ -245,6 +255,25 @@ class AdaptiveWindow:
         passed = p.weight * p.acceptance + sum(
             w * r.accepted for w, r in zip(weights, proposing, strict=True)
         )
+        # The share of tokens made without a proposal belongs to the prompt too.
+        p, weights = self._weights(rounds)
+        made = [r.decoded or r.accepted + 1 for r in rounds]
+        unproposed = (
+            p.weight * p.unproposed
+            + sum(w * n for w, n, r in zip(weights, made, rounds, strict=True) if r.decoded)
+        ) / (p.weight + sum(w * n for w, n in zip(weights, made, strict=True)))
+        solo = [r for r in (*earlier, *rounds) if r.decoded]
+        c, weights = self._weights(solo)
+        decode_base, decode_per_token = _line(
+            [
+                (float(r.decoded), r.verify_s - r.queue_s, w)
+                for r, w in zip(solo, weights, strict=True)
+            ],
+            (self.k_min + 1, self.k_max + 1),
+            c.decode_base_s,
+            c.decode_per_token_s,
+            c.weight,
+        )
         # Costs of verification: rounds in which the target decoded alone time its decoding.
         seen = [r for r in (*earlier, *rounds) if not r.decoded]
         c, weights = self._weights(seen)
@@ -280,6 +309,9 @@ class AdaptiveWindow:
             rtt_s=mean(c.rtt_s, lambda r: r.network_s),
             queue_factor=max(wall / max(service, 1e-12), 1.0),
             load=mean(c.load, lambda r: (r.drafted + 1 + r.shared_tokens) / (r.drafted + 1)),
+            decode_base_s=decode_base,
+            decode_per_token_s=decode_per_token,
+            unproposed=unproposed,
             weight=total,
         )
 
@@ -292,8 +324,12 @@ class AdaptiveWindow:
         rates = self.position_acceptance(rounds)
 
         def seconds_per_token(k: int) -> float:
+            # A share of the tokens comes from rounds that verify a proposal, the rest from
+            # rounds where the target decodes k + 1 tokens alone: each at its own rate.
             verify = e.queue_factor * (e.verify_base_s + e.load * k * e.verify_per_token_s)
-            return (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
+            verified = (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
+            alone = (e.rtt_s + e.decode_base_s) / (k + 1) + e.decode_per_token_s
+            return (1 - e.unproposed) * verified + e.unproposed * alone
 
         return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
 
@@ -342,10 +378,10 @@ def _line(
     prior_slope: float,
     prior_weight: float,
 ) -> tuple[float, float]:
-    """A verification pass's seconds as base + per_token * t over the t tokens it carries,
-    from (t, seconds, weight) points: weighted least squares, with the prior's line as
-    ``prior_weight`` pseudo-points at the two ``anchors`` (so one window size alone
-    cannot make the slope up); queueing left out."""
+    """Seconds as base + per_token * t from (t, seconds, weight) points: weighted least
+    squares, with the prior's line as ``prior_weight`` pseudo-points at the two
+    ``anchors`` (so one size alone cannot make the slope up). A verification pass over t
+    tokens, or a round in which the target decodes t tokens alone; queueing left out."""
     points = [
         *points,
         *((float(t), prior_base + prior_slope * t, prior_weight / 2) for t in anchors),

@@ -170,7 +170,7 @@ def test_rounds_without_a_proposal_let_the_cloud_decode_the_window() -> None:
     p = profile(unproposed=1.0, rtt_s=0.01)
     spec = simulate(p, SimConfig(requests_per_edge=2), "speculative", FixedWindow(4))
     assert spec.acceptance_rate is None  # nothing was ever drafted
-    # 64 tokens in rounds of largest + 1 = 5 decode steps each, one round trip per round
+    # 64 tokens in rounds of k + 1 = 5 decode steps each, one round trip per round
     rounds = -(-64 // 5)
     step = p.decode_base_s + p.decode_per_seq_s
     assert spec.time_per_token_s == pytest.approx((rounds * p.rtt_s + 64 * step) / 64, rel=0.02)

@@ -105,6 +105,18 @@ def test_rounds_the_cloud_decoded_alone_do_not_price_verification() -> None:
     assert mixed.verify_per_token_s == pytest.approx(alone.verify_per_token_s)
 
 
+def test_rounds_the_cloud_decodes_alone_lengthen_the_window_over_a_slow_link() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1e-9), decay=1.0)
+    # drafts often wrong at the second token: verification alone keeps the window short
+    verified = [Round(2, 2, 1, 0.0, 0.03, 0.1)] * 6
+    short = policy.next_window(verified)
+    # but 3 in 5 tokens come from rounds in which the cloud decoded k + 1 tokens alone,
+    # and a longer window shares each of their 100 ms round trips among more tokens
+    alone = [Round(2, 0, 0, 0.0, 0.05, 0.1, decoded=3)] * 6
+    assert policy.estimates(verified + alone).unproposed == pytest.approx(18 / 30)
+    assert policy.next_window(verified + alone) > short
+
+
 def test_acceptance_is_estimated_per_tested_token() -> None:
     policy = AdaptiveWindow(prior=CostPrior(weight=1e-9))
     # 2 accepted then a rejection, every round: p = 2 / 3, not 2 / 4 drafted
