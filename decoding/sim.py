@@ -473,8 +473,8 @@ def fit_profile(
         jitter_s: Its one-way jitter.
         source: Where the measurements come from.
         kinds: Which prompt (0, 1, ...) each record of ``rounds`` answered; given, the
-            profile keeps each prompt's acceptance (`acceptance_by_kind`) and proposal
-            rate.
+            profile keeps each prompt's acceptance (`acceptance_by_kind`) and its share
+            of tokens made without a proposal.
 
     Raises:
         ConfigError: No rounds, or no cloud-only requests.
