@@ -191,6 +191,14 @@ def measure(
     return {"cloud_only": base, "speculative": runs}
 
 
+def _drop_rounds(runs: dict[str, Any]) -> dict[str, Any]:
+    """``runs`` (from `measure`) without the per-round records, which only the profile
+    fit reads; they would swell the results JSON."""
+    for run in runs["speculative"].values():
+        del run["per_round"]
+    return runs
+
+
 def summary(outs: list[Any], seconds: float, reference: list[list[int]]) -> dict[str, Any]:
     stats = [o.decoding or {} for o in outs]
     drafted = sum(s["drafted"] for s in stats)
@@ -452,9 +460,7 @@ def main() -> None:
                 tokenizer=local,
                 label="model draft",
             )
-            for run in runs["speculative"].values():
-                del run["per_round"]
-            result["model_draft_rtt0"] = {"draft": draft_path.name, **runs}
+            result["model_draft_rtt0"] = {"draft": draft_path.name, **_drop_rounds(runs)}
             draft.close()
         target.close()
     zero = real[str(args.rtts_ms[0])]
@@ -462,8 +468,7 @@ def main() -> None:
     write_json(RUNS / "rounds_rtt0.json", {"rounds": rounds, "cloud_only": zero["cloud_only"]})
     profile = loopback_profile(served, local, len(batch))
     for runs in real.values():
-        for run in runs["speculative"].values():
-            del run["per_round"]
+        _drop_rounds(runs)
     result["real"] = real
     result["profile"] = profile.model_dump()
     write_json(args.out, result)  # the real runs are kept even if a later section fails
@@ -513,9 +518,7 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             runs = measure(
                 target, specs, batch, params, link=NetworkLink(), tokenizer=target, label=label
             )
-            for run in runs["speculative"].values():
-                del run["per_round"]
-            out[Path(model).name][label] = runs
+            out[Path(model).name][label] = _drop_rounds(runs)
     return out
 
 
@@ -530,10 +533,8 @@ def vllm_run(args: argparse.Namespace) -> dict[str, Any]:
         for policy in (FixedWindow(4), AdaptiveWindow(k_max=max(args.windows)))
     }
     runs = measure(target, specs, batch, params, link=NetworkLink(), tokenizer=local, label="vLLM")
-    for run in runs["speculative"].values():
-        del run["per_round"]
     target.close()
-    return {"url": args.vllm_url, "model": args.target, **runs}
+    return {"url": args.vllm_url, "model": args.target, **_drop_rounds(runs)}
 
 
 def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:

@@ -243,19 +243,7 @@ class AdaptiveWindow:
     def estimates(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> CostPrior:
         """The current estimates: the prior, moved by this request's rounds (acceptance)
         and by ``earlier`` rounds of the same edge followed by these (costs)."""
-        proposing = _proposing(rounds)
-        p, weights = self._weights(proposing)
-        # A round tests drafted tokens only up to the first rejection: `accepted` passes
-        # and one failure (none when all passed), the maximum-likelihood reading of a
-        # per-token acceptance rate.
-        tested = p.weight + sum(
-            w * (r.accepted + (r.accepted < r.drafted))
-            for w, r in zip(weights, proposing, strict=True)
-        )
-        passed = p.weight * p.acceptance + sum(
-            w * r.accepted for w, r in zip(weights, proposing, strict=True)
-        )
-        # The share of tokens made without a proposal belongs to the prompt too.
+        # Like acceptance, the share of tokens made without a proposal belongs to the prompt.
         p, weights = self._weights(rounds)
         made = [r.decoded or r.accepted + 1 for r in rounds]
         unproposed = (
@@ -302,7 +290,7 @@ class AdaptiveWindow:
         service = mean(prior_service, lambda r: max(r.verify_s - r.queue_s, 0.0))
         wall = mean(prior_service * c.queue_factor, lambda r: r.verify_s)
         return CostPrior(
-            acceptance=passed / tested,
+            acceptance=self._acceptance(rounds),
             draft_s=draft_s,
             verify_base_s=base,
             verify_per_token_s=per_token,
@@ -314,6 +302,22 @@ class AdaptiveWindow:
             unproposed=unproposed,
             weight=total,
         )
+
+    def _acceptance(self, rounds: Sequence[Round]) -> float:
+        """The per-token acceptance rate: the prior moved by the request's proposing
+        rounds. A round tests drafted tokens only up to the first rejection: `accepted`
+        passes and one failure (none when all passed), the maximum-likelihood reading of
+        a per-token rate."""
+        proposing = _proposing(rounds)
+        p, weights = self._weights(proposing)
+        tested = p.weight + sum(
+            w * (r.accepted + (r.accepted < r.drafted))
+            for w, r in zip(weights, proposing, strict=True)
+        )
+        passed = p.weight * p.acceptance + sum(
+            w * r.accepted for w, r in zip(weights, proposing, strict=True)
+        )
+        return passed / tested
 
     @property
     def largest(self) -> int:
@@ -357,7 +361,7 @@ class AdaptiveWindow:
             if r.drafted and (i > 0 and _copying(rounds[i - 1])) == copying
         ]
         p, weights = self._weights(proposing)
-        pooled = self.estimates(rounds).acceptance
+        pooled = self._acceptance(rounds)
         blend = p.weight + POOLED_WEIGHT
         prior = replace(
             p,

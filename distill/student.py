@@ -19,11 +19,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from relaygraph.errors import ConfigError
+from relaygraph.llm.quantize import GgufPrecision
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -47,9 +48,10 @@ _GLOBAL_TO_HF = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
 }
-Precision = Literal["f32", "f16", "q8_0"]
-"""How matrices are stored: q8_0 (8-bit blocks of 32) is about half the size of f16, the
-same bits llama.cpp's own quantizer writes; norms stay f32."""
+Precision = GgufPrecision
+"""How matrices are stored (the precisions `requantize` writes too): q8_0 (8-bit blocks
+of 32) is about half the size of f16, the same bits llama.cpp's own quantizer writes;
+norms stay f32."""
 
 
 @dataclass(frozen=True, slots=True)
