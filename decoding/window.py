@@ -20,7 +20,11 @@ starting from a prior, and picks ``k`` by that formula each round.
 
 The round trip, the draft's speed and the cloud's state outlive a request; acceptance
 belongs to the prompt. So costs are estimated over the edge's recent rounds, earlier
-requests' included, and acceptance over the request's own.
+requests' included, and acceptance over the request's own, starting from what the edge's
+earlier requests showed (their pooled acceptance, per window position, and their share
+of unproposed tokens, worth the prior's weight): one edge serves one application with
+one drafter, so its last requests are a better start for the next than a fixed guess,
+and a cold start on every request kept the window short for a request's first rounds.
 
 A shared cloud changes the sum. Its pass verifies several edges' windows together, and
 every edge waits behind the others' passes, so a window's real price is the work it adds
@@ -47,8 +51,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 
-EARLIER_ROUNDS = 8
-"""How many rounds of an edge's earlier requests its window policy is shown."""
+EARLIER_ROUNDS = 128
+"""How many rounds of an edge's earlier requests its window policy is shown (costs fade
+with ``decay`` per round; the acceptance prior pools them all)."""
 POOLED_WEIGHT = 1.0
 """Rounds of evidence the request's pooled acceptance is worth at each window position."""
 
@@ -240,9 +245,36 @@ class AdaptiveWindow:
         faded = replace(self.prior, weight=self.prior.weight * self.decay**n)
         return faded, [self.decay ** (n - 1 - i) for i in range(n)]
 
+    def informed(self, earlier: Sequence[Round]) -> AdaptiveWindow:
+        """This controller with its prior's acceptance (pooled and per position) and
+        unproposed share moved by the edge's ``earlier`` rounds, the weight unchanged:
+        the start of a new request's estimates."""
+        if not earlier:
+            return self
+        p = self.prior
+        proposing = _proposing(earlier)
+        tested = p.weight + sum(r.accepted + (r.accepted < r.drafted) for r in proposing)
+        passed = p.weight * p.acceptance + sum(r.accepted for r in proposing)
+        made = sum(r.decoded or r.accepted + 1 for r in earlier)
+        decoded = sum(r.decoded for r in earlier)
+        outcomes = [(r.drafted, r.accepted) for r in proposing]
+        return replace(
+            self,
+            prior=replace(
+                p,
+                acceptance=passed / tested,
+                position_acceptance=tuple(stand_rates(outcomes, self.k_max, prior=p)),
+                unproposed=(p.weight * p.unproposed + decoded) / (p.weight + made),
+            ),
+        )
+
     def estimates(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> CostPrior:
-        """The current estimates: the prior, moved by this request's rounds (acceptance)
-        and by ``earlier`` rounds of the same edge followed by these (costs)."""
+        """The current estimates: the prior, moved by ``earlier`` rounds of the same edge
+        (`informed`) and by this request's rounds; costs from both, recent ones weighted
+        more."""
+        return self.informed(earlier)._estimates(rounds, earlier)
+
+    def _estimates(self, rounds: Sequence[Round], earlier: Sequence[Round]) -> CostPrior:
         # Like acceptance, the share of tokens made without a proposal belongs to the prompt.
         p, weights = self._weights(rounds)
         made = [r.decoded or r.accepted + 1 for r in rounds]
@@ -258,9 +290,8 @@ class AdaptiveWindow:
                 for r, w in zip(solo, weights, strict=True)
             ],
             (self.k_min + 1, self.k_max + 1),
-            c.decode_base_s,
-            c.decode_per_token_s,
-            c.weight,
+            (c.decode_base_s, c.decode_per_token_s),
+            (c.weight, self.prior.weight),
         )
         # Costs of verification: rounds in which the target decoded alone time its decoding.
         seen = [r for r in (*earlier, *rounds) if not r.decoded]
@@ -282,9 +313,8 @@ class AdaptiveWindow:
                 for r, w in zip(seen, weights, strict=True)
             ],
             (self.k_min, self.k_max),
-            c.verify_base_s,
-            c.verify_per_token_s,
-            c.weight,
+            (c.verify_base_s, c.verify_per_token_s),
+            (c.weight, self.prior.weight),
         )
         prior_service = c.verify_base_s + c.verify_per_token_s * self.k_min
         service = mean(prior_service, lambda r: max(r.verify_s - r.queue_s, 0.0))
@@ -324,8 +354,9 @@ class AdaptiveWindow:
         return self.k_max
 
     def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
-        e = self.estimates(rounds, earlier)
-        rates = self.position_acceptance(rounds)
+        informed = self.informed(earlier)
+        e = informed._estimates(rounds, earlier)
+        rates = informed._position_acceptance(rounds)
 
         def seconds_per_token(k: int) -> float:
             # A share of the tokens comes from rounds that verify a proposal, the rest from
@@ -337,9 +368,12 @@ class AdaptiveWindow:
 
         return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
 
-    def position_acceptance(self, rounds: Sequence[Round]) -> list[float]:
+    def position_acceptance(
+        self, rounds: Sequence[Round], earlier: Sequence[Round] = ()
+    ) -> list[float]:
         """For each position j of a window, the chance that its drafted token stands given
-        that the ones before it did (`stand_rates`). Equal at every j under i.i.d.
+        that the ones before it did (`stand_rates`), from the request's ``rounds`` and a
+        prior `informed` by the edge's ``earlier`` ones. Equal at every j under i.i.d.
         acceptance; prompt lookup's first guesses are better than its later ones, which
         a single rate would misjudge.
 
@@ -354,6 +388,9 @@ class AdaptiveWindow:
         and one after a rejection or a round with nothing proposed usually does not.
         Pooling the two would shorten the windows that copying stretches pay for.
         """
+        return self.informed(earlier)._position_acceptance(rounds)
+
+    def _position_acceptance(self, rounds: Sequence[Round]) -> list[float]:
         copying = _copying(rounds[-1]) if rounds else False
         proposing = [
             r
@@ -378,27 +415,35 @@ class AdaptiveWindow:
 def _line(
     points: list[tuple[float, float, float]],
     anchors: tuple[int, int],
-    prior_base: float,
-    prior_slope: float,
-    prior_weight: float,
+    prior: tuple[float, float],
+    prior_weights: tuple[float, float],
 ) -> tuple[float, float]:
-    """Seconds as base + per_token * t from (t, seconds, weight) points: weighted least
-    squares, with the prior's line as ``prior_weight`` pseudo-points at the two
-    ``anchors`` (so one size alone cannot make the slope up). A verification pass over t
-    tokens, or a round in which the target decodes t tokens alone; queueing left out."""
-    points = [
-        *points,
-        *((float(t), prior_base + prior_slope * t, prior_weight / 2) for t in anchors),
-    ]
-    w_sum = sum(w for _, _, w in points)
-    x_mean = sum(w * x for x, _, w in points) / w_sum
-    y_mean = sum(w * y for _, y, w in points) / w_sum
-    spread = sum(w * (x - x_mean) ** 2 for x, _, w in points)
-    if spread == 0:
-        return y_mean, 0.0
-    slope = sum(w * (x - x_mean) * (y - y_mean) for x, y, w in points) / spread
-    slope = max(slope, 0.0)  # more tokens never cost less
-    return max(y_mean - slope * x_mean, 0.0), slope
+    """Seconds as base + per_token * t from (t, seconds, weight) points: a verification
+    pass over t tokens, or a round in which the target decodes t tokens alone (queueing
+    left out). ``prior`` is a (base, per_token) line.
+
+    The slope, what a token adds (the model and the hardware), shows only across rounds
+    of several sizes, which a few recent rounds rarely span: it is fitted over all points
+    alike by least squares, with the prior's line as ``prior_weights[1]`` pseudo-points
+    at the two ``anchors``. The level moves with the load: it is the weighted mean of
+    ``seconds - slope * t``, the prior's worth ``prior_weights[0]``. Fitting both from
+    recent rounds made the slope noise (0 ms of base and 10 ms a token, where 39 ms and
+    3 ms were true), and the window with it.
+    """
+    prior_base, prior_slope = prior
+    level_prior, slope_prior = prior_weights
+    pseudo = [(float(t), prior_base + prior_slope * t, slope_prior / 2) for t in anchors]
+    alike = [*((t, y, 1.0) for t, y, _ in points), *pseudo]
+    w_sum = sum(w for _, _, w in alike)
+    x_mean = sum(w * x for x, _, w in alike) / w_sum
+    y_mean = sum(w * y for _, y, w in alike) / w_sum
+    spread = sum(w * (x - x_mean) ** 2 for x, _, w in alike)
+    slope = 0.0
+    if spread > 0:
+        slope = sum(w * (x - x_mean) * (y - y_mean) for x, y, w in alike) / spread
+        slope = max(slope, 0.0)  # more tokens never cost less
+    level = level_prior * prior_base + sum(w * (y - slope * t) for t, y, w in points)
+    return max(level / (level_prior + sum(w for _, _, w in points)), 0.0), slope
 
 
 def _proposing(rounds: Sequence[Round]) -> list[Round]:

@@ -166,9 +166,35 @@ def test_a_congested_cloud_shortens_the_window_instead_of_lengthening_it() -> No
     assert shared == 1
 
 
-def test_earlier_requests_inform_costs_but_not_acceptance() -> None:
+def test_earlier_requests_set_costs_and_where_acceptance_starts() -> None:
     policy = AdaptiveWindow(k_max=8, prior=CostPrior(acceptance=0.7, weight=1.0))
     earlier = rounds(8, k=4, accepted=0, draft_s=0.002, verify_s=0.02, rtt_s=0.2)
     fresh = policy.estimates([], earlier)
     assert fresh.rtt_s > 0.15  # the link was slow a moment ago, and still is
-    assert fresh.acceptance == pytest.approx(0.7)  # a new prompt: back to the prior
+    assert fresh.acceptance < 0.1  # this edge's drafts have been failing
+    assert policy.position_acceptance([], earlier)[0] < 0.1
+    assert policy.next_window([], earlier) == 1
+    # the prompt is new, though: a few rounds of its own outweigh the edge's history
+    copying = rounds(3, k=4, accepted=4, draft_s=0.002, verify_s=0.02, rtt_s=0.2)
+    assert policy.estimates(copying, earlier).acceptance > 0.8
+    assert policy.next_window(copying, earlier) > 4
+
+
+def test_a_fresh_edge_starts_from_the_prior() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(acceptance=0.7, weight=1.0))
+    assert policy.informed([]) is policy
+    assert policy.estimates([]).acceptance == pytest.approx(0.7)
+
+
+def test_the_verification_slope_is_learned_from_all_window_sizes() -> None:
+    # windows of 2 and 8 earlier, then 7s and 8s whose noise happens to rise with k: the
+    # slope keeps what the spread showed, not the recent rounds' 13 ms a token
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1.0))
+    line = [Round(k, k, k, 0.0, 0.039 + 0.0032 * k, 0.0) for k in (2, 8) * 5]
+    recent = [
+        Round(k, k, k, 0.0, 0.039 + 0.0032 * k + noise, 0.0)
+        for k, noise in ((7, -0.005), (8, 0.005)) * 4
+    ]
+    estimate = policy.estimates(recent, line)
+    assert estimate.verify_per_token_s == pytest.approx(0.0032, abs=0.001)
+    assert estimate.verify_base_s == pytest.approx(0.039, abs=0.006)
