@@ -25,7 +25,9 @@ measures both files.
 2. profile: fitted from the real runs (acceptance, draft, verification line, prefill,
    decode step split by a batched step measured in process) and saved as JSON.
 3. validation: the simulator, fed that profile, predicts each real configuration's
-   speedup (E=1, C=1, the measured answer lengths); error per configuration.
+   speedup (E=1, C=1, the measured answer lengths); error per configuration. Replay:
+   every window policy run exactly and offline on the target's own greedy answers, each
+   round priced by the profile (the policies' choices without timing noise).
 4. sweeps (simulated): fleets of 1-64 edges on one cloud, RTT 0/10/50 ms, fixed windows
    and AWC, with the measured CPU profile and an assumed GPU-cloud profile (verifying k
    tokens costs about one decode step; labelled as an assumption in the JSON).
@@ -52,6 +54,7 @@ import argparse
 import json
 import random
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, get_args
 
@@ -72,7 +75,7 @@ from relaygraph.decoding import (
     WindowPolicy,
 )
 from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
-from relaygraph.decoding.window import CostPrior
+from relaygraph.decoding.window import EARLIER_ROUNDS, CostPrior, Round
 from relaygraph.eval.hotpotqa import load_hotpotqa
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.catalog import packaged_model
@@ -570,9 +573,78 @@ def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:
     )
 
 
+def replay(args: argparse.Namespace, profile: LatencyProfile) -> dict[str, dict[str, float]]:
+    """Per RTT, each window policy's speedup over cloud-only, replayed exactly and offline:
+    prompt lookup against the target's own greedy answers (so what it proposes and how
+    much of it stands are determined), each round priced by ``profile``'s lines. No
+    timing noise and no machine load: the policies' choices alone, as in `measure` (the
+    spare prompt first, untimed)."""
+    target = LocalLLM.load(target_file(args))
+    batch, spare = prompts(args.prompts)
+    params = GenerationParams(max_tokens=args.max_tokens)
+    answers = [
+        (target.encode(p), target.complete(p, params).choices[0].token_ids) for p in (spare, *batch)
+    ]
+    step = profile.decode_base_s + profile.decode_per_seq_s
+    out = {}
+    for rtt_ms in args.rtts_ms:
+        rtt = rtt_ms / 1000
+        cloud_only = sum(rtt + step * len(answer) for _, answer in answers[1:])
+        out[str(rtt_ms)] = {
+            policy.name: round(
+                cloud_only / _replayed(policy, answers, profile, rtt, target.end_token_ids), 4
+            )
+            for policy in policies(args.windows)
+        }
+    return out
+
+
+def _replayed(
+    policy: WindowPolicy,
+    answers: list[tuple[list[int], list[int]]],
+    profile: LatencyProfile,
+    rtt_s: float,
+    ends: frozenset[int],
+) -> float:
+    """Seconds ``policy`` takes over ``answers[1:]`` (prompt and answer ids), having served
+    ``answers[0]`` first; rounds as `SpeculativeLLM` makes them against a remote target."""
+    greedy, rng = GenerationParams(temperature=0.0), np.random.default_rng(0)
+    step = profile.decode_base_s + profile.decode_per_seq_s
+    earlier: deque[Round] = deque(maxlen=EARLIER_ROUNDS)
+    seconds = 0.0
+    for i, (prompt, answer) in enumerate(answers):
+        ids, made, rounds = list(prompt), 0, []
+        while made < len(answer):
+            room = len(answer) - made
+            k = min(policy.next_window(rounds, tuple(earlier)), room)
+            drafted = DRAFTER.propose(ids, k, greedy, rng, ends).ids
+            if drafted:
+                stood = next(
+                    (j for j, t in enumerate(drafted)
+                     if made + j >= len(answer) or t != answer[made + j]),
+                    len(drafted),
+                )  # fmt: skip
+                new = min(stood + 1, room)
+                verify_s = profile.verify_base_s + profile.verify_per_token_s * len(drafted)
+                draft_s = profile.draft_per_token_s * len(drafted)
+                done = Round(k, len(drafted), stood, draft_s, verify_s, rtt_s)
+            else:  # the cloud decodes the window's k + 1 tokens itself
+                new = min(k + 1, room)
+                done = Round(k, 0, 0, 0.0, profile.solo_overhead_s + step * new, rtt_s, decoded=new)
+            rounds.append(done)
+            ids.extend(answer[made : made + new])
+            made += new
+            if i:
+                seconds += done.draft_s + done.verify_s + done.network_s
+        earlier.extend(rounds)
+    return seconds
+
+
 def finish(result: dict[str, Any], profile: LatencyProfile, args: argparse.Namespace) -> None:
-    """Validation, sweeps, JSON and plot, from the real runs and their profile."""
+    """Validation, the exact replay, sweeps, JSON and plot, from the real runs and their
+    profile."""
     result["validation"] = validate(profile, result["real"], args.windows)
+    result["replay"] = replay(args, profile)
     gpu = gpu_shaped(profile)
     result["sweeps"] = sweeps(
         {"cpu-measured": profile, "gpu-assumed": gpu}, args.windows, args.requests
