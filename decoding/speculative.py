@@ -141,6 +141,8 @@ class _Request:
     params: GenerationParams
     rng: np.random.Generator
     link_rng: random.Random
+    earlier: tuple[Round, ...]
+    """The edge's rounds before this request (they change only when a request ends)."""
     rounds: list[Round] = field(default_factory=list)
     target_calls: int = 0
     fallback: str = ""
@@ -280,6 +282,7 @@ class SpeculativeLLM(BaseLLM):
             params=params,
             rng=np.random.default_rng(params.seed),
             link_rng=random.Random(self.link.seed if params.seed is None else params.seed),
+            earlier=tuple(self._earlier),
         )
         exact = params.temperature == 0 or isinstance(self.target, FullDistribution)
         verification = "greedy" if params.temperature == 0 else "sampling"
@@ -313,7 +316,7 @@ class SpeculativeLLM(BaseLLM):
 
     def _round(self, request: _Request, room: int, *, exact: bool) -> list[int]:
         """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
-        k = self.window.next_window(request.rounds, tuple(self._earlier))
+        k = self.window.next_window(request.rounds, request.earlier)
         if k < 1:
             raise ConfigError(
                 f"window policy {self.window.name} asked for {k} tokens", parameter="window"

@@ -253,18 +253,14 @@ class AdaptiveWindow:
             return self
         p = self.prior
         proposing = _proposing(earlier)
-        tested = p.weight + sum(r.accepted + (r.accepted < r.drafted) for r in proposing)
-        passed = p.weight * p.acceptance + sum(r.accepted for r in proposing)
-        made = sum(r.decoded or r.accepted + 1 for r in earlier)
-        decoded = sum(r.decoded for r in earlier)
         outcomes = [(r.drafted, r.accepted) for r in proposing]
         return replace(
             self,
             prior=replace(
                 p,
-                acceptance=passed / tested,
+                acceptance=_acceptance_rate(proposing, [1.0] * len(proposing), p),
                 position_acceptance=tuple(stand_rates(outcomes, self.k_max, prior=p)),
-                unproposed=(p.weight * p.unproposed + decoded) / (p.weight + made),
+                unproposed=_unproposed_share(earlier, [1.0] * len(earlier), p),
             ),
         )
 
@@ -277,11 +273,7 @@ class AdaptiveWindow:
     def _estimates(self, rounds: Sequence[Round], earlier: Sequence[Round]) -> CostPrior:
         # Like acceptance, the share of tokens made without a proposal belongs to the prompt.
         p, weights = self._weights(rounds)
-        made = [r.decoded or r.accepted + 1 for r in rounds]
-        unproposed = (
-            p.weight * p.unproposed
-            + sum(w * n for w, n, r in zip(weights, made, rounds, strict=True) if r.decoded)
-        ) / (p.weight + sum(w * n for w, n in zip(weights, made, strict=True)))
+        unproposed = _unproposed_share(rounds, weights, p)
         solo = [r for r in (*earlier, *rounds) if r.decoded]
         c, weights = self._weights(solo)
         decode_base, decode_per_token = _line(
@@ -335,19 +327,10 @@ class AdaptiveWindow:
 
     def _acceptance(self, rounds: Sequence[Round]) -> float:
         """The per-token acceptance rate: the prior moved by the request's proposing
-        rounds. A round tests drafted tokens only up to the first rejection: `accepted`
-        passes and one failure (none when all passed), the maximum-likelihood reading of
-        a per-token rate."""
+        rounds, recent ones weighted more."""
         proposing = _proposing(rounds)
         p, weights = self._weights(proposing)
-        tested = p.weight + sum(
-            w * (r.accepted + (r.accepted < r.drafted))
-            for w, r in zip(weights, proposing, strict=True)
-        )
-        passed = p.weight * p.acceptance + sum(
-            w * r.accepted for w, r in zip(weights, proposing, strict=True)
-        )
-        return passed / tested
+        return _acceptance_rate(proposing, weights, p)
 
     @property
     def largest(self) -> int:
@@ -444,6 +427,28 @@ def _line(
         slope = max(slope, 0.0)  # more tokens never cost less
     level = level_prior * prior_base + sum(w * (y - slope * t) for t, y, w in points)
     return max(level / (level_prior + sum(w for _, _, w in points)), 0.0), slope
+
+
+def _acceptance_rate(
+    proposing: Sequence[Round], weights: Sequence[float], prior: CostPrior
+) -> float:
+    """Per-token acceptance over weighted ``proposing`` rounds, the prior's rate worth
+    ``prior.weight`` tested tokens. A round tests drafted tokens only up to the first
+    rejection: `accepted` passes and one failure (none when all passed), the
+    maximum-likelihood reading of a per-token rate."""
+    pairs = list(zip(weights, proposing, strict=True))
+    tested = prior.weight + sum(w * (r.accepted + (r.accepted < r.drafted)) for w, r in pairs)
+    passed = prior.weight * prior.acceptance + sum(w * r.accepted for w, r in pairs)
+    return passed / tested
+
+
+def _unproposed_share(rounds: Sequence[Round], weights: Sequence[float], prior: CostPrior) -> float:
+    """The share of weighted ``rounds``' tokens made without a proposal, the prior's share
+    worth ``prior.weight`` tokens."""
+    pairs = list(zip(weights, rounds, strict=True))
+    decoded = sum(w * r.decoded for w, r in pairs)
+    made = sum(w * (r.decoded or r.accepted + 1) for w, r in pairs)
+    return (prior.weight * prior.unproposed + decoded) / (prior.weight + made)
 
 
 def _proposing(rounds: Sequence[Round]) -> list[Round]:
