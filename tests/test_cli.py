@@ -60,8 +60,10 @@ def test_generate_raw_completion_on_gemma() -> None:
         "--raw",
         "-m",
         "gemma3-270m",
+        # Room for "The capital of France is Paris.": which phrasing the 4-bit model
+        # picks first depends on the CPU's kernels (AVX-512 machines start that way).
         "--max-tokens",
-        "4",
+        "12",
         "--stop",
         "\n",
     )
