@@ -45,6 +45,7 @@ def requantize(source: str | Path, out: str | Path, precision: GgufPrecision) ->
             f"precision must be one of {', '.join(_FILE_TYPES)}, not {precision!r}",
             parameter="precision",
         )
+    target.parent.mkdir(parents=True, exist_ok=True)  # llama.cpp only says "status 1"
     init_backend()
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = _FILE_TYPES[precision]

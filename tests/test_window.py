@@ -198,3 +198,33 @@ def test_the_verification_slope_is_learned_from_all_window_sizes() -> None:
     estimate = policy.estimates(recent, line)
     assert estimate.verify_per_token_s == pytest.approx(0.0032, abs=0.001)
     assert estimate.verify_base_s == pytest.approx(0.039, abs=0.006)
+
+
+def test_steps_with_nothing_proposed_price_neither_drafting_nor_verification() -> None:
+    # in process, a round the drafter had nothing for is one target step (12 ms), a
+    # different pass from verifying 1-8 drafted tokens (24 ms + 2 ms a token)
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1e-9))
+    verified = [Round(8, k, k, 0.0001 * k, 0.024 + 0.002 * k, 0.0) for k in (1, 4, 8, 2, 6)]
+    steps = [Round(8, 0, 0, 0.0001, 0.012, 0.0)] * 20
+    before, after = policy.estimates(verified), policy.estimates(verified + steps)
+    assert after.draft_s == pytest.approx(before.draft_s) == pytest.approx(0.0001)
+    assert after.verify_per_token_s == pytest.approx(0.002)
+    assert after.verify_base_s == pytest.approx(before.verify_base_s)
+    assert policy.next_window(verified + steps) == 8
+
+
+def test_an_edges_earlier_rounds_price_a_round_as_its_own_older_ones_would() -> None:
+    # costs are summed over the earlier rounds once per request and carried on; the
+    # result must be the estimate over all the rounds in one sequence
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=2.0), decay=0.8)
+    earlier = [
+        Round(k, k, k // 2, 0.001 * k, 0.03 + 0.003 * k + 0.001 * (k % 3), 0.01 * (k % 2))
+        for k in (1, 8, 3, 5, 8, 2, 7)
+    ] + [Round(4, 0, 0, 0.0, 0.08, 0.01, decoded=5), Round(2, 0, 0, 0.0, 0.05, 0.0, decoded=3)]
+    now = [Round(6, 6, 3, 0.006, 0.05, 0.02, queue_s=0.01, shared_tokens=4)] * 3 + [
+        Round(4, 0, 0, 0.0, 0.07, 0.02, decoded=4)
+    ]
+    carried, whole = policy.estimates(now, earlier), policy.estimates([*earlier, *now])
+    for cost in ("draft_s", "verify_base_s", "verify_per_token_s", "rtt_s", "queue_factor",
+                 "load", "decode_base_s", "decode_per_token_s", "weight"):  # fmt: skip
+        assert getattr(carried, cost) == pytest.approx(getattr(whole, cost), rel=1e-9), cost
