@@ -427,6 +427,7 @@ def main() -> None:
         finish(result, profile, args)
         return
 
+    earlier_vllm = kept_vllm(args.out)
     params = GenerationParams(max_tokens=args.max_tokens)
     workload = prompts(args.prompts)
     served = target_file(args)
@@ -489,7 +490,21 @@ def main() -> None:
     result["profile"] = profile.model_dump()
     write_json(args.out, result)  # the real runs are kept even if a later section fails
     result["in_process"] = in_process(args)
+    if earlier_vllm is not None:
+        result["vllm_rtt0"] = earlier_vllm
     finish(result, profile, args)
+
+
+def kept_vllm(out: Path) -> dict[str, Any] | None:
+    """The vLLM section of the results at ``out``, if any, with the machine it ran on: a
+    full run does not measure it (that needs a vLLM server, ``--vllm-only``), and should
+    not drop it."""
+    if not out.exists():
+        return None
+    earlier = json.loads(out.read_text())
+    if "vllm_rtt0" not in earlier:
+        return None
+    return {"machine": earlier.get("machine"), **earlier["vllm_rtt0"]}
 
 
 def loopback_profile(served: str, local: LocalLLM, prompts: int) -> LatencyProfile:
