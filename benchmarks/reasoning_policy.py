@@ -8,7 +8,9 @@ Stages (each resumable; ``--only`` runs one):
    (act on the proposal; reason with SmolLM2; reason with Gemma-3-270M) produces its
    own, and every distinct command is followed, so the book holds each episode's whole
    tree. ``valid_train`` games train, ``valid_seen`` games tune, ``valid_unseen`` games
-   report. Book: runs/reasoning/book.jsonl.
+   report. Book: benchmarks/data/reasoning_book.jsonl, kept in the repository: recording
+   it takes hours of model calls (about 1.3 episodes a minute here), longer than one
+   sitting, and every later stage replays it.
 2. ``policy``: the this-cpu profile fitted to the recorded calls, then for each profile
    and lambda: a REINFORCE policy trained on the training episodes (checkpoint chosen on
    the tuning episodes), and it and every baseline replayed on the report episodes.
@@ -18,7 +20,7 @@ latency per profile and lambda) and reasoning_policy_curves.png (learning curves
 
 Usage:
     python benchmarks/reasoning_policy.py [--only record|policy] [--train-games 40]
-        [--tune-games 6] [--report-games 24]
+        [--tune-games 16] [--report-games 24] [--book PATH] [--runs DIR]
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ if TYPE_CHECKING:
     from relaygraph.routing.reasoning.record import EpisodeSpec
 
 RUNS = Path("runs/reasoning")
+BOOK = Path(__file__).resolve().parent / "data" / "reasoning_book.jsonl"
 SMALL, LARGE = "smollm2-135m", "gemma3-270m"
 REMAINING = (1, 2)
 """Expert commands left when the agent takes over; with 3, no module won in a probe."""
@@ -72,7 +75,8 @@ PROFILE_FILE = Path(__file__).resolve().parents[1] / "routing/reasoning/profiles
 
 
 def record(args: argparse.Namespace) -> StateBook:
-    book = StateBook(args.runs / "book.jsonl")
+    args.book.parent.mkdir(parents=True, exist_ok=True)
+    book = StateBook(args.book)
     recorder = Recorder(AlfworldModules(SPACE), book)
     splits = [
         [(game, remaining) for game in spread(load_games(split), count) for remaining in REMAINING]
@@ -108,7 +112,7 @@ def dominators(point: dict[str, float], others: list[dict[str, Any]]) -> list[st
 
 
 def policy(args: argparse.Namespace) -> None:
-    book = StateBook(args.runs / "book.jsonl")
+    book = StateBook(args.book)
     splits = {
         name: book.playable(split)
         for name, split in (
@@ -229,11 +233,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("record", "policy"))
     parser.add_argument("--train-games", type=int, default=40)
-    parser.add_argument("--tune-games", type=int, default=6)
+    parser.add_argument("--tune-games", type=int, default=16)
     parser.add_argument("--report-games", type=int, default=24)
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--dims", type=int, default=8)
-    parser.add_argument("--runs", type=Path, default=RUNS, help="where the book and policies go")
+    parser.add_argument("--book", type=Path, default=BOOK, help="the recorded episodes")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="where the policies go")
     args = parser.parse_args()
     if args.only in (None, "record"):
         record(args)
