@@ -34,7 +34,9 @@ measures both files.
 5. in process (``--in-process-only`` runs just this and adds it to the JSON): the target
    in this process, no HTTP and no link, so verification costs only the target's pass;
    speculative vs the target's own decoding of the same prompts, with the prompt-lookup
-   draft and, where one was trained (benchmarks/distillation.py), the distilled student.
+   draft and, where one was trained (benchmarks/distillation.py), the distilled student;
+   and the exact replay of prompt lookup, its rounds priced by a line fitted to the
+   run's own (`Prices.local`).
 6. vLLM (``--vllm-url URL`` with ``--vllm-only``; added to the JSON): a running vLLM
    server serving the target (``relaygraph export`` writes it as a folder vLLM loads) as
    the cloud, RTT 0, prompt lookup, over the first ``--vllm-prompts`` prompts: cloud-only
@@ -55,6 +57,7 @@ import json
 import random
 import time
 from collections import deque
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -549,6 +552,12 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
             runs = measure(
                 target, specs, workload, params, link=NetworkLink(), tokenizer=target, label=label
             )
+            if draft is DRAFTER:  # determined proposals: replayable
+                prices = Prices.local(runs)
+                runs["prices"] = asdict(prices)
+                runs["replay"] = replay(
+                    greedy_answers(target, args), prices, [0], args.windows, target.end_token_ids
+                )["0"]
             out[Path(model).name][label] = _drop_rounds(runs)
     return out
 
@@ -588,28 +597,96 @@ def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:
     )
 
 
-def replay(args: argparse.Namespace, profile: LatencyProfile) -> dict[str, dict[str, float]]:
-    """Per RTT, each window policy's speedup over cloud-only, replayed exactly and offline:
-    prompt lookup against the target's own greedy answers (so what it proposes and how
-    much of it stands are determined), each round priced by ``profile``'s lines. No
-    timing noise and no machine load: the policies' choices alone, as in `measure` (the
-    spare prompt first, untimed)."""
-    target = LocalLLM.load(target_file(args))
+@dataclass(frozen=True)
+class Prices:
+    """What the replay charges for a round.
+
+    Attributes:
+        draft_per_token_s: Drafting, per drafted token.
+        verify_base_s: A verification pass, fixed part.
+        verify_per_token_s: Each drafted token it verifies.
+        own_token_s: A token of the target's own decoding (the baseline's rate; over a
+            link also the rate of a round the cloud decodes alone).
+        alone_base_s: Over a link, the fixed part of a round the cloud decodes alone.
+        in_process: The target is in process: a round without a proposal is one step of
+            ``step_s`` that yields one token (not a decode of the window's k + 1).
+        step_s: That step.
+    """
+
+    draft_per_token_s: float
+    verify_base_s: float
+    verify_per_token_s: float
+    own_token_s: float
+    alone_base_s: float = 0.0
+    in_process: bool = False
+    step_s: float = 0.0
+
+    @classmethod
+    def remote(cls, profile: LatencyProfile) -> Prices:
+        """The fitted deployment profile's prices (a worker over a link)."""
+        return cls(
+            draft_per_token_s=profile.draft_per_token_s,
+            verify_base_s=profile.verify_base_s,
+            verify_per_token_s=profile.verify_per_token_s,
+            own_token_s=profile.decode_base_s + profile.decode_per_seq_s,
+            alone_base_s=profile.solo_overhead_s,
+        )
+
+    @classmethod
+    def local(cls, runs: dict[str, Any]) -> Prices:
+        """Prices fitted to an in-process `measure` (its per-round records): the
+        verification line by least squares over rounds that drafted, the step as the
+        mean of those that did not, the baseline's rate from the target's own decoding."""
+        rounds = [
+            (drafted, verify_s, draft_s)
+            for run in runs["speculative"].values()
+            for request in run["per_round"]
+            for drafted, verify_s, draft_s in zip(
+                request["drafted"], request["verify_s"], request["draft_s"], strict=True
+            )
+        ]
+        passes = np.array([(d, v, t) for d, v, t in rounds if d])
+        slope, base = np.polyfit(passes[:, 0], passes[:, 1], 1)
+        cloud_only = runs["cloud_only"]
+        return cls(
+            draft_per_token_s=float(passes[:, 2].sum() / passes[:, 0].sum()),
+            verify_base_s=float(base),
+            verify_per_token_s=float(slope),
+            own_token_s=cloud_only["seconds"] / sum(cloud_only["lengths"]),
+            in_process=True,
+            step_s=float(np.mean([v for d, v, _ in rounds if not d])),
+        )
+
+
+def greedy_answers(target: LocalLLM, args: argparse.Namespace) -> list[tuple[list[int], list[int]]]:
+    """Prompt and answer ids of the spare prompt, then the batch: the target's own greedy
+    decoding, which a lossless speculative decoder reproduces."""
     batch, spare = prompts(args.prompts)
     params = GenerationParams(max_tokens=args.max_tokens)
-    answers = [
+    return [
         (target.encode(p), target.complete(p, params).choices[0].token_ids) for p in (spare, *batch)
     ]
-    step = profile.decode_base_s + profile.decode_per_seq_s
+
+
+def replay(
+    answers: list[tuple[list[int], list[int]]],
+    prices: Prices,
+    rtts_ms: list[int],
+    windows: list[int],
+    ends: frozenset[int],
+) -> dict[str, dict[str, float]]:
+    """Per RTT, each window policy's speedup over the target's own decoding, replayed
+    exactly and offline: prompt lookup against the target's own greedy ``answers`` (so
+    what it proposes and how much of it stands are determined), each round charged
+    ``prices``. No timing noise and no machine load: the policies' choices alone, as in
+    `measure` (the spare prompt first, untimed)."""
     out = {}
-    for rtt_ms in args.rtts_ms:
+    for rtt_ms in rtts_ms:
         rtt = rtt_ms / 1000
-        cloud_only = sum(rtt + step * len(answer) for _, answer in answers[1:])
+        own = sum(rtt + prices.own_token_s * len(answer) for _, answer in answers[1:])
         out[str(rtt_ms)] = {
-            policy.name: round(
-                cloud_only / _replayed(policy, answers, profile, rtt, target.end_token_ids), 4
-            )
-            for policy in policies(args.windows)
+            policy.name: round(own / _replayed(policy, answers, prices, rtt, ends), 4)
+            for policy in policies(windows)
         }
     return out
 
@@ -617,21 +694,21 @@ def replay(args: argparse.Namespace, profile: LatencyProfile) -> dict[str, dict[
 def _replayed(
     policy: WindowPolicy,
     answers: list[tuple[list[int], list[int]]],
-    profile: LatencyProfile,
+    prices: Prices,
     rtt_s: float,
     ends: frozenset[int],
 ) -> float:
     """Seconds ``policy`` takes over ``answers[1:]`` (prompt and answer ids), having served
-    ``answers[0]`` first; rounds as `SpeculativeLLM` makes them against a remote target."""
+    ``answers[0]`` first; rounds as `SpeculativeLLM` makes them."""
     greedy, rng = GenerationParams(temperature=0.0), np.random.default_rng(0)
-    step = profile.decode_base_s + profile.decode_per_seq_s
     earlier: deque[Round] = deque(maxlen=EARLIER_ROUNDS)
     seconds = 0.0
     for i, (prompt, answer) in enumerate(answers):
         ids, made, rounds = list(prompt), 0, []
+        history = tuple(earlier)
         while made < len(answer):
             room = len(answer) - made
-            k = min(policy.next_window(rounds, tuple(earlier)), room)
+            k = min(policy.next_window(rounds, history), room)
             drafted = DRAFTER.propose(ids, k, greedy, rng, ends).ids
             if drafted:
                 stood = next(
@@ -640,12 +717,16 @@ def _replayed(
                     len(drafted),
                 )  # fmt: skip
                 new = min(stood + 1, room)
-                verify_s = profile.verify_base_s + profile.verify_per_token_s * len(drafted)
-                draft_s = profile.draft_per_token_s * len(drafted)
+                verify_s = prices.verify_base_s + prices.verify_per_token_s * len(drafted)
+                draft_s = prices.draft_per_token_s * len(drafted)
                 done = Round(k, len(drafted), stood, draft_s, verify_s, rtt_s)
+            elif prices.in_process:  # one step of the target: its next token
+                new = 1
+                done = Round(k, 0, 0, 0.0, prices.step_s, 0.0)
             else:  # the cloud decodes the window's k + 1 tokens itself
                 new = min(k + 1, room)
-                done = Round(k, 0, 0, 0.0, profile.solo_overhead_s + step * new, rtt_s, decoded=new)
+                alone_s = prices.alone_base_s + prices.own_token_s * new
+                done = Round(k, 0, 0, 0.0, alone_s, rtt_s, decoded=new)
             rounds.append(done)
             ids.extend(answer[made : made + new])
             made += new
@@ -659,7 +740,11 @@ def finish(result: dict[str, Any], profile: LatencyProfile, args: argparse.Names
     """Validation, the exact replay, sweeps, JSON and plot, from the real runs and their
     profile."""
     result["validation"] = validate(profile, result["real"], args.windows)
-    result["replay"] = replay(args, profile)
+    target = LocalLLM.load(target_file(args))
+    answers = greedy_answers(target, args)
+    result["replay"] = replay(
+        answers, Prices.remote(profile), args.rtts_ms, args.windows, target.end_token_ids
+    )
     gpu = gpu_shaped(profile)
     result["sweeps"] = sweeps(
         {"cpu-measured": profile, "gpu-assumed": gpu}, args.windows, args.requests

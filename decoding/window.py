@@ -278,7 +278,7 @@ class AdaptiveWindow:
         # Like acceptance, the share of tokens made without a proposal belongs to the prompt.
         p, weights = self._weights(rounds)
         unproposed = _unproposed_share(rounds, weights, p)
-        solo = start.solo.then(_Line.solo(self._decoded(rounds), self.decay), self.decay)
+        solo = start.solo.then(_Line.solo(_decoded(rounds), self.decay), self.decay)
         c = self._faded(solo.count)
         decode_base, decode_per_token = _line(
             solo,
@@ -316,11 +316,6 @@ class AdaptiveWindow:
             unproposed=unproposed,
             weight=total,
         )
-
-    @staticmethod
-    def _decoded(rounds: Sequence[Round]) -> list[Round]:
-        """The rounds in which the target decoded alone: they time its decoding."""
-        return [r for r in rounds if r.decoded]
 
     def _acceptance(self, rounds: Sequence[Round]) -> float:
         """The per-token acceptance rate: the prior moved by the request's proposing
@@ -514,7 +509,7 @@ def _edge_start(policy: AdaptiveWindow, earlier: tuple[Round, ...]) -> _EdgeStar
     return _EdgeStart(
         policy=policy.informed(earlier),
         costs=_Costs.of(_proposing(earlier), policy.decay),
-        solo=_Line.solo(AdaptiveWindow._decoded(earlier), policy.decay),
+        solo=_Line.solo(_decoded(earlier), policy.decay),
     )
 
 
@@ -586,6 +581,11 @@ def _proposing(rounds: Sequence[Round]) -> list[Round]:
     only they age its evidence (a stretch of rounds where prompt lookup found nothing to
     copy should not wipe out what the copied stretch before it showed)."""
     return [r for r in rounds if r.drafted]
+
+
+def _decoded(rounds: Sequence[Round]) -> list[Round]:
+    """The rounds in which the target decoded alone: they time its decoding."""
+    return [r for r in rounds if r.decoded]
 
 
 def _copying(last: Round) -> bool:
