@@ -293,7 +293,7 @@ class AdaptiveWindow:
         # steps read 3.7 ms a token where a drafted token added 2.2.
         costs = start.costs.then(_Costs.of(_proposing(rounds), self.decay), self.decay)
         c = self._faded(costs.line.count)
-        total = c.weight + costs.weight
+        total = c.weight + costs.line.weight
         base, per_token = _line(
             costs.line,
             (self.k_min, self.k_max),
@@ -444,10 +444,10 @@ class _Line:
 @dataclass(frozen=True, slots=True)
 class _Costs:
     """Weighted sums over rounds that drafted (recent rounds weigh more): what drafting,
-    the round trip and the cloud's queue cost, and the verification line. Like `_Line`,
-    an older run's sums combine with a newer one's (`then`)."""
+    the round trip and the cloud's queue cost, and the verification line (whose
+    ``weight`` is the rounds' total weight). Like `_Line`, an older run's sums combine
+    with a newer one's (`then`)."""
 
-    weight: float = 0.0
     drafted: float = 0.0
     draft_s: float = 0.0
     network_s: float = 0.0
@@ -460,7 +460,6 @@ class _Costs:
     def of(cls, drafting: Sequence[Round], decay: float) -> _Costs:
         pairs = list(zip(_recency(len(drafting), decay), drafting, strict=True))
         return cls(
-            weight=sum(w for w, _ in pairs),
             drafted=sum(w * r.drafted for w, r in pairs),
             draft_s=sum(w * r.draft_s for w, r in pairs),
             network_s=sum(w * r.network_s for w, r in pairs),
@@ -479,7 +478,6 @@ class _Costs:
         by ``decay``."""
         aged = decay**newer.line.count
         return _Costs(
-            aged * self.weight + newer.weight,
             aged * self.drafted + newer.drafted,
             aged * self.draft_s + newer.draft_s,
             aged * self.network_s + newer.network_s,
