@@ -796,6 +796,12 @@ def distill_train(
         str, typer.Option(help="Packaged llama model or .gguf the student starts from.")
     ] = DEFAULT_MODEL,
     layers: Annotated[int, typer.Option(min=1, help="Student blocks (of the teacher's).")] = 8,
+    cut: Annotated[
+        str, typer.Option(help="spread (evenly spaced blocks) or middle (drop a middle run).")
+    ] = "spread",
+    frozen: Annotated[
+        int, typer.Option(min=0, help="Lowest student blocks kept as they start (not trained).")
+    ] = 0,
     steps: Annotated[int, typer.Option(min=1)] = 100,
     batch: Annotated[int, typer.Option(min=1, help="Examples per step (accumulated).")] = 8,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
@@ -811,11 +817,13 @@ def distill_train(
     from typing import get_args
 
     from relaygraph.distill.losses import LOSSES
-    from relaygraph.distill.student import Precision
+    from relaygraph.distill.student import Cut, Precision
     from relaygraph.distill.train import TrainConfig, train
 
     if loss not in LOSSES:
         raise RelayGraphError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+    if cut not in get_args(Cut):
+        raise RelayGraphError(f"--cut must be one of {', '.join(get_args(Cut))}, not {cut!r}")
     if precision not in get_args(Precision):
         choices = ", ".join(get_args(Precision))
         raise RelayGraphError(f"--precision must be one of {choices}, not {precision!r}")
@@ -823,6 +831,8 @@ def distill_train(
         loss=loss,
         teacher=teacher,
         layers=layers,
+        cut=cut,
+        frozen=frozen,
         steps=steps,
         batch=batch,
         lr=lr,

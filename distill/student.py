@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -48,6 +48,8 @@ _GLOBAL_TO_HF = {
     "token_embd.weight": "model.embed_tokens.weight",
     "output_norm.weight": "model.norm.weight",
 }
+Cut = Literal["spread", "middle"]
+"""Which of the teacher's blocks a student keeps (`choose_blocks`)."""
 Precision = GgufPrecision
 """How matrices are stored (the precisions `requantize` writes too): q8_0 (8-bit blocks
 of 32) is about half the size of f16, the same bits llama.cpp's own quantizer writes;
@@ -213,6 +215,24 @@ def export_gguf(
     writer.close()
     partial.replace(target)
     return target
+
+
+def choose_blocks(blocks: int, count: int, cut: Cut = "spread") -> list[int]:
+    """The teacher's blocks a ``count``-block student keeps.
+
+    ``spread``: evenly spaced, first and last kept. ``middle``: one contiguous run
+    dropped from the middle, the lower and upper blocks kept as they are. On SmolLM2 a
+    run cut from the middle costs the teacher's replies far less than one cut from the
+    top (unlike the larger models of Gromov et al., 2024, where deep blocks matter
+    least), and it leaves the student's lower half exactly the teacher's, so it can be
+    frozen and its output cached (`TrainConfig.frozen`).
+    """
+    if cut == "spread":
+        return evenly_spaced(blocks, count)
+    if not 1 <= count <= blocks:
+        raise ConfigError(f"a student keeps 1..{blocks} blocks, not {count}", parameter="layers")
+    start = count // 2
+    return [*range(start), *range(blocks - (count - start), blocks)]
 
 
 def evenly_spaced(blocks: int, count: int) -> list[int]:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from relaygraph.distill.dataset import load_dataset
@@ -32,9 +32,11 @@ from relaygraph.distill.losses import (
     term_counts,
     terms,
 )
+from relaygraph.distill.prefix import FrozenPrefix, run_blocks
 from relaygraph.distill.student import (
+    Cut,
     Precision,
-    evenly_spaced,
+    choose_blocks,
     export_gguf,
     make_student,
     read_shape,
@@ -69,7 +71,12 @@ class TrainConfig(BaseModel):
     """A packaged llama-architecture model or a .gguf path: the student starts from its
     weights, and KD losses use its distributions."""
     layers: int = Field(default=8, ge=1)
-    """Student blocks, evenly spaced over the teacher's (first and last kept)."""
+    """Student blocks, of the teacher's, chosen by ``cut``."""
+    cut: Cut = "spread"
+    frozen: int = Field(default=0, ge=0)
+    """The student's lowest blocks, kept as they start, with the embeddings (and the
+    tied head): their output is computed once per example, so a step runs and trains
+    only the blocks above. With ``cut="middle"`` these are the teacher's own lower blocks."""
     steps: int = Field(default=100, ge=1)
     batch: int = Field(default=8, ge=1)
     """Examples per optimizer step (accumulated one at a time)."""
@@ -84,6 +91,15 @@ class TrainConfig(BaseModel):
     act_ce: float = Field(default=1.0, ge=0)
     top_k: int = Field(default=DEFAULT_TOP_K, ge=1)
     precision: Precision = "f16"
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> TrainConfig:
+        if self.frozen >= self.layers:
+            raise ValueError(
+                f"frozen ({self.frozen}) must be below layers ({self.layers}): "
+                "a student with every block frozen has nothing to train"
+            )
+        return self
 
 
 class TrainResult(BaseModel):
@@ -130,9 +146,19 @@ def train(
     )
     start = _open_run(root, config)
     torch.manual_seed(config.seed)
-    blocks = evenly_spaced(read_shape(source).blocks, config.layers)
+    blocks = choose_blocks(read_shape(source).blocks, config.layers, config.cut)
     model = make_student(source, blocks)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)
+    prefix = FrozenPrefix(
+        model,
+        config.frozen,
+        config.max_prompt_tokens,
+        examples,
+        dataset=dataset,
+        teacher=source,
+        blocks=blocks,
+    )
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr, weight_decay=0.0)
     if start:
         state = torch.load(root / CHECKPOINT, weights_only=True)
         model.load_state_dict(state["model"])
@@ -153,11 +179,13 @@ def train(
         bar = progress.add_task("train", total=config.steps, completed=start, loss="-")
         for step in range(start, config.steps):
             step_began = time.perf_counter()
-            chosen = [examples[i] for i in order[step * config.batch : (step + 1) * config.batch]]
             indices = order[step * config.batch : (step + 1) * config.batch]
+            chosen = [examples[i] for i in indices]
             for group in optimizer.param_groups:
                 group["lr"] = _lr(config, step)
-            loss, parts = _step(model, chosen, indices, dist, config=config, weights=weights)
+            loss, parts = _step(
+                model, prefix, chosen, indices, dist, config=config, weights=weights
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             append_line(
@@ -195,6 +223,7 @@ def train(
 
 def _step(
     model: LlamaForCausalLM,
+    prefix: FrozenPrefix,
     examples: Sequence[DistillExample],
     indices: Sequence[int],
     dist: TeacherDistributions | None,
@@ -210,8 +239,9 @@ def _step(
             counts[name] = counts.get(name, 0) + count
     sums: dict[str, float] = dict.fromkeys(counts, 0.0)
     total = 0.0
-    for example, targets in zip(examples, batch, strict=True):
-        logits = _target_logits(model, example, config.max_prompt_tokens)
+    for example, index, targets in zip(examples, indices, batch, strict=True):
+        states = prefix.states(example, index)
+        logits = _target_logits(model, states, prefix.frozen, len(example.target_ids))
         parts = terms(config.loss, logits, targets)
         loss = combine(config.loss, {k: v for k, (v, _) in parts.items()}, counts, weights)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -222,14 +252,13 @@ def _step(
 
 
 def _target_logits(
-    model: LlamaForCausalLM, example: DistillExample, max_prompt: int
+    model: LlamaForCausalLM, states: torch.Tensor, frozen: int, n: int
 ) -> torch.Tensor:
-    """Student logits at the positions that predict each target token."""
-    prompt = example.prompt_ids[-max_prompt:]
-    ids = torch.tensor([[*prompt, *example.target_ids]])
-    hidden = model.model(input_ids=ids).last_hidden_state[0]
-    n = len(example.target_ids)
-    logits: torch.Tensor = model.lm_head(hidden[len(prompt) - 1 : len(prompt) - 1 + n])
+    """Student logits at the ``n`` positions that predict each target token, from the
+    input ``states`` of the first block above the ``frozen`` ones."""
+    hidden = model.model.norm(run_blocks(model, states, model.model.layers[frozen:]))[0]
+    prompt = hidden.shape[0] - n
+    logits: torch.Tensor = model.lm_head(hidden[prompt - 1 : prompt - 1 + n])
     return logits
 
 

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from relaygraph.distill.student import evenly_spaced, export_gguf, make_student, read_shape
+from relaygraph.distill.student import (
+    choose_blocks,
+    evenly_spaced,
+    export_gguf,
+    make_student,
+    read_shape,
+)
 from relaygraph.errors import ConfigError
 from relaygraph.llm import LocalLLM
 from relaygraph.llm.catalog import packaged_model
@@ -88,6 +94,27 @@ def test_a_q8_0_student_is_what_llama_cpp_quantizes(
     assert np.abs(mine - reference).max() < 1e-3
 
 
+def test_a_middle_cut_keeps_the_lower_and_upper_blocks_as_they_are() -> None:
+    assert choose_blocks(30, 24, "middle") == [*range(12), *range(18, 30)]
+    assert choose_blocks(30, 2, "middle") == [0, 29]
+    assert choose_blocks(30, 30, "middle") == list(range(30))
+    assert choose_blocks(30, 4, "spread") == evenly_spaced(30, 4)
+
+
+@pytest.mark.slow
+def test_running_the_blocks_in_two_parts_is_the_models_own_forward_pass(
+    student: torch.nn.Module,
+) -> None:
+    from relaygraph.distill.prefix import run_blocks
+
+    ids = torch.tensor([list(range(100, 140))])
+    with torch.no_grad():
+        whole = student.model(input_ids=ids).last_hidden_state
+        below = run_blocks(student, student.model.embed_tokens(ids), student.model.layers[:2])
+        above = student.model.norm(run_blocks(student, below, student.model.layers[2:]))
+    assert torch.allclose(whole, above, atol=1e-5)
+
+
 def test_students_refuse_bad_input(tmp_path: Path) -> None:
     smol = packaged_model("smollm2-135m").locate()
     with pytest.raises(ConfigError, match="students are built from llama-architecture"):
@@ -95,8 +122,9 @@ def test_students_refuse_bad_input(tmp_path: Path) -> None:
     for keep in ([], [0, 0], [30]):
         with pytest.raises(ConfigError, match=r"keep must name distinct blocks of 0\.\.29"):
             make_student(smol, keep)
-    with pytest.raises(ConfigError, match=r"a student keeps 1\.\.30 blocks"):
-        evenly_spaced(30, 0)
+    for cut in ("spread", "middle"):
+        with pytest.raises(ConfigError, match=r"a student keeps 1\.\.30 blocks"):
+            choose_blocks(30, 31, cut)  # type: ignore[arg-type]
     (tmp_path / "taken.gguf").write_bytes(b"")
     with pytest.raises(ConfigError, match="exists"):
         export_gguf(None, smol, tmp_path / "taken.gguf")  # type: ignore[arg-type]

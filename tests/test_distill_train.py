@@ -113,6 +113,28 @@ def test_sft_learns_the_teachers_replies(dataset: Path, tmp_path: Path) -> None:
     assert log[-1]["ce"] < log[0]["ce"] / 2
 
 
+@pytest.mark.slow
+def test_a_frozen_prefix_trains_only_the_blocks_above_it(dataset: Path, tmp_path: Path) -> None:
+    from relaygraph.distill.student import make_student
+    from relaygraph.distill.train import CHECKPOINT, teacher_path
+
+    config = TrainConfig(
+        loss="sft", layers=4, cut="middle", frozen=2, steps=4, batch=2, lr=1e-3, warmup=0
+    )
+    result = train(config, dataset, tmp_path / "frozen", show_progress=False)
+    assert result.blocks == [0, 1, 28, 29]
+    start = make_student(teacher_path("smollm2-135m"), result.blocks).state_dict()
+    end = torch.load(tmp_path / "frozen" / CHECKPOINT, weights_only=True)["model"]
+    for name in ("model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight"):
+        assert torch.equal(start[name], end[name]), name
+    for name in ("model.layers.2.mlp.down_proj.weight", "model.norm.weight"):
+        assert not torch.equal(start[name], end[name]), name
+    log = [json.loads(line) for line in (tmp_path / "frozen/log.jsonl").read_text().splitlines()]
+    assert log[-1]["ce"] < log[0]["ce"]
+    with pytest.raises(ValueError, match=r"frozen \(4\) must be below layers \(4\)"):
+        TrainConfig(loss="sft", layers=4, frozen=4)
+
+
 def test_training_refuses_a_dataset_of_another_tokenizer(tmp_path: Path) -> None:
     examples, stats = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
     save_dataset(examples, stats, tmp_path / "gemma")
@@ -156,7 +178,7 @@ def test_scoring_a_student_against_its_teacher(dataset: Path) -> None:
 def test_the_cli_refuses_an_unknown_loss_or_precision(tmp_path: Path) -> None:
     from commands import relaygraph_cli
 
-    for option, value in (("--loss", "distill-harder"), ("--precision", "q4_0")):
+    for option, value in (("--loss", "distill-harder"), ("--precision", "q4_0"), ("--cut", "x")):
         done = relaygraph_cli("distill", "train", str(tmp_path), "--out", str(tmp_path / "o"),
                               option, value)  # fmt: skip
         assert done.returncode == 2
