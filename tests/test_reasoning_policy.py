@@ -50,6 +50,7 @@ from relaygraph.routing.reasoning.record import (
     Work,
     state_key,
 )
+from relaygraph.routing.reasoning.safe import check_improvement, constant_policy
 from relaygraph.routing.reasoning.train import TrainConfig, evaluate, train_policy
 
 SPACE = ActionSpace.default("small", "large")
@@ -341,6 +342,31 @@ def test_baselines_follow_their_rules() -> None:
     assert BudgetThreshold("reason_large", "act", keep=0.5).choose(view) == "act"
     assert BudgetThreshold("reason_large", "act", keep=0.3).choose(view) == "reason_large"
     assert UncertaintyThreshold("reason_large", "act", below=0.5).choose(view) == "reason_large"
+
+
+def test_a_policy_is_deployed_only_on_a_confident_gain_over_never_reasoning() -> None:
+    book, episodes = _task_book(40, seed=4)
+    tune = _env(book, episodes, lam=0.1)
+    helps = UncertaintyThreshold("reason_large", "act", below=0.5)
+    confident = check_improvement(helps, Always("act"), tune)
+    assert confident.kept and confident.lower > 0 and confident.episodes == 40
+    # one episode of 40 where reasoning wins: no confident gain
+    lucky_book = StateBook()
+    lucky = [_add_episode(lucky_book, f"sure-{i}", 0.9, {"act": True}) for i in range(39)]
+    lucky.append(_add_episode(lucky_book, "unsure", 0.1, {"reason_large": True}))
+    check = check_improvement(helps, Always("act"), _env(lucky_book, lucky, lam=0.1))
+    assert check.gain > 0 and not check.kept
+    assert check.as_dict()["kept"] is False and check.default == "always act"
+
+
+def test_the_fallback_is_a_policy_file_that_never_reasons(tmp_path: Path) -> None:
+    book, episodes = _task_book(10, seed=5)
+    env = _env(book, episodes)
+    trained = train_policy(env, env, TrainConfig(updates=2, batch=2)).policy
+    fallback = constant_policy(trained, "act", {"safety": "not kept"})
+    loaded = load_policy(fallback.save(tmp_path / "policy.json"), SPACE)
+    assert isinstance(loaded, LearnedPolicy) and loaded.training == {"safety": "not kept"}
+    assert evaluate(loaded, env) == evaluate(Always("act"), env)
 
 
 # -- policy file and runtime ----------------------------------------------------------

@@ -17,6 +17,7 @@ from relaygraph.routing.reasoning.train import evaluate
 if TYPE_CHECKING:
     from relaygraph.routing.reasoning.env import ReasoningEnv, StepPolicy
     from relaygraph.routing.reasoning.features import StepView
+    from relaygraph.routing.reasoning.modules import ActionSpace
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,18 @@ class UncertaintyThreshold:
         return self.module if view.confidence < self.below else self.cheap
 
 
+def never_reason(space: ActionSpace) -> Always:
+    """Always the first module that acts on the executor's proposal: the cheap default.
+
+    Raises:
+        ConfigError: The space has no such module.
+    """
+    cheap = next((m.name for m in space.modules if space.proposes(m)), None)
+    if cheap is None:
+        raise ConfigError("the baselines need a module that acts on the executor's proposal")
+    return Always(cheap)
+
+
 def tuned_baselines(tune: ReasoningEnv) -> list[StepPolicy]:
     """Always each module; and, reasoning with the strongest module (the space's last),
     a fixed schedule, a budget threshold and an uncertainty threshold, each with the
@@ -92,9 +105,7 @@ def tuned_baselines(tune: ReasoningEnv) -> list[StepPolicy]:
         ConfigError: The space has no module that acts on the executor's proposal.
     """
     space = tune.space
-    cheap = next((m.name for m in space.modules if space.proposes(m)), None)
-    if cheap is None:
-        raise ConfigError("the baselines need a module that acts on the executor's proposal")
+    cheap = never_reason(space).module
     strong = space.modules[-1].name
     fixed: list[StepPolicy] = [Always(m.name) for m in space.modules]
     families: list[list[StepPolicy]] = [
