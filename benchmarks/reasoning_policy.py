@@ -57,6 +57,7 @@ from relaygraph.routing.reasoning.safe import check_improvement, constant_policy
 from relaygraph.routing.reasoning.train import TrainConfig, evaluate, summarize, train_policy
 
 if TYPE_CHECKING:
+    from relaygraph.routing.reasoning.env import StepPolicy
     from relaygraph.routing.reasoning.profiles import ResourceProfile
     from relaygraph.routing.reasoning.record import EpisodeSpec
 
@@ -157,19 +158,9 @@ def policy(args: argparse.Namespace) -> None:
                     {"policy": p.name, **evaluate(p, envs["report"])}
                     for p in tuned_baselines(envs["tune"])
                 ]
-                network: dict[str, Any] = {
-                    "policy": "trained network",
-                    **evaluate(best.policy, envs["report"]),
-                }
-                network["dominated_by"] = dominators(network, rows)
-                played = [rollout(envs["report"], deployed, e.id) for e in splits["report"]]
-                learned: dict[str, Any] = {"policy": "learned (RARRL)", **summarize(played)}
-                learned["dominated_by"] = dominators(learned, rows)
+                network = _report("trained network", best.policy, envs["report"], rows)
+                learned = _report("learned (RARRL)", deployed, envs["report"], rows)
                 learned["safety"] = check.as_dict()
-                chosen = Counter(a for r in played for a in r.actions)
-                learned["action_shares"] = {
-                    a: round(chosen[a] / sum(chosen.values()), 3) for a in SPACE.names
-                }
                 runs.append(
                     {
                         "profile": name,
@@ -206,6 +197,19 @@ def policy(args: argparse.Namespace) -> None:
     _plot_curves(curves)
 
 
+def _report(
+    label: str, chosen: StepPolicy, env: ReasoningEnv, baselines: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """``chosen`` replayed on ``env``'s episodes: summary, dominating baselines, and how
+    often it chose each action."""
+    played = [rollout(env, chosen, e.id) for e in env.episodes]
+    row: dict[str, Any] = {"policy": label, **summarize(played)}
+    row["dominated_by"] = dominators(row, baselines)
+    actions = Counter(a for r in played for a in r.actions)
+    row["action_shares"] = {a: round(actions[a] / sum(actions.values()), 3) for a in SPACE.names}
+    return row
+
+
 def _env(
     book: StateBook,
     episodes: list[EpisodeSpec],
@@ -226,10 +230,15 @@ def _plot_fronts(runs: list[dict[str, Any]]) -> None:
         ax.plot([r["latency_s"] for r in front], [r["success"] for r in front], "k--", lw=1)
         for marker, r in zip(markers, rows, strict=False):
             ax.scatter(r["latency_s"], r["success"], marker=marker, alpha=0.7, label=r["policy"])
-        learned = run["learned"]
+        network, learned = run["trained_network"], run["learned"]
         ax.scatter(
-            learned["latency_s"], learned["success"], c="red", marker="*", s=180, label="learned"
-        )
+            network["latency_s"], network["success"], c="orange", marker="x", s=90,
+            label="trained network",
+        )  # fmt: skip
+        ax.scatter(
+            learned["latency_s"], learned["success"], c="red", marker="*", s=180,
+            label="learned, deployed",
+        )  # fmt: skip
         ax.set_title(f"{run['profile']}, lambda={run['lam']}", fontsize=9)
         ax.set_xlabel("latency per episode (s)")
         ax.set_ylabel("success rate")
