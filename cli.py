@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from relaygraph.eval.report import Summary
     from relaygraph.eval.security import SecurityReport
     from relaygraph.routing.calibration import Method
+    from relaygraph.routing.reasoning.env import StepPolicy
 
 app = typer.Typer(
     name="relaygraph",
@@ -988,6 +989,9 @@ def reasoning_train(
     seed: SeedOption = 0,
     small: SmallOption = DEFAULT_MODEL,
     large: LargeOption = "gemma3-270m",
+    safe: Annotated[
+        bool, typer.Option(help="Keep the network only on a confident gain on valid_seen.")
+    ] = True,
 ) -> None:
     """Train on the book's valid_train episodes (REINFORCE), choose the checkpoint on
     valid_seen, and compare with the tuned baselines on valid_unseen."""
@@ -998,6 +1002,7 @@ def reasoning_train(
     from relaygraph.routing.reasoning.modules import ActionSpace
     from relaygraph.routing.reasoning.profiles import load_profile
     from relaygraph.routing.reasoning.record import StateBook
+    from relaygraph.routing.reasoning.safe import deploy
     from relaygraph.routing.reasoning.train import TrainConfig, evaluate, train_policy
 
     states = StateBook(book)
@@ -1016,16 +1021,23 @@ def reasoning_train(
     result = train_policy(
         envs["valid_train"], envs["valid_seen"], TrainConfig(updates=updates, seed=seed)
     )
-    result.policy.save(out)
+    network = result.policy
+    deployed, check = deploy(network, envs["valid_seen"]) if safe else (network, None)
+    deployed.save(out)
     table = Table(
         title=f"valid_unseen, {len(splits['valid_unseen'])} episodes, {profile}, lam {lam}"
     )
     for column in ("policy", "success", "latency (s)", "tokens", "reward"):
         table.add_column(column, justify="left" if column == "policy" else "right")
-    for policy in [result.policy, *tuned_baselines(envs["valid_seen"])]:
+    rows: list[tuple[str, StepPolicy]] = []
+    if deployed is not network:
+        rows.append(("trained network", network))
+    rows += [("deployed: " + deployed.name, deployed)]
+    rows += [(p.name, p) for p in tuned_baselines(envs["valid_seen"])]
+    for name, policy in rows:
         scores = evaluate(policy, envs["valid_unseen"])
         table.add_row(
-            policy.name,
+            name,
             f"{scores['success']:.1%}",
             f"{scores['latency_s']:.2f}",
             f"{scores['tokens']:.0f}",
@@ -1033,6 +1045,12 @@ def reasoning_train(
         )
     console.print(table)
     console.print(f"policy: {out} (best update {result.best_update})")
+    if check is not None:
+        verdict = "kept" if check.kept else f"not kept: the file says {deployed.name}"
+        console.print(
+            f"gain over never reasoning on valid_seen: {check.gain:+.3f} reward per episode, "
+            f"95% lower bound {check.lower:+.3f} ({verdict})"
+        )
 
 
 if __name__ == "__main__":

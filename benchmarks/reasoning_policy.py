@@ -15,8 +15,8 @@ Stages (each resumable; ``--only`` runs one):
    and lambda: a REINFORCE policy trained on the training episodes (checkpoint chosen on
    the tuning episodes), deployed only if its reward gain over never reasoning on the
    tuning episodes is positive with 95% confidence (safe policy improvement; otherwise
-   the policy file says never reason), and it, the trained network and every baseline
-   replayed on the report episodes.
+   the policy file says never reason); the deployed policy, the trained network and
+   every baseline replayed on the report episodes.
 
 Writes benchmarks/results/reasoning_policy.json, reasoning_policy.png (success against
 latency per profile and lambda) and reasoning_policy_curves.png (learning curves).
@@ -47,13 +47,13 @@ from relaygraph.eval.alfworld.games import load_games
 from relaygraph.eval.alfworld.modules import AlfworldModules, Recorder, spread
 from relaygraph.eval.report import save_figure
 from relaygraph.memory.embedding import SentenceEmbedder
-from relaygraph.routing.reasoning.baselines import never_reason, tuned_baselines
+from relaygraph.routing.reasoning.baselines import tuned_baselines
 from relaygraph.routing.reasoning.env import ReasoningEnv, rollout
 from relaygraph.routing.reasoning.features import Featurizer
 from relaygraph.routing.reasoning.modules import ActionSpace
 from relaygraph.routing.reasoning.profiles import fit_profile, load_profile, save_profile
 from relaygraph.routing.reasoning.record import StateBook
-from relaygraph.routing.reasoning.safe import check_improvement, constant_policy
+from relaygraph.routing.reasoning.safe import deploy
 from relaygraph.routing.reasoning.train import TrainConfig, evaluate, summarize, train_policy
 
 if TYPE_CHECKING:
@@ -144,14 +144,7 @@ def policy(args: argparse.Namespace) -> None:
                     trained.append(train_policy(envs["train"], envs["tune"], config))
                     progress.advance(task)
                 best = max(trained, key=lambda r: r.policy.training["tune_reward"])
-                default = never_reason(SPACE)
-                check = check_improvement(best.policy, default, envs["tune"])
-                best.policy.training["safety"] = check.as_dict()
-                deployed = (
-                    best.policy
-                    if check.kept
-                    else constant_policy(best.policy, default.module, best.policy.training)
-                )
+                deployed, check = deploy(best.policy, envs["tune"])
                 deployed.save(args.runs / f"policy-{name}-{lam}.json")
                 curves[f"{name} lam={lam}"] = [asdict(p) for p in best.curve]
                 rows = [

@@ -467,6 +467,7 @@ def test_cli_fits_a_profile_and_trains_a_policy(tmp_path: Path) -> None:
     )
     assert trained.returncode == 0, trained.stderr
     assert "valid_unseen, 6 episodes" in trained.stdout and "always act" in trained.stdout
+    assert "gain over never reasoning on valid_seen" in trained.stdout
     assert isinstance(load_policy(tmp_path / "policy.json", SPACE), LearnedPolicy)
     empty = relaygraph_cli(
         "reasoning", "train", "--book", str(tmp_path / "none.jsonl"), "--out", "x.json", *models

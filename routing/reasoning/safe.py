@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from relaygraph.routing.reasoning.baselines import never_reason
 from relaygraph.routing.reasoning.env import rollout
 from relaygraph.routing.reasoning.learned import LearnedPolicy, PolicyNet
 
@@ -70,6 +71,18 @@ def check_improvement(
         confidence=confidence,
         episodes=len(gains),
     )
+
+
+def deploy(learned: LearnedPolicy, tune: ReasoningEnv) -> tuple[LearnedPolicy, SafetyCheck]:
+    """The policy to deploy: ``learned`` where `check_improvement` keeps it over never
+    reasoning on ``tune``'s episodes, else never reasoning as a `constant_policy`; the
+    check goes into the policy's training record either way."""
+    default = never_reason(tune.space)
+    check = check_improvement(learned, default, tune)
+    learned.training["safety"] = check.as_dict()
+    if check.kept:
+        return learned, check
+    return constant_policy(learned, default.module, learned.training), check
 
 
 def constant_policy(like: LearnedPolicy, module: str, training: dict[str, object]) -> LearnedPolicy:
