@@ -2,7 +2,8 @@
 
 Seeded and resumable. Each step averages the loss over every target token of ``batch``
 examples (gradient accumulation, one example per forward pass, logits computed only at
-target positions). The run folder holds ``config.json`` (a resume must match it),
+target positions; with ``frozen`` lower blocks, a pass starts from their cached output,
+`distill.prefix`). The run folder holds ``config.json`` (a resume must match it),
 ``log.jsonl`` (one line per step), ``checkpoints/latest.pt`` (model, optimizer and step,
 written atomically every ``checkpoint_every`` steps), ``loss.png`` and, at the end,
 ``student.gguf``, which the embedded engine and the model registry load like any GGUF.
