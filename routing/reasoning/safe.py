@@ -8,6 +8,10 @@ the learned policy replaces the default only when a one-sided bootstrap lower bo
 its mean per-episode reward gain on the tuning episodes (paired: the same episode under
 both) is above zero. Otherwise the policy file holds the default, as a constant network
 in the same format, so the runtime loads either the same way.
+
+The same tuning episodes chose the checkpoint, so the bound is optimistic: a kept policy
+is less certain than the stated confidence (a separate safety split would fix that, at
+the cost of tuning episodes); a fallback is only made more likely by a fairer bound.
 """
 
 from __future__ import annotations
