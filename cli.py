@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar, cast
@@ -338,12 +338,18 @@ SampleOption = Annotated[
 ]
 
 
+def _check_choice(option: str, value: str, choices: Collection[str]) -> None:
+    """Refuse ``value`` for ``option`` unless it is one of ``choices``."""
+    if value not in choices:
+        raise RelayGraphError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+
+
 def _hotpot_dataset(data: Path | None, sample: str) -> HotpotDataset:
     """The HotPotQA file ``data``, or the shipped ``sample`` when there is none."""
     from relaygraph.eval.hotpotqa import SAMPLES, load_hotpotqa
 
-    if data is None and sample not in SAMPLES:
-        raise RelayGraphError(f"--sample must be one of {', '.join(SAMPLES)}, not {sample!r}")
+    if data is None:
+        _check_choice("--sample", sample, SAMPLES)
     return load_hotpotqa(data, sample=cast("SampleName", sample))
 
 
@@ -821,13 +827,9 @@ def distill_train(
     from relaygraph.distill.student import Cut, Precision
     from relaygraph.distill.train import TrainConfig, train
 
-    if loss not in LOSSES:
-        raise RelayGraphError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
-    if cut not in get_args(Cut):
-        raise RelayGraphError(f"--cut must be one of {', '.join(get_args(Cut))}, not {cut!r}")
-    if precision not in get_args(Precision):
-        choices = ", ".join(get_args(Precision))
-        raise RelayGraphError(f"--precision must be one of {choices}, not {precision!r}")
+    _check_choice("--loss", loss, LOSSES)
+    _check_choice("--cut", cut, get_args(Cut))
+    _check_choice("--precision", precision, get_args(Precision))
     config = TrainConfig(
         loss=loss,
         teacher=teacher,
