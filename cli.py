@@ -776,8 +776,15 @@ def distill_build_dataset(
 ) -> None:
     """Turn traces into examples: the prompt, the teacher's reply, REASON and ACT masks."""
     from relaygraph.distill import build_dataset, save_dataset
+    from relaygraph.llm.local import LocalLLM
 
-    examples, stats = build_dataset(traces, load_llm(tokenizer), only_successful=only_successful)
+    student = load_llm(tokenizer)
+    if not isinstance(student, LocalLLM):
+        raise RelayGraphError(
+            f"--tokenizer {tokenizer} is not an embedded model; the student's tokenizer "
+            "must be a packaged model or a .gguf file"
+        )
+    examples, stats = build_dataset(traces, student, only_successful=only_successful)
     save_dataset(examples, stats, out)
     table = Table(title=f"{stats.examples} examples from {stats.episodes} episodes")
     table.add_column("")

@@ -56,6 +56,7 @@ from relaygraph.eval.report import save_figure
 from relaygraph.eval.runner import evaluate, sample_items
 from relaygraph.eval.runs import read_items
 from relaygraph.llm.catalog import packaged_model
+from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.registry import load_llm
 
 TEACHER = "smollm2-135m"
@@ -90,7 +91,7 @@ def teacher_runs(args: argparse.Namespace) -> None:
 def datasets(args: argparse.Namespace) -> tuple[Path, Path]:
     """The training dataset (a seeded sample of the training runs' steps) and the
     held-out one, built once."""
-    tokenizer = load_llm(TEACHER)
+    tokenizer = LocalLLM.load(TEACHER)
     out = {}
     for split in ("train", "heldout"):
         folder = RUNS / f"dataset-{split}"

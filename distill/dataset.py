@@ -2,8 +2,11 @@
 
 One example per agent step that produced a REASON/ACT reply: the exact messages of the
 step's model call, the reply as the target, and its REASON and ACT token masks on the
-student's tokenizer. Sources are trace files or evaluation run directories; a run
-directory also says which items succeeded, so ``only_successful`` can keep those.
+student's tokenizer. The target's tokens end with the student's end-of-turn token, in the
+ACT mask: stopping after the action is part of acting (a student never taught to stop
+repeats its action line to the token cap). Sources are trace files or evaluation run
+directories; a run directory also says which items succeeded, so ``only_successful`` can
+keep those.
 
 Steps without that structure (plain-answer agents, errors, unparseable replies) are
 skipped and counted; a source with no usable step at all is an error, as is asking for
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
     from relaygraph.agents.step import StepRecord
-    from relaygraph.llm.protocol import LLM
+    from relaygraph.llm.local import LocalLLM
 
 EXAMPLES = "examples.jsonl"
 SCHEMA = "schema.json"
@@ -60,6 +63,7 @@ class DistillExample(BaseModel):
     prompt_ids: list[int]
     target: str
     target_ids: list[int]
+    """The target's tokens, then the end-of-turn token (`reply_ids`)."""
     reason_mask: list[int]
     act_mask: list[int]
     reason_chars: tuple[int, int]
@@ -82,7 +86,7 @@ class DatasetStats(BaseModel):
 
 
 def build_dataset(
-    sources: Sequence[str | Path], tokenizer: LLM, *, only_successful: bool = False
+    sources: Sequence[str | Path], tokenizer: LocalLLM, *, only_successful: bool = False
 ) -> tuple[list[DistillExample], DatasetStats]:
     """Examples from trace files and run directories, tokenized by ``tokenizer``.
 
@@ -163,7 +167,7 @@ def _episodes(sources: Iterable[str | Path]) -> Iterable[tuple[Trace, str, bool 
 
 
 def _example(
-    record: StepRecord, trace: Trace, source: str, *, success: bool | None, tokenizer: LLM
+    record: StepRecord, trace: Trace, source: str, *, success: bool | None, tokenizer: LocalLLM
 ) -> DistillExample | str:
     """The step's example, or why it has none."""
     if record.error is not None or not record.prompt:
@@ -172,8 +176,8 @@ def _example(
         spans = find_spans(record.output)
     except NoStructureError:
         return "no REASON/ACT structure"
-    target_ids = tokenizer.tokenize(record.output)
-    reason_mask, act_mask = token_masks(tokenizer, record.output, target_ids, spans)
+    *text_ids, end = reply_ids(tokenizer, record.output)
+    reason_mask, act_mask = token_masks(tokenizer, record.output, text_ids, spans)
     return DistillExample(
         id=f"{trace.run_id}:{record.step}",
         source=source,
@@ -187,12 +191,17 @@ def _example(
         max_tokens=record.max_tokens,
         prompt_ids=tokenizer.encode(ChatPrompt(messages=tuple(record.prompt))),
         target=record.output,
-        target_ids=target_ids,
-        reason_mask=reason_mask,
-        act_mask=act_mask,
+        target_ids=[*text_ids, end],
+        reason_mask=[*reason_mask, 0],
+        act_mask=[*act_mask, 1],
         reason_chars=spans.reason,
         act_chars=spans.act,
     )
+
+
+def reply_ids(tokenizer: LocalLLM, reply: str) -> list[int]:
+    """The tokens a model emits for ``reply``: its text, then the end-of-turn token."""
+    return [*tokenizer.tokenize(reply), tokenizer.end_of_turn_id]
 
 
 def save_dataset(examples: Sequence[DistillExample], stats: DatasetStats, out: str | Path) -> Path:

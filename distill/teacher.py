@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.progress import track
 
+from relaygraph.distill.dataset import reply_ids
 from relaygraph.errors import ConfigError
 from relaygraph.fileio import write_atomic
 from relaygraph.llm.sampling import log_softmax
@@ -81,7 +82,7 @@ def compute_distributions(
     """
     ids_rows, logprob_rows, offsets = [], [], [0]
     for example in track(examples, description=f"teacher {teacher.name}"):
-        if teacher.tokenize(example.target) != example.target_ids:
+        if reply_ids(teacher, example.target) != example.target_ids:
             raise ConfigError(
                 f"example {example.id} was tokenized by {example.tokenizer!r}, whose tokens "
                 f"{teacher.name} does not share; KD needs one tokenizer for both"

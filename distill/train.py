@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from relaygraph.distill.dataset import load_dataset
+from relaygraph.distill.dataset import load_dataset, reply_ids
 from relaygraph.distill.losses import (
     LossKind,
     SpanWeights,
@@ -336,7 +336,7 @@ def _checkpoint(
 
 def _check_tokenizer(examples: Sequence[DistillExample], teacher: LocalLLM) -> None:
     for example in examples[:8]:
-        if teacher.tokenize(example.target) != example.target_ids:
+        if reply_ids(teacher, example.target) != example.target_ids:
             raise ConfigError(
                 f"the dataset was tokenized by {example.tokenizer!r}; a student of "
                 f"{teacher.name} has another tokenizer. Rebuild it with --tokenizer {teacher.name}"

@@ -47,6 +47,7 @@ from relaygraph.llm.types import (
     CompletionChunk,
     FinishReason,
     GenerationParams,
+    Message,
     Prompt,
     PromptInput,
     Score,
@@ -180,6 +181,7 @@ class LocalLLM(BaseLLM):
         bos_id = int(self._runtime.metadata("tokenizer.ggml.bos_token_id") or -1)
         eos_id = int(self._runtime.metadata("tokenizer.ggml.eos_token_id") or -1)
         self._bos_id = bos_id
+        self._eos_id = eos_id
         self._template = ChatTemplate(
             source or PLAIN_TEMPLATE,
             bos_token=self._runtime.token_text(bos_id) if bos_id >= 0 else "",
@@ -639,6 +641,29 @@ class LocalLLM(BaseLLM):
             rt = self._runtime
             self._end_ids = frozenset(t for t in range(rt.n_vocab) if rt.is_end_of_generation(t))
         return self._end_ids
+
+    @property
+    def end_of_turn_id(self) -> int:
+        """The token that ends the model's reply: the one the chat template closes an
+        assistant turn with when it ends generation (SmolLM2's ``<|im_end|>``), else the
+        GGUF's end-of-text token (plain-format models stop on text).
+
+        Raises:
+            ConfigError: The model has neither.
+        """
+        marker = "REPLY-END-MARKER"
+        closed = self._template.render(
+            (Message(role="user", content="?"), Message(role="assistant", content=marker)),
+            add_generation_prompt=False,
+        )
+        after = self._runtime.tokenize(
+            closed.split(marker, 1)[1], add_special=False, parse_special=True
+        )
+        if after and after[0] in self.end_token_ids:
+            return after[0]
+        if self._eos_id >= 0:
+            return self._eos_id
+        raise ConfigError(f"{self.name} has no end-of-turn or end-of-text token")
 
     def score(
         self,

@@ -127,6 +127,11 @@ def test_build_from_a_run_directory_with_the_success_filter(tmp_path: Path) -> N
     assert first.messages[0].role == "system" and first.target.startswith("Thought:")
     assert first.prompt_ids == smollm2.encode(first.messages)
     assert len(first.target_ids) == len(first.reason_mask) == len(first.act_mask)
+    # the reply's tokens, then <|im_end|> as the last ACT token: students learn to stop
+    assert first.target_ids[:-1] == smollm2.tokenize(first.target)
+    assert smollm2.detokenize(first.target_ids[-1:]) == ""
+    assert first.target_ids[-1] == smollm2.end_of_turn_id in smollm2.end_token_ids
+    assert first.act_mask[-1] == 1 and first.reason_mask[-1] == 0
     assert stats.reason_tokens + stats.act_tokens <= stats.target_tokens
 
     kept, filtered = build_dataset([run], smollm2, only_successful=True)
@@ -181,3 +186,18 @@ def test_cli_builds_a_dataset_from_a_real_model_run(tmp_path: Path) -> None:
     smollm2 = LocalLLM.load("smollm2-135m")
     own = score_student(smollm2, smollm2, examples, agent_actions(examples))
     assert own.act_match == 1.0
+
+
+def test_cli_refuses_a_remote_tokenizer(tmp_path: Path) -> None:
+    """Masks and the end-of-turn token need the student's own (embedded) tokenizer."""
+    built = relaygraph_cli(
+        "distill",
+        "build-dataset",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "ds"),
+        "--tokenizer",
+        "openai:http://127.0.0.1:9/v1/smollm2-135m",
+    )
+    assert built.returncode == 2 and "is not an embedded" in built.stderr
+    assert not (tmp_path / "ds").exists()

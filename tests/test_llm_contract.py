@@ -16,7 +16,7 @@ import math
 import pytest
 
 from relaygraph.errors import ConfigError, ContextWindowError, RequestRejectedError
-from relaygraph.llm import LLM, GenerationParams, Message
+from relaygraph.llm import LLM, GenerationParams, LocalLLM, Message, TextPrompt
 
 pytestmark = pytest.mark.slow
 
@@ -174,6 +174,17 @@ def test_tokenize_round_trip(llm: LLM) -> None:
     ids = llm.tokenize(text)
     assert ids and llm.detokenize(ids) == text
     assert llm.count_tokens([*ids]) == len(ids)
+
+
+def test_the_end_of_turn_token_is_the_one_a_reply_stops_on(
+    smollm2: LocalLLM, gemma3: LocalLLM
+) -> None:
+    """SmolLM2's chat template closes a reply with <|im_end|>; Gemma 3 runs the plain
+    format (it stops on text), so its end of turn is the GGUF's end-of-text token."""
+    assert smollm2.encode(TextPrompt(text="<|im_end|>")) == [smollm2.end_of_turn_id]
+    assert gemma3.end_of_turn_id == gemma3.encode(TextPrompt(text="<eos>"))[-1]
+    for model in (smollm2, gemma3):
+        assert model.end_of_turn_id in model.end_token_ids
 
 
 def test_async_face(llm: LLM) -> None:
