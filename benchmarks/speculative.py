@@ -21,7 +21,9 @@ measures both files.
    `NetworkLink` adding RTT 0/10/50 ms (10% jitter). Cloud-only decoding (the edge sends
    the request, the cloud decodes it all) is the baseline on the same link. For every
    RTT: fixed windows and adaptive window control (AWC); speedup = cloud-only seconds /
-   speculative seconds over the same prompts; whether the outputs are the target's own.
+   speculative seconds over the same prompts (each mode timed in ``--repeats`` passes,
+   the median per prompt); whether the outputs are the target's own; AWC against the
+   best fixed window with a paired bootstrap interval over the prompts.
 2. profile: fitted from the real runs (acceptance, draft, verification line, prefill,
    decode step split by a batched step measured in process) and saved as JSON.
 3. validation: the simulator, fed that profile, predicts each real configuration's
@@ -45,7 +47,7 @@ measures both files.
 Usage:
     python benchmarks/speculative.py [--target smollm2-135m] [--target-precision f16]
         [--prompts 16] [--max-tokens 64]
-        [--rtts-ms 0 10 50] [--windows 1 2 3 4 5 6 7 8] [--requests 20]
+        [--rtts-ms 0 10 50] [--windows 1 2 3 4 5 6 7 8] [--requests 20] [--repeats 3]
         [--in-process-only] [--student runs/distillation/student-structured/student.gguf]
         [--vllm-only --vllm-url http://127.0.0.1:8001/v1 --vllm-prompts 3]
 """
@@ -165,43 +167,90 @@ def measure(
     link: NetworkLink,
     tokenizer: LocalLLM,
     label: str,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Per prompt, the cloud-only request and each speculative variant back to back (each
-    after a warm-up), so that drift in the machine's speed hits every mode alike.
+    after a warm-up, the variants in a shuffled order), so that drift in the machine's
+    speed hits every mode alike; ``repeats`` passes over the prompts, and each mode's time
+    on a prompt is the median of its passes (one slow pass does not decide a comparison
+    that is a few percent wide).
 
     Cloud-only: the edge sends the request, the cloud decodes it all, one trip. Every
     speculative variant first serves the spare prompt of ``workload`` untimed: an edge in
     service has served requests before, and AWC starts a request from what the edge's
-    earlier ones showed; the first timed request should not time its cold start.
+    earlier ones showed; the first timed request should not time its cold start. The
+    outputs and rounds reported are the first pass's; `summary` counts an output as the
+    target's own only if it was so in every pass.
     """
     batch, spare = workload
     for spec in specs.values():
         spec.complete(spare, params)
-    rng = random.Random(0)
-    base: dict[str, Any] = {"seconds": 0.0, "cloud_s": [], "lengths": []}
+    rng, order_rng = random.Random(0), random.Random(1)
+    base: dict[str, Any] = {"cloud_s": [], "lengths": []}
+    cloud_spent: list[list[float]] = [[] for _ in batch]
+    cloud_times: list[list[float]] = [[] for _ in batch]
+    times: dict[str, list[list[float]]] = {name: [[] for _ in batch] for name in specs}
     outs: dict[str, list[Any]] = {name: [] for name in specs}
-    seconds = dict.fromkeys(specs, 0.0)
-    reference = []
-    for prompt in track(batch, description=label):
-        warm(target, prompt)
-        delay = link.delay(tokenizer.count_tokens(prompt), 1, rng)
-        time.sleep(delay)
-        began = time.perf_counter()
-        out = target.complete(prompt, params)
-        spent = time.perf_counter() - began
-        base["cloud_s"].append(spent)
-        base["seconds"] += spent + delay
-        base["lengths"].append(len(out.choices[0].token_ids))
-        reference.append(out.choices[0].token_ids)
-        for name, spec in specs.items():
+    same: dict[str, list[bool]] = {name: [True] * len(batch) for name in specs}
+    reference: list[list[int]] = []
+    for rep in range(repeats):
+        passing = f"{label} (pass {rep + 1}/{repeats})" if repeats > 1 else label
+        for i, prompt in enumerate(track(batch, description=passing)):
             warm(target, prompt)
+            delay = link.delay(tokenizer.count_tokens(prompt), 1, rng)
+            time.sleep(delay)
             began = time.perf_counter()
-            outs[name].append(spec.complete(prompt, params))
-            seconds[name] += time.perf_counter() - began
-    runs = {name: summary(outs[name], seconds[name], reference) for name in specs}
-    for run in runs.values():
-        run["speedup"] = round(base["seconds"] / run["seconds"], 4)
-    return {"cloud_only": base, "speculative": runs}
+            out = target.complete(prompt, params)
+            cloud_spent[i].append(time.perf_counter() - began)
+            cloud_times[i].append(cloud_spent[i][-1] + delay)
+            if rep == 0:
+                base["lengths"].append(len(out.choices[0].token_ids))
+                reference.append(out.choices[0].token_ids)
+            names = list(specs)
+            order_rng.shuffle(names)
+            for name in names:
+                warm(target, prompt)
+                began = time.perf_counter()
+                done = specs[name].complete(prompt, params)
+                times[name][i].append(time.perf_counter() - began)
+                same[name][i] &= done.choices[0].token_ids == reference[i]
+                if rep == 0:
+                    outs[name].append(done)
+    base["cloud_s"] = [float(np.median(t)) for t in cloud_spent]  # the cloud's part
+    base["seconds"] = round(sum(float(np.median(t)) for t in cloud_times), 4)
+    runs = {}
+    for name in specs:
+        per_prompt = [float(np.median(t)) for t in times[name]]
+        runs[name] = summary(outs[name], per_prompt, same[name])
+        runs[name]["speedup"] = round(base["seconds"] / runs[name]["seconds"], 4)
+    return {
+        "repeats": repeats,
+        "cloud_only": base,
+        "speculative": runs,
+        "adaptive_vs_best_fixed": against_best_fixed(runs),
+    }
+
+
+def against_best_fixed(runs: dict[str, Any], resamples: int = 10_000) -> dict[str, Any] | None:
+    """AWC against the fastest fixed window of the same run: the best fixed window's
+    seconds over AWC's (above 1: AWC is faster) and a 95% bootstrap interval over the
+    prompts (paired: each resample sums both modes over the same prompts). The best window
+    is picked on these same timings, which favours it a little (the fastest of eight noisy
+    totals)."""
+    fixed = {n: r for n, r in runs.items() if n.startswith("fixed-")}
+    if "adaptive" not in runs or not fixed:
+        return None
+    best = min(fixed, key=lambda n: fixed[n]["seconds"])
+    adaptive = np.array(runs["adaptive"]["per_prompt_s"])
+    best_s = np.array(fixed[best]["per_prompt_s"])
+    picks = np.random.default_rng(0).integers(0, len(adaptive), (resamples, len(adaptive)))
+    ratios = best_s[picks].sum(axis=1) / adaptive[picks].sum(axis=1)
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return {
+        "best_fixed": best,
+        "ratio": round(float(best_s.sum() / adaptive.sum()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+    }
 
 
 def _drop_rounds(runs: dict[str, Any]) -> dict[str, Any]:
@@ -212,15 +261,16 @@ def _drop_rounds(runs: dict[str, Any]) -> dict[str, Any]:
     return runs
 
 
-def summary(outs: list[Any], seconds: float, reference: list[list[int]]) -> dict[str, Any]:
+def summary(outs: list[Any], per_prompt_s: list[float], same: list[bool]) -> dict[str, Any]:
+    """A mode's figures: its (median) seconds per prompt and their sum, whether each output
+    was the target's own in every pass, and the first pass's decoding statistics."""
     stats = [o.decoding or {} for o in outs]
     drafted = sum(s["drafted"] for s in stats)
     return {
-        "seconds": round(seconds, 4),
+        "seconds": round(sum(per_prompt_s), 4),
+        "per_prompt_s": [round(t, 4) for t in per_prompt_s],
         "tokens": sum(len(o.choices[0].token_ids) for o in outs),
-        "same_as_cloud_only": sum(
-            o.choices[0].token_ids == ref for o, ref in zip(outs, reference, strict=True)
-        ),
+        "same_as_cloud_only": sum(same),
         "acceptance_rate": round(sum(s["accepted"] for s in stats) / drafted, 4)
         if drafted
         else None,
@@ -381,6 +431,12 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=list(range(1, 9)))
     parser.add_argument("--depths", type=int, nargs="+", default=[12, 20, 24, 28])
     parser.add_argument("--requests", type=int, default=20, help="per edge, in the sweeps")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed passes over the prompts, real and in-process runs (median per prompt)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "speculative.json")
     parser.add_argument(
         "--simulate-only",
@@ -462,6 +518,7 @@ def main() -> None:
                 link=link,
                 tokenizer=local,
                 label=f"RTT {rtt_ms} ms",
+                repeats=args.repeats,
             )
         depth = max(args.depths)
         draft_path = RUNS / f"{args.target}-{depth}l.gguf"
@@ -550,7 +607,14 @@ def in_process(args: argparse.Namespace) -> dict[str, Any]:
                 for policy in policies(args.windows)
             }
             runs = measure(
-                target, specs, workload, params, link=NetworkLink(), tokenizer=target, label=label
+                target,
+                specs,
+                workload,
+                params,
+                link=NetworkLink(),
+                tokenizer=target,
+                label=label,
+                repeats=args.repeats,
             )
             if draft is DRAFTER:  # determined proposals: replayable
                 prices = Prices.local(runs)
