@@ -200,6 +200,16 @@ def test_the_verification_slope_is_learned_from_all_window_sizes() -> None:
     assert estimate.verify_base_s == pytest.approx(0.039, abs=0.006)
 
 
+def test_the_priors_slope_weighs_the_same_whatever_the_largest_window() -> None:
+    # measured: 20 ms + 2.2 ms a token over windows of 4-12; the prior says 5 ms a token.
+    # Its weight on the slope must not grow with k_max (it did: 4.8 ms at k_max = 24).
+    measured = [Round(k, k, k, 0.0, 0.020 + 0.0022 * k, 0.0) for k in (4, 8, 12) * 10]
+    for k_max in (8, 24, 64):
+        estimate = AdaptiveWindow(k_max=k_max).estimates(measured)
+        assert estimate.verify_per_token_s == pytest.approx(0.0022, rel=0.05)
+        assert estimate.verify_base_s == pytest.approx(0.020, rel=0.1)
+
+
 def test_steps_with_nothing_proposed_price_neither_drafting_nor_verification() -> None:
     # in process, a round the drafter had nothing for is one target step (12 ms), a
     # different pass from verifying 1-8 drafted tokens (24 ms + 2 ms a token)
