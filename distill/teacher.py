@@ -84,8 +84,9 @@ def compute_distributions(
     for example in track(examples, description=f"teacher {teacher.name}"):
         if reply_ids(teacher, example.target) != example.target_ids:
             raise ConfigError(
-                f"example {example.id} was tokenized by {example.tokenizer!r}, whose tokens "
-                f"{teacher.name} does not share; KD needs one tokenizer for both"
+                f"example {example.id}'s target is not {teacher.name}'s reply tokens "
+                f"(tokenized by {example.tokenizer!r}, or built before targets ended with "
+                "the end-of-turn token); KD needs one tokenizer for both"
             )
         logprobs = log_softmax(teacher.logits(example.prompt_ids, example.target_ids)[:-1])
         top = np.argpartition(-logprobs, k - 1, axis=1)[:, :k]

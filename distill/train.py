@@ -338,8 +338,9 @@ def _check_tokenizer(examples: Sequence[DistillExample], teacher: LocalLLM) -> N
     for example in examples[:8]:
         if reply_ids(teacher, example.target) != example.target_ids:
             raise ConfigError(
-                f"the dataset was tokenized by {example.tokenizer!r}; a student of "
-                f"{teacher.name} has another tokenizer. Rebuild it with --tokenizer {teacher.name}"
+                f"the dataset's targets are not {teacher.name}'s reply tokens (tokenized by "
+                f"{example.tokenizer!r}, or built before targets ended with the end-of-turn "
+                f"token). Rebuild it with --tokenizer {teacher.name}"
             )
 
 
