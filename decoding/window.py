@@ -526,13 +526,13 @@ def _line(
     of several sizes, which a few recent rounds rarely span: it is fitted over all points
     alike by least squares, with the prior's line as ``prior_weights[1]`` pseudo-points
     centred on the points' mean t, one token apart. So the prior weighs on the slope as
-    that many rounds one token apart whatever the window's range, and not on the level: a pseudo-point's pull on a slope grows with the square of its distance
-    from the points, and anchored at k_min and k_max = 24 the prior's 5 ms a token
-    outweighed a hundred measured rounds that said 2.2 (the windows stayed short). The
-    level moves with the load: it is the weighted mean of ``seconds - slope * t``, the
-    prior's worth ``prior_weights[0]``. Fitting both from
-    recent rounds made the slope noise (0 ms of base and 10 ms a token, where 39 ms and
-    3 ms were true), and the window with it.
+    that many rounds one token apart whatever the window's range, and not on the level:
+    a pseudo-point's pull on a slope grows with the square of its distance from the
+    points, and anchored at k_min and k_max = 24 the prior's 5 ms a token outweighed a
+    hundred measured rounds that said 2.2 (the windows stayed short). The level moves
+    with the load: it is the weighted mean of ``seconds - slope * t``, the prior's worth
+    ``prior_weights[0]``. Fitting both from recent rounds made the slope noise (0 ms of
+    base and 10 ms a token, where 39 ms and 3 ms were true), and the window with it.
     """
     prior_base, prior_slope = prior
     level_prior, slope_prior = prior_weights
