@@ -170,6 +170,7 @@ class LocalLLM(BaseLLM):
         self._chat_format = chat_format
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
         self._end_ids: frozenset[int] | None = None
+        self._end_of_turn_id: int | None = None
         source = (
             self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
         )
@@ -651,6 +652,11 @@ class LocalLLM(BaseLLM):
         Raises:
             ConfigError: The model has neither.
         """
+        if self._end_of_turn_id is None:  # asked once per example of a dataset
+            self._end_of_turn_id = self._find_end_of_turn()
+        return self._end_of_turn_id
+
+    def _find_end_of_turn(self) -> int:
         marker = "REPLY-END-MARKER"
         closed = self._template.render(
             (Message(role="user", content="?"), Message(role="assistant", content=marker)),
