@@ -7,23 +7,25 @@ Stages (each resumable; ``--only`` runs one):
    trajectories. It also plays ``valid_unseen`` games and the distractor-100 questions:
    held-out trajectories, never trained on. Run directories under runs/distillation/.
 2. ``train``: one dataset from the training runs (all episodes: the teacher rarely
-   succeeds), and three students with the same blocks, data, steps and seed, one per
-   loss: ``sft``, ``kd`` (token-level) and ``structured``. By default a student keeps
-   24 of the teacher's 30 blocks, without its middle six (``--cut middle``), and trains
-   only its upper twelve (``--frozen 12``): with 12 evenly spaced blocks, trained in full
-   for 40 steps, no student reproduced a single held-out action.
+   succeeds), and per seed three students with the same blocks, data, steps and example
+   order, one per loss: ``sft``, ``kd`` (token-level) and ``structured``. Three seeds by
+   default: one seed's ranking of the losses did not survive a second. By default a
+   student keeps 24 of the teacher's 30 blocks, without its middle six (``--cut
+   middle``), and trains only its upper twelve (``--frozen 12``): with 12 evenly spaced
+   blocks, trained in full for 40 steps, no student reproduced a single held-out action.
 3. ``eval``: on held-out steps, each student's ACT exact match with the teacher given the
    same prompt, the teacher's perplexity of the student's REASON text, and end-task
    success with the student as the agent model on held-out HotPotQA questions and
    ALFWorld ``valid_unseen`` games (the teacher's own held-out runs, over the same items,
-   are its row); student size and tokens/s.
+   are its row); student size and tokens/s. Per loss the seeds' mean and spread, and
+   structured against KD on ACT match paired over the same held-out steps.
 
 Writes benchmarks/results/distillation.json and distillation.png.
 
 Usage:
     python benchmarks/distillation.py [--only teacher|train|eval] [--hotpot-train 120]
         [--alfworld-train 24] [--layers 24] [--cut middle] [--frozen 12] [--steps 200]
-        [--batch 8] [--lr 1e-3] [--precision q8_0]
+        [--batch 8] [--lr 1e-3] [--precision q8_0] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -112,25 +114,28 @@ def datasets(args: argparse.Namespace) -> tuple[Path, Path]:
     return out["train"], out["heldout"]
 
 
-def students(args: argparse.Namespace, dataset: Path) -> dict[str, Path]:
-    """One student per loss: same blocks, data, steps, seed (resumed when present)."""
-    made = {}
-    for loss in LOSSES:
-        config = TrainConfig(
-            loss=loss,
-            layers=args.layers,
-            cut=args.cut,
-            frozen=args.frozen,
-            steps=args.steps,
-            batch=args.batch,
-            lr=args.lr,
-            precision=args.precision,
-            teacher=TEACHER,
-        )
-        out = RUNS / f"student-{loss}"
-        if not (out / "result.json").exists():
-            train(config, dataset, out)
-        made[loss] = out
+def students(args: argparse.Namespace, dataset: Path) -> dict[str, list[Path]]:
+    """Students per loss, one per seed: the same blocks, data and steps, and for a seed
+    the same example order across losses (resumed when present)."""
+    made: dict[str, list[Path]] = {loss: [] for loss in LOSSES}
+    for seed in range(args.seeds):
+        for loss in LOSSES:
+            config = TrainConfig(
+                loss=loss,
+                layers=args.layers,
+                cut=args.cut,
+                frozen=args.frozen,
+                steps=args.steps,
+                batch=args.batch,
+                lr=args.lr,
+                precision=args.precision,
+                teacher=TEACHER,
+                seed=seed,
+            )
+            out = RUNS / f"student-{loss}-seed{seed}"
+            if not (out / "result.json").exists():
+                train(config, dataset, out)
+            made[loss].append(out)
     return made
 
 
@@ -166,14 +171,46 @@ def task_scores(run: Path, ids: list[str]) -> dict[str, float]:
     return {"success": float(np.mean([r.success for r in chosen])), **metrics, "items": len(ids)}
 
 
-def evaluation(
-    args: argparse.Namespace, train_set: Path, heldout: Path, made: dict[str, Path]
+def model_row(
+    args: argparse.Namespace,
+    name: str,
+    model: str,
+    *,
+    teacher: Any,
+    examples: list[Any],
+    actions: dict[str, list[str]],
 ) -> dict[str, Any]:
-    """Agreement with the teacher on held-out steps, and end-task success as the agent.
+    """One model's agreement with the teacher on held-out steps and its end-task scores
+    as the agent model. The teacher's task scores come from its held-out runs (stage
+    ``teacher``) over the same items the students play."""
+    llm = load_llm(model)
+    row = score_student(llm, teacher, examples, actions).model_dump()
+    for task, (suite_on, items) in heldout_tasks(args).items():
+        suite = suite_on(llm)
+        ids = [suite.item_id(i) for i in items]
+        if name == "teacher":
+            row[task] = task_scores(RUNS / f"{task}-heldout", ids)
+            continue
+        out = RUNS / f"task-{task}-{name}"
+        evaluate(
+            suite,
+            items,
+            out,
+            dataset=f"{task}-heldout",
+            graph="react",
+            model=model,
+            resume=(out / "run.json").exists(),
+        )
+        row[task] = task_scores(out, ids)
+    path = Path(model) if model.endswith(".gguf") else packaged_model(TEACHER).locate()
+    row["size_mb"] = round(path.stat().st_size / 1e6, 1)
+    return row
 
-    The teacher's task scores come from its held-out runs (stage ``teacher``) over the
-    same items the students play.
-    """
+
+def evaluation(
+    args: argparse.Namespace, train_set: Path, heldout: Path, made: dict[str, list[Path]]
+) -> dict[str, Any]:
+    """The teacher's row, and per loss each seed's row and their mean and spread."""
     teacher = load_llm(TEACHER)
     examples, _ = load_dataset(heldout)
     actions = agent_actions([*load_dataset(train_set)[0], *examples])
@@ -186,57 +223,93 @@ def evaluation(
     examples = sorted(
         sample_items(examples, args.score_examples, 0), key=lambda e: (e.source, e.step)
     )
-    tasks = heldout_tasks(args)
-    scores: dict[str, Any] = {}
-    for name, model in [
-        ("teacher", TEACHER),
-        *((k, str(v / "student.gguf")) for k, v in made.items()),
-    ]:
-        llm = load_llm(model)
-        row = score_student(llm, teacher, examples, actions).model_dump()
-        for task, (suite_on, items) in tasks.items():
-            suite = suite_on(llm)
-            ids = [suite.item_id(i) for i in items]
-            if name == "teacher":
-                row[task] = task_scores(RUNS / f"{task}-heldout", ids)
-                continue
-            out = RUNS / f"task-{task}-{name}"
-            evaluate(
-                suite,
-                items,
-                out,
-                dataset=f"{task}-heldout",
-                graph="react",
-                model=model,
-                resume=(out / "run.json").exists(),
+    scores: dict[str, Any] = {
+        "teacher": model_row(
+            args, "teacher", TEACHER, teacher=teacher, examples=examples, actions=actions
+        )
+    }
+    for loss, folders in made.items():
+        rows = []
+        for folder in folders:
+            row = model_row(
+                args,
+                folder.name.removeprefix("student-"),
+                str(folder / "student.gguf"),
+                teacher=teacher,
+                examples=examples,
+                actions=actions,
             )
-            row[task] = task_scores(out, ids)
-        path = Path(model) if model.endswith(".gguf") else None
-        file = path or packaged_model(TEACHER).locate()
-        row["size_mb"] = round(file.stat().st_size / 1e6, 1)
-        if path is not None:
-            row["train"] = json.loads((made[name] / "result.json").read_text())
-        scores[name] = row
+            row["train"] = json.loads((folder / "result.json").read_text())
+            rows.append(row)
+        scores[loss] = {"by_seed": rows, **across_seeds(rows)}
     return scores
 
 
+FIGURES: dict[str, Any] = {
+    "act_match": lambda r: r["act_match"],
+    "parsed": lambda r: r["parsed"],
+    "reason_perplexity": lambda r: r["reason_perplexity"],
+    "tokens_per_s": lambda r: r["tokens_per_s"],
+    "hotpot_success": lambda r: r["hotpot"]["success"],
+    "hotpot_f1": lambda r: r["hotpot"]["f1"],
+    "alfworld_success": lambda r: r["alfworld"]["success"],
+}
+"""The figures averaged over a loss's seeds."""
+
+
+def across_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation of each figure over one loss's seeds."""
+    values = {k: [v for r in rows if (v := get(r)) is not None] for k, get in FIGURES.items()}
+    return {
+        "mean": {k: round(float(np.mean(v)), 4) if v else None for k, v in values.items()},
+        "sd": {
+            k: round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None for k, v in values.items()
+        },
+    }
+
+
+def paired_act_match(
+    a: dict[str, Any], b: dict[str, Any], resamples: int = 10_000
+) -> dict[str, Any]:
+    """Loss ``a``'s ACT match minus ``b``'s, averaged over seeds, with a 95% bootstrap
+    interval over the held-out steps (paired: a resample draws the same steps for both;
+    it covers the choice of steps, not the choice of seeds), and the seeds ``a`` wins."""
+    matches = [np.array([r["act_matches"] for r in x["by_seed"]], dtype=float) for x in (a, b)]
+    difference = matches[0].mean(axis=0) - matches[1].mean(axis=0)
+    picks = np.random.default_rng(0).integers(0, len(difference), (resamples, len(difference)))
+    low, high = np.quantile(difference[picks].mean(axis=1), [0.025, 0.975])
+    per_seed = matches[0].mean(axis=1) - matches[1].mean(axis=1)
+    return {
+        "difference": round(float(difference.mean()), 4),
+        "ci95": [round(float(low), 4), round(float(high), 4)],
+        "seeds_won": int((per_seed > 0).sum()),
+        "seeds": len(per_seed),
+    }
+
+
 def plot(scores: dict[str, Any], path: Path) -> None:
+    """Per model a bar (the seeds' mean) and a dot per seed."""
     names = list(scores)
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
     panels = [
-        ("ACT exact match (held-out steps)", lambda r: r["act_match"], 1.0),
-        ("free replies that parse (no guidance)", lambda r: r["parsed"], 1.0),
-        ("HotPotQA F1 as the agent", lambda r: r["hotpot"]["f1"], 1.0),
-        ("REASON perplexity under teacher", lambda r: r["reason_perplexity"] or 0.0, None),
+        ("ACT exact match (held-out steps)", "act_match", 1.0),
+        ("free replies that parse (no guidance)", "parsed", 1.0),
+        ("HotPotQA F1 as the agent", "hotpot_f1", 1.0),
+        ("REASON perplexity under teacher", "reason_perplexity", None),
     ]
     colors = ["#999999", "#4c72b0", "#dd8452", "#55a868"]
-    for ax, (title, value, top) in zip(axes, panels, strict=True):
-        ax.bar(names, [value(scores[n]) for n in names], color=colors[: len(names)])
+    for ax, (title, figure, top) in zip(axes, panels, strict=True):
+        rows = [[scores[n]] if n == "teacher" else scores[n]["by_seed"] for n in names]
+        seeds = [[FIGURES[figure](r) or 0.0 for r in group] for group in rows]
+        ax.bar(names, [float(np.mean(v)) for v in seeds], color=colors[: len(names)])
+        for x, values in enumerate(seeds):
+            ax.scatter([x] * len(values), values, color="black", s=10, zorder=3)
         ax.set_title(title, fontsize=10)
         if top is not None:
             ax.set_ylim(0, top)
         else:
             ax.set_yscale("log")
+    fig.suptitle("bars: mean over seeds; dots: one student each", fontsize=9)
     save_figure(fig, path)
 
 
@@ -249,7 +322,7 @@ def main() -> None:
     parser.add_argument("--alfworld-heldout", type=int, default=6)
     parser.add_argument("--train-examples", type=int, default=600)
     parser.add_argument("--heldout-examples", type=int, default=80)
-    parser.add_argument("--score-examples", type=int, default=48)
+    parser.add_argument("--score-examples", type=int, default=80)
     parser.add_argument("--task-questions", type=int, default=15)
     parser.add_argument("--task-games", type=int, default=6)
     parser.add_argument("--layers", type=int, default=24)
@@ -259,6 +332,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--precision", choices=get_args(Precision), default="q8_0")
+    parser.add_argument("--seeds", type=int, default=3, help="students per loss")
     args = parser.parse_args()
     if args.only in (None, "teacher"):
         teacher_runs(args)
@@ -285,10 +359,12 @@ def main() -> None:
         "scores": scores,
     }
     structured, kd = scores["structured"], scores["kd"]
+    result["structured_vs_kd_act_match"] = paired_act_match(structured, kd)
     result["goal"] = {
-        "structured_beats_kd_on_act_match": structured["act_match"] > kd["act_match"],
+        "structured_beats_kd_on_act_match": structured["mean"]["act_match"]
+        > kd["mean"]["act_match"],
         "structured_beats_kd_on_task_success": {
-            task: structured[task]["success"] > kd[task]["success"]
+            task: structured["mean"][f"{task}_success"] > kd["mean"][f"{task}_success"]
             for task in ("hotpot", "alfworld")
         },
     }

@@ -48,7 +48,7 @@ Usage:
     python benchmarks/speculative.py [--target smollm2-135m] [--target-precision f16]
         [--prompts 16] [--max-tokens 64]
         [--rtts-ms 0 10 50] [--windows 1 2 3 4 5 6 7 8] [--requests 20] [--repeats 3]
-        [--in-process-only] [--student runs/distillation/student-structured/student.gguf]
+        [--in-process-only] [--student runs/distillation/student-structured-seed0/student.gguf]
         [--vllm-only --vllm-url http://127.0.0.1:8001/v1 --vllm-prompts 3]
 """
 
@@ -452,7 +452,7 @@ def main() -> None:
     parser.add_argument(
         "--student",
         type=Path,
-        default=Path("runs/distillation/student-structured/student.gguf"),
+        default=Path("runs/distillation/student-structured-seed0/student.gguf"),
         help="a distilled student of the target to draft with in process, if it exists",
     )
     parser.add_argument("--vllm-url", help="a vLLM server serving the target as --target")

@@ -46,6 +46,8 @@ class StudentScores(BaseModel):
     model: str
     examples: int
     act_match: float
+    act_matches: list[bool]
+    """Per example, in the order scored: whether the actions matched."""
     parsed: float
     """Share of first, unguided attempts with a REASON/ACT structure."""
     reason_perplexity: float | None
@@ -111,7 +113,8 @@ def score_student(
         actions: Each agent's action names (`agent_actions`).
         max_tokens: The cap of replies whose step did not record its own.
     """
-    matches = parsed = tokens = 0
+    matches: list[bool] = []
+    parsed = tokens = 0
     seconds = 0.0
     nll = 0.0
     reason_tokens = 0
@@ -125,7 +128,7 @@ def score_student(
         tokens += len(student.tokenize(reply))
         parsed += free
         key = action_key(reply)
-        matches += key is not None and key == action_key(example.target)
+        matches.append(key is not None and key == action_key(example.target))
         try:
             start, end = find_spans(reply).reason
         except NoStructureError:
@@ -138,7 +141,8 @@ def score_student(
     return StudentScores(
         model=student.name,
         examples=len(examples),
-        act_match=matches / n,
+        act_match=sum(matches) / n,
+        act_matches=matches,
         parsed=parsed / n,
         reason_perplexity=math.exp(nll / reason_tokens) if reason_tokens else None,
         tokens_per_s=tokens / seconds if seconds else 0.0,

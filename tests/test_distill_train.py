@@ -169,9 +169,10 @@ def test_scoring_a_student_against_its_teacher(dataset: Path) -> None:
     perfect = ScriptedLLM([e.target.removeprefix("Thought:") for e in examples], name="perfect")
     best = score_student(perfect, smollm2, examples, actions)
     assert best.act_match == 1.0 and best.parsed == 1.0
+    assert best.act_matches == [True] * len(examples)
     assert best.reason_perplexity is not None and best.reason_perplexity > 1.0
     real = score_student(smollm2, smollm2, examples[:2], actions, max_tokens=24)
-    assert 0.0 <= real.act_match <= 1.0 and 0.0 <= real.parsed <= 1.0
+    assert real.act_match == sum(real.act_matches) / 2 and 0.0 <= real.parsed <= 1.0
     assert real.tokens_per_s > 0
 
 
