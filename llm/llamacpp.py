@@ -82,6 +82,10 @@ class LlamaRuntime:
     def __init__(self, path: Path, *, seq_len: int, n_seq_max: int, n_threads: int) -> None:
         init_backend()
         model_params = llama_cpp.llama_model_default_params()
+        # No repacked weight layouts: on CPUs with AMX (Sapphire Rapids) llama.cpp moves
+        # Q4_1 weights into AMX tiles, and a prefill of a few dozen tokens through them
+        # segfaults (a 17-token prompt did, here). Plain layouts run on every CPU alike.
+        model_params.use_extra_bufts = False
         self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self._model:
             raise LLMError(f"llama.cpp could not load {path}; is it a GGUF file?")
