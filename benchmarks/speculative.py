@@ -47,7 +47,7 @@ measures both files.
 Usage:
     python benchmarks/speculative.py [--target smollm2-135m] [--target-precision f16]
         [--prompts 16] [--max-tokens 64]
-        [--rtts-ms 0 10 50] [--windows 1 2 3 4 5 6 7 8] [--requests 20] [--repeats 3]
+        [--rtts-ms 0 10 50] [--windows 1 2 3 4 5 6 7 8 12 16 24] [--requests 20] [--repeats 3]
         [--in-process-only] [--student runs/distillation/student-structured-seed0/student.gguf]
         [--vllm-only --vllm-url http://127.0.0.1:8001/v1 --vllm-prompts 3]
 """
@@ -428,7 +428,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rtts-ms", type=int, nargs="+", default=[0, 10, 50])
-    parser.add_argument("--windows", type=int, nargs="+", default=list(range(1, 9)))
+    parser.add_argument(
+        "--windows",
+        type=int,
+        nargs="+",
+        default=[*range(1, 9), 12, 16, 24],
+        help="fixed windows; AWC chooses among 1 to the largest",
+    )
     parser.add_argument("--depths", type=int, nargs="+", default=[12, 20, 24, 28])
     parser.add_argument("--requests", type=int, default=20, help="per edge, in the sweeps")
     parser.add_argument(
@@ -772,8 +778,9 @@ def _replayed(
         history = tuple(earlier)
         while made < len(answer):
             room = len(answer) - made
-            k = min(policy.next_window(rounds, history), room)
-            drafted = DRAFTER.propose(ids, k, greedy, rng, ends).ids
+            offered = DRAFTER.propose(ids, min(policy.largest, room), greedy, rng, ends).ids
+            k = min(policy.next_window(rounds, history, len(offered)), room)
+            drafted = offered[:k]
             if drafted:
                 stood = next(
                     (j for j, t in enumerate(drafted)
@@ -790,7 +797,8 @@ def _replayed(
             else:  # the cloud decodes the window's k + 1 tokens itself
                 new = min(k + 1, room)
                 alone_s = prices.alone_base_s + prices.own_token_s * new
-                done = Round(k, 0, 0, 0.0, alone_s, rtt_s, decoded=new)
+                resume_at = _resumes_at(ids, answer[made : made + new], ends)
+                done = Round(k, 0, 0, 0.0, alone_s, rtt_s, decoded=new, resume_at=resume_at)
             rounds.append(done)
             ids.extend(answer[made : made + new])
             made += new
@@ -798,6 +806,17 @@ def _replayed(
                 seconds += done.draft_s + done.verify_s + done.network_s
         earlier.extend(rounds)
     return seconds
+
+
+def _resumes_at(ids: list[int], decoded: list[int], ends: frozenset[int]) -> int:
+    """As `SpeculativeLLM` records it: after how many of the ``decoded`` tokens prompt
+    lookup would first have proposed one that stood (0: nowhere)."""
+    greedy, rng = GenerationParams(temperature=0.0), np.random.default_rng(0)
+    for m in range(1, len(decoded)):
+        guess = DRAFTER.propose([*ids, *decoded[:m]], 1, greedy, rng, ends).ids
+        if guess and guess[0] == decoded[m]:
+            return m
+    return 0
 
 
 def finish(result: dict[str, Any], profile: LatencyProfile, args: argparse.Namespace) -> None:

@@ -46,6 +46,11 @@ class Proposal:
     ids: list[int]
     distributions: list[np.ndarray] | None = None
 
+    def first(self, k: int) -> Proposal:
+        """The first ``k`` drafted ids (and their distributions)."""
+        rows = self.distributions
+        return Proposal(self.ids[:k], None if rows is None else rows[:k])
+
 
 @runtime_checkable
 class Drafter(Protocol):
@@ -53,6 +58,14 @@ class Drafter(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def free(self) -> bool:
+        """Whether proposing costs next to nothing (a lookup, not a model): the decoder
+        then proposes the longest window first and lets the window policy choose
+        knowing what the round holds, and checks after a round with nothing proposed
+        where a proposal would have resumed."""
+        ...
 
     def propose(
         self,
@@ -77,6 +90,10 @@ class ModelDrafter:
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def free(self) -> bool:
+        return False
 
     def propose(
         self,
@@ -111,6 +128,7 @@ class PromptLookupDrafter:
     max_ngram: int = 3
     min_ngram: int = 1
     name: str = "prompt-lookup"
+    free: bool = True
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_ngram <= self.max_ngram:

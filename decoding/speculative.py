@@ -6,7 +6,9 @@ prefix plus those tokens in one pass, and the output keeps the longest prefix th
 accepts plus one token of the target's own. A round in which the drafter proposes
 nothing (prompt lookup where the answer leaves its source) asks a remote target to
 decode ``k + 1`` tokens itself: verifying one token per round trip would pay a whole
-request for each. Both ends may be remote: the target is any
+request for each. A free drafter (prompt lookup) proposes before the window is chosen,
+so the policy knows whether the round verifies or decodes alone; after a round decoded
+alone, its lookups record where copying could have resumed (``Round.resume_at``). Both ends may be remote: the target is any
 `LLM` whose ``score`` gives per-position log-probabilities (vLLM's ``prompt_logprobs``
 remotely), and a `NetworkLink` injects round-trip delay, jitter and bandwidth on the
 edge-cloud link.
@@ -314,18 +316,44 @@ class SpeculativeLLM(BaseLLM):
             usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(produced)),
         )
 
-    def _round(self, request: _Request, room: int, *, exact: bool) -> list[int]:
-        """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
-        k = self.window.next_window(request.rounds, request.earlier)
+    def _window(self, request: _Request, room: int, proposed: int | None = None) -> int:
+        """The policy's window for the next round, checked, clipped to ``room``."""
+        k = self.window.next_window(request.rounds, request.earlier, proposed)
         if k < 1:
             raise ConfigError(
                 f"window policy {self.window.name} asked for {k} tokens", parameter="window"
             )
-        k = min(k, room)
+        return min(k, room)
+
+    def _propose(self, request: _Request, room: int, params: GenerationParams) -> tuple[int, Proposal]:
+        """The round's window and proposal. A free drafter proposes first, with the
+        policy's largest window, and the policy chooses knowing what it proposed."""
+        ends = self.end_token_ids
+        if not self.draft.free:
+            k = self._window(request, room)
+            return k, self.draft.propose(request.ids, k, params, request.rng, ends)
+        longest = min(self.window.largest, room)
+        proposal = self.draft.propose(request.ids, longest, params, request.rng, ends)
+        k = self._window(request, room, len(proposal.ids))
+        return k, proposal.first(k)
+
+    def _resumes_at(self, request: _Request, decoded: list[int]) -> int:
+        """After how many of the ``decoded`` tokens (the target's, decoded alone) a free
+        drafter would first have proposed a token that stood (0: nowhere): what the
+        window policy learns where copying resumes from. Lookups only, no model call."""
+        for m in range(1, len(decoded)):
+            ids = [*request.ids, *decoded[:m]]
+            guess = self.draft.propose(ids, 1, GREEDY, request.rng, self.end_token_ids).ids
+            if guess and guess[0] == decoded[m]:
+                return m
+        return 0
+
+    def _round(self, request: _Request, room: int, *, exact: bool) -> list[int]:
+        """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
         sampling = exact and request.params.temperature > 0
         began = time.perf_counter()
         params = request.params if sampling else GREEDY
-        proposal = self.draft.propose(request.ids, k, params, request.rng, self.end_token_ids)
+        k, proposal = self._propose(request, room, params)
         drafted = proposal.ids
         draft_s = time.perf_counter() - began
         if request.fallback:  # the target failed earlier: the draft answers alone
@@ -348,8 +376,20 @@ class SpeculativeLLM(BaseLLM):
             if alone:
                 decoded = self._decode(request, params, returned)
                 verify_s = time.perf_counter() - began
+                began = time.perf_counter()
+                resume_at = self._resumes_at(request, decoded) if self.draft.free else 0
+                draft_s += time.perf_counter() - began  # the edge's lookups
                 request.rounds.append(
-                    Round(k, 0, 0, draft_s, verify_s, network_s, decoded=len(decoded))
+                    Round(
+                        k,
+                        0,
+                        0,
+                        draft_s,
+                        verify_s,
+                        network_s,
+                        decoded=len(decoded),
+                        resume_at=resume_at,
+                    )
                 )
                 return decoded
             if sampling:
@@ -440,6 +480,7 @@ class SpeculativeLLM(BaseLLM):
                 "drafted": [r.drafted for r in rounds],
                 "accepted": [r.accepted for r in rounds],
                 "decoded": [r.decoded for r in rounds],
+                "resume_at": [r.resume_at for r in rounds],
                 "draft_s": [round(r.draft_s, 6) for r in rounds],
                 "verify_s": [round(r.verify_s, 6) for r in rounds],
                 "network_s": [round(r.network_s, 6) for r in rounds],

@@ -18,6 +18,23 @@ tokens made so, ``AdaptiveWindow`` minimises the seconds per token of the mix,
 It (AWC-style, PAPERS.md section 4) estimates those quantities from measured rounds,
 starting from a prior, and picks ``k`` by that formula each round.
 
+A free drafter (prompt lookup) proposes before the window is chosen, so the policy is
+told what the round holds and makes two decisions instead of one mix. With a proposal
+of ``m`` tokens it verifies the ``k <= m`` with the least seconds per verified token. With
+none, the cloud decodes ``J = k + 1`` tokens alone, and a longer round saves round trips
+but runs past the point where the answer comes back to its source and copying could have
+resumed: each token decoded after that point costs ``d - c`` more than copying it (``d``
+per decoded token, ``c`` per copied one). With ``h(p)`` the chance that a stretch
+without proposals ends after its ``p``-th token, ``s`` tokens into one, ``J`` minimises
+
+    (rtt_s + decode_base_s + J * d + max(d - c, 0) * W(J)) / J,
+    W(J) = sum over m < J of P(the stretch ends within its next m tokens | it lasted s).
+
+Where an answer leaves its source it mostly comes back within a few tokens or not at all,
+so ``h`` falls with ``p``: short rounds at first, longer ones as the stretch goes on
+(`resume_rates`). Fixed windows couple the two decisions: a window long enough to verify
+a copied stretch in one trip decodes just as long a round when nothing is proposed.
+
 The round trip, the draft's speed and the cloud's state outlive a request; acceptance
 belongs to the prompt. So costs are estimated over the edge's recent rounds, earlier
 requests' included, and acceptance over the request's own, starting from what the edge's
@@ -40,6 +57,7 @@ exactly when that hurts every edge.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -54,6 +72,10 @@ EARLIER_ROUNDS = 128
 """How many rounds of an edge's earlier requests its window policy is shown (costs fade
 with ``decay`` per round; the acceptance prior pools them all)."""
 POOLED_WEIGHT = 1.0
+RESUME_BINS = (1, 2, 3, 5, 9, 17)
+"""Stretches without proposals, binned by their length so far (tokens) where
+`resume_rates` estimates the chance that one ends at its next token: bins double, so the
+long stretches, rarer and less likely to end, pool."""
 """Rounds of evidence the request's pooled acceptance is worth at each window position."""
 
 
@@ -75,6 +97,9 @@ class Round:
             or where the cloud does not say).
         decoded: Tokens the target decoded itself in a round the drafter had nothing to
             propose for (``verify_s`` is then its decoding time, not a verification).
+        resume_at: In such a round, after how many of its tokens (1 to ``decoded - 1``)
+            a free drafter would first have proposed a token that stood: where copying
+            could have resumed (0: nowhere inside the round, or not checked).
     """
 
     window: int
@@ -86,6 +111,7 @@ class Round:
     queue_s: float = 0.0
     shared_tokens: int = 0
     decoded: int = 0
+    resume_at: int = 0
 
 
 @runtime_checkable
@@ -100,9 +126,16 @@ class WindowPolicy(Protocol):
         """The largest window it may ask for."""
         ...
 
-    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+    def next_window(
+        self, rounds: Sequence[Round], earlier: Sequence[Round] = (), proposed: int | None = None
+    ) -> int:
         """Tokens to draft next (>= 1) given this request's ``rounds`` and the ``earlier``
-        rounds of the same edge; the caller clips it to the tokens left."""
+        rounds of the same edge; the caller clips it to the tokens left.
+
+        ``proposed``: what a free drafter already proposes for this round with the
+        `largest` window (the round verifies the first ``k``; 0: nothing, and a remote
+        target decodes ``k + 1`` tokens alone), or None where the drafter proposes after
+        the choice (a model)."""
         ...
 
 
@@ -126,7 +159,9 @@ class FixedWindow:
     def largest(self) -> int:
         return self.k
 
-    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+    def next_window(
+        self, rounds: Sequence[Round], earlier: Sequence[Round] = (), proposed: int | None = None
+    ) -> int:
         return self.k
 
 
@@ -150,6 +185,8 @@ class CostPrior:
             fixed part beyond the link.
         decode_per_token_s: Seconds each token it decodes adds.
         unproposed: Share of the answer's tokens made in such rounds.
+        resume: Per bin of `RESUME_BINS`, the chance that a stretch without proposals
+            ends at its next token (the last holds beyond).
         weight: How many rounds of evidence the prior is worth.
     """
 
@@ -164,12 +201,18 @@ class CostPrior:
     decode_base_s: float = 0.005
     decode_per_token_s: float = 0.015
     unproposed: float = 0.0
+    resume: tuple[float, ...] = (0.3,)
     weight: float = 2.0
 
     def rate_at(self, position: int) -> float:
         """The prior acceptance at window ``position`` (0-based)."""
         rates = self.position_acceptance
         return rates[min(position, len(rates) - 1)] if rates else self.acceptance
+
+    def resume_at_bin(self, index: int) -> float:
+        """The prior chance that a stretch without proposals in bin ``index`` of
+        `RESUME_BINS` ends at its next token."""
+        return self.resume[min(index, len(self.resume) - 1)]
 
 
 def expected_tokens(rates: Sequence[float]) -> float:
@@ -330,20 +373,51 @@ class AdaptiveWindow:
     def largest(self) -> int:
         return self.k_max
 
-    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+    def next_window(
+        self, rounds: Sequence[Round], earlier: Sequence[Round] = (), proposed: int | None = None
+    ) -> int:
         start = _edge_start(self, tuple(earlier))
-        e = start.policy._estimates(rounds, start)
-        rates = start.policy._position_acceptance(rounds)
+        policy = start.policy
+        e = policy._estimates(rounds, start)
+        windows = range(self.k_min, self.k_max + 1)
+        if proposed == 0:
+            return policy._alone_window(rounds, start, e)
+        rates = policy._position_acceptance(rounds)
+        if proposed is not None:  # verify a known proposal: no round decodes alone
+            longest = min(self.k_max, max(proposed, self.k_min))
+            return min(range(self.k_min, longest + 1), key=lambda k: _verified(e, rates, k))
 
         def seconds_per_token(k: int) -> float:
             # A share of the tokens comes from rounds that verify a proposal, the rest from
             # rounds where the target decodes k + 1 tokens alone: each at its own rate.
-            verify = e.queue_factor * (e.verify_base_s + e.load * k * e.verify_per_token_s)
-            verified = (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
             alone = (e.rtt_s + e.decode_base_s) / (k + 1) + e.decode_per_token_s
-            return (1 - e.unproposed) * verified + e.unproposed * alone
+            return (1 - e.unproposed) * _verified(e, rates, k) + e.unproposed * alone
 
-        return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
+        return min(windows, key=seconds_per_token)
+
+    def _alone_window(self, rounds: Sequence[Round], start: _EdgeStart, e: CostPrior) -> int:
+        """The window of a round with nothing proposed, whose ``J = k + 1`` tokens the
+        target decodes alone: the least expected seconds for the next ``k_max + 1``
+        tokens (module docstring), with the stretch's chance to end at each of its
+        next tokens from `resume_rates`."""
+        watched, length = _Resumes.of(rounds)
+        resume = resume_rates(start.resumes.then(watched), self.prior)
+        # What copying costs a token, as the edge's rounds whose proposal stood measured
+        # it, all alike: weighting recent rounds more made it noise (6 to 12 ms a token in
+        # one request), and one high reading sent a whole round past the stretch's end.
+        copied = start.copied.then(_Costs.of(_standing(rounds), 1.0), 1.0)
+        copy_s = copied.seconds / copied.made if copied.made else e.decode_per_token_s
+        overhead = e.rtt_s + e.decode_base_s
+        horizon = self.k_max + 1
+        standing, cost = 1.0, {}
+        for tokens in range(1, horizon + 1):
+            # the chance the stretch goes on past the round's last token
+            standing *= 1.0 - resume[_resume_bin(length + tokens)]
+            # the horizon's other tokens: copied if it ended, else decoded in rounds alike
+            alone_s = overhead / tokens + e.decode_per_token_s
+            rest = (horizon - tokens) * ((1.0 - standing) * copy_s + standing * alone_s)
+            cost[tokens - 1] = overhead + tokens * e.decode_per_token_s + rest
+        return min(range(self.k_min, self.k_max + 1), key=cost.__getitem__)
 
     def position_acceptance(
         self, rounds: Sequence[Round], earlier: Sequence[Round] = ()
@@ -367,8 +441,14 @@ class AdaptiveWindow:
         """
         return _edge_start(self, tuple(earlier)).policy._position_acceptance(rounds)
 
-    def _position_acceptance(self, rounds: Sequence[Round]) -> list[float]:
-        copying = _copying(rounds[-1]) if rounds else False
+    def _position_acceptance(
+        self, rounds: Sequence[Round], copying: bool | None = None
+    ) -> list[float]:
+        """`position_acceptance` after a round like the last one, or, when ``copying``
+        is given, after a round that did (True) or did not (False) leave the answer in a
+        copied stretch."""
+        if copying is None:
+            copying = _copying(rounds[-1]) if rounds else False
         proposing = [
             r
             for i, r in enumerate(rounds)
@@ -456,7 +536,13 @@ class _Costs:
     service_s: float = 0.0
     wall_s: float = 0.0
     load: float = 0.0
+    made: float = 0.0
     line: _Line = _Line()
+
+    @property
+    def seconds(self) -> float:
+        """The rounds' whole time: drafting, the link and the cloud."""
+        return self.draft_s + self.network_s + self.wall_s
 
     @classmethod
     def of(cls, drafting: Sequence[Round], decay: float) -> _Costs:
@@ -469,6 +555,7 @@ class _Costs:
             wall_s=sum(w * r.verify_s for w, r in pairs),
             # tokens in the pass per token of this edge's window
             load=sum(w * (r.drafted + 1 + r.shared_tokens) / (r.drafted + 1) for w, r in pairs),
+            made=sum(w * (r.accepted + 1) for w, r in pairs),
             line=_Line.of(
                 [(float(r.drafted + r.shared_tokens), r.verify_s - r.queue_s) for _, r in pairs],
                 [w for w, _ in pairs],
@@ -486,6 +573,7 @@ class _Costs:
             aged * self.service_s + newer.service_s,
             aged * self.wall_s + newer.wall_s,
             aged * self.load + newer.load,
+            aged * self.made + newer.made,
             self.line.then(newer.line, decay),
         )
 
@@ -498,6 +586,8 @@ class _EdgeStart:
     policy: AdaptiveWindow
     costs: _Costs
     solo: _Line
+    resumes: _Resumes
+    copied: _Costs
 
 
 @lru_cache(maxsize=64)
@@ -510,6 +600,8 @@ def _edge_start(policy: AdaptiveWindow, earlier: tuple[Round, ...]) -> _EdgeStar
         policy=policy.informed(earlier),
         costs=_Costs.of(_proposing(earlier), policy.decay),
         solo=_Line.solo(_decoded(earlier), policy.decay),
+        resumes=_Resumes.of(earlier)[0],
+        copied=_Costs.of(_standing(earlier), 1.0),
     )
 
 
@@ -554,6 +646,73 @@ def _line(
     return max(level / (level_prior + points.weight), 0.0), slope
 
 
+def _verified(e: CostPrior, rates: Sequence[float], k: int) -> float:
+    """Expected seconds per token of a round that drafts and verifies ``k`` tokens."""
+    verify = e.queue_factor * (e.verify_base_s + e.load * k * e.verify_per_token_s)
+    return (k * e.draft_s + e.rtt_s + verify) / expected_tokens(rates[:k])
+
+
+@dataclass(frozen=True, slots=True)
+class _Resumes:
+    """Per bin of `RESUME_BINS`, how many positions of stretches without proposals were
+    watched and at how many the stretch ended: the evidence of `resume_rates`. An older
+    run of rounds' sums and a newer one's add up (`then`)."""
+
+    ended: tuple[float, ...] = (0.0,) * len(RESUME_BINS)
+    watched: tuple[float, ...] = (0.0,) * len(RESUME_BINS)
+
+    @classmethod
+    def of(cls, rounds: Sequence[Round]) -> tuple[_Resumes, int]:
+        """The evidence in ``rounds``, and the length of the stretch without proposals
+        they end in (0: they end copying).
+
+        A round the target decoded alone watches the positions inside it up to where a
+        free drafter would have resumed (`Round.resume_at`); its last position is
+        watched by the next round, whose proposal stands or not. A stretch that resumed,
+        or a proposal that stood, ends the stretch; a proposal that did not stand, or an
+        in-process step with nothing proposed, adds its one token to it."""
+        ended, watched = [0.0] * len(RESUME_BINS), [0.0] * len(RESUME_BINS)
+        length = 0
+        for i, r in enumerate(rounds):
+            if r.decoded:
+                for m in range(1, (r.resume_at or r.decoded - 1) + 1):
+                    watched[_resume_bin(length + m)] += 1
+                if r.resume_at:
+                    ended[_resume_bin(length + r.resume_at)] += 1
+                elif i + 1 < len(rounds):
+                    after = rounds[i + 1]
+                    watched[_resume_bin(length + r.decoded)] += 1
+                    ended[_resume_bin(length + r.decoded)] += bool(after.drafted and after.accepted)
+                length = 0 if r.resume_at else length + r.decoded
+            elif r.drafted and r.accepted:
+                length = 0
+            else:
+                length += 1
+        return cls(tuple(ended), tuple(watched)), length
+
+    def then(self, newer: _Resumes) -> _Resumes:
+        """This evidence and ``newer``'s together."""
+        return _Resumes(
+            tuple(a + b for a, b in zip(self.ended, newer.ended, strict=True)),
+            tuple(a + b for a, b in zip(self.watched, newer.watched, strict=True)),
+        )
+
+
+def resume_rates(evidence: _Resumes, prior: CostPrior) -> list[float]:
+    """Per bin of `RESUME_BINS`, the chance that a stretch without proposals ends at its
+    next token: the positions where stretches ended over those watched, the prior's rate
+    worth ``prior.weight`` positions in every bin."""
+    return [
+        (prior.weight * prior.resume_at_bin(b) + ended) / (prior.weight + watched)
+        for b, (ended, watched) in enumerate(zip(evidence.ended, evidence.watched, strict=True))
+    ]
+
+
+def _resume_bin(position: int) -> int:
+    """The bin of `RESUME_BINS` of a stretch's ``position``-th token (1-based)."""
+    return bisect_right(RESUME_BINS, position) - 1
+
+
 def _recency(n: int, decay: float) -> list[float]:
     """The weights of ``n`` rounds, oldest first: the newest weighs 1, each older one
     ``decay`` times the next."""
@@ -587,6 +746,12 @@ def _proposing(rounds: Sequence[Round]) -> list[Round]:
     only they age its evidence (a stretch of rounds where prompt lookup found nothing to
     copy should not wipe out what the copied stretch before it showed)."""
     return [r for r in rounds if r.drafted]
+
+
+def _standing(rounds: Sequence[Round]) -> list[Round]:
+    """The rounds whose proposal stood, at least its first token: they time copying
+    (a proposal rejected at once is the price of looking, not of copying)."""
+    return [r for r in rounds if r.accepted]
 
 
 def _decoded(rounds: Sequence[Round]) -> list[Round]:

@@ -196,7 +196,9 @@ class ZeroWindow:
     name = "zero"
     largest = 4
 
-    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+    def next_window(
+        self, rounds: Sequence[Round], earlier: Sequence[Round] = (), proposed: int | None = None
+    ) -> int:
         return 0
 
 
@@ -208,9 +210,13 @@ class RecordingWindow:
 
     def __init__(self) -> None:
         self.shown: list[tuple[int, int]] = []
+        self.proposed: list[int | None] = []
 
-    def next_window(self, rounds: Sequence[Round], earlier: Sequence[Round] = ()) -> int:
+    def next_window(
+        self, rounds: Sequence[Round], earlier: Sequence[Round] = (), proposed: int | None = None
+    ) -> int:
         self.shown.append((len(rounds), len(earlier)))
+        self.proposed.append(proposed)
         return 3
 
 
@@ -224,6 +230,14 @@ def test_an_edge_remembers_its_last_rounds_across_requests(smollm2: LocalLLM) ->
     spec.complete(PROMPT, GenerationParams(max_tokens=12))
     # the new request starts with no rounds of its own and the last ones of the first
     assert window.shown[0] == (0, min(first.decoding["rounds"], EARLIER_ROUNDS))
+    # prompt lookup is free: it proposed first, and the policy was told how much
+    assert all(isinstance(proposed, int) for proposed in window.proposed)
+
+
+def test_a_model_draft_proposes_after_the_window_is_chosen(smollm2: LocalLLM) -> None:
+    window = RecordingWindow()
+    SpeculativeLLM(smollm2, smollm2, window).complete(PROMPT, GenerationParams(max_tokens=8))
+    assert window.proposed and all(proposed is None for proposed in window.proposed)
 
 
 def test_windows_outside_the_context_are_clear_errors(smollm2: LocalLLM) -> None:
@@ -280,6 +294,17 @@ def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
     decoding = [n for n, d in zip(rounds["decoded"], rounds["drafted"], strict=True) if not d]
     assert decoding and all(n > 0 for n in decoding)  # no one-token round trips
     assert all(n == 4 for n in decoding[:-1])  # k + 1 each, the last cut by max_tokens
+    # in such a round, where copying could first have resumed: a lookup that the
+    # target's own next token confirms
+    ids, out, start = smollm2.encode(prompt), got.choices[0].token_ids, 0
+    ends, rng = frozenset(smollm2.end_token_ids), np.random.default_rng(0)
+    for n, a, at in zip(rounds["decoded"], rounds["accepted"], rounds["resume_at"], strict=True):
+        if n:
+            standing = [m for m in range(1, n)
+                        if lookup.propose([*ids, *out[: start + m]], 1, GREEDY, rng, ends).ids
+                        == [out[start + m]]]  # fmt: skip
+            assert at == (standing[0] if standing else 0)
+        start += n or a + 1
     made = [n or a + 1 for n, a in zip(rounds["decoded"], rounds["accepted"], strict=True)]
     assert sum(made) >= len(got.choices[0].token_ids)
 

@@ -10,6 +10,7 @@ from relaygraph.decoding.window import (
     FixedWindow,
     Round,
     expected_tokens,
+    _Resumes,
 )
 from relaygraph.errors import ConfigError
 
@@ -238,3 +239,58 @@ def test_an_edges_earlier_rounds_price_a_round_as_its_own_older_ones_would() -> 
     for cost in ("draft_s", "verify_base_s", "verify_per_token_s", "rtt_s", "queue_factor",
                  "load", "decode_base_s", "decode_per_token_s", "weight"):  # fmt: skip
         assert getattr(carried, cost) == pytest.approx(getattr(whole, cost), rel=1e-9), cost
+
+
+def test_a_known_proposal_is_verified_at_most_to_its_length() -> None:
+    policy = AdaptiveWindow(k_max=8, prior=CostPrior(weight=1e-9), decay=1.0)
+    copied = [Round(8, 8, 8, 0.0, 0.03 + 0.002 * 8, 0.0)] * 6
+    assert policy.next_window(copied) == 8
+    assert policy.next_window(copied, proposed=8) == 8
+    # the free drafter offers 3 tokens: a longer window would verify nothing more
+    assert policy.next_window(copied, proposed=3) == 3
+    with_floor = AdaptiveWindow(k_min=2, k_max=8, prior=CostPrior(weight=1e-9))
+    assert with_floor.next_window(copied, proposed=1) == 2
+
+
+def alone(decoded: int, resume_at: int = 0) -> Round:
+    """A round the cloud decoded alone over a 10 ms link (5 ms + 10 ms a token)."""
+    return Round(decoded - 1, 0, 0, 0.0, 0.005 + 0.01 * decoded, 0.01, decoded=decoded,
+                 resume_at=resume_at)  # fmt: skip
+
+
+COPIED = Round(8, 8, 8, 0.0, 0.03 + 0.002 * 8, 0.01)
+"""A round that copied 9 tokens for 56 ms: about 6 ms a token, against 10 decoding."""
+
+
+def test_stretches_without_proposals_are_counted_where_they_were_watched() -> None:
+    # 3 tokens alone, copying could have resumed after the 2nd; then 4 alone that ran
+    # on, and the next round's proposal stood (ended at the stretch's 4th token)
+    evidence, length = _Resumes.of([alone(3, 2), COPIED, alone(4), COPIED])
+    assert length == 0
+    assert evidence.watched == (2.0, 2.0, 2.0, 0.0, 0.0, 0.0)  # bins 1, 2, 3-4, 5-8, ...
+    assert evidence.ended == (0.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+    # the stretch goes on: its length, and nothing ended at its last position
+    evidence, length = _Resumes.of([alone(4), alone(4)])
+    assert length == 8
+    assert evidence.watched == (1.0, 1.0, 2.0, 3.0, 0.0, 0.0)
+    assert sum(evidence.ended) == 0
+
+
+def test_alone_rounds_stop_where_copying_usually_resumes() -> None:
+    policy = AdaptiveWindow(k_max=16, prior=CostPrior(weight=0.5), decay=1.0)
+    # the answer comes back to its source after 2 tokens: decoding 17 alone would
+    # decode 15 that copying makes cheaper
+    soon = [alone(6, 2), COPIED, COPIED] * 8
+    assert policy.next_window(soon, proposed=0) <= 3
+    # it never comes back: long rounds save round trips
+    never = [COPIED] * 4 + [alone(6)] * 12
+    assert policy.next_window(never, proposed=0) == 16
+
+
+def test_the_longer_a_stretch_has_lasted_the_longer_the_next_round_alone() -> None:
+    policy = AdaptiveWindow(k_max=16, prior=CostPrior(weight=0.5), decay=1.0)
+    # half the stretches end at their 2nd token, the other half never
+    history = [alone(6, 2), COPIED, alone(8), alone(8), alone(8), COPIED] * 6
+    fresh = policy.next_window([COPIED], history, proposed=0)
+    lasted = policy.next_window([COPIED, alone(8)], history, proposed=0)
+    assert fresh < lasted
