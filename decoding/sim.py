@@ -5,8 +5,14 @@ or decode whole answers (cloud-only mode). Time comes from a `LatencyProfile`: d
 per token on the edge, verification cost as a line in the tokens a cloud pass holds
 (batched jobs add their tokens: flat on a GPU, steep on this CPU), cloud decode steps as a
 line in the sequences they advance (continuous batching), prompt prefill, and the link's
-round trip with jitter. Acceptance is i.i.d. per drafted token at the profile's rate, the
-model behind the analytic window choice (decoding/window.py), drawn with the run's seed.
+round trip with jitter. Acceptance is drawn per window position at the profile's rates,
+with the run's seed. Whether a round has a proposal follows the answer's stretches: after
+a round that proposed, the next proposes at the profile's rate; a stretch without
+proposals, which the cloud decodes alone, ends at each next token with the profile's
+`resume` chance for its length so far (a round records where, as `SpeculativeLLM` does
+from its lookups). The policy is told before choosing its window whether the round has a
+proposal, as a free drafter tells it. (A profile without stretch rates, fitted before
+they were recorded, draws proposals per round to match its ``unproposed`` share.)
 
 Speculative rounds use the same `WindowPolicy` objects as the real `SpeculativeLLM`, fed
 the same `Round` records (verification time includes queueing at the cloud; the record
@@ -34,8 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from relaygraph.decoding.window import (
     EARLIER_ROUNDS,
     CostPrior,
+    ResumeEvidence,
     Round,
     expected_tokens,
+    resume_bin,
     stand_rates,
 )
 from relaygraph.errors import ConfigError, first_problem
@@ -88,6 +96,13 @@ class LatencyProfile(BaseModel):
     more between prompts than within one (the answer is quoted from the prompt or it is
     not), and a pooled rate misjudges windows: long ones finish the easy prompts in few
     rounds and spend most of theirs on the hard ones."""
+    proposing: float = Field(default=1.0, ge=0, le=1)
+    """The chance that a round proposes after a round that did (or as a request's first)."""
+    request_proposing: list[float] = Field(default_factory=list)
+    """Per kind of request, its own `proposing` chance."""
+    resume: list[float] = Field(default_factory=list)
+    """Per bin of `RESUME_BINS`, the chance that a stretch without proposals ends at its
+    next token (the last holds beyond); empty: proposals drawn per round (`proposes`)."""
     rtt_s: float = Field(default=0.0, ge=0)
     jitter_s: float = Field(default=0.0, ge=0)
     """Standard deviation of each one-way delay."""
@@ -118,6 +133,16 @@ class LatencyProfile(BaseModel):
         tokens = expected_tokens([self.rate_at(j, request) for j in range(k)])
         return 1.0 - f * tokens / ((1.0 - f) * (k + 1) + f * tokens)
 
+    def proposing_at(self, request: int = 0) -> float:
+        """`proposing` of the ``request``-th request kind."""
+        kinds = self.request_proposing
+        return kinds[request % len(kinds)] if kinds else self.proposing
+
+    def resume_at(self, position: int) -> float:
+        """The chance that a stretch without proposals ends at its ``position``-th token."""
+        rates = self.resume
+        return rates[min(resume_bin(position), len(rates) - 1)]
+
     def window_prior(self, weight: float = 2.0) -> CostPrior:
         """This deployment's costs as the starting point of adaptive window control."""
         return CostPrior(
@@ -130,6 +155,7 @@ class LatencyProfile(BaseModel):
             decode_base_s=self.solo_overhead_s,
             decode_per_token_s=self.decode_base_s + self.decode_per_seq_s,
             unproposed=self.unproposed,
+            resume=tuple(self.resume) or CostPrior.resume,
             weight=weight,
         )
 
@@ -321,9 +347,17 @@ def _speculative_edge(
         began = env.now
         history: list[Round] = []
         produced = 0
+        stretches = bool(profile.resume)
+        answer = _Answer(run, kind)
         while produced < length:
-            k = max(1, min(window.next_window(history, carried), length - produced))
-            drafted = k if run.rng.random() < profile.proposes(k, kind) else 0
+            left = length - produced
+            if stretches:  # the policy knows whether the round has a proposal
+                offered = min(window.largest, left) if answer.proposing else 0
+                k = max(1, min(window.next_window(history, carried, offered), left))
+                drafted = k if answer.proposing else 0
+            else:
+                k = max(1, min(window.next_window(history, carried), left))
+                drafted = k if run.rng.random() < profile.proposes(k, kind) else 0
             draft_s = profile.draft_per_token_s * drafted
             yield env.timeout(draft_s)
             up, down = run.one_way(), run.one_way()
@@ -342,10 +376,22 @@ def _speculative_edge(
             accepted = 0
             while accepted < drafted and run.rng.random() < profile.rate_at(accepted, kind):
                 accepted += 1
+            resume_at = answer.proposed(accepted) if drafted else answer.decoded_alone(steps)
             queue_s = job.started - arrived
             shared = job.shared_tokens
             history.append(
-                Round(k, drafted, accepted, draft_s, verify_s, up + down, queue_s, shared, steps)
+                Round(
+                    k,
+                    drafted,
+                    accepted,
+                    draft_s,
+                    verify_s,
+                    up + down,
+                    queue_s,
+                    shared,
+                    steps,
+                    resume_at,
+                )
             )
             produced += steps or accepted + 1
         run.rounds.extend(history)
@@ -353,6 +399,39 @@ def _speculative_edge(
         run.latencies.append((env.now - began, length))
         if run.config.think_s:
             yield env.timeout(run.config.think_s)
+
+
+@dataclass(slots=True)
+class _Answer:
+    """Where one simulated answer stands with its drafter: whether the next round has a
+    proposal, and how many tokens into a stretch without proposals it is."""
+
+    run: _Run
+    kind: int
+    proposing: bool = field(init=False)
+    gap: int = 0
+
+    def __post_init__(self) -> None:
+        self.proposing = self.run.rng.random() < self.run.profile.proposing_at(self.kind)
+
+    def proposed(self, accepted: int) -> int:
+        """A round verified a proposal (``accepted`` of it stood); returns its
+        ``resume_at`` (0)."""
+        self.gap = 0 if accepted else self.gap + 1
+        self.proposing = self.run.rng.random() < self.run.profile.proposing_at(self.kind)
+        return 0
+
+    def decoded_alone(self, steps: int) -> int:
+        """The cloud decoded ``steps`` tokens alone: where among them the stretch ended,
+        as a `Round.resume_at` (0: at none before the last)."""
+        profile, rng = self.run.profile, self.run.rng
+        if not profile.resume:
+            return 0
+        ended = next(
+            (m for m in range(1, steps + 1) if rng.random() < profile.resume_at(self.gap + m)), 0
+        )
+        self.proposing, self.gap = (True, 0) if ended else (False, self.gap + steps)
+        return ended if ended < steps else 0
 
 
 @dataclass(slots=True)
@@ -528,6 +607,9 @@ def fit_profile(
         request_acceptance=acceptance_by_kind(rounds, kinds) if kinds is not None else [],
         unproposed=_unproposed(rounds),
         request_unproposed=_by_kind(rounds, kinds, _unproposed) if kinds is not None else [],
+        proposing=_proposing(rounds),
+        request_proposing=_by_kind(rounds, kinds, _proposing) if kinds is not None else [],
+        resume=_resume_rates(rounds),
         rtt_s=rtt_s,
         jitter_s=jitter_s,
         source=source,
@@ -587,3 +669,36 @@ def _unproposed(records: Sequence[dict[str, list[float]]]) -> float:
             made += tokens
             unproposed += tokens if drafted == 0 else 0
     return unproposed / made
+
+
+def _proposing(records: Sequence[dict[str, list[float]]]) -> float:
+    """The share of rounds that proposed, among those after a round that did and each
+    request's first (1 where there are none)."""
+    after = [
+        bool(r["drafted"][i])
+        for r in records
+        for i in range(len(r["drafted"]))
+        if i == 0 or r["drafted"][i - 1]
+    ]
+    return sum(after) / len(after) if after else 1.0
+
+
+def _resume_rates(records: Sequence[dict[str, list[float]]]) -> list[float]:
+    """Per bin of `RESUME_BINS`, the chance that a stretch without proposals ends at its
+    next token, from per-request round records with ``resume_at`` (`ResumeEvidence`); a
+    bin nothing watched takes the one before's. Empty without such records."""
+    if not records or not all("resume_at" in r for r in records):
+        return []
+    evidence = ResumeEvidence()
+    for r in records:
+        rounds = [
+            Round(0, int(d), int(a), 0.0, 0.0, 0.0, decoded=int(n), resume_at=int(at))
+            for d, a, n, at in zip(
+                r["drafted"], r["accepted"], _decoded(r), r["resume_at"], strict=True
+            )
+        ]
+        evidence = evidence.then(ResumeEvidence.of(rounds)[0])
+    rates: list[float] = []
+    for ended, watched in zip(evidence.ended, evidence.watched, strict=True):
+        rates.append(ended / watched if watched else (rates[-1] if rates else 0.0))
+    return rates

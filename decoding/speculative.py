@@ -8,10 +8,10 @@ nothing (prompt lookup where the answer leaves its source) asks a remote target 
 decode ``k + 1`` tokens itself: verifying one token per round trip would pay a whole
 request for each. A free drafter (prompt lookup) proposes before the window is chosen,
 so the policy knows whether the round verifies or decodes alone; after a round decoded
-alone, its lookups record where copying could have resumed (``Round.resume_at``). Both ends may be remote: the target is any
-`LLM` whose ``score`` gives per-position log-probabilities (vLLM's ``prompt_logprobs``
-remotely), and a `NetworkLink` injects round-trip delay, jitter and bandwidth on the
-edge-cloud link.
+alone, its lookups record where copying could have resumed (``Round.resume_at``). Both
+ends may be remote: the target is any `LLM` whose ``score`` gives per-position
+log-probabilities (vLLM's ``prompt_logprobs`` remotely), and a `NetworkLink` injects
+round-trip delay, jitter and bandwidth on the edge-cloud link.
 
 Acceptance is lossless:
 
@@ -325,7 +325,9 @@ class SpeculativeLLM(BaseLLM):
             )
         return min(k, room)
 
-    def _propose(self, request: _Request, room: int, params: GenerationParams) -> tuple[int, Proposal]:
+    def _propose(
+        self, request: _Request, room: int, params: GenerationParams
+    ) -> tuple[int, Proposal]:
         """The round's window and proposal. A free drafter proposes first, with the
         policy's largest window, and the policy chooses knowing what it proposed."""
         ends = self.end_token_ids

@@ -400,7 +400,7 @@ class AdaptiveWindow:
         target decodes alone: the least expected seconds for the next ``k_max + 1``
         tokens (module docstring), with the stretch's chance to end at each of its
         next tokens from `resume_rates`."""
-        watched, length = _Resumes.of(rounds)
+        watched, length = ResumeEvidence.of(rounds)
         resume = resume_rates(start.resumes.then(watched), self.prior)
         # What copying costs a token, as the edge's rounds whose proposal stood measured
         # it, all alike: weighting recent rounds more made it noise (6 to 12 ms a token in
@@ -412,7 +412,7 @@ class AdaptiveWindow:
         standing, cost = 1.0, {}
         for tokens in range(1, horizon + 1):
             # the chance the stretch goes on past the round's last token
-            standing *= 1.0 - resume[_resume_bin(length + tokens)]
+            standing *= 1.0 - resume[resume_bin(length + tokens)]
             # the horizon's other tokens: copied if it ended, else decoded in rounds alike
             alone_s = overhead / tokens + e.decode_per_token_s
             rest = (horizon - tokens) * ((1.0 - standing) * copy_s + standing * alone_s)
@@ -586,7 +586,7 @@ class _EdgeStart:
     policy: AdaptiveWindow
     costs: _Costs
     solo: _Line
-    resumes: _Resumes
+    resumes: ResumeEvidence
     copied: _Costs
 
 
@@ -600,7 +600,7 @@ def _edge_start(policy: AdaptiveWindow, earlier: tuple[Round, ...]) -> _EdgeStar
         policy=policy.informed(earlier),
         costs=_Costs.of(_proposing(earlier), policy.decay),
         solo=_Line.solo(_decoded(earlier), policy.decay),
-        resumes=_Resumes.of(earlier)[0],
+        resumes=ResumeEvidence.of(earlier)[0],
         copied=_Costs.of(_standing(earlier), 1.0),
     )
 
@@ -653,7 +653,7 @@ def _verified(e: CostPrior, rates: Sequence[float], k: int) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class _Resumes:
+class ResumeEvidence:
     """Per bin of `RESUME_BINS`, how many positions of stretches without proposals were
     watched and at how many the stretch ended: the evidence of `resume_rates`. An older
     run of rounds' sums and a newer one's add up (`then`)."""
@@ -662,7 +662,7 @@ class _Resumes:
     watched: tuple[float, ...] = (0.0,) * len(RESUME_BINS)
 
     @classmethod
-    def of(cls, rounds: Sequence[Round]) -> tuple[_Resumes, int]:
+    def of(cls, rounds: Sequence[Round]) -> tuple[ResumeEvidence, int]:
         """The evidence in ``rounds``, and the length of the stretch without proposals
         they end in (0: they end copying).
 
@@ -676,13 +676,13 @@ class _Resumes:
         for i, r in enumerate(rounds):
             if r.decoded:
                 for m in range(1, (r.resume_at or r.decoded - 1) + 1):
-                    watched[_resume_bin(length + m)] += 1
+                    watched[resume_bin(length + m)] += 1
                 if r.resume_at:
-                    ended[_resume_bin(length + r.resume_at)] += 1
+                    ended[resume_bin(length + r.resume_at)] += 1
                 elif i + 1 < len(rounds):
                     after = rounds[i + 1]
-                    watched[_resume_bin(length + r.decoded)] += 1
-                    ended[_resume_bin(length + r.decoded)] += bool(after.drafted and after.accepted)
+                    watched[resume_bin(length + r.decoded)] += 1
+                    ended[resume_bin(length + r.decoded)] += bool(after.drafted and after.accepted)
                 length = 0 if r.resume_at else length + r.decoded
             elif r.drafted and r.accepted:
                 length = 0
@@ -690,15 +690,15 @@ class _Resumes:
                 length += 1
         return cls(tuple(ended), tuple(watched)), length
 
-    def then(self, newer: _Resumes) -> _Resumes:
+    def then(self, newer: ResumeEvidence) -> ResumeEvidence:
         """This evidence and ``newer``'s together."""
-        return _Resumes(
+        return ResumeEvidence(
             tuple(a + b for a, b in zip(self.ended, newer.ended, strict=True)),
             tuple(a + b for a, b in zip(self.watched, newer.watched, strict=True)),
         )
 
 
-def resume_rates(evidence: _Resumes, prior: CostPrior) -> list[float]:
+def resume_rates(evidence: ResumeEvidence, prior: CostPrior) -> list[float]:
     """Per bin of `RESUME_BINS`, the chance that a stretch without proposals ends at its
     next token: the positions where stretches ended over those watched, the prior's rate
     worth ``prior.weight`` positions in every bin."""
@@ -708,7 +708,7 @@ def resume_rates(evidence: _Resumes, prior: CostPrior) -> list[float]:
     ]
 
 
-def _resume_bin(position: int) -> int:
+def resume_bin(position: int) -> int:
     """The bin of `RESUME_BINS` of a stretch's ``position``-th token (1-based)."""
     return bisect_right(RESUME_BINS, position) - 1
 

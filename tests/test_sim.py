@@ -203,3 +203,38 @@ def test_adaptive_windows_keep_up_with_the_best_fixed_window_under_congestion() 
     adaptive = simulate(p, config, "speculative", AdaptiveWindow(prior=p.window_prior()))
     assert adaptive.throughput_tok_s >= 0.97 * best
     assert fixed[1].throughput_tok_s > fixed[4].throughput_tok_s
+
+
+def test_stretches_without_proposals_are_fitted_from_where_lookups_resumed() -> None:
+    # request 1: a stretch ended inside a round (after its 2nd token), then a round that
+    # proposed after one that did not propose; request 2: a stretch that ran on to the end
+    records = [
+        {"window": [4, 4, 4, 4], "drafted": [4, 0, 4, 4], "accepted": [4, 0, 3, 0],
+         "decoded": [0, 5, 0, 0], "resume_at": [0, 2, 0, 0], "draft_s": [0.0] * 4,
+         "verify_s": [0.03, 0.07, 0.03, 0.03]},
+        {"window": [4, 4, 4], "drafted": [0, 0, 4], "accepted": [0, 0, 1],
+         "decoded": [5, 5, 0], "resume_at": [0, 0, 0], "draft_s": [0.0] * 3,
+         "verify_s": [0.07, 0.07, 0.03]},
+    ]  # fmt: skip
+    fitted = fit_profile("f", records, [(10 * 0.01, 10)], batch_step_ratio=(1.0, 1),
+                         rtt_s=0.0, jitter_s=0.0, source="test", kinds=[0, 1])  # fmt: skip
+    # proposing after a proposing round or as a request's first: 2 of 4 such rounds
+    assert fitted.proposing == pytest.approx(2 / 4)
+    assert fitted.request_proposing == pytest.approx([2 / 3, 0.0])
+    # watched, by bin (1, 2, 3-4, 5-8, 9-16, 17+): positions 1 and 2 of request 1 (ended
+    # at 2); 1-4, 5 (the next round did not propose), 6-9 and 10 (the next proposed and
+    # its first token stood) of request 2: 9 and 10 in bin 9-16, one ended; the last
+    # bin, never watched, takes 9-16's
+    assert fitted.resume == pytest.approx([0.0, 1 / 2, 0.0, 0.0, 1 / 2, 1 / 2])
+
+
+def test_the_simulated_policy_knows_whether_a_round_has_a_proposal() -> None:
+    # stretches without proposals end at their 2nd token: a fixed window of 16 decodes
+    # 17 tokens alone each time, AWC stops where copying resumes
+    p = profile(draft_per_token_s=0.0, verify_base_s=0.03, verify_per_token_s=0.002,
+                decode_base_s=0.0, decode_per_seq_s=0.01, acceptance=0.97, proposing=0.8,
+                resume=[0.0, 0.95, 0.5], rtt_s=0.005, solo_overhead_s=0.005)  # fmt: skip
+    config = SimConfig(requests_per_edge=6, output_tokens=[96])
+    fixed = {k: simulate(p, config, "speculative", FixedWindow(k)) for k in (4, 8, 16)}
+    adaptive = simulate(p, config, "speculative", AdaptiveWindow(k_max=16, prior=p.window_prior()))
+    assert adaptive.makespan_s < min(r.makespan_s for r in fixed.values())

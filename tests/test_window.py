@@ -8,9 +8,9 @@ from relaygraph.decoding.window import (
     AdaptiveWindow,
     CostPrior,
     FixedWindow,
+    ResumeEvidence,
     Round,
     expected_tokens,
-    _Resumes,
 )
 from relaygraph.errors import ConfigError
 
@@ -265,12 +265,12 @@ COPIED = Round(8, 8, 8, 0.0, 0.03 + 0.002 * 8, 0.01)
 def test_stretches_without_proposals_are_counted_where_they_were_watched() -> None:
     # 3 tokens alone, copying could have resumed after the 2nd; then 4 alone that ran
     # on, and the next round's proposal stood (ended at the stretch's 4th token)
-    evidence, length = _Resumes.of([alone(3, 2), COPIED, alone(4), COPIED])
+    evidence, length = ResumeEvidence.of([alone(3, 2), COPIED, alone(4), COPIED])
     assert length == 0
     assert evidence.watched == (2.0, 2.0, 2.0, 0.0, 0.0, 0.0)  # bins 1, 2, 3-4, 5-8, ...
     assert evidence.ended == (0.0, 1.0, 1.0, 0.0, 0.0, 0.0)
     # the stretch goes on: its length, and nothing ended at its last position
-    evidence, length = _Resumes.of([alone(4), alone(4)])
+    evidence, length = ResumeEvidence.of([alone(4), alone(4)])
     assert length == 8
     assert evidence.watched == (1.0, 1.0, 2.0, 3.0, 0.0, 0.0)
     assert sum(evidence.ended) == 0
