@@ -20,20 +20,26 @@ starting from a prior, and picks ``k`` by that formula each round.
 
 A free drafter (prompt lookup) proposes before the window is chosen, so the policy is
 told what the round holds and makes two decisions instead of one mix. With a proposal
-of ``m`` tokens it verifies the ``k <= m`` with the least seconds per verified token. With
-none, the cloud decodes ``J = k + 1`` tokens alone, and a longer round saves round trips
-but runs past the point where the answer comes back to its source and copying could have
-resumed: each token decoded after that point costs ``d - c`` more than copying it (``d``
-per decoded token, ``c`` per copied one). With ``h(p)`` the chance that a stretch
-without proposals ends after its ``p``-th token, ``s`` tokens into one, ``J`` minimises
+of ``m`` tokens it verifies the ``k <= m`` with the least seconds per verified token.
+With none, the cloud decodes ``J = k + 1`` tokens alone: a longer round shares its round
+trip among more tokens, but runs past the point where the answer comes back to its
+source and copying (``c`` seconds a token, as the edge's rounds whose proposal stood
+measured it) would have been cheaper than decoding (``d`` a token). With ``S(J)`` the
+chance that the stretch without proposals, ``s`` tokens long so far, lasts past the
+round's last token, ``J`` minimises the expected seconds of the next ``H = k_max + 1``
+tokens,
 
-    (rtt_s + decode_base_s + J * d + max(d - c, 0) * W(J)) / J,
-    W(J) = sum over m < J of P(the stretch ends within its next m tokens | it lasted s).
+    rtt_s + decode_base_s + J * d
+        + (H - J) * ((1 - S(J)) * c + S(J) * ((rtt_s + decode_base_s) / J + d)),
 
-Where an answer leaves its source it mostly comes back within a few tokens or not at all,
-so ``h`` falls with ``p``: short rounds at first, longer ones as the stretch goes on
-(`resume_rates`). Fixed windows couple the two decisions: a window long enough to verify
-a copied stretch in one trip decodes just as long a round when nothing is proposed.
+the tokens after the round copied if the stretch ended within it, else decoded in rounds
+like it. ``S`` comes from where stretches ended before (`resume_rates`, per length so
+far): after a round decoded alone, the decoder's lookups say where a proposal would
+first have stood. Where an answer leaves its source it mostly comes back within a few
+tokens or not at all, so the chance to end falls with the length: short rounds first,
+longer ones as the stretch goes on. Fixed windows couple the two decisions: a window
+long enough to verify a copied stretch in one trip decodes as long a round when nothing
+is proposed.
 
 The round trip, the draft's speed and the cloud's state outlive a request; acceptance
 belongs to the prompt. So costs are estimated over the edge's recent rounds, earlier
@@ -72,11 +78,11 @@ EARLIER_ROUNDS = 128
 """How many rounds of an edge's earlier requests its window policy is shown (costs fade
 with ``decay`` per round; the acceptance prior pools them all)."""
 POOLED_WEIGHT = 1.0
+"""Rounds of evidence the request's pooled acceptance is worth at each window position."""
 RESUME_BINS = (1, 2, 3, 5, 9, 17)
 """Stretches without proposals, binned by their length so far (tokens) where
 `resume_rates` estimates the chance that one ends at its next token: bins double, so the
 long stretches, rarer and less likely to end, pool."""
-"""Rounds of evidence the request's pooled acceptance is worth at each window position."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,7 +385,6 @@ class AdaptiveWindow:
         start = _edge_start(self, tuple(earlier))
         policy = start.policy
         e = policy._estimates(rounds, start)
-        windows = range(self.k_min, self.k_max + 1)
         if proposed == 0:
             return policy._alone_window(rounds, start, e)
         rates = policy._position_acceptance(rounds)
@@ -393,7 +398,7 @@ class AdaptiveWindow:
             alone = (e.rtt_s + e.decode_base_s) / (k + 1) + e.decode_per_token_s
             return (1 - e.unproposed) * _verified(e, rates, k) + e.unproposed * alone
 
-        return min(windows, key=seconds_per_token)
+        return min(range(self.k_min, self.k_max + 1), key=seconds_per_token)
 
     def _alone_window(self, rounds: Sequence[Round], start: _EdgeStart, e: CostPrior) -> int:
         """The window of a round with nothing proposed, whose ``J = k + 1`` tokens the
@@ -406,6 +411,7 @@ class AdaptiveWindow:
         # it, all alike: weighting recent rounds more made it noise (6 to 12 ms a token in
         # one request), and one high reading sent a whole round past the stretch's end.
         copied = start.copied.then(_Costs.of(_standing(rounds), 1.0), 1.0)
+        # nothing copied yet: copying is worth nothing, and rounds as long as allowed
         copy_s = copied.seconds / copied.made if copied.made else e.decode_per_token_s
         overhead = e.rtt_s + e.decode_base_s
         horizon = self.k_max + 1
@@ -670,7 +676,9 @@ class ResumeEvidence:
         free drafter would have resumed (`Round.resume_at`); its last position is
         watched by the next round, whose proposal stands or not. A stretch that resumed,
         or a proposal that stood, ends the stretch; a proposal that did not stand, or an
-        in-process step with nothing proposed, adds its one token to it."""
+        in-process step with nothing proposed, adds its one token to it. An edge's
+        earlier rounds run on across its requests, so a request's last round decoded
+        alone is read as watched by the next request's first: one position a request."""
         ended, watched = [0.0] * len(RESUME_BINS), [0.0] * len(RESUME_BINS)
         length = 0
         for i, r in enumerate(rounds):
