@@ -309,6 +309,27 @@ def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
     assert sum(made) >= len(got.choices[0].token_ids)
 
 
+def test_adaptive_windows_with_prompt_lookup_over_http_are_lossless(
+    smollm2: LocalLLM, cloud: OpenAICompatLLM
+) -> None:
+    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. "
+               "It was designed by the engineering company of Gustave Eiffel.")  # fmt: skip
+    prompt = f"{passage}\nRepeat the text above exactly.\n"
+    params = GenerationParams(max_tokens=40)
+    reference = greedy_reference(smollm2, prompt, params)
+    window = AdaptiveWindow(k_max=12)
+    spec = SpeculativeLLM(PromptLookupDrafter(min_ngram=3), cloud, window, tokenizer=smollm2)
+    for _ in range(2):  # the second request starts from the first one's rounds
+        got = spec.complete(prompt, params)
+        assert_lossless(got.choices[0].token_ids, reference)
+        assert got.decoding is not None
+        rounds = got.decoding["per_round"]
+        assert all(1 <= k <= window.k_max for k in rounds["window"])
+        # the policy chose knowing the proposal: a round verifies at most its window
+        assert all(d <= k for d, k in zip(rounds["drafted"], rounds["window"], strict=True))
+        assert got.decoding["accepted"] > 0
+
+
 def test_a_graph_step_records_speculative_rounds_in_its_trace(smollm2: LocalLLM) -> None:
     spec = SpeculativeLLM(PromptLookupDrafter(), smollm2, AdaptiveWindow())
     graph = AgentGraph()
