@@ -155,7 +155,7 @@ class LatencyProfile(BaseModel):
             decode_base_s=self.solo_overhead_s,
             decode_per_token_s=self.decode_base_s + self.decode_per_seq_s,
             unproposed=self.unproposed,
-            resume=tuple(self.resume) or CostPrior.resume,
+            resume=tuple(self.resume) or CostPrior().resume,
             weight=weight,
         )
 
