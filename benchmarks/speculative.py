@@ -661,7 +661,7 @@ def vllm_run(args: argparse.Namespace) -> dict[str, Any]:
         target, specs, workload, params, link=NetworkLink(), tokenizer=local, label="vLLM"
     )
     target.close()
-    return {"url": args.vllm_url, "model": args.target, **_drop_rounds(runs)}
+    return {"machine": machine(), "url": args.vllm_url, "model": args.target, **_drop_rounds(runs)}
 
 
 def gpu_shaped(profile: LatencyProfile) -> LatencyProfile:
