@@ -33,6 +33,11 @@ from relaygraph.llm.types import Completion, GenerationParams, Prompt, PromptInp
 from relaygraph.serving.server import BackgroundServer
 
 PROMPT = "Here is a short story about a cat who learns to fly. Once upon a time,"
+COPY_PROMPT = (
+    "The Eiffel Tower was completed in 1889 for the World's Fair in Paris. It was designed "
+    "by the engineering company of Gustave Eiffel.\nRepeat the text above exactly.\n"
+)
+"""A prompt whose answer copies its context: prompt lookup proposes most of it."""
 GREEDY = GenerationParams(max_tokens=40, temperature=0.0)
 NEAR_TIE = 1.0
 """Nats. llama.cpp's quantised kernels give logits that differ by up to ~0.7 between a
@@ -264,9 +269,7 @@ def test_prompt_lookup_copies_what_followed_the_last_ngram() -> None:
 
 
 def test_a_prompt_lookup_draft_is_lossless_and_accepts_copied_text(smollm2: LocalLLM) -> None:
-    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. "
-               "It was designed by the engineering company of Gustave Eiffel.")  # fmt: skip
-    prompt = f"{passage}\nRepeat the text above exactly.\n"
+    prompt = COPY_PROMPT
     reference = greedy_reference(smollm2, prompt, GREEDY)
     spec = SpeculativeLLM(PromptLookupDrafter(), smollm2, FixedWindow(6))
     got = spec.complete(prompt, GREEDY)
@@ -279,9 +282,7 @@ def test_a_prompt_lookup_draft_is_lossless_and_accepts_copied_text(smollm2: Loca
 def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
     smollm2: LocalLLM, cloud: OpenAICompatLLM
 ) -> None:
-    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. "
-               "It was designed by the engineering company of Gustave Eiffel.")  # fmt: skip
-    prompt = f"{passage}\nRepeat the text above exactly.\n"
+    prompt = COPY_PROMPT
     params = GenerationParams(max_tokens=40)
     reference = greedy_reference(smollm2, prompt, params)
     lookup = PromptLookupDrafter(min_ngram=3)
@@ -312,9 +313,7 @@ def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
 def test_adaptive_windows_with_prompt_lookup_over_http_are_lossless(
     smollm2: LocalLLM, cloud: OpenAICompatLLM
 ) -> None:
-    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. "
-               "It was designed by the engineering company of Gustave Eiffel.")  # fmt: skip
-    prompt = f"{passage}\nRepeat the text above exactly.\n"
+    prompt = COPY_PROMPT
     params = GenerationParams(max_tokens=40)
     reference = greedy_reference(smollm2, prompt, params)
     window = AdaptiveWindow(k_max=12)
