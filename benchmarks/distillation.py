@@ -25,7 +25,7 @@ Writes benchmarks/results/distillation.json and distillation.png.
 Usage:
     python benchmarks/distillation.py [--only teacher|train|eval] [--hotpot-train 120]
         [--alfworld-train 24] [--layers 24] [--cut middle] [--frozen 12] [--steps 200]
-        [--batch 8] [--lr 1e-3] [--precision q8_0] [--seeds 3]
+        [--batch 8] [--lr 1e-3] [--precision q8_0] [--seeds 3] [--losses sft kd structured]
 """
 
 from __future__ import annotations
@@ -117,9 +117,9 @@ def datasets(args: argparse.Namespace) -> tuple[Path, Path]:
 def students(args: argparse.Namespace, dataset: Path) -> dict[str, list[Path]]:
     """Students per loss, one per seed: the same blocks, data and steps, and for a seed
     the same example order across losses (resumed when present)."""
-    made: dict[str, list[Path]] = {loss: [] for loss in LOSSES}
+    made: dict[str, list[Path]] = {loss: [] for loss in args.losses}
     for seed in range(args.seeds):
-        for loss in LOSSES:
+        for loss in args.losses:
             config = TrainConfig(
                 loss=loss,
                 layers=args.layers,
@@ -333,7 +333,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--precision", choices=get_args(Precision), default="q8_0")
     parser.add_argument("--seeds", type=int, default=3, help="students per loss")
+    parser.add_argument(
+        "--losses",
+        nargs="+",
+        choices=LOSSES,
+        default=list(LOSSES),
+        help="the losses to train (kd and structured at least: the goal compares them)",
+    )
     args = parser.parse_args()
+    if not {"kd", "structured"} <= set(args.losses):
+        parser.error("--losses must include kd and structured: the goal compares them")
     if args.only in (None, "teacher"):
         teacher_runs(args)
     if args.only == "teacher":
