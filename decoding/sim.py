@@ -376,7 +376,9 @@ def _speculative_edge(
             accepted = 0
             while accepted < drafted and run.rng.random() < profile.rate_at(accepted, kind):
                 accepted += 1
-            resume_at = answer.proposed(accepted) if drafted else answer.decoded_alone(steps)
+            if drafted:
+                answer.proposed(accepted)
+            resume_at = 0 if drafted else answer.decoded_alone(steps)
             queue_s = job.started - arrived
             shared = job.shared_tokens
             history.append(
@@ -414,12 +416,10 @@ class _Answer:
     def __post_init__(self) -> None:
         self.proposing = self.run.rng.random() < self.run.profile.proposing_at(self.kind)
 
-    def proposed(self, accepted: int) -> int:
-        """A round verified a proposal (``accepted`` of it stood); returns its
-        ``resume_at`` (0)."""
+    def proposed(self, accepted: int) -> None:
+        """A round verified a proposal, ``accepted`` tokens of it stood."""
         self.gap = 0 if accepted else self.gap + 1
         self.proposing = self.run.rng.random() < self.run.profile.proposing_at(self.kind)
-        return 0
 
     def decoded_alone(self, steps: int) -> int:
         """The cloud decoded ``steps`` tokens alone: where among them the stretch ended,
