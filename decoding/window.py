@@ -270,7 +270,10 @@ def stand_rates(
 class AdaptiveWindow:
     """Adaptive window control: each round, the ``k`` in ``[k_min, k_max]`` with the least
     expected time per token, from running estimates of acceptance, draft cost,
-    verification cost (a line in ``k``) and round trip.
+    verification cost (a line in ``k``) and round trip. Told what a free drafter
+    proposed, it verifies at most that much, and with nothing proposed it sizes the
+    round the cloud decodes alone by where copying is likely to resume (module
+    docstring).
 
     Estimates blend the ``prior`` (worth ``prior.weight`` rounds, fading like the oldest
     round) with the request's rounds, recent ones weighted more (``decay`` per round
