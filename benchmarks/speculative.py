@@ -79,6 +79,7 @@ from relaygraph.decoding import (
     SpeculativeLLM,
     WindowPolicy,
 )
+from relaygraph.decoding.drafts import resumes_at
 from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
 from relaygraph.decoding.window import EARLIER_ROUNDS, CostPrior, Round
 from relaygraph.eval.hotpotqa import load_hotpotqa
@@ -812,7 +813,7 @@ def _replayed(
             else:  # the cloud decodes the window's k + 1 tokens itself
                 new = min(k + 1, room)
                 alone_s = prices.alone_base_s + prices.own_token_s * new
-                resume_at = _resumes_at(ids, answer[made : made + new], ends)
+                resume_at = resumes_at(DRAFTER, ids, answer[made : made + new], rng, ends)
                 done = Round(k, 0, 0, 0.0, alone_s, rtt_s, decoded=new, resume_at=resume_at)
             rounds.append(done)
             ids.extend(answer[made : made + new])
@@ -821,17 +822,6 @@ def _replayed(
                 seconds += done.draft_s + done.verify_s + done.network_s
         earlier.extend(rounds)
     return seconds
-
-
-def _resumes_at(ids: list[int], decoded: list[int], ends: frozenset[int]) -> int:
-    """As `SpeculativeLLM` records it: after how many of the ``decoded`` tokens prompt
-    lookup would first have proposed one that stood (0: nowhere)."""
-    greedy, rng = GenerationParams(temperature=0.0), np.random.default_rng(0)
-    for m in range(1, len(decoded)):
-        guess = DRAFTER.propose([*ids, *decoded[:m]], 1, greedy, rng, ends).ids
-        if guess and guess[0] == decoded[m]:
-            return m
-    return 0
 
 
 def finish(result: dict[str, Any], profile: LatencyProfile, args: argparse.Namespace) -> None:

@@ -156,3 +156,22 @@ class PromptLookupDrafter:
                 cut = next((i for i, t in enumerate(drafted) if t in ends), None)
                 return Proposal(drafted if cut is None else drafted[: cut + 1])
         return Proposal([])
+
+
+def resumes_at(
+    drafter: Drafter,
+    ids: Sequence[int],
+    decoded: Sequence[int],
+    rng: np.random.Generator,
+    ends: frozenset[int],
+) -> int:
+    """After how many of the ``decoded`` tokens (the target's own, following ``ids``)
+    ``drafter`` would first have proposed greedily a token that stood (0: at none before
+    the last): where copying could have resumed in a round the target decoded alone.
+    Meant for a free drafter: each position asks it once."""
+    greedy = GenerationParams(temperature=0.0)
+    for m in range(1, len(decoded)):
+        guess = drafter.propose([*ids, *decoded[:m]], 1, greedy, rng, ends).ids
+        if guess and guess[0] == decoded[m]:
+            return m
+    return 0

@@ -41,7 +41,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from relaygraph.decoding.drafts import Drafter, FullDistribution, ModelDrafter, Proposal
+from relaygraph.decoding.drafts import (
+    Drafter,
+    FullDistribution,
+    ModelDrafter,
+    Proposal,
+    resumes_at,
+)
 from relaygraph.decoding.window import EARLIER_ROUNDS, Round, WindowPolicy
 from relaygraph.errors import ConfigError, TransportError
 from relaygraph.llm.protocol import BaseLLM
@@ -339,17 +345,6 @@ class SpeculativeLLM(BaseLLM):
         k = self._window(request, room, len(proposal.ids))
         return k, proposal.first(k)
 
-    def _resumes_at(self, request: _Request, decoded: list[int]) -> int:
-        """After how many of the ``decoded`` tokens (the target's, decoded alone) a free
-        drafter would first have proposed a token that stood (0: nowhere): what the
-        window policy learns where copying resumes from. Lookups only, no model call."""
-        for m in range(1, len(decoded)):
-            ids = [*request.ids, *decoded[:m]]
-            guess = self.draft.propose(ids, 1, GREEDY, request.rng, self.end_token_ids).ids
-            if guess and guess[0] == decoded[m]:
-                return m
-        return 0
-
     def _round(self, request: _Request, room: int, *, exact: bool) -> list[int]:
         """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
         sampling = exact and request.params.temperature > 0
@@ -379,7 +374,10 @@ class SpeculativeLLM(BaseLLM):
                 decoded = self._decode(request, params, returned)
                 verify_s = time.perf_counter() - began
                 began = time.perf_counter()
-                resume_at = self._resumes_at(request, decoded) if self.draft.free else 0
+                resume_at = 0
+                if self.draft.free:  # where copying could have resumed: lookups only
+                    ends = self.end_token_ids
+                    resume_at = resumes_at(self.draft, request.ids, decoded, request.rng, ends)
                 draft_s += time.perf_counter() - began  # the edge's lookups
                 request.rounds.append(
                     Round(
