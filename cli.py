@@ -826,6 +826,13 @@ def distill_train(
     precision: Annotated[
         str, typer.Option(help="The GGUF's matrices: f32, f16 or q8_0 (half of f16).")
     ] = "f16",
+    prompt_gradient: Annotated[
+        bool,
+        typer.Option(
+            help="Backpropagate through the trained blocks' work on the prompt "
+            "(--no-prompt-gradient: a step costs about a third)."
+        ),
+    ] = True,
 ) -> None:
     """Train a student (the teacher's blocks, truncated) and write it as GGUF."""
     from typing import get_args
@@ -851,6 +858,7 @@ def distill_train(
         act_kl=act_kl,
         act_ce=act_ce,
         precision=precision,
+        prompt_gradient=prompt_gradient,
     )
     result = train(config, dataset, out)
     resumed = f" (resumed at step {result.resumed_from})" if result.resumed_from else ""

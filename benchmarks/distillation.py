@@ -129,6 +129,7 @@ def students(args: argparse.Namespace, dataset: Path) -> dict[str, list[Path]]:
                 batch=args.batch,
                 lr=args.lr,
                 precision=args.precision,
+                prompt_gradient=args.prompt_gradient,
                 teacher=TEACHER,
                 seed=seed,
             )
@@ -332,6 +333,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--precision", choices=get_args(Precision), default="q8_0")
+    parser.add_argument(
+        "--prompt-gradient",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="backpropagate through the trained blocks' work on the prompt (off: steps "
+        "cost about a third; see TrainConfig.prompt_gradient)",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="students per loss")
     parser.add_argument(
         "--losses",

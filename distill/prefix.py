@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from torch import nn
-    from transformers import LlamaForCausalLM
+    from transformers import DynamicCache, LlamaForCausalLM
 
     from relaygraph.distill.dataset import DistillExample
 
@@ -41,24 +41,38 @@ def input_ids(example: DistillExample, max_prompt: int) -> torch.Tensor:
 
 
 def run_blocks(
-    model: LlamaForCausalLM, hidden: torch.Tensor, layers: Sequence[nn.Module]
+    model: LlamaForCausalLM,
+    hidden: torch.Tensor,
+    layers: Sequence[nn.Module],
+    *,
+    cache: DynamicCache | None = None,
 ) -> torch.Tensor:
     """``hidden`` through ``layers`` of ``model``, as its own forward pass runs them (one
-    unpadded sequence at positions 0..n-1)."""
+    unpadded sequence). With a ``cache``, ``hidden`` continues the positions the cache
+    holds (it attends to them and to itself, causally) and is added to it."""
     from transformers.masking_utils import create_causal_mask
 
-    positions = torch.arange(hidden.shape[1]).unsqueeze(0)
-    mask = create_causal_mask(
-        config=model.config,
-        inputs_embeds=hidden,
-        attention_mask=None,
-        cache=None,
-        position_ids=positions,
-    )
+    start = cache.get_seq_length(layers[0].self_attn.layer_idx) if cache is not None else 0
+    positions = torch.arange(start, start + hidden.shape[1]).unsqueeze(0)
+    if cache is None:
+        mask = create_causal_mask(
+            config=model.config,
+            inputs_embeds=hidden,
+            attention_mask=None,
+            cache=None,
+            position_ids=positions,
+        )
+    else:  # [1, 1, new, cached + new]: True where a position may attend
+        mask = (torch.arange(start + hidden.shape[1]) <= positions[0].unsqueeze(1))[None, None]
     rotary = model.model.rotary_emb(hidden, position_ids=positions)
     for layer in layers:
         hidden = layer(
-            hidden, attention_mask=mask, position_embeddings=rotary, position_ids=positions
+            hidden,
+            attention_mask=mask,
+            position_embeddings=rotary,
+            position_ids=positions,
+            cache=cache,
+            use_cache=cache is not None,
         )
     return hidden
 

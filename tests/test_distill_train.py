@@ -135,6 +135,30 @@ def test_a_frozen_prefix_trains_only_the_blocks_above_it(dataset: Path, tmp_path
         TrainConfig(loss="sft", layers=4, frozen=4)
 
 
+@pytest.mark.slow
+def test_without_prompt_gradient_the_loss_is_the_same_and_only_the_update_differs(
+    dataset: Path, tmp_path: Path
+) -> None:
+    from relaygraph.distill.train import CHECKPOINT
+
+    config = TrainConfig(loss="sft", layers=4, cut="middle", frozen=2, steps=1, batch=2, lr=1e-3)
+    runs = {}
+    for exact in (True, False):
+        out = tmp_path / f"prompt-gradient-{exact}"
+        train(config.model_copy(update={"prompt_gradient": exact}), dataset, out, show_progress=False)
+        runs[exact] = (
+            json.loads((out / "log.jsonl").read_text().splitlines()[0])["ce"],
+            torch.load(out / CHECKPOINT, weights_only=True)["model"],
+        )
+    assert math.isclose(runs[True][0], runs[False][0], rel_tol=1e-4)  # same forward pass
+    name = "model.layers.2.self_attn.k_proj.weight"  # keys are the prompt's contribution
+    assert not torch.equal(runs[True][1][name], runs[False][1][name])
+    longer = config.model_copy(update={"prompt_gradient": False, "steps": 6, "warmup": 0})
+    train(longer, dataset, tmp_path / "learns", show_progress=False)
+    log = [json.loads(line) for line in (tmp_path / "learns/log.jsonl").read_text().splitlines()]
+    assert log[-1]["ce"] < log[0]["ce"]
+
+
 def test_training_refuses_a_dataset_of_another_tokenizer(tmp_path: Path) -> None:
     examples, stats = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
     save_dataset(examples, stats, tmp_path / "gemma")
