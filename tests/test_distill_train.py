@@ -145,7 +145,9 @@ def test_without_prompt_gradient_the_loss_is_the_same_and_only_the_update_differ
     runs = {}
     for exact in (True, False):
         out = tmp_path / f"prompt-gradient-{exact}"
-        train(config.model_copy(update={"prompt_gradient": exact}), dataset, out, show_progress=False)
+        train(
+            config.model_copy(update={"prompt_gradient": exact}), dataset, out, show_progress=False
+        )
         runs[exact] = (
             json.loads((out / "log.jsonl").read_text().splitlines()[0])["ce"],
             torch.load(out / CHECKPOINT, weights_only=True)["model"],
