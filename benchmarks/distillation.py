@@ -185,7 +185,7 @@ def model_row(
     as the agent model. The teacher's task scores come from its held-out runs (stage
     ``teacher``) over the same items the students play."""
     llm = load_llm(model)
-    row = score_student(llm, teacher, examples, actions).model_dump()
+    row = agreement(llm, model, teacher, examples, actions, out=RUNS / f"score-{name}.json")
     for task, (suite_on, items) in heldout_tasks(args).items():
         suite = suite_on(llm)
         ids = [suite.item_id(i) for i in items]
@@ -206,6 +206,32 @@ def model_row(
     path = Path(model) if model.endswith(".gguf") else packaged_model(TEACHER).locate()
     row["size_mb"] = round(path.stat().st_size / 1e6, 1)
     return row
+
+
+def agreement(
+    llm: Any,
+    model: str,
+    teacher: Any,
+    examples: list[Any],
+    actions: dict[str, list[str]],
+    *,
+    out: Path,
+) -> dict[str, Any]:
+    """`score_student` of ``llm`` (loaded from ``model``), kept in ``out`` for the same
+    held-out steps and model file, so an interrupted evaluation resumes where it stopped."""
+    file = Path(model)
+    identity = {
+        "examples": [e.id for e in examples],
+        "model": [
+            model,
+            *((file.stat().st_size, file.stat().st_mtime_ns) if file.is_file() else ()),
+        ],
+    }
+    if out.exists() and (saved := json.loads(out.read_text()))["identity"] == identity:
+        return dict(saved["scores"])
+    scores: dict[str, Any] = score_student(llm, teacher, examples, actions).model_dump()
+    write_json(out, {"identity": identity, "scores": scores})
+    return scores
 
 
 def evaluation(
