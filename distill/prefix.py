@@ -46,13 +46,14 @@ def run_blocks(
     layers: Sequence[nn.Module],
     *,
     cache: DynamicCache | None = None,
+    start: int = 0,
 ) -> torch.Tensor:
     """``hidden`` through ``layers`` of ``model``, as its own forward pass runs them (one
-    unpadded sequence). With a ``cache``, ``hidden`` continues the positions the cache
-    holds (it attends to them and to itself, causally) and is added to it."""
+    unpadded sequence). With a ``cache`` holding positions ``0..start-1``, ``hidden`` is
+    the sequence's continuation from ``start``: it attends to them and to itself,
+    causally, and is added to the cache."""
     from transformers.masking_utils import create_causal_mask
 
-    start = cache.get_seq_length(layers[0].self_attn.layer_idx) if cache is not None else 0
     positions = torch.arange(start, start + hidden.shape[1]).unsqueeze(0)
     if cache is None:
         mask = create_causal_mask(

@@ -280,7 +280,7 @@ def _target_logits(
         if first:
             with torch.no_grad():
                 run_blocks(model, states[:, :first], layers, cache=cache)
-        hidden = run_blocks(model, states[:, first : first + n], layers, cache=cache)
+        hidden = run_blocks(model, states[:, first : first + n], layers, cache=cache, start=first)
     logits: torch.Tensor = model.lm_head(model.model.norm(hidden)[0])
     return logits
 
