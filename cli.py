@@ -830,7 +830,7 @@ def distill_train(
         bool,
         typer.Option(
             help="Backpropagate through the trained blocks' work on the prompt "
-            "(--no-prompt-gradient: a step costs about a third)."
+            "(--no-prompt-gradient: the prompt runs without gradient, a much cheaper step)."
         ),
     ] = True,
 ) -> None:

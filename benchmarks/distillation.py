@@ -13,6 +13,7 @@ Stages (each resumable; ``--only`` runs one):
    student keeps 24 of the teacher's 30 blocks, without its middle six (``--cut
    middle``), and trains only its upper twelve (``--frozen 12``): with 12 evenly spaced
    blocks, trained in full for 40 steps, no student reproduced a single held-out action.
+   Students train without the prompt's gradient unless ``--prompt-gradient``.
 3. ``eval``: on held-out steps, each student's ACT exact match with the teacher given the
    same prompt, the teacher's perplexity of the student's REASON text, and end-task
    success with the student as the agent model on held-out HotPotQA questions and
@@ -25,7 +26,8 @@ Writes benchmarks/results/distillation.json and distillation.png.
 Usage:
     python benchmarks/distillation.py [--only teacher|train|eval] [--hotpot-train 120]
         [--alfworld-train 24] [--layers 24] [--cut middle] [--frozen 12] [--steps 200]
-        [--batch 8] [--lr 1e-3] [--precision q8_0] [--seeds 3] [--losses sft kd structured]
+        [--batch 8] [--lr 1e-3] [--precision q8_0] [--prompt-gradient] [--seeds 3]
+        [--losses sft kd structured]
 """
 
 from __future__ import annotations
@@ -363,8 +365,8 @@ def main() -> None:
         "--prompt-gradient",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="backpropagate through the trained blocks' work on the prompt (off: steps "
-        "cost about a third; see TrainConfig.prompt_gradient)",
+        help="backpropagate through the trained blocks' work on the prompt (off: a much "
+        "cheaper step; see TrainConfig.prompt_gradient)",
     )
     parser.add_argument("--seeds", type=int, default=3, help="students per loss")
     parser.add_argument(

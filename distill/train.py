@@ -89,8 +89,9 @@ class TrainConfig(BaseModel):
     """Whether the loss's gradient also flows through the trained blocks' work on the
     prompt. Without it the prompt runs through them without gradient, as a cache the
     target positions attend to, and only the target positions (about 3% of the
-    benchmark's agent-step tokens) are run backward: a step cost about a third here,
-    and the student learns to act on its prompt's representation, not to change it."""
+    benchmark's agent-step tokens) are run backward: a much cheaper step (a third to a
+    half in a quick timing here), and the student learns to act on its prompt's
+    representation, not to change it."""
     seed: int = 0
     checkpoint_every: int = Field(default=25, ge=1)
     reason_kl: float = Field(default=1.0, ge=0)
