@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any, get_args
 
@@ -45,9 +46,9 @@ import numpy as np
 from _common import RESULTS, machine, write_json
 
 from relaygraph.distill import build_dataset, load_dataset, save_dataset
-from relaygraph.distill.dataset import dataset_stats
+from relaygraph.distill.dataset import DistillExample, dataset_stats
 from relaygraph.distill.evaluate import agent_actions, score_student
-from relaygraph.distill.losses import LOSSES
+from relaygraph.distill.losses import LOSSES, LossKind, SpanWeights
 from relaygraph.distill.student import Cut, Precision
 from relaygraph.distill.train import TrainConfig, train
 from relaygraph.eval.alfworld.agent import MAX_TOKENS as ALFWORLD_MAX_TOKENS
@@ -122,24 +123,45 @@ def students(args: argparse.Namespace, dataset: Path) -> dict[str, list[Path]]:
     made: dict[str, list[Path]] = {loss: [] for loss in args.losses}
     for seed in range(args.seeds):
         for loss in args.losses:
-            config = TrainConfig(
-                loss=loss,
-                layers=args.layers,
-                cut=args.cut,
-                frozen=args.frozen,
-                steps=args.steps,
-                batch=args.batch,
-                lr=args.lr,
-                precision=args.precision,
-                prompt_gradient=args.prompt_gradient,
-                teacher=TEACHER,
-                seed=seed,
-            )
-            out = RUNS / f"student-{loss}-seed{seed}"
+            config = student_config(args, loss, seed)
+            out = RUNS / f"student-{student_name(config)}"
             if not (out / "result.json").exists():
                 train(config, dataset, out)
             made[loss].append(out)
     return made
+
+
+def student_config(
+    args: argparse.Namespace, loss: LossKind, seed: int, weights: SpanWeights | None = None
+) -> TrainConfig:
+    """The students' settings (`add_student_options`) for one loss and seed."""
+    weights = weights or SpanWeights(args.reason_kl, args.act_kl, args.act_ce)
+    return TrainConfig(
+        loss=loss,
+        layers=args.layers,
+        cut=args.cut,
+        frozen=args.frozen,
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        precision=args.precision,
+        prompt_gradient=args.prompt_gradient,
+        teacher=TEACHER,
+        seed=seed,
+        reason_kl=weights.reason_kl,
+        act_kl=weights.act_kl,
+        act_ce=weights.act_ce,
+    )
+
+
+def student_name(config: TrainConfig) -> str:
+    """``<loss>-seed<n>``, with the structured loss's weights when they are not the
+    defaults, so students trained with other weights never stand in for each other."""
+    weights = (config.reason_kl, config.act_kl, config.act_ce)
+    tag = ""
+    if config.loss == "structured" and weights != astuple(SpanWeights()):
+        tag = "-w" + "-".join(f"{w:g}" for w in weights)
+    return f"{config.loss}{tag}-seed{config.seed}"
 
 
 def heldout_tasks(args: argparse.Namespace) -> dict[str, tuple[Any, list[Any]]]:
@@ -236,22 +258,26 @@ def agreement(
     return scores
 
 
-def evaluation(
-    args: argparse.Namespace, train_set: Path, heldout: Path, made: dict[str, list[Path]]
-) -> dict[str, Any]:
-    """The teacher's row, and per loss each seed's row and their mean and spread."""
-    teacher = load_llm(TEACHER)
-    examples, _ = load_dataset(heldout)
-    actions = agent_actions([*load_dataset(train_set)[0], *examples])
+def scored_steps(examples: list[DistillExample], limit: int) -> list[DistillExample]:
+    """A seeded draw of ``limit`` steps, each with its agent's reply cap, in episode order
+    (each prompt extends the last, and the engines' prefix caches read only the new part)."""
     # the caps the harness agents reply under, for traces that predate recording them
     caps = {"reader": REACT_MAX_TOKENS, "player": ALFWORLD_MAX_TOKENS}
     examples = [e if e.max_tokens else e.model_copy(update={"max_tokens": caps[e.agent]})
                 for e in examples]  # fmt: skip
-    # an episode's steps in order: each prompt extends the last, and the engines' prefix
-    # caches read only the new part
-    examples = sorted(
-        sample_items(examples, args.score_examples, 0), key=lambda e: (e.source, e.step)
-    )
+    return sorted(sample_items(examples, limit, 0), key=lambda e: (e.source, e.step))
+
+
+def evaluation(
+    args: argparse.Namespace,
+    train_set: Path,
+    examples: list[DistillExample],
+    made: dict[str, list[Path]],
+) -> dict[str, Any]:
+    """The teacher's row, and per loss each seed's row and their mean and spread, on the
+    held-out steps ``examples``."""
+    teacher = load_llm(TEACHER)
+    actions = agent_actions([*load_dataset(train_set)[0], *examples])
     scores: dict[str, Any] = {
         "teacher": model_row(
             args, "teacher", TEACHER, teacher=teacher, examples=examples, actions=actions
@@ -298,19 +324,29 @@ def across_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def paired_act_match(
-    a: dict[str, Any], b: dict[str, Any], resamples: int = 10_000
+    a: dict[str, Any], b: dict[str, Any], episodes: list[str], resamples: int = 10_000
 ) -> dict[str, Any]:
     """Loss ``a``'s ACT match minus ``b``'s, averaged over seeds, with a 95% bootstrap
-    interval over the held-out steps (paired: a resample draws the same steps for both;
-    it covers the choice of steps, not the choice of seeds), and the seeds ``a`` wins."""
+    interval, and the seeds ``a`` wins.
+
+    The interval resamples whole episodes (``episodes``: each scored step's), paired (a
+    resample draws the same steps for both losses): an episode's steps share a task and
+    a history, so resampling single steps would understate the spread. It covers the
+    choice of held-out episodes, not the choice of seeds."""
     matches = [np.array([r["act_matches"] for r in x["by_seed"]], dtype=float) for x in (a, b)]
     difference = matches[0].mean(axis=0) - matches[1].mean(axis=0)
-    picks = np.random.default_rng(0).integers(0, len(difference), (resamples, len(difference)))
-    low, high = np.quantile(difference[picks].mean(axis=1), [0.025, 0.975])
+    names = sorted(set(episodes))
+    sums = np.zeros(len(names))
+    sizes = np.zeros(len(names))
+    np.add.at(sums, [names.index(e) for e in episodes], difference)
+    np.add.at(sizes, [names.index(e) for e in episodes], 1)
+    picks = np.random.default_rng(0).integers(0, len(names), (resamples, len(names)))
+    low, high = np.quantile(sums[picks].sum(axis=1) / sizes[picks].sum(axis=1), [0.025, 0.975])
     per_seed = matches[0].mean(axis=1) - matches[1].mean(axis=1)
     return {
         "difference": round(float(difference.mean()), 4),
         "ci95": [round(float(low), 4), round(float(high), 4)],
+        "episodes": len(names),
         "seeds_won": int((per_seed > 0).sum()),
         "seeds": len(per_seed),
     }
@@ -342,18 +378,8 @@ def plot(scores: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["teacher", "train", "eval"])
-    parser.add_argument("--hotpot-train", type=int, default=60)
-    parser.add_argument("--hotpot-heldout", type=int, default=20)
-    parser.add_argument("--alfworld-train", type=int, default=16)
-    parser.add_argument("--alfworld-heldout", type=int, default=6)
-    parser.add_argument("--train-examples", type=int, default=600)
-    parser.add_argument("--heldout-examples", type=int, default=80)
-    parser.add_argument("--score-examples", type=int, default=80)
-    parser.add_argument("--task-questions", type=int, default=15)
-    parser.add_argument("--task-games", type=int, default=6)
+def add_student_options(parser: argparse.ArgumentParser) -> None:
+    """How students are made and trained (shared with distillation_weights.py)."""
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--cut", choices=get_args(Cut), default="middle")
     parser.add_argument("--frozen", type=int, default=12)
@@ -368,6 +394,29 @@ def main() -> None:
         help="backpropagate through the trained blocks' work on the prompt (off: a much "
         "cheaper step; see TrainConfig.prompt_gradient)",
     )
+    defaults = SpanWeights()
+    for term in ("reason_kl", "act_kl", "act_ce"):
+        parser.add_argument(
+            f"--{term.replace('_', '-')}",
+            type=float,
+            default=getattr(defaults, term),
+            help="weight of this term of the structured loss",
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=["teacher", "train", "eval"])
+    parser.add_argument("--hotpot-train", type=int, default=60)
+    parser.add_argument("--hotpot-heldout", type=int, default=20)
+    parser.add_argument("--alfworld-train", type=int, default=16)
+    parser.add_argument("--alfworld-heldout", type=int, default=6)
+    parser.add_argument("--train-examples", type=int, default=600)
+    parser.add_argument("--heldout-examples", type=int, default=80)
+    parser.add_argument("--score-examples", type=int, default=80)
+    parser.add_argument("--task-questions", type=int, default=15)
+    parser.add_argument("--task-games", type=int, default=6)
+    add_student_options(parser)
     parser.add_argument("--seeds", type=int, default=3, help="students per loss")
     parser.add_argument(
         "--losses",
@@ -387,7 +436,8 @@ def main() -> None:
     made = students(args, train_set)
     if args.only == "train":
         return
-    scores = evaluation(args, train_set, heldout, made)
+    steps = scored_steps(load_dataset(heldout)[0], args.score_examples)
+    scores = evaluation(args, train_set, steps, made)
     teacher_success = {
         name: float(np.mean([r.success for r in read_items(RUNS / name).values()]))
         for name in ("hotpot-train", "alfworld-train")
@@ -404,10 +454,11 @@ def main() -> None:
         "scores": scores,
     }
     structured, kd = scores["structured"], scores["kd"]
-    result["structured_vs_kd_act_match"] = paired_act_match(structured, kd)
+    paired = paired_act_match(structured, kd, [e.source for e in steps])
+    result["structured_vs_kd_act_match"] = paired
     result["goal"] = {
-        "structured_beats_kd_on_act_match": structured["mean"]["act_match"]
-        > kd["mean"]["act_match"],
+        # ahead on the mean is not enough: the interval over episodes must clear zero
+        "structured_beats_kd_on_act_match": paired["ci95"][0] > 0,
         "structured_beats_kd_on_task_success": {
             task: structured["mean"][f"{task}_success"] > kd["mean"][f"{task}_success"]
             for task in ("hotpot", "alfworld")

@@ -204,6 +204,23 @@ def reply_ids(tokenizer: LocalLLM, reply: str) -> list[int]:
     return [*tokenizer.tokenize(reply), tokenizer.end_of_turn_id]
 
 
+def check_reply_tokens(examples: Sequence[DistillExample], tokenizer: LocalLLM) -> None:
+    """Check that every target's tokens are ``tokenizer``'s reply tokens, as a teacher's
+    logits and a student started from its weights need.
+
+    Raises:
+        ConfigError: The first example whose tokens differ, with the tokenizer it was
+            built with.
+    """
+    for example in examples:
+        if reply_ids(tokenizer, example.target) != example.target_ids:
+            raise ConfigError(
+                f"example {example.id}'s target is not {tokenizer.name}'s reply tokens "
+                f"(tokenized by {example.tokenizer!r}, or built before targets ended with "
+                f"the end-of-turn token); rebuild the dataset with --tokenizer {tokenizer.name}"
+            )
+
+
 def save_dataset(examples: Sequence[DistillExample], stats: DatasetStats, out: str | Path) -> Path:
     """Write a dataset folder (each file atomically)."""
     root = Path(out)

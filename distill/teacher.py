@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from rich.progress import track
 
-from relaygraph.distill.dataset import reply_ids
+from relaygraph.distill.dataset import check_reply_tokens
 from relaygraph.errors import ConfigError
 from relaygraph.fileio import write_atomic
 from relaygraph.llm.sampling import log_softmax
@@ -80,14 +80,9 @@ def compute_distributions(
     Raises:
         ConfigError: The teacher's tokenizer is not the one the examples were made with.
     """
+    check_reply_tokens(examples, teacher)
     ids_rows, logprob_rows, offsets = [], [], [0]
     for example in track(examples, description=f"teacher {teacher.name}"):
-        if reply_ids(teacher, example.target) != example.target_ids:
-            raise ConfigError(
-                f"example {example.id}'s target is not {teacher.name}'s reply tokens "
-                f"(tokenized by {example.tokenizer!r}, or built before targets ended with "
-                "the end-of-turn token); KD needs one tokenizer for both"
-            )
         logprobs = log_softmax(teacher.logits(example.prompt_ids, example.target_ids)[:-1])
         top = np.argpartition(-logprobs, k - 1, axis=1)[:, :k]
         ids_rows.append(top.astype(np.int32))

@@ -24,7 +24,7 @@ import torch
 from pydantic import BaseModel, Field, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from relaygraph.distill.dataset import load_dataset, reply_ids
+from relaygraph.distill.dataset import check_reply_tokens, load_dataset
 from relaygraph.distill.losses import (
     LossKind,
     SpanWeights,
@@ -146,7 +146,7 @@ def train(
     examples, _ = load_dataset(dataset)
     source = teacher_path(config.teacher)
     teacher = LocalLLM.load(config.teacher if config.teacher in PACKAGED_MODELS else source)
-    _check_tokenizer(examples, teacher)
+    check_reply_tokens(examples, teacher)
     dist = (
         teacher_distributions(dataset, examples, teacher, k=config.top_k)
         if config.loss != "sft"
@@ -355,16 +355,6 @@ def _checkpoint(
         {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp
     )
     tmp.replace(path)
-
-
-def _check_tokenizer(examples: Sequence[DistillExample], teacher: LocalLLM) -> None:
-    for example in examples[:8]:
-        if reply_ids(teacher, example.target) != example.target_ids:
-            raise ConfigError(
-                f"the dataset's targets are not {teacher.name}'s reply tokens (tokenized by "
-                f"{example.tokenizer!r}, or built before targets ended with the end-of-turn "
-                f"token). Rebuild it with --tokenizer {teacher.name}"
-            )
 
 
 def _last_loss(root: Path) -> float:

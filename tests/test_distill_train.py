@@ -11,6 +11,7 @@ import torch
 
 from relaygraph.distill import build_dataset, save_dataset
 from relaygraph.distill.losses import SpanWeights, Targets, combine, term_counts, terms
+from relaygraph.distill.teacher import compute_distributions
 from relaygraph.distill.train import TrainConfig, train
 from relaygraph.errors import ConfigError
 from relaygraph.eval.runner import evaluate
@@ -164,8 +165,14 @@ def test_without_prompt_gradient_the_loss_is_the_same_and_only_the_update_differ
 def test_training_refuses_a_dataset_of_another_tokenizer(tmp_path: Path) -> None:
     examples, stats = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
     save_dataset(examples, stats, tmp_path / "gemma")
-    with pytest.raises(ConfigError, match=r"targets are not smollm2-135m's reply tokens"):
+    with pytest.raises(ConfigError, match=r"target is not smollm2-135m's reply tokens"):
         train(TrainConfig(loss="sft"), tmp_path / "gemma", tmp_path / "out", show_progress=False)
+
+
+def test_teacher_distributions_refuse_targets_of_another_tokenizer(tmp_path: Path) -> None:
+    examples, _ = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
+    with pytest.raises(ConfigError, match=r"target is not smollm2-135m's reply tokens"):
+        compute_distributions(examples, LocalLLM.load("smollm2-135m"))
 
 
 def _one_trace(tmp_path: Path) -> Path:
