@@ -12,7 +12,7 @@ Run after ``distillation.py --only train`` (it reads runs/distillation/dataset-t
 Writes benchmarks/results/distillation_weights.json and distillation_weights.png.
 
 Usage:
-    python benchmarks/distillation_weights.py [--weights 1,1,1 1,1,0 0.25,1,1]
+    python benchmarks/distillation_weights.py [--weights 1,1,1 1,1,0 2,1,0 2,1,1]
         [--seeds 2] [--tune-steps 48] [distillation.py's student options]
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,12 @@ def main() -> None:
         "--weights",
         nargs="+",
         type=parse_weights,
-        default=[SpanWeights(1, 1, 1), SpanWeights(1, 1, 0), SpanWeights(0.25, 1, 1)],
+        default=[
+            SpanWeights(1, 1, 1),
+            SpanWeights(1, 1, 0),
+            SpanWeights(2, 1, 0),
+            SpanWeights(2, 1, 1),
+        ],
         help="structured weight settings to compare, each reason_kl,act_kl,act_ce",
     )
     parser.add_argument("--seeds", type=int, default=2, help="students per setting")
@@ -134,7 +140,7 @@ def main() -> None:
             by_seed.append(scores)
         matches = [s["act_match"] for s in by_seed]
         rows[label] = {
-            "weights": None if weights is None else vars(weights),
+            "weights": None if weights is None else asdict(weights),
             "by_seed": by_seed,
             "act_match": round(float(np.mean(matches)), 4),
             "parsed": round(float(np.mean([s["parsed"] for s in by_seed])), 4),

@@ -7,7 +7,10 @@ the label to the end of the paragraph the action is read from.
 Token masks are computed on the *student's* tokenizer: each token of the target covers
 the characters its prefix adds when detokenized; a token overlapping a span belongs to
 it, and a token that straddles the REASON/ACT boundary (a merged ``\\nAction``) counts
-as ACT, since the action is what must come out exactly.
+as ACT, since the action is what must come out exactly. The REASON mask runs up to the
+ACT label, so the line break that ends the thought is REASON's: it decides where the
+reasoning stops, and a loss on the spans alone would otherwise never train it. What
+follows ACT (a hallucinated observation) stays in neither.
 """
 
 from __future__ import annotations
@@ -68,12 +71,13 @@ def token_masks(
             "the ids were made by another tokenizer"
         )
     reason, act = [0] * len(target_ids), [0] * len(target_ids)
+    thought = (spans.reason[0], spans.act[0])  # with the whitespace that ends it
     start = 0
     for k, end in enumerate(ends):
         covers = (start, max(end, start + 1))  # a partial UTF-8 token adds no character
         if _overlaps(covers, spans.act):
             act[k] = 1
-        elif _overlaps(covers, spans.reason):
+        elif _overlaps(covers, thought):
             reason[k] = 1
         start = end
     return reason, act

@@ -90,6 +90,19 @@ def test_detokenizing_ids_outside_the_vocabulary_is_an_error_not_an_abort() -> N
         smollm2.detokenize([-1])
 
 
+def test_the_line_break_that_ends_the_thought_is_reason_and_what_follows_act_is_neither() -> None:
+    llm = LocalLLM.load("smollm2-135m")
+    reply = "Thought: look it up.\nAction: search[Paris]\n\nObservation: made up"
+    ids = llm.tokenize(reply)
+    reason, act = token_masks(llm, reply, ids, find_spans(reply))
+    pieces = [llm.detokenize([i]) for i in ids]
+    labels = ["reason" if r else "act" if a else "-" for r, a in zip(reason, act, strict=True)]
+    first_act = labels.index("act")
+    assert pieces[first_act - 1] == "\n" and labels[first_act - 1] == "reason"
+    assert "Observation" in "".join(p for p, lab in zip(pieces, labels, strict=True) if lab == "-")
+    assert labels[-1] == "-"
+
+
 def test_a_token_across_the_boundary_counts_as_act() -> None:
     """ScriptedLLM's whitespace tokenizer makes one token of '\\nAction:'."""
     words = ScriptedLLM([])
