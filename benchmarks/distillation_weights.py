@@ -12,7 +12,7 @@ Run after ``distillation.py --only train`` (it reads runs/distillation/dataset-t
 Writes benchmarks/results/distillation_weights.json and distillation_weights.png.
 
 Usage:
-    python benchmarks/distillation_weights.py [--weights 1,1,1 1,1,0 2,1,0 2,1,1]
+    python benchmarks/distillation_weights.py [--weights 1,1,0 2,1,0 1,1,1]
         [--seeds 2] [--tune-steps 48] [distillation.py's student options]
 """
 
@@ -96,12 +96,7 @@ def main() -> None:
         "--weights",
         nargs="+",
         type=parse_weights,
-        default=[
-            SpanWeights(1, 1, 1),
-            SpanWeights(1, 1, 0),
-            SpanWeights(2, 1, 0),
-            SpanWeights(2, 1, 1),
-        ],
+        default=[SpanWeights(1, 1, 0), SpanWeights(2, 1, 0), SpanWeights(1, 1, 1)],
         help="structured weight settings to compare, each reason_kl,act_kl,act_ce",
     )
     parser.add_argument("--seeds", type=int, default=2, help="students per setting")
