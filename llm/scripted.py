@@ -95,6 +95,20 @@ class ScriptedLLM(BaseLLM):
         return self._ids(text)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
+        """Text of token ids.
+
+        Raises:
+            ConfigError: An id this model has not handed out (as a real model's
+                vocabulary check would, so a server answers 400, not 500).
+        """
+        bad = [t for t in token_ids if not 0 <= t < len(self._pieces)]
+        if bad:
+            raise ConfigError(
+                f"token id {bad[0]} is outside the vocabulary of {self.name} "
+                f"(size {len(self._pieces)})",
+                parameter="token_ids",
+                value=bad[0],
+            )
         return "".join(self._pieces[i] for i in token_ids)
 
     def _next_reply(self, prompt: Prompt) -> str:
