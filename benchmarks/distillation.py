@@ -141,8 +141,13 @@ def students(args: argparse.Namespace, dataset: Path) -> dict[str, list[Path]]:
 def student_config(
     args: argparse.Namespace, loss: LossKind, seed: int, weights: SpanWeights | None = None
 ) -> TrainConfig:
-    """The students' settings (`add_student_options`) for one loss and seed."""
-    weights = weights or SpanWeights(args.reason_kl, args.act_kl, args.act_ce)
+    """The students' settings (`add_student_options`) for one loss and seed; the span
+    weights (``weights``, or the options') only where the loss has spans, so SFT and KD
+    runs keep the configuration they resume under."""
+    if loss == "structured":
+        weights = weights or SpanWeights(args.reason_kl, args.act_kl, args.act_ce)
+    else:
+        weights = SpanWeights()
     return TrainConfig(
         loss=loss,
         layers=args.layers,
@@ -342,11 +347,8 @@ def paired_act_match(
     choice of held-out episodes, not the choice of seeds."""
     matches = [np.array([r["act_matches"] for r in x["by_seed"]], dtype=float) for x in (a, b)]
     difference = matches[0].mean(axis=0) - matches[1].mean(axis=0)
-    names = sorted(set(episodes))
-    sums = np.zeros(len(names))
-    sizes = np.zeros(len(names))
-    np.add.at(sums, [names.index(e) for e in episodes], difference)
-    np.add.at(sizes, [names.index(e) for e in episodes], 1)
+    names, episode = np.unique(episodes, return_inverse=True)
+    sums, sizes = np.bincount(episode, weights=difference), np.bincount(episode)
     picks = np.random.default_rng(0).integers(0, len(names), (resamples, len(names)))
     low, high = np.quantile(sums[picks].sum(axis=1) / sizes[picks].sum(axis=1), [0.025, 0.975])
     per_seed = matches[0].mean(axis=1) - matches[1].mean(axis=1)
