@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING
 
 import llama_cpp
 import numpy as np
+from llguidance.llamacpp import lltokenizer_from_vocab
 
 from relaygraph.errors import LLMError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from pathlib import Path
+
+    import llguidance
 
 logger = logging.getLogger("relaygraph.llm.llamacpp")
 
@@ -174,6 +177,13 @@ class LlamaRuntime:
             buffer = ctypes.create_string_buffer(n + 1)
             llama_cpp.llama_model_meta_val_str(self._model, key.encode(), buffer, n + 1)
         return buffer.value.decode("utf-8", errors="replace")
+
+    def grammar_tokenizer(self, end_ids: Sequence[int]) -> llguidance.LLTokenizer:
+        """llguidance's view of this vocabulary, for grammar masks (about a second to build).
+
+        ``end_ids`` are the tokens a finished grammar allows (end of text and of turn).
+        """
+        return lltokenizer_from_vocab(self._vocab, eos_token=list(end_ids))
 
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry of a token (``<|im_end|>`` for control tokens)."""

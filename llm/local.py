@@ -33,13 +33,15 @@ from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 
-from relaygraph.errors import ConfigError, ContextWindowError
+from relaygraph.errors import ConfigError, ContextWindowError, LLMError
 from relaygraph.llm.catalog import ChatFormat, packaged_model
 from relaygraph.llm.chat_template import PLAIN_STOP, PLAIN_TEMPLATE, ChatTemplate
+from relaygraph.llm.grammar import GrammarEngine, TokenMatcher, grammar_for
 from relaygraph.llm.llamacpp import DecodeItem, LlamaRuntime
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.sampling import log_softmax, select_token, top_k_indices
 from relaygraph.llm.stops import TextAssembler
+from relaygraph.llm.tool_format import ToolCallSplitter, messages_for_template
 from relaygraph.llm.types import (
     ChatPrompt,
     Choice,
@@ -62,6 +64,8 @@ from relaygraph.llm.types import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterator, Sequence
 
+    from relaygraph.llm.constraints import ToolCall
+
 T = TypeVar("T")
 
 _DEFAULT_PARAMS = GenerationParams()
@@ -69,10 +73,11 @@ _DEFAULT_PARAMS = GenerationParams()
 
 @dataclass(frozen=True, slots=True)
 class _Request:
-    """An encoded prompt and the stop strings that apply to it."""
+    """An encoded prompt, the stop strings that apply to it, and its grammar (if any)."""
 
     prompt_ids: list[int]
     stop: tuple[str, ...]
+    grammar: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +90,8 @@ class _Sequence:
     params: GenerationParams
     rng: np.random.Generator | None
     assembler: TextAssembler
+    matcher: TokenMatcher | None = None
+    splitter: ToolCallSplitter | None = None
     slot: int = -1
     logits: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
     token_ids: list[int] = field(default_factory=list)
@@ -94,12 +101,17 @@ class _Sequence:
 
 @dataclass(frozen=True, slots=True)
 class _Step:
-    """What one decoding step produced for one sequence."""
+    """What one decoding step produced for one sequence.
+
+    ``text`` is the reply's content that became safe to show; ``tool_calls`` the calls
+    that this step completed (with tools, call text is never content).
+    """
 
     sequence: _Sequence
     token_id: int
     text: str
     logprob: TokenLogprob | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +125,30 @@ class ModelInfo:
     n_vocab: int
     context_window: int
     chat_format: ChatFormat
+
+
+def _with_tools(prompt: Prompt, params: GenerationParams) -> Prompt:
+    """The prompt as the model sees it in a tool conversation (`llm.tool_format`).
+
+    The packaged templates have no tool support, so tools are listed in the system
+    message and earlier calls and results are written in the model's call syntax. Tools
+    under ``tool_choice="none"`` are not shown: the model may not call them.
+
+    Raises:
+        ConfigError: Tools with a prompt that is not chat messages.
+    """
+    shown = params.tools if params.calls_tools else ()
+    if not isinstance(prompt, ChatPrompt):
+        if shown:
+            raise ConfigError(
+                "tools need a chat prompt (messages), not raw text or token ids",
+                parameter="tools",
+            )
+        return prompt
+    if not shown and not any(m.tool_calls or m.role == "tool" for m in prompt.messages):
+        return prompt
+    messages = messages_for_template(prompt.messages, shown)
+    return ChatPrompt(messages=messages, prefill=prompt.prefill)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -171,6 +207,8 @@ class LocalLLM(BaseLLM):
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
         self._end_ids: frozenset[int] | None = None
         self._end_of_turn_id: int | None = None
+        self._grammars: GrammarEngine | None = None
+        self._grammars_lock = threading.Lock()
         source = (
             self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
         )
@@ -381,11 +419,26 @@ class LocalLLM(BaseLLM):
         return self._stream(self._request(prompt, params), params)
 
     def _request(self, prompt: PromptInput | Prompt, params: GenerationParams) -> _Request:
-        p = to_prompt(prompt)
+        p = _with_tools(to_prompt(prompt), params)
         ids = self.encode(p)
         self._check_fits(len(ids), params.max_tokens)
         stop = params.stop + (self._template_stop if isinstance(p, ChatPrompt) else ())
-        return _Request(prompt_ids=ids, stop=stop)
+        lark = grammar_for(params)
+        grammar = None
+        if lark is not None:
+            grammar = self.grammars.compile(
+                lark, parameter="tools" if params.calls_tools else "response_format"
+            )
+        return _Request(prompt_ids=ids, stop=stop, grammar=grammar)
+
+    @property
+    def grammars(self) -> GrammarEngine:
+        """This model's grammar compiler (its vocabulary read once, on first use)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                tokenizer = self._runtime.grammar_tokenizer(sorted(self.end_token_ids))
+                self._grammars = GrammarEngine(tokenizer, self._runtime.n_vocab)
+            return self._grammars
 
     def _stream(self, request: _Request, params: GenerationParams) -> Iterator[CompletionChunk]:
         """Chunks produced on the engine thread, handed over a queue.
@@ -413,6 +466,7 @@ class LocalLLM(BaseLLM):
                                 text=step.text,
                                 token_ids=[step.token_id],
                                 logprobs=[step.logprob] if step.logprob else None,
+                                tool_calls=step.tool_calls or None,
                                 finish_reason=sequence.finish_reason,
                                 usage=Usage(prompt_tokens=n_prompt, completion_tokens=done)
                                 if finished
@@ -452,6 +506,10 @@ class LocalLLM(BaseLLM):
                         params=params,
                         rng=rng,
                         assembler=TextAssembler(request.stop),
+                        matcher=self.grammars.matcher(request.grammar)
+                        if request.grammar is not None
+                        else None,
+                        splitter=ToolCallSplitter() if params.calls_tools else None,
                     )
                 )
         return sequences
@@ -545,25 +603,45 @@ class LocalLLM(BaseLLM):
             raise
 
     def _advance(self, s: _Sequence) -> _Step:
+        """Choose, record and account one token of ``s``.
+
+        With a grammar, the token is chosen from the masked logits, while the reported
+        log-probabilities stay those of the model's own, unmasked distribution (what an
+        uncertainty estimate must see). A finished grammar ends the sequence ("stop");
+        the token budget running out first ends it with "length".
+        """
         params = s.params
-        token = select_token(
-            s.logits, temperature=params.temperature, top_p=params.top_p, rng=s.rng
-        )
+        logits = s.logits if s.matcher is None else s.matcher.mask(s.logits)
+        token = select_token(logits, temperature=params.temperature, top_p=params.top_p, rng=s.rng)
         logprob = self._logprob(s.logits, token, params.top_logprobs) if params.logprobs else None
         s.token_ids.append(token)
         if logprob is not None:
             s.logprobs.append(logprob)
+        if s.matcher is not None:
+            try:
+                s.matcher.advance(token)
+            except RuntimeError as exc:  # an all-forbidden row: the grammar cannot go on
+                raise LLMError(str(exc), model=self._name) from None
         if self._runtime.is_end_of_generation(token):
             text = s.assembler.finish()
             s.finish_reason = "stop"
         else:
             text = s.assembler.feed(self._runtime.piece(token))
-            if s.assembler.stopped:
+            if s.assembler.stopped or (s.matcher is not None and s.matcher.complete):
+                text += s.assembler.finish()
                 s.finish_reason = "stop"
             elif len(s.token_ids) >= params.max_tokens:
                 text += s.assembler.finish()
                 s.finish_reason = "length"
-        return _Step(sequence=s, token_id=token, text=text, logprob=logprob)
+        calls: list[ToolCall] = []
+        if s.splitter is not None:
+            text, calls = s.splitter.feed(text)
+            if s.finish_reason is not None:
+                rest, more = s.splitter.finish()
+                text, calls = text + rest, calls + more
+                if s.splitter.calls and s.finish_reason == "stop":
+                    s.finish_reason = "tool_calls"
+        return _Step(sequence=s, token_id=token, text=text, logprob=logprob, tool_calls=calls)
 
     def _logprob(self, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
         return self._token_logprob(log_softmax(logits), token, top)
@@ -589,10 +667,11 @@ class LocalLLM(BaseLLM):
         choices = [
             Choice(
                 index=s.index,
-                text=s.assembler.text,
+                text=s.assembler.text if s.splitter is None else s.splitter.content,
                 token_ids=s.token_ids,
                 logprobs=s.logprobs if s.params.logprobs else None,
                 finish_reason=s.finish_reason or "length",
+                tool_calls=list(s.splitter.calls) if s.splitter and s.splitter.calls else None,
             )
             for s in sequences
         ]

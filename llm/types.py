@@ -20,9 +20,10 @@ from pydantic import (
 )
 
 from relaygraph.errors import ConfigError, first_problem
+from relaygraph.llm.constraints import NamedToolChoice, ResponseFormat, ToolCall, ToolSpec
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
-FinishReason: TypeAlias = Literal["stop", "length"]
+FinishReason: TypeAlias = Literal["stop", "length", "tool_calls"]
 
 
 class Message(BaseModel):
@@ -37,8 +38,20 @@ class Message(BaseModel):
 
     role: Role
     """Who speaks: system, user, assistant or tool."""
-    content: str
-    """The message text."""
+    content: str = ""
+    """The message text (empty for an assistant turn that only calls tools)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The calls an assistant turn made."""
+    tool_call_id: str | None = None
+    """For a tool message: the id of the call it answers."""
+
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> Message:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.tool_call_id is not None and self.role != "tool":
+            raise ValueError("only tool messages carry a tool_call_id")
+        return self
 
 
 ChatInput: TypeAlias = Sequence[Message | Mapping[str, Any]]
@@ -165,6 +178,24 @@ class GenerationParams(BaseModel):
     """Return the log-probability of each generated token under the model."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """With logprobs, also return this many most likely alternatives per position."""
+    response_format: ResponseFormat | None = None
+    """A constraint on the reply's text (JSON schema, JSON object, regex, choice, grammar);
+    None: free text."""
+    tools: tuple[ToolSpec, ...] = Field(default=(), max_length=128)
+    """Functions the model may call; calls come back in ``Choice.tool_calls``."""
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice = "auto"
+    """Whether the model may (auto), must not (none) or must (required, or a named tool)
+    call a tool."""
+    parallel_tool_calls: bool = True
+    """Whether one reply may hold several calls."""
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _tool_choice_forms(cls, value: Any) -> Any:
+        # OpenAI's wire form {"type": "function", "function": {"name": ...}} is accepted.
+        if isinstance(value, Mapping) and isinstance(value.get("function"), Mapping):
+            return {"name": value["function"].get("name")}
+        return value
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -183,6 +214,30 @@ class GenerationParams(BaseModel):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs > 0 requires logprobs=True")
         return self
+
+    @model_validator(mode="after")
+    def _tool_choice_names_a_tool(self) -> GenerationParams:
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tools: two tools share a name ({names})")
+        if self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs at least one tool")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.name not in names:
+            raise ValueError(
+                f"tool_choice names {self.tool_choice.name!r}, which is not among the tools "
+                f"({', '.join(names) or 'none given'})"
+            )
+        return self
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the reply is constrained by a format or may contain tool calls."""
+        return self.response_format is not None or self.calls_tools
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether the reply may contain tool calls."""
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class TopLogprob(BaseModel):
@@ -234,6 +289,9 @@ class Choice(BaseModel):
     token_ids: list[int]
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason
+    tool_calls: list[ToolCall] | None = None
+    """The calls the reply made (``finish_reason`` is then ``tool_calls``); ``text`` is
+    then the reply's prose outside the calls (often empty), as OpenAI's ``content``."""
 
 
 class Completion(BaseModel):
@@ -274,6 +332,8 @@ class CompletionChunk(BaseModel):
     text: str = ""
     token_ids: list[int] = Field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] | None = None
+    """Tool calls completed with this chunk (each arrives whole, once)."""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
 
