@@ -272,6 +272,13 @@ class SpeculativeLLM(BaseLLM):
     ) -> Iterator[CompletionChunk]:
         if params.n != 1:
             raise ConfigError("speculative decoding makes one completion (n=1)", parameter="n")
+        if params.constrained:
+            # Refused rather than ignored: verification does not mask the target's rows yet.
+            raise ConfigError(
+                "speculative decoding does not decode under a response_format or tools yet; "
+                "call the target model directly for constrained output",
+                parameter="response_format" if params.response_format else "tools",
+            )
         if params.logprobs:
             raise ConfigError(
                 "speculative decoding returns no log-probabilities; score the output with "

@@ -107,6 +107,11 @@ ToolChoice: TypeAlias = Literal["auto", "none", "required"] | NamedToolChoice
 at least one call; a `NamedToolChoice`: a call of that tool."""
 
 
+def new_call_id() -> str:
+    """A fresh tool-call id in OpenAI's style."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
 class ToolCall(_Strict):
     """One function call the model made: OpenAI's ``tool_calls[i]``.
 
@@ -116,7 +121,7 @@ class ToolCall(_Strict):
         {'a': 1, 'b': 2}
     """
 
-    id: str = Field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+    id: str = Field(default_factory=new_call_id)
     name: str
     arguments: str
     """The arguments as a JSON text (what OpenAI sends; parse with `parsed_arguments`)."""

@@ -23,7 +23,8 @@ Every grammar is Lark text; `grammar_for` writes it from `GenerationParams`:
   (or free text that does not open a call).
 
 JSON is written compactly with single spaces after ``:`` and ``,`` (no free whitespace,
-which a small model can fill forever).
+which a small model can fill forever), and objects carry only their declared properties
+(`closed`).
 """
 
 from __future__ import annotations
@@ -54,14 +55,48 @@ if TYPE_CHECKING:
     from relaygraph.llm.constraints import ToolSpec
     from relaygraph.llm.types import GenerationParams
 
+SAFE_INTEGER = 2**53 - 1
+"""The largest integer every JSON reader holds exactly (RFC 7493, I-JSON)."""
+
 _JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 # Free text that does not open a tool call: whatever does not start with the call marker.
 _FREE_TEXT = f"/(.|\\n)*/ & ~/{CALL_OPEN}(.|\\n)*/"
 
 
+def closed(schema: Any) -> Any:
+    """The schema with every object that declares ``properties`` closed to others.
+
+    JSON Schema allows undeclared properties by default, and a small model given the
+    freedom invents them without end (``{"a": 1, "b": 2, "c": 3, ...}``). Like llama.cpp's
+    schema converter, relaygraph decodes only the declared properties unless the schema
+    says ``additionalProperties`` (or ``patternProperties``) itself, and integers without
+    bounds within ``SAFE_INTEGER``; what comes out still validates against the original
+    schema.
+
+    Example:
+        >>> closed({"type": "object", "properties": {"a": {"type": "integer"}}})
+        {'type': 'object', 'properties': {'a': {'type': 'integer'}}, 'additionalProperties': False}
+    """
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: closed(value) for key, value in schema.items()}
+    if "properties" in out and not {"additionalProperties", "patternProperties"} & out.keys():
+        out["additionalProperties"] = False
+    if out.get("type") == "integer":
+        # Unbounded digits are another thing a small model never stops writing; bound
+        # integers to I-JSON's interoperable range (RFC 7493), which every caller can hold.
+        out.setdefault("minimum", -SAFE_INTEGER)
+        out.setdefault("maximum", SAFE_INTEGER)
+    if isinstance(schema.get("properties"), dict):  # property names are not schemas to close
+        out["properties"] = {k: closed(v) for k, v in schema["properties"].items()}
+    return out
+
+
 def _json_rule(schema: dict[str, Any]) -> str:
-    styled = dict(schema)
+    styled = closed(schema)
     styled["x-guidance"] = {**_JSON_STYLE, **schema.get("x-guidance", {})}
     return f"%json {json.dumps(styled, ensure_ascii=False)}"
 
@@ -114,8 +149,12 @@ def _user_grammar(fmt: GrammarFormat) -> str:
         ) from None
 
 
-def grammar_for(params: GenerationParams) -> str | None:
+def grammar_for(params: GenerationParams, *, turn_end: str = "") -> str | None:
     """The Lark grammar the reply must follow, or None when it is free text.
+
+    ``turn_end`` is text that ends the assistant's turn when the model has no
+    end-of-turn token (a base model's transcript: ``"\nUser:"``); after its calls the
+    reply may write it, and the engine's stop strings end generation there.
 
     Raises:
         ConfigError: A combination the grammar cannot express (a grammar format with
@@ -133,10 +172,11 @@ def grammar_for(params: GenerationParams) -> str | None:
     if isinstance(choice, NamedToolChoice):
         tools = [t for t in tools if t.name == choice.name]
     rules = _call_rules(tools, params.parallel_tool_calls)
+    calls = f"calls {json.dumps(turn_end)}?" if turn_end else "calls"
     if choice == "auto":
         content = _content_rules(params, with_tools=True)
-        return "\n".join(["start: content | calls", *content, *rules])
-    return "\n".join(["start: calls", *rules])
+        return "\n".join([f"start: content | {calls}", *content, *rules])
+    return "\n".join([f"start: {calls}", *rules])
 
 
 class GrammarEngine:

@@ -15,6 +15,7 @@ import ctypes
 import functools
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -183,7 +184,11 @@ class LlamaRuntime:
 
         ``end_ids`` are the tokens a finished grammar allows (end of text and of turn).
         """
-        return lltokenizer_from_vocab(self._vocab, eos_token=list(end_ids))
+        with warnings.catch_warnings():
+            # llguidance reads token attributes through a llama-cpp-python alias that
+            # warns it is deprecated; the call is theirs and still correct.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return lltokenizer_from_vocab(self._vocab, eos_token=list(end_ids))
 
     def token_text(self, token_id: int) -> str:
         """The vocabulary entry of a token (``<|im_end|>`` for control tokens)."""

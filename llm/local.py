@@ -423,7 +423,8 @@ class LocalLLM(BaseLLM):
         ids = self.encode(p)
         self._check_fits(len(ids), params.max_tokens)
         stop = params.stop + (self._template_stop if isinstance(p, ChatPrompt) else ())
-        lark = grammar_for(params)
+        turn_end = self._template_stop[0] if self._template_stop else ""
+        lark = grammar_for(params, turn_end=turn_end if isinstance(p, ChatPrompt) else "")
         grammar = None
         if lark is not None:
             grammar = self.grammars.compile(

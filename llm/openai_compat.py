@@ -7,6 +7,10 @@ of given tokens: the one-call verification that `score` needs) and the ``/tokeni
 ``vllm_extensions=False`` for servers that reject unknown fields; ``score`` and token
 counting then raise.
 
+Constraints travel on the wire (`llm.openai_wire`): ``response_format`` and tools as
+OpenAI sends them, regex / choice / grammar in vLLM's ``structured_outputs``. A worker that
+cannot honour them answers 4xx, raised as `RequestRejectedError`; none is dropped here.
+
 Retries: 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with
 exponential backoff (honouring ``Retry-After``); other 4xx raise `RequestRejectedError`
 at once. A stream is retried only before its first chunk.
@@ -32,12 +36,20 @@ from relaygraph.errors import (
     WorkerServerError,
     WorkerTimeoutError,
 )
+from relaygraph.llm.openai_wire import (
+    ToolCallDeltas,
+    calls_from_json,
+    format_fields,
+    message_json,
+    tool_fields,
+)
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.types import (
     ChatPrompt,
     Choice,
     Completion,
     CompletionChunk,
+    FinishReason,
     GenerationParams,
     Prompt,
     PromptInput,
@@ -51,6 +63,8 @@ from relaygraph.llm.types import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+
+    from relaygraph.llm.constraints import ToolCall
 
 _DEFAULT_PARAMS = GenerationParams()
 _TOKEN_ID_PREFIX = "token_id:"
@@ -131,11 +145,19 @@ def _merge_usage(
 
 def _chat_fields(prompt: ChatPrompt) -> dict[str, Any]:
     """Messages, with a prefill sent as vLLM's ``continue_final_message``."""
-    messages = [m.model_dump() for m in prompt.messages]
+    messages = [message_json(m) for m in prompt.messages]
     if not prompt.prefill:
         return {"messages": messages}
     messages.append({"role": "assistant", "content": prompt.prefill})
     return {"messages": messages, "continue_final_message": True, "add_generation_prompt": False}
+
+
+def _finish_reason(reason: str | None, calls: list[ToolCall]) -> FinishReason:
+    """The contract's finish reason for a worker's (vLLM also says ``abort``; content
+    filters say ``content_filter``: both are a stop here)."""
+    if reason == "length":
+        return "length"
+    return "tool_calls" if calls else "stop"
 
 
 def _token_ids(choice: Mapping[str, Any], logprobs: list[TokenLogprob] | None) -> list[int]:
@@ -349,6 +371,15 @@ class OpenAICompatLLM(BaseLLM):
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
+        if params.response_format is not None:
+            body |= format_fields(params.response_format)
+        if params.tools:
+            if not isinstance(prompt, ChatPrompt):
+                raise ConfigError(
+                    "tools need a chat prompt (messages), not raw text or token ids",
+                    parameter="tools",
+                )
+            body |= tool_fields(params)
         if isinstance(prompt, ChatPrompt):
             body |= _chat_fields(prompt)
             if params.logprobs:
@@ -379,13 +410,17 @@ class OpenAICompatLLM(BaseLLM):
                 if chat
                 else _completion_logprobs(raw.get("logprobs"), text)
             )
+            calls = calls_from_json(
+                raw["message"].get("tool_calls") if chat else None, source=self.base_url
+            )
             choices.append(
                 Choice(
                     index=raw.get("index", 0),
                     text=text,
                     token_ids=_token_ids(raw, logprobs),
                     logprobs=logprobs,
-                    finish_reason="length" if raw.get("finish_reason") == "length" else "stop",
+                    finish_reason=_finish_reason(raw.get("finish_reason"), calls),
+                    tool_calls=calls or None,
                 )
             )
         usage = data.get("usage") or {}
@@ -417,7 +452,9 @@ class OpenAICompatLLM(BaseLLM):
         url, body = self._body(p, params or _DEFAULT_PARAMS, stream=False)
         return self._parse(await self._arequest(url, body), isinstance(p, ChatPrompt), began)
 
-    def _chunk(self, data: Mapping[str, Any], chat: bool) -> CompletionChunk:
+    def _chunk(self, data: Mapping[str, Any], chat: bool, calls: ToolCallDeltas) -> CompletionChunk:
+        """One chunk of a stream; tool-call fragments gather in ``calls`` and come out
+        whole on the chunk that finishes the choice."""
         usage = data.get("usage")
         chunk = CompletionChunk(
             model=data.get("model", self._model),
@@ -437,10 +474,13 @@ class OpenAICompatLLM(BaseLLM):
             )
             chunk.token_ids = _token_ids(raw, logprobs)
             chunk.logprobs = logprobs
+            if chat:
+                calls.feed(raw.get("delta", {}).get("tool_calls"))
             reason = raw.get("finish_reason")
-            chunk.finish_reason = (
-                None if reason is None else ("length" if reason == "length" else "stop")
-            )
+            if reason is not None:
+                made = calls.finish(source=self.base_url)
+                chunk.tool_calls = made or None
+                chunk.finish_reason = _finish_reason(reason, made)
         return chunk
 
     def stream(
@@ -465,9 +505,10 @@ class OpenAICompatLLM(BaseLLM):
                         response.read()
                         self._raise_for(response)
                     held: CompletionChunk | None = None
+                    calls = ToolCallDeltas()
                     for line in response.iter_lines():
                         if (data := self._sse(line)) is not None:
-                            ready, held = _merge_usage(self._chunk(data, chat), held)
+                            ready, held = _merge_usage(self._chunk(data, chat, calls), held)
                             started = started or bool(ready)
                             yield from ready
                     if held is not None:
@@ -492,10 +533,11 @@ class OpenAICompatLLM(BaseLLM):
                     await response.aread()
                     self._raise_for(response)
                 held: CompletionChunk | None = None
+                calls = ToolCallDeltas()
                 async for line in response.aiter_lines():
                     if (data := self._sse(line)) is not None:
                         ready, held = _merge_usage(
-                            self._chunk(data, isinstance(p, ChatPrompt)), held
+                            self._chunk(data, isinstance(p, ChatPrompt), calls), held
                         )
                         for chunk in ready:
                             yield chunk

@@ -7,14 +7,26 @@ model in a test of a feature: every feature is also tested on the embedded model
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+import jsonschema
+
 from relaygraph.errors import ConfigError, LLMError
+from relaygraph.llm.constraints import (
+    ChoiceFormat,
+    GrammarFormat,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    NamedToolChoice,
+    RegexFormat,
+)
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.stops import TextAssembler
+from relaygraph.llm.tool_format import ToolCallSplitter
 from relaygraph.llm.types import (
     ChatPrompt,
     Choice,
@@ -27,7 +39,8 @@ from relaygraph.llm.types import (
 )
 
 if TYPE_CHECKING:
-    from relaygraph.llm.types import Prompt, PromptInput, Score
+    from relaygraph.llm.constraints import ResponseFormat, ToolCall
+    from relaygraph.llm.types import FinishReason, Prompt, PromptInput, Score
 
 _PIECE = re.compile(r"\s*\S+|\s+")
 _DEFAULT = GenerationParams()
@@ -128,10 +141,12 @@ class ScriptedLLM(BaseLLM):
         chunks = list(self.stream(prompt, params))
         text = "".join(c.text for c in chunks)
         usage = chunks[-1].usage or Usage()
+        calls = [call for c in chunks for call in c.tool_calls or ()]
         choice = Choice(
             text=text,
             token_ids=[t for c in chunks for t in c.token_ids],
             finish_reason=chunks[-1].finish_reason or "stop",
+            tool_calls=calls or None,
         )
         elapsed = time.perf_counter() - began
         return Completion(model=self._name, choices=[choice], usage=usage, latency_s=elapsed)
@@ -149,22 +164,69 @@ class ScriptedLLM(BaseLLM):
         # only produces the rest of it.
         if isinstance(p, ChatPrompt) and p.prefill and reply.startswith(p.prefill):
             reply = reply[len(p.prefill) :]
+        if isinstance(params.response_format, GrammarFormat):
+            raise ConfigError(
+                "ScriptedLLM cannot check a reply against a grammar", parameter="response_format"
+            )
         ids = self._ids(reply)
         assembler = TextAssembler(params.stop)
+        splitter = ToolCallSplitter() if params.calls_tools else None
         emitted: list[int] = []
         for token in ids[: params.max_tokens]:
             emitted.append(token)
             text = assembler.feed(self._pieces[token].encode())
             if assembler.stopped:
                 break
-            yield CompletionChunk(model=self._name, text=text, token_ids=[token])
-        reason = "length" if len(ids) > params.max_tokens and not assembler.stopped else "stop"
+            calls: list[ToolCall] = []
+            if splitter is not None:
+                text, calls = splitter.feed(text)
+            yield CompletionChunk(
+                model=self._name, text=text, token_ids=[token], tool_calls=calls or None
+            )
+        reason: FinishReason = (
+            "length" if len(ids) > params.max_tokens and not assembler.stopped else "stop"
+        )
+        text, calls = assembler.finish(), []
+        if splitter is not None:
+            text, calls = splitter.feed(text)
+            rest, more = splitter.finish()
+            text, calls = text + rest, calls + more
+            reason = "tool_calls" if splitter.calls and reason == "stop" else reason
+        if reason != "length":
+            self._check_script(params, assembler.text, splitter)
         yield CompletionChunk(
             model=self._name,
-            text=assembler.finish(),
+            text=text,
+            tool_calls=calls or None,
             finish_reason=reason,
             usage=Usage(prompt_tokens=n_prompt, completion_tokens=len(emitted)),
         )
+
+    def _check_script(
+        self, params: GenerationParams, text: str, splitter: ToolCallSplitter | None
+    ) -> None:
+        """A scripted model cannot constrain its replies, so it checks them: a script that
+        breaks the request's format or tool choice is an error, never passed on."""
+        called = bool(splitter and splitter.calls)
+        content = splitter.content if splitter is not None else text
+        if params.tool_choice == "required" or isinstance(params.tool_choice, NamedToolChoice):
+            names = {c.name for c in splitter.calls} if splitter else set()
+            wanted = params.tool_choice
+            if not called or (isinstance(wanted, NamedToolChoice) and names != {wanted.name}):
+                raise LLMError(
+                    f"scripted reply {text!r} does not make the tool call that "
+                    f"tool_choice={wanted!r} requires",
+                    model=self._name,
+                )
+        fmt = params.response_format
+        if fmt is None or called:
+            return
+        problem = _format_problem(fmt, content)
+        if problem:
+            raise LLMError(
+                f"scripted reply {content!r} breaks the response_format: {problem}",
+                model=self._name,
+            )
 
     def score(
         self,
@@ -175,3 +237,23 @@ class ScriptedLLM(BaseLLM):
         """A scripted model has no distribution; it refuses rather than invent one."""
         del prompt, continuation, top_logprobs
         raise LLMError("ScriptedLLM has no token distribution to score with", model=self._name)
+
+
+def _format_problem(fmt: ResponseFormat, text: str) -> str | None:
+    """Why ``text`` does not satisfy ``fmt``, or None when it does."""
+    if isinstance(fmt, ChoiceFormat):
+        return None if text in fmt.choices else f"not one of {list(fmt.choices)}"
+    if isinstance(fmt, RegexFormat):
+        return None if re.fullmatch(fmt.pattern, text) else f"does not match {fmt.pattern!r}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"not JSON ({exc})"
+    if isinstance(fmt, JsonObjectFormat):
+        return None if isinstance(value, dict) else "not a JSON object"
+    assert isinstance(fmt, JsonSchemaFormat)  # grammars are refused before decoding
+    try:
+        jsonschema.validate(value, fmt.json_schema)
+    except jsonschema.ValidationError as exc:
+        return str(exc.message)
+    return None

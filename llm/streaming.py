@@ -10,6 +10,7 @@ from relaygraph.llm.types import Choice, Completion, TokenLogprob, Usage
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from relaygraph.llm.constraints import ToolCall
     from relaygraph.llm.types import CompletionChunk
 
 
@@ -18,6 +19,7 @@ def collect(chunks: Iterable[CompletionChunk], *, model: str, began: float) -> C
     text: list[str] = []
     token_ids: list[int] = []
     logprobs: list[TokenLogprob] = []
+    calls: list[ToolCall] = []
     has_logprobs = False
     usage, finish = Usage(), None
     for chunk in chunks:
@@ -26,6 +28,7 @@ def collect(chunks: Iterable[CompletionChunk], *, model: str, began: float) -> C
         if chunk.logprobs is not None:
             has_logprobs = True
             logprobs.extend(chunk.logprobs)
+        calls.extend(chunk.tool_calls or ())
         usage = chunk.usage or usage
         finish = chunk.finish_reason or finish
     choice = Choice(
@@ -33,6 +36,7 @@ def collect(chunks: Iterable[CompletionChunk], *, model: str, began: float) -> C
         token_ids=token_ids,
         logprobs=logprobs if has_logprobs else None,
         finish_reason=finish or "stop",
+        tool_calls=calls or None,
     )
     latency = time.perf_counter() - began
     return Completion(model=model, choices=[choice], usage=usage, latency_s=latency)

@@ -45,6 +45,17 @@ class Message(BaseModel):
     tool_call_id: str | None = None
     """For a tool message: the id of the call it answers."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _content_unless_calling(cls, data: Any) -> Any:
+        # Only an assistant turn that calls tools may leave out its text.
+        if isinstance(data, Mapping) and data.get("content") is None:
+            if data.get("role") == "assistant" and data.get("tool_calls"):
+                return {**data, "content": ""}
+            if "content" not in data:
+                raise ValueError("content is required")
+        return data
+
     @model_validator(mode="after")
     def _tool_fields_fit_the_role(self) -> Message:
         if self.tool_calls and self.role != "assistant":

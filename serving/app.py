@@ -23,9 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relaygraph.errors import ModelNotFoundError, RelayGraphError, first_problem
 from relaygraph.graph.runtime import CompiledAgentGraph
+from relaygraph.llm.tool_format import tools_instruction
 from relaygraph.llm.types import (
     CompletionChunk,
     GenerationParams,
+    Message,
     Prompt,
     TextPrompt,
     TokenLogprob,
@@ -44,6 +46,7 @@ from relaygraph.serving.protocol import (
     DetokenizeRequest,
     SamplingFields,
     TokenizeRequest,
+    assistant_json,
     chat_logprobs,
     chunk_json,
     completion_logprobs,
@@ -192,16 +195,17 @@ class OpenAIServer:
         self, request: ChatCompletionRequest
     ) -> dict[str, Any] | StreamingResponse:
         cascade = self.cascades.get(request.model)
-        if cascade is not None and not request.tools:
+        if cascade is not None:
             return await self.timed(self._routed(cascade, request))
         graph = self.graphs.get(request.model)
-        if request.tools and graph is None:
-            raise APIError(
-                400,
-                f"{request.model!r} is a plain model; tools are for agent graphs, which run them",
-                param="tools",
-            )
         if graph is not None:
+            if request.response_constraint() is not None:
+                raise APIError(
+                    400,
+                    f"{request.model!r} is an agent graph; it does not take a response format "
+                    "(give its finishing agent an output_schema)",
+                    param="response_format",
+                )
             tools = graph.check_tools(allowed_tools(request))  # unknown: a 400 before streaming
             if request.stream:
                 events = graph_events(graph, request, tools, self.traces, self.metrics)
@@ -211,7 +215,15 @@ class OpenAIServer:
             )
         llm = self.model(request.model)
         prompt = request.chat_prompt()
-        limit = self.max_tokens(llm, prompt, request.max_completion_tokens or request.max_tokens)
+        # The room left by default also leaves room for the tool list the model is shown.
+        room_prompt = prompt
+        if request.tools and request.tool_choice != "none":
+            listing = tools_instruction([t.to_spec() for t in request.tools])
+            system = Message(role="system", content=listing)
+            room_prompt = prompt.model_copy(update={"messages": (system, *prompt.messages)})
+        limit = self.max_tokens(
+            llm, room_prompt, request.max_completion_tokens or request.max_tokens
+        )
         params = request.generation_params(
             limit, logprobs=request.logprobs, top_logprobs=request.top_logprobs or 0
         )
@@ -225,7 +237,7 @@ class OpenAIServer:
         for c in completion.choices:
             choice: dict[str, Any] = {
                 "index": c.index,
-                "message": {"role": "assistant", "content": c.text},
+                "message": assistant_json(c),
                 "logprobs": chat_logprobs(c.logprobs, request.return_tokens_as_token_ids),
                 "finish_reason": c.finish_reason,
             }
@@ -352,10 +364,14 @@ async def _sse_events(
                 "finish_reason": None,
             }
             yield _sse(head | {"choices": [role]})
-        chunk = first
+        chunk, calls = first, 0
         while chunk is not None:
             usage = chunk.usage or usage
-            yield _sse(chunk_json(chunk, chat=chat, ident=ident, created=created, request=request))
+            payload = chunk_json(
+                chunk, chat=chat, ident=ident, created=created, request=request, calls_before=calls
+            )
+            calls += len(chunk.tool_calls or ())
+            yield _sse(payload)
             chunk = await anext(chunks, None)
         if request.stream_options and request.stream_options.include_usage and usage:
             totals = usage_json(usage.prompt_tokens, usage.completion_tokens)
@@ -495,8 +511,14 @@ def create_app(
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)  # registered for this type only
-        field, problem = first_problem(exc.errors(), skip=("body",))
-        message = f"{field}: {problem}" if field else "request body must be a JSON object"
+        errors = exc.errors()
+        field, problem = first_problem(errors, skip=("body",))
+        if field:
+            message = f"{field}: {problem}"
+        elif errors[0]["type"] in ("model_attributes_type", "dict_type", "json_invalid"):
+            message = "request body must be a JSON object"
+        else:  # a rule across fields (tool_choice against tools, one format)
+            message = problem.removeprefix("Value error, ")
         return JSONResponse(APIError(400, message, param=field or None).body(), status_code=400)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -19,7 +19,7 @@ from relaygraph.errors import ConfigError
 from relaygraph.graph.runtime import ResultEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.llm.bridge import iterate_in_thread
 from relaygraph.serving.errors import APIError, to_api_error
-from relaygraph.serving.protocol import new_id, now, usage_json
+from relaygraph.serving.protocol import ToolChoiceIn, new_id, now, usage_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -46,36 +46,15 @@ def task_from_messages(messages: tuple[Message, ...]) -> str:
 
 
 def allowed_tools(request: ChatCompletionRequest) -> list[str] | None:
-    """The graph tools a request allows (None: all of the graph's tools).
-
-    Raises:
-        APIError: A malformed tools entry or tool_choice.
-    """
+    """The graph tools a request allows (None: all of the graph's tools)."""
     choice = request.tool_choice
     if choice == "none":
         return []
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        if not isinstance(name, str):
-            raise APIError(400, "tool_choice must name a function", param="tool_choice")
-        return [name]
-    if choice not in (None, "auto", "required"):
-        raise APIError(
-            400,
-            f"tool_choice {choice!r} is not none, auto, required or a function",
-            param="tool_choice",
-        )
+    if isinstance(choice, ToolChoiceIn):
+        return [choice.function.name]
     if request.tools is None:
         return None
-    names = []
-    for index, tool in enumerate(request.tools):
-        name = (tool.get("function") or {}).get("name") if tool.get("type") == "function" else None
-        if not isinstance(name, str):
-            raise APIError(
-                400, f"tools[{index}] must be a function with a name", param=f"tools[{index}]"
-            )
-        names.append(name)
-    return names
+    return [tool.function.name for tool in request.tools]
 
 
 def _usage(result: RunResult) -> dict[str, int]:

@@ -7,16 +7,30 @@ Known fields are validated strictly: a negative ``max_tokens`` is a 400, not a d
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relaygraph.errors import ConfigError
+from relaygraph.llm.constraints import (
+    ChoiceFormat,
+    GrammarFormat,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    NamedToolChoice,
+    RegexFormat,
+    ResponseFormat,
+    ToolSpec,
+)
+from relaygraph.llm.openai_wire import call_json, calls_from_json
 from relaygraph.llm.types import (
     ChatPrompt,
+    Choice,
     CompletionChunk,
     GenerationParams,
     Message,
@@ -41,6 +55,123 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+def _check_schema(schema: dict[str, Any], where: str) -> dict[str, Any]:
+    """A JSON schema that is itself valid (a 400 naming the problem otherwise)."""
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        path = "/".join(str(p) for p in exc.path) or "(root)"
+        raise ValueError(f"{where} is not a valid JSON schema at {path}: {exc.message}") from None
+    return schema
+
+
+class JsonSchemaIn(_Lenient):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_schema(value, "json_schema.schema")
+
+
+class ResponseFormatIn(_Lenient):
+    """OpenAI's ``response_format``: text, json_object or json_schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaIn | None = None
+
+    @model_validator(mode="after")
+    def _schema_when_needed(self) -> ResponseFormatIn:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a json_schema object")
+        return self
+
+    def to_format(self) -> ResponseFormat | None:
+        if self.type == "json_object":
+            return JsonObjectFormat()
+        if self.type == "json_schema":
+            assert self.json_schema is not None  # checked by the validator
+            return JsonSchemaFormat(
+                json_schema=self.json_schema.schema_,
+                name=self.json_schema.name,
+                strict=bool(self.json_schema.strict),
+            )
+        return None
+
+
+class StructuredOutputsIn(_Lenient):
+    """vLLM's ``structured_outputs`` extension: exactly one of json, regex, choice, grammar."""
+
+    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StructuredOutputsIn:
+        given = [k for k in ("json_", "regex", "choice", "grammar") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of json, regex, choice or grammar")
+        if isinstance(self.json_, str):
+            try:
+                self.json_ = json.loads(self.json_)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"json is not a JSON schema: {exc}") from None
+        if isinstance(self.json_, dict):
+            _check_schema(self.json_, "structured_outputs.json")
+        return self
+
+    def to_format(self) -> ResponseFormat:
+        if isinstance(self.json_, dict):
+            return JsonSchemaFormat(json_schema=self.json_)
+        if self.regex is not None:
+            return RegexFormat(pattern=self.regex)
+        if self.choice is not None:
+            return ChoiceFormat(choices=tuple(self.choice))
+        assert self.grammar is not None  # exactly one is set
+        # llama.cpp/xgrammar EBNF writes rules with ::=; Lark never does.
+        syntax: Literal["lark", "gbnf"] = "gbnf" if "::=" in self.grammar else "lark"
+        return GrammarFormat(grammar=self.grammar, syntax=syntax)
+
+
+class FunctionIn(_Lenient):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+    @field_validator("parameters")
+    @classmethod
+    def _valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_schema(value, "function.parameters")
+
+
+class ToolIn(_Lenient):
+    type: Literal["function"]
+    function: FunctionIn
+
+    def to_spec(self) -> ToolSpec:
+        f = self.function
+        return ToolSpec(
+            name=f.name, description=f.description, parameters=f.parameters, strict=bool(f.strict)
+        )
+
+
+class FunctionNameIn(_Lenient):
+    name: str
+
+
+class ToolChoiceIn(_Lenient):
+    type: Literal["function"]
+    function: FunctionNameIn
+
+
+_GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
+
+
 class SamplingFields(_Lenient):
     model: str
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
@@ -54,6 +185,25 @@ class SamplingFields(_Lenient):
     """vLLM extension: include the completion's token ids in each choice."""
     return_tokens_as_token_ids: bool = False
     """vLLM extension: write logprob tokens as ``token_id:<id>``."""
+    response_format: ResponseFormatIn | None = None
+    structured_outputs: StructuredOutputsIn | None = None
+    """vLLM extension: regex, choice, grammar (or a JSON schema) for the reply."""
+
+    @model_validator(mode="after")
+    def _one_format(self) -> SamplingFields:
+        extra = self.model_extra or {}
+        if guided := [k for k in _GUIDED_FIELDS if k in extra]:
+            # Old vLLM fields: refused, not ignored, since they would constrain the reply.
+            raise ValueError(f"{guided[0]} is not supported; send structured_outputs instead")
+        wants = self.response_format is not None and self.response_format.type != "text"
+        if wants and self.structured_outputs is not None:
+            raise ValueError("give response_format or structured_outputs, not both")
+        return self
+
+    def response_constraint(self) -> ResponseFormat | None:
+        if self.structured_outputs is not None:
+            return self.structured_outputs.to_format()
+        return self.response_format.to_format() if self.response_format else None
 
     def generation_params(
         self, max_tokens: int, *, logprobs: bool, top_logprobs: int
@@ -68,7 +218,13 @@ class SamplingFields(_Lenient):
             seed=self.seed,
             logprobs=logprobs,
             top_logprobs=top_logprobs,
+            response_format=self.response_constraint(),
+            **self.tool_params(),
         )
+
+    def tool_params(self) -> dict[str, Any]:
+        """Tool fields of `GenerationParams` (chat requests have them)."""
+        return {}
 
 
 class TextPart(_Lenient):
@@ -79,6 +235,17 @@ class TextPart(_Lenient):
 class ChatMessageIn(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_name_functions(cls, value: list[dict[str, Any]] | None) -> Any:
+        for index, call in enumerate(value or []):
+            function = call.get("function")
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise ValueError(f"tool_calls[{index}] must have function.name")
+        return value
 
     def to_message(self) -> Message:
         text = (
@@ -86,8 +253,14 @@ class ChatMessageIn(_Lenient):
             if isinstance(self.content, str)
             else "".join(part.text for part in self.content or [])
         )
+        calls = calls_from_json(self.tool_calls, source="the request's messages")
         # OpenAI's "developer" role is the newer name of "system".
-        return Message(role="system" if self.role == "developer" else self.role, content=text)
+        return Message(
+            role="system" if self.role == "developer" else self.role,
+            content=text,
+            tool_calls=tuple(calls),
+            tool_call_id=self.tool_call_id,
+        )
 
 
 class _ChatFields(_Lenient):
@@ -115,8 +288,36 @@ class ChatCompletionRequest(SamplingFields, _ChatFields):
     max_completion_tokens: int | None = Field(default=None, gt=0)
     logprobs: bool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolIn] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceIn | None = None
+    parallel_tool_calls: bool = True
+
+    @model_validator(mode="after")
+    def _choice_names_a_tool(self) -> ChatCompletionRequest:
+        names = [t.function.name for t in self.tools or []]
+        choice = self.tool_choice
+        if isinstance(choice, ToolChoiceIn) and choice.function.name not in names:
+            raise ValueError(
+                f"tool_choice names {choice.function.name!r}, which is not among the tools "
+                f"({', '.join(names) or 'none given'})"
+            )
+        if choice == "required" and not names:
+            raise ValueError("tool_choice 'required' needs tools")
+        return self
+
+    def tool_params(self) -> dict[str, Any]:
+        if not self.tools:
+            return {}
+        choice = self.tool_choice or "auto"
+        return {
+            "tools": tuple(t.to_spec() for t in self.tools),
+            "tool_choice": (
+                NamedToolChoice(name=choice.function.name)
+                if isinstance(choice, ToolChoiceIn)
+                else choice
+            ),
+            "parallel_tool_calls": self.parallel_tool_calls,
+        }
 
 
 class CompletionRequest(SamplingFields):
@@ -249,14 +450,36 @@ def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+def assistant_json(choice: Choice) -> dict[str, Any]:
+    """A completion choice as OpenAI's assistant ``message``."""
+    message: dict[str, Any] = {"role": "assistant", "content": choice.text}
+    if choice.tool_calls:
+        message["content"] = choice.text or None
+        message["tool_calls"] = [call_json(c) for c in choice.tool_calls]
+    return message
+
+
 def chunk_json(
-    chunk: CompletionChunk, *, chat: bool, ident: str, created: int, request: SamplingFields
+    chunk: CompletionChunk,
+    *,
+    chat: bool,
+    ident: str,
+    created: int,
+    request: SamplingFields,
+    calls_before: int = 0,
 ) -> dict[str, Any]:
-    """One SSE payload for a streamed chunk (without the usage, sent separately)."""
+    """One SSE payload for a streamed chunk (without the usage, sent separately).
+
+    ``calls_before`` counts the tool calls already streamed: each call's ``index``.
+    """
     as_ids = request.return_tokens_as_token_ids
     choice: dict[str, Any] = {"index": 0, "finish_reason": chunk.finish_reason}
     if chat:
         choice["delta"] = {"content": chunk.text}
+        if chunk.tool_calls:
+            choice["delta"]["tool_calls"] = [
+                call_json(c, index) for index, c in enumerate(chunk.tool_calls, calls_before)
+            ]
         choice["logprobs"] = chat_logprobs(chunk.logprobs, as_ids)
     else:
         choice["text"] = chunk.text

@@ -16,6 +16,7 @@ from relaygraph.llm.types import TextPrompt, to_prompt
 from relaygraph.serving.errors import APIError
 from relaygraph.serving.protocol import (
     ChatCompletionRequest,
+    assistant_json,
     chat_logprobs,
     completion_logprobs,
     new_id,
@@ -96,7 +97,7 @@ def _body(
     as_ids = request.return_tokens_as_token_ids
     body: dict[str, Any] = {"index": 0, "finish_reason": choice.finish_reason}
     if chat:
-        body["message"] = {"role": "assistant", "content": choice.text}
+        body["message"] = assistant_json(choice)
         body["logprobs"] = chat_logprobs(choice.logprobs, as_ids) if logprobs else None
     else:
         body["text"] = choice.text
