@@ -135,28 +135,29 @@ class ToolCallSplitter:
                 continue
             start = self._pending.find(CALL_OPEN)
             if start >= 0:
-                shown += self._pending[:start]
+                shown += self._visible(self._pending[:start], made)
                 self._pending = self._pending[start + len(CALL_OPEN) :]
                 self._in_call = True
                 continue
             keep = _open_prefix_length(self._pending)
-            shown += self._pending[: len(self._pending) - keep]
+            shown += self._visible(self._pending[: len(self._pending) - keep], made)
             self._pending = self._pending[len(self._pending) - keep :]
             break
-        return self._account(shown, made)
+        self.content += shown
+        self.calls.extend(made)
+        return shown, made
 
     def finish(self) -> tuple[str, list[ToolCall]]:
         """Flush at the end of generation; an unclosed call stays text (it was cut short)."""
         rest = (CALL_OPEN if self._in_call else "") + self._pending
         self._pending, self._in_call = "", False
-        return self._account(rest, [])
-
-    def _account(self, shown: str, made: list[ToolCall]) -> tuple[str, list[ToolCall]]:
-        if (self.calls or made) and not shown.strip():
-            shown = ""  # the line breaks between calls are layout, not content
+        shown = self._visible(rest, [])
         self.content += shown
-        self.calls.extend(made)
-        return shown, made
+        return shown, []
+
+    def _visible(self, segment: str, made: list[ToolCall]) -> str:
+        # The line breaks around calls are layout, not content.
+        return "" if (self.calls or made) and not segment.strip() else segment
 
 
 def _open_prefix_length(text: str) -> int:
