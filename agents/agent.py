@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from relaygraph.llm.protocol import LLM
 
 AnswerFormat = Literal["react", "plain"]
+ReactDecoding = Literal["auto", "grammar", "guided"]
+ToolCalling = Literal["react", "native"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +57,20 @@ class Agent:
         answer_format: ``react`` (Thought/Action) or ``plain`` (the reply is the answer).
         output_schema: A pydantic model the final answer must parse into (JSON).
         parse_retries: Retries with a format reminder when a reply cannot be parsed.
+        tool_choice: The tool policy: ``auto`` (the agent decides), ``required`` (it must
+            call tools ``min_tool_calls`` times in a turn before it may finish), or a
+            tool's name (its first ``min_tool_calls`` actions of a turn call that tool).
+        min_tool_calls: Calls the policy requires per turn (at least 1 unless ``auto``).
+        max_tool_calls: Most tool calls per turn; after them the agent must finish
+            (None: no cap but ``max_steps``).
+        react_decoding: How a ReAct reply is produced: ``grammar`` decodes it under a
+            grammar of the step (a thought line, then one valid action with schema-valid
+            arguments: every reply parses); ``guided`` lets the model write freely and,
+            if that does not parse, scores the action names and generates the argument;
+            ``auto`` is grammar for in-process models and guided for remote ones.
+        tool_calling: ``react`` (text Thought/Action) or ``native`` (the model's own tool
+            calling: OpenAI ``tools`` to a worker, or the engine's tool grammar); the
+            trace records the same step fields either way.
     """
 
     name: str
@@ -74,6 +90,11 @@ class Agent:
     answer_format: AnswerFormat = "react"
     output_schema: type[BaseModel] | None = None
     parse_retries: int = 1
+    tool_choice: str = "auto"
+    min_tool_calls: int = 0
+    max_tool_calls: int | None = None
+    react_decoding: ReactDecoding = "auto"
+    tool_calling: ToolCalling = "react"
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -85,6 +106,7 @@ class Agent:
             ("max_steps", 1, 100),
             ("max_tokens", 1, 8192),
             ("parse_retries", 0, 5),
+            ("min_tool_calls", 0, 99),
         ):
             value = getattr(self, attr)
             if not low <= value <= high:
@@ -106,6 +128,33 @@ class Agent:
                 f"agent {self.name!r}: answer_format must be react or plain",
                 parameter="answer_format",
             )
+        for attr, allowed in (
+            ("react_decoding", ("auto", "grammar", "guided")),
+            ("tool_calling", ("react", "native")),
+        ):
+            if getattr(self, attr) not in allowed:
+                raise ConfigError(
+                    f"agent {self.name!r}: {attr} must be one of {', '.join(allowed)}",
+                    parameter=attr,
+                    value=getattr(self, attr),
+                )
+        if self.max_tool_calls is not None and not self.required_calls <= self.max_tool_calls:
+            raise ConfigError(
+                f"agent {self.name!r}: max_tool_calls={self.max_tool_calls} is below the "
+                f"{self.required_calls} calls its tool_choice requires",
+                parameter="max_tool_calls",
+            )
+        if self.tool_choice != "auto" and self.required_calls >= self.max_steps:
+            raise ConfigError(
+                f"agent {self.name!r}: tool_choice requires {self.required_calls} tool calls "
+                f"per turn, but max_steps={self.max_steps} leaves no step to finish",
+                parameter="min_tool_calls",
+            )
+
+    @property
+    def required_calls(self) -> int:
+        """Tool calls the tool policy requires per turn before the agent may finish."""
+        return 0 if self.tool_choice == "auto" else max(1, self.min_tool_calls)
 
     def bind(self, llm: LLM) -> BoundAgent:
         """The agent with its model resolved and its tools turned into `Tool` objects.
@@ -116,7 +165,7 @@ class Agent:
         tools: dict[str, Tool] = {}
         for item in self.tools:
             try:
-                t = item if isinstance(item, Tool) else Tool.from_function(item)
+                t = Tool.from_any(item)
             except ConfigError as exc:
                 raise ConfigError(f"agent {self.name!r}: {exc}", parameter="tools") from None
             if t.name in tools or t.name == "finish":
@@ -130,6 +179,17 @@ class Agent:
                 f"agent {self.name!r}: a plain-answer agent cannot call tools; "
                 "use answer_format='react'",
                 parameter="answer_format",
+            )
+        if self.tool_choice not in ("auto", "required", *tools):
+            known = ", ".join(tools) or "none"
+            raise ConfigError(
+                f"agent {self.name!r}: tool_choice {self.tool_choice!r} is not auto, required "
+                f"or one of its tools ({known})",
+                parameter="tool_choice",
+            )
+        if self.tool_choice == "required" and not tools:
+            raise ConfigError(
+                f"agent {self.name!r}: tool_choice 'required' needs tools", parameter="tool_choice"
             )
         return BoundAgent(spec=self, llm=llm, tools=tools)
 

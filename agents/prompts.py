@@ -11,7 +11,11 @@ if TYPE_CHECKING:
 
 
 def system_prompt(agent: BoundAgent, *, act_only: bool) -> str:
-    """Who the agent is, what it may call, and the reply format it must use."""
+    """Who the agent is, what it may call, and the reply format it must use.
+
+    With native tool calling the tools are not listed here: they travel as the request's
+    ``tools`` and the model's backend shows them its own way.
+    """
     spec = agent.spec
     lines = [f"You are {spec.name}, the {spec.role} in a team of agents."]
     if spec.instructions:
@@ -19,9 +23,14 @@ def system_prompt(agent: BoundAgent, *, act_only: bool) -> str:
     if spec.answer_format == "plain":
         lines.append("Reply with your answer only.")
         return "\n".join(lines)
+    if spec.tool_calling == "native":
+        lines.append("Call a tool when you need one; when you know the answer, reply with it.")
+        if spec.output_schema is not None:
+            lines.append("Your answer must be a JSON object.")
+        return "\n".join(lines)
     lines.append("\nYou can use these actions:")
     lines.extend(f"- {t.signature()}: {t.description}" for t in agent.tools.values())
-    lines.append("- finish[answer]: finish with your final answer.")
+    lines.append("- finish[<your answer>]: finish with your final answer.")
     if spec.output_schema is not None:
         schema = spec.output_schema.model_json_schema()
         lines.append(f"The answer given to finish must be a JSON object matching: {schema}")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.agents.prompts import step_prompt
 from relaygraph.agents.react import (
+    ACTION_TOKENS,
     FinalAnswer,
     ReActParseError,
     ReActStep,
@@ -25,9 +26,18 @@ from relaygraph.agents.react import (
     guided_reply,
     parse_react,
 )
-from relaygraph.agents.tools import ToolCallError
-from relaygraph.errors import LLMError
-from relaygraph.llm.types import GenerationParams, Message
+from relaygraph.agents.react_grammar import react_grammar
+from relaygraph.agents.tools import Tool, ToolCallError
+from relaygraph.errors import ConfigError, LLMError
+from relaygraph.llm.constraints import (
+    GrammarFormat,
+    JsonSchemaFormat,
+    NamedToolChoice,
+    ResponseFormat,
+    ToolSpec,
+)
+from relaygraph.llm.local import LocalLLM
+from relaygraph.llm.types import Completion, GenerationParams, Message
 from relaygraph.routing.context import ContextItem, ContextRequest
 from relaygraph.routing.models import ModelCall
 from relaygraph.routing.reasoning import ReasoningState
@@ -127,6 +137,8 @@ class StepInput:
     last_error: str | None = None
     memory: MemoryScope | None = None
     """The run's shared-memory scope, when the graph has a memory."""
+    tool_calls_in_turn: int = 0
+    """Tool calls this agent has made in its current turn (for its tool policy)."""
 
 
 @dataclass(slots=True)
@@ -204,16 +216,20 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
     act_only = decision.action == "act"
     max_tokens = min(spec.max_tokens, decision.max_tokens or spec.max_tokens)
     record.max_tokens = max_tokens
+    policy = ToolPolicy.for_step(agent, inp.tool_calls_in_turn)
     retry_note: str | None = None
     for attempt in range(spec.parse_retries + 1):
         record.parse_retries = attempt
-        call = _Caller(agent, inp, record, selection.render(), act_only, retry_note)
-        reply = call.reply(max_tokens)
+        call = _Caller(agent, inp, record, selection.render(), act_only, retry_note, policy)
+        reply = call.native(max_tokens) if spec.tool_calling == "native" else call.reply(max_tokens)
         if isinstance(reply, StepOutput):
             return reply
-        record.output = reply
+        if isinstance(reply, ReActStep):
+            record.output = reply.raw
+        else:
+            record.output = reply
         try:
-            parsed = _parse(agent, reply)
+            parsed = _parse(agent, reply, policy)
         except ReActParseError as exc:
             retry_note = str(exc)
             continue
@@ -221,13 +237,60 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
     return _fail(record, "parse", f"{agent.name}'s reply could not be parsed: {retry_note}")
 
 
+@dataclass(frozen=True, slots=True)
+class ToolPolicy:
+    """What one step may do under the agent's tool policy.
+
+    Attributes:
+        tools: The tools the step may call.
+        finish: Whether it may finish (False while the policy still requires calls).
+    """
+
+    tools: dict[str, Tool]
+    finish: bool
+    withheld: frozenset[str] = frozenset()
+    """The agent's tools the policy does not allow in this step."""
+
+    @classmethod
+    def for_step(cls, agent: BoundAgent, calls_made: int) -> ToolPolicy:
+        """The policy's state after ``calls_made`` calls this turn. A required tool that
+        the run withheld (a request's ``tools``) falls back to any remaining tool; with
+        none left, nothing can be required."""
+        spec, tools = agent.spec, agent.tools
+        if spec.max_tool_calls is not None and calls_made >= spec.max_tool_calls:
+            return cls({}, finish=True, withheld=frozenset(tools))
+        if calls_made >= spec.required_calls or not tools:
+            return cls(tools, finish=True)
+        named = tools.get(spec.tool_choice)
+        if named is None:
+            return cls(tools, finish=False)
+        return cls({named.name: named}, finish=False, withheld=frozenset(tools) - {named.name})
+
+    def check(self, step: ReActStep) -> None:
+        """Raises `ReActParseError` when a reply's action breaks the policy (an unknown
+        tool is not the policy's business: it becomes an observation)."""
+        if isinstance(step.action, FinalAnswer) and not self.finish:
+            raise ReActParseError(
+                f"you must call a tool ({', '.join(self.tools)}) before you finish"
+            )
+        if isinstance(step.action, ToolCall) and step.action.tool in self.withheld:
+            allowed = [*self.tools, *(["finish"] if self.finish else [])]
+            raise ReActParseError(
+                f"{step.action.tool} is not allowed now; use one of: {', '.join(allowed)}"
+            )
+
+
 @dataclass(slots=True)
 class _Caller:
-    """Produces one step's reply by `guided_reply`, so that small models still yield
-    REASON and ACT: the model calls go through the budget, the model policy and the
-    step's trace record. Each valid action name (the tools and ``finish``) is scored in
-    one forward pass; the prompt is cached from the first call, so this costs a few
-    tokens per candidate."""
+    """Produces one step's reply: the model calls go through the budget, the model
+    policy and the step's trace record.
+
+    A ReAct reply is decoded under the step's grammar (`react_grammar`) when the agent's
+    decoding is ``grammar``: it always parses. Otherwise `guided_reply` lets the model
+    write freely and, if that does not parse, scores each valid action name in one
+    forward pass (prompt cached: a few tokens per candidate) and generates only the
+    argument. With ``tool_calling="native"`` the step is one call with the tools as
+    the request's ``tools``."""
 
     agent: BoundAgent
     inp: StepInput
@@ -235,19 +298,117 @@ class _Caller:
     context: str
     act_only: bool
     retry_note: str | None
+    policy: ToolPolicy
 
     def reply(self, max_tokens: int) -> str | StepOutput:
-        if self.agent.spec.answer_format == "plain":
-            return self._call("", max_tokens, ())
+        spec = self.agent.spec
+        if spec.answer_format == "plain":
+            schema = spec.output_schema
+            answer_format = (
+                JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
+                if schema is not None
+                else None
+            )
+            return self._call("", max_tokens, (), answer_format)
+        if self._grammar_decoding():
+            self.record.model_details["react_decoding"] = "grammar"
+            return self._constrained(max_tokens)
+        self.record.model_details["react_decoding"] = "guided"
         return guided_reply(
             self._call, self._choose_action, max_tokens=max_tokens, act_only=self.act_only
         )
+
+    def _grammar_decoding(self) -> bool:
+        mode = self.agent.spec.react_decoding
+        return mode == "grammar" or (mode == "auto" and isinstance(self.agent.llm, LocalLLM))
+
+    def _grammar(self, *, thought: bool) -> GrammarFormat:
+        schema = self.agent.spec.output_schema
+        lark = react_grammar(
+            list(self.policy.tools.values()),
+            finish=self.policy.finish,
+            thought=thought,
+            output_schema=schema.model_json_schema() if schema else None,
+        )
+        return GrammarFormat(grammar=lark)
+
+    def _constrained(self, max_tokens: int) -> str | StepOutput:
+        """A reply under the step's grammar. When the token cap cuts it inside the
+        thought, the thought's line stands and a second call decodes the action.
+
+        Two cases start differently, because they are where a small model goes astray:
+        a first step whose action the policy fixes (one tool, no finish) has nothing to
+        reason about but the argument, so it is decoded as the action alone (a thought
+        there drifts, and the argument copies the drift); after an observation the thought
+        starts from it ("The observation says"), where a small model would otherwise
+        restate the task and ignore what it just learned.
+        """
+        observed = self.inp.last_observation is not None
+        forced = not self.policy.finish and len(self.policy.tools) == 1
+        act_only = self.act_only or (forced and not observed)
+        if act_only:
+            head = "Action: "
+        elif observed:
+            head = "Thought: The observation says"
+        else:
+            head = "Thought:"
+        first = self._call(head, max_tokens, (), self._grammar(thought=not act_only))
+        if not isinstance(first, str):
+            return first
+        try:
+            parse_react(head + first)
+            return head + first
+        except ReActParseError:
+            pass
+        thought = "" if act_only else (head + first).split("\n")[0].removeprefix("Thought:")
+        base = "Action: " if act_only else f"Thought: {thought.strip()}\nAction: "
+        rest = self._call(base, ACTION_TOKENS, (), self._grammar(thought=False))
+        return base + rest if isinstance(rest, str) else rest
+
+    def native(self, max_tokens: int) -> ReActStep | StepOutput:
+        """One step through the model's own tool calling: a call, or the answer."""
+        policy, spec = self.policy, self.agent.spec
+        specs = tuple(
+            ToolSpec(
+                name=t.name,
+                description=t.description,
+                parameters=t.args_model.model_json_schema(),
+            )
+            for t in policy.tools.values()
+        )
+        choice: Literal["auto", "required"] | NamedToolChoice = "auto"
+        if not policy.finish:
+            choice = NamedToolChoice(name=specs[0].name) if len(specs) == 1 else "required"
+        schema = spec.output_schema
+        answer_format = (
+            JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
+            if schema is not None and policy.finish
+            else None
+        )
+        self.record.model_details["tool_calling"] = "native"
+        completion = self._complete(
+            "",
+            max_tokens,
+            (),
+            response_format=answer_format,
+            tools=specs,
+            tool_choice=choice if specs else "auto",
+        )
+        if isinstance(completion, StepOutput):
+            return completion
+        reply = completion.choice
+        calls = reply.tool_calls or []
+        raw = reply.text + "".join(f"\n{c.name}({c.arguments})" for c in calls)
+        if calls:
+            call = calls[0]  # one action per step, as in ReAct
+            return ReActStep(reply.text.strip(), ToolCall(call.name, call.arguments), raw)
+        return ReActStep("", FinalAnswer(reply.text.strip()), raw)
 
     def _choose_action(self, base: str) -> str | StepOutput | None:
         """The likeliest valid action name after ``base``; None if the model cannot score."""
         agent = self.agent
         prompt = self._prompt(base)
-        candidates = [*agent.tools, "finish"]
+        candidates = [*self.policy.tools, *(["finish"] if self.policy.finish else [])]
         prompt_tokens = agent.llm.count_tokens(prompt)
         allowed, note = self.inp.budget.admit(
             agent.role, agent.llm.name, prompt_tokens * len(candidates), 1
@@ -280,7 +441,23 @@ class _Caller:
             prefill=prefill,
         )
 
-    def _call(self, prefill: str, max_tokens: int, stop: tuple[str, ...]) -> str | StepOutput:
+    def _call(
+        self,
+        prefill: str,
+        max_tokens: int,
+        stop: tuple[str, ...],
+        response_format: ResponseFormat | None = None,
+    ) -> str | StepOutput:
+        completion = self._complete(prefill, max_tokens, stop, response_format=response_format)
+        return completion if isinstance(completion, StepOutput) else completion.text
+
+    def _complete(
+        self,
+        prefill: str,
+        max_tokens: int,
+        stop: tuple[str, ...],
+        **constraints: Any,
+    ) -> Completion | StepOutput:
         agent, record = self.agent, self.record
         prompt = self._prompt(prefill)
         prompt_tokens = agent.llm.count_tokens(prompt)
@@ -288,13 +465,19 @@ class _Caller:
         record.budget = note
         if allowed <= 0:
             return _fail(record, "budget", note)
-        params = GenerationParams(max_tokens=allowed, temperature=agent.spec.temperature, stop=stop)
+        params = GenerationParams(
+            max_tokens=allowed,
+            temperature=agent.spec.temperature,
+            stop=stop,
+            parallel_tool_calls=False,
+            **constraints,
+        )
         try:
             result = agent.spec.model_policy.generate(
                 ModelCall(agent.name, agent.role, prompt, params, agent.llm, self.inp.on_token),
                 agent.spec.decoder,
             )
-        except LLMError as exc:
+        except (LLMError, ConfigError) as exc:
             return _fail(record, "model", f"model call failed: {exc}")
         completion = result.completion
         usage = completion.usage
@@ -315,17 +498,29 @@ class _Caller:
         record.prompt_tokens += completion.usage.prompt_tokens
         record.completion_tokens += completion.usage.completion_tokens
         record.latency_s += completion.latency_s
-        return completion.text
+        return completion
 
 
-def _parse(agent: BoundAgent, text: str) -> tuple[ReActStep, dict[str, Any] | None]:
-    """The REASON/ACT step, and the structured answer when the agent has an output schema."""
+def _parse(
+    agent: BoundAgent, reply: str | ReActStep, policy: ToolPolicy
+) -> tuple[ReActStep, dict[str, Any] | None]:
+    """The REASON/ACT step, and the structured answer when the agent has an output schema.
+
+    Raises:
+        ReActParseError: The reply has no readable action, breaks the tool policy, or
+            its answer does not match the output schema.
+    """
     spec = agent.spec
-    step = (
-        ReActStep("", FinalAnswer(text.strip()), text)
-        if spec.answer_format == "plain"
-        else parse_react(text)
-    )
+    if isinstance(reply, ReActStep):
+        step = reply
+        if isinstance(step.action, FinalAnswer) and not step.action.text:
+            raise ReActParseError("the reply was empty; call a tool or give the answer")
+    elif spec.answer_format == "plain":
+        step = ReActStep("", FinalAnswer(reply.strip()), reply)
+    else:
+        step = parse_react(reply)
+    if spec.answer_format == "react":
+        policy.check(step)
     if not isinstance(step.action, FinalAnswer) or spec.output_schema is None:
         return step, None
     try:
@@ -388,6 +583,10 @@ def _act(
     record.latency_s += time.perf_counter() - began
     record.observation = observation
     note("observation", observation)
+    if tool is not None and tool.return_direct and record.tool_error is None:
+        # The result is the answer (the tool's own promise): the turn ends with it.
+        note("plan" if agent.role == "planner" else "answer", observation)
+        return StepOutput(record, made, finished=True, answer=observation)
     return StepOutput(record, made)
 
 

@@ -48,10 +48,18 @@ class Tool:
     fn: Callable[..., Any]
     takes_model: bool = False
     """True when ``fn`` takes the arguments model itself rather than keyword arguments."""
+    return_direct: bool = False
+    """The tool's result is the agent's answer: a successful call ends its turn with it
+    (LangChain's ``return_direct``), for tools whose output needs no rewording."""
 
     @classmethod
     def from_function(
-        cls, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        return_direct: bool = False,
     ) -> Tool:
         """A tool from a type-hinted function (or one taking a single pydantic model).
 
@@ -76,7 +84,7 @@ class Tool:
         params = list(inspect.signature(fn).parameters.values())
         if len(params) == 1 and _is_model(hints.get(params[0].name)):
             model: type[BaseModel] = hints[params[0].name]
-            return cls(tool_name, summary, model, fn, takes_model=True)
+            return cls(tool_name, summary, model, fn, takes_model=True, return_direct=return_direct)
         fields: dict[str, Any] = {}
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -101,7 +109,49 @@ class Tool:
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
                 parameter="tools",
             ) from None
-        return cls(tool_name, summary, model, fn)
+        return cls(tool_name, summary, model, fn, return_direct=return_direct)
+
+    @classmethod
+    def from_langchain(cls, lc_tool: Any) -> Tool:
+        """A tool from a LangChain tool (``langchain_core.tools.BaseTool``).
+
+        Its ``args_schema`` is the arguments model; calls go through its ``invoke``, so
+        LangChain's own validation and callbacks run as they would in LangChain.
+
+        Raises:
+            ConfigError: The tool has no pydantic ``args_schema`` or a name that is not
+                an identifier.
+        """
+        schema: Any = getattr(lc_tool, "args_schema", None)
+        name = str(lc_tool.name)
+        if not _is_model(schema):
+            raise ConfigError(
+                f"LangChain tool {name!r} has no pydantic args_schema to describe its arguments",
+                parameter="tools",
+            )
+        if not name.isidentifier():
+            raise ConfigError(f"tool name {name!r} must be an identifier", parameter="tools")
+
+        def run(args: BaseModel) -> Any:
+            return lc_tool.invoke(args.model_dump(exclude_unset=True))
+
+        description = str(lc_tool.description or "").strip().split("\n\n")[0].replace("\n", " ")
+        model: type[BaseModel] = schema
+        direct = bool(getattr(lc_tool, "return_direct", False))
+        return cls(name, description or name, model, run, takes_model=True, return_direct=direct)
+
+    @classmethod
+    def from_any(cls, item: Any) -> Tool:
+        """A `Tool` as it is, a LangChain tool, or a type-hinted function.
+
+        Raises:
+            ConfigError: As `from_function` / `from_langchain`.
+        """
+        if isinstance(item, Tool):
+            return item
+        if _is_langchain_tool(item):
+            return cls.from_langchain(item)
+        return cls.from_function(item)
 
     @property
     def parameters(self) -> list[str]:
@@ -119,10 +169,17 @@ class Tool:
         }
 
     def signature(self) -> str:
-        """How the prompt shows the call, e.g. ``search[query]``."""
+        """How the prompt shows the call, e.g. ``search[<query>]``.
+
+        The angle brackets mark a placeholder: small models copy a bare parameter name
+        as the argument (``search[query]``), much less one in brackets, and the step
+        grammar never lets ``<`` or ``>`` into a text argument.
+        """
         params = self.parameters
         inner = (
-            params[0] if len(params) == 1 else "{" + ", ".join(f'"{p}": …' for p in params) + "}"
+            f"<{params[0]}>"
+            if len(params) == 1
+            else "{" + ", ".join(f'"{p}": …' for p in params) + "}"
         )
         return f"{self.name}[{inner}]"
 
@@ -161,6 +218,14 @@ class Tool:
         return _as_text(result)
 
 
+def _is_langchain_tool(item: Any) -> bool:
+    """A ``langchain_core.tools.BaseTool``, checked without importing LangChain for it."""
+    return any(
+        cls.__name__ == "BaseTool" and cls.__module__.startswith("langchain_core")
+        for cls in type(item).__mro__
+    )
+
+
 def _is_model(hint: Any) -> bool:
     return inspect.isclass(hint) and issubclass(hint, BaseModel)
 
@@ -185,9 +250,14 @@ def _as_text(result: Any) -> str:
 
 
 def tool(
-    fn: Callable[..., Any] | None = None, *, name: str | None = None, description: str | None = None
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    return_direct: bool = False,
 ) -> Any:
-    """Decorator: ``@tool`` or ``@tool(name=..., description=...)`` makes a `Tool`.
+    """Decorator: ``@tool`` or ``@tool(name=..., description=..., return_direct=...)``
+    makes a `Tool`.
 
     Example:
         >>> @tool
@@ -198,5 +268,7 @@ def tool(
         'HI'
     """
     if fn is None:
-        return lambda f: Tool.from_function(f, name=name, description=description)
-    return Tool.from_function(fn, name=name, description=description)
+        return lambda f: Tool.from_function(
+            f, name=name, description=description, return_direct=return_direct
+        )
+    return Tool.from_function(fn, name=name, description=description, return_direct=return_direct)

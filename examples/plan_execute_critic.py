@@ -1,7 +1,9 @@
 """A planner -> executor -> critic loop with a conditional edge.
 
-The planner writes a plan, the executor carries it out with a calculator, the critic
-approves or sends the work back; after two rounds the run ends with the last answer.
+The planner writes a plan, the executor carries it out with a calculator (its tool
+policy makes it call the calculator, whose result is its answer), the critic approves
+or sends the work back with a verdict decoded under a schema; after two rounds the run
+ends with the last answer.
 ``python examples/plan_execute_critic.py "What is 17 * 23 + 4?"``
 """
 
@@ -11,10 +13,12 @@ import ast
 import operator
 import sys
 from collections.abc import Callable
+from typing import Literal
 
+from pydantic import BaseModel
 from rich.console import Console
 
-from relaygraph.agents import Agent, StandardRole
+from relaygraph.agents import Agent, StandardRole, Tool
 from relaygraph.graph import END, AgentGraph, RunView
 from relaygraph.graph.trace import role_table, step_table
 
@@ -43,6 +47,12 @@ def calculate(expression: str) -> float:
     return value(ast.parse(expression, mode="eval").body)
 
 
+class Review(BaseModel):
+    """The critic's verdict."""
+
+    verdict: Literal["APPROVE", "REVISE"]
+
+
 def review(run: RunView) -> str:
     """Back to the executor unless the critic approved or the rounds are used up."""
     approved = "APPROVE" in (run.answer or "").upper()
@@ -66,9 +76,10 @@ def build(model: str = "smollm2-135m") -> AgentGraph:
         Agent(
             name="executor",
             role=StandardRole.EXECUTOR,
-            instructions="Follow the plan. Use calculate for arithmetic, then finish with "
-            "the number.",
-            tools=[calculate],
+            instructions="Follow the plan: calculate the expression the task asks for.",
+            # The arithmetic goes through the calculator, whose result is the answer.
+            tools=[Tool.from_function(calculate, return_direct=True)],
+            tool_choice="calculate",
             max_steps=3,
             max_tokens=64,
         )
@@ -78,8 +89,9 @@ def build(model: str = "smollm2-135m") -> AgentGraph:
             name="critic",
             role=StandardRole.CRITIC,
             instructions="If the executor's answer solves the task, reply APPROVE. Otherwise reply "
-            "REVISE and say what is wrong.",
+            "REVISE.",
             answer_format="plain",
+            output_schema=Review,  # the verdict is decoded under this schema
             max_tokens=32,
         )
     )

@@ -2,7 +2,9 @@
 
 Run with ``make demo`` (or ``python examples/research_team.py``): the team answers a few
 questions on the embedded SmolLM2-135M, then prints each run's steps and the tokens and
-latency per role. ``build()`` is the factory the CLI takes:
+latency per role. The researcher's tool policy makes it search before it finishes; its
+steps are decoded under a grammar, so each is a valid action; the solver sees only the
+context that role-aware routing picks for it. ``build()`` is the factory the CLI takes:
 ``relaygraph run examples/research_team.py:build "Which river flows through Paris?"``.
 """
 
@@ -16,6 +18,7 @@ from rich.console import Console
 from relaygraph.agents import Agent, StandardRole
 from relaygraph.graph import AgentGraph
 from relaygraph.graph.trace import role_table, step_table
+from relaygraph.routing.rcr import RCRContext
 
 CORPUS = {
     "Eiffel Tower": "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889.",
@@ -35,11 +38,11 @@ QUESTIONS = [
 
 
 def search(query: str) -> str:
-    """Search the encyclopedia; returns the best-matching page."""
-    words = set(re.findall(r"\w+", query.lower()))
+    """Search the encyclopedia; returns the best-matching page and the pages it links to."""
+    words = set(re.findall(r"[a-z0-9]+", query.lower()))
     scored = sorted(
         (
-            (len(words & set(re.findall(r"\w+", f"{t} {text}".lower()))), t)
+            (len(words & set(re.findall(r"[a-z0-9]+", f"{t} {text}".lower()))), t)
             for t, text in CORPUS.items()
         ),
         reverse=True,
@@ -47,7 +50,9 @@ def search(query: str) -> str:
     best_score, title = scored[0]
     if best_score == 0:
         return f"No page matches {query!r}. Pages: {', '.join(CORPUS)}."
-    return f"{title}: {CORPUS[title]}"
+    # A page links to the pages whose titles it mentions, as an encyclopedia's would.
+    linked = [t for t in CORPUS if t != title and t in CORPUS[title]]
+    return " ".join(f"{t}: {CORPUS[t]}" for t in [title, *linked])
 
 
 def build(model: str = "smollm2-135m") -> AgentGraph:
@@ -59,7 +64,9 @@ def build(model: str = "smollm2-135m") -> AgentGraph:
             role=StandardRole.RESEARCHER,
             instructions="Search for the facts the task needs, then finish with those facts.",
             tools=[search],
-            max_steps=3,
+            tool_choice="search",  # it must search before it may finish,
+            max_tool_calls=1,  # and then finish with what it found
+            max_steps=2,
             max_tokens=64,
         )
     )
@@ -69,6 +76,10 @@ def build(model: str = "smollm2-135m") -> AgentGraph:
             role=StandardRole.SOLVER,
             instructions="Answer the task in a few words, using the facts in the context.",
             answer_format="plain",
+            # Role-aware routing: the solver sees the facts the researcher found, not
+            # its thoughts, within a small token budget.
+            context_policy=RCRContext(),
+            context_budget=96,
             max_tokens=32,
         )
     )

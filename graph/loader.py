@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,18 @@ def load_factory(spec: str) -> Any:
         path = Path(target)
         if not path.is_file():
             raise ConfigError(f"graph file {path} does not exist", parameter="graph")
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        # Registered under a private name before it runs, as importlib's recipe does:
+        # pydantic and dataclasses resolve the file's annotations through sys.modules.
+        name = f"_relaygraph_graph_{path.stem}_{abs(hash(str(path.resolve())))}"
+        module_spec = importlib.util.spec_from_file_location(name, path)
         assert module_spec is not None and module_spec.loader is not None  # a .py file
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
     else:
         try:
             module = importlib.import_module(target)

@@ -227,6 +227,8 @@ class CompiledAgentGraph:
             (d["text"] for d in reversed(own) if d["kind"] == "observation"), None
         )
         last_error = next((r["tool_error"] for r in reversed(records) if r["agent"] == name), None)
+        this_turn = [r for r in records if r["agent"] == name][-turn_step:] if turn_step else []
+        calls_in_turn = sum(1 for r in this_turn if (r["action"] or {}).get("type") == "tool")
         on_token = None
         if config.get("configurable", {}).get(_STREAM_TOKENS):
             writer = get_stream_writer()
@@ -249,6 +251,7 @@ class CompiledAgentGraph:
                 last_observation=last_observation,
                 last_error=last_error,
                 memory=scope,
+                tool_calls_in_turn=calls_in_turn,
             ),
         )
         record = out.record

@@ -48,7 +48,7 @@ def test_call_with_json_and_single_argument() -> None:
         """Upper-case text."""
         return text.upper()
 
-    assert shout.signature() == "shout[text]"
+    assert shout.signature() == "shout[<text>]"
     assert shout.call("hello there") == "HELLO THERE"
     assert shout.call('"quoted"') == "QUOTED"
 

@@ -1,0 +1,358 @@
+"""Structured generation: what constrained decoding costs the embedded engine.
+
+Section ``mask`` (the default), for each packaged model at batch sizes 1 and 8:
+
+- decode tokens/s of the same chat prompts, greedy, same ``max_tokens``, with no
+  constraint, under a JSON schema (a nested object: string, bounded integer, enum, array
+  of strings with maxItems, nested object) and with ``tool_choice="required"`` over two
+  tools. The decode rate is the tokens after the first over the time of the whole call
+  less that of the same call cut to one token (``first_token_ms``), both with the prompts
+  already cached, so prefill and the request's setup (its grammar matcher) are left out.
+  A constrained reply stops when its JSON closes while an unconstrained one runs on, so
+  compare rates, not token totals. The goal for constrained/unconstrained is "at most 10%
+  slower" (``goal_met``);
+- the one-off build of llguidance's tokenizer on the first constrained request
+  (``grammar_tokenizer_s``);
+- the mask alone, replayed along each constrained reply's own tokens: median microseconds
+  of llguidance's bitmask, of `TokenMatcher.allowed` (the bitmask as booleans), of
+  `TokenMatcher.mask` (the logits masked, what `LocalLLM._advance` calls) and of
+  `TokenMatcher.advance`; ``mask_share_pct`` is the slowdown those alone predict.
+
+Every configuration is warmed up once, then run ``--repeats`` times (configurations
+interleaved); medians are reported.
+
+Section ``agents`` is a placeholder for a later section (`agents_section`).
+
+Writes benchmarks/results/structured.json and structured.png (tokens/s per model and
+batch: unconstrained, JSON schema, tools).
+
+Usage:
+    HF_HUB_OFFLINE=1 python benchmarks/structured.py [--sections mask] [--repeats 3]
+        [--tokens 96] [--batches 1 8] [--models smollm2-135m gemma3-270m] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import subprocess
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import RESULTS, machine, write_json
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from relaygraph.llm import GenerationParams, LocalLLM
+from relaygraph.llm.constraints import JsonSchemaFormat, ToolSpec
+from relaygraph.llm.grammar import TokenMatcher, grammar_for
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_RATIO = 0.9
+"""Constrained decode may be at most 10% slower than unconstrained."""
+CONSTRAINED = ("json_schema", "tools")
+
+CHARACTER = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "role": {"type": "string", "enum": ["hero", "villain", "mentor", "sidekick"]},
+        "skills": {"type": "array", "items": {"type": "string"}, "maxItems": 4},
+        "home": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+            "required": ["city", "country"],
+        },
+    },
+    "required": ["name", "age", "role", "skills", "home"],
+}
+TOOLS = (
+    ToolSpec(name="create_character", description="Save a story character.", parameters=CHARACTER),
+    ToolSpec(
+        name="search_web",
+        description="Search the web.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "query": {"type": "string"},
+                "max_results": {"type": "integer", "minimum": 1, "maximum": 10},
+            },
+            "required": ["query"],
+        },
+    ),
+)
+CHARACTERS = [
+    "a lighthouse keeper",
+    "a robot chef",
+    "a retired pirate",
+    "a young astronomer",
+    "a forest witch",
+    "a train conductor",
+    "a desert nomad",
+    "a clockmaker",
+]
+PROMPTS = [
+    [
+        {
+            "role": "user",
+            "content": f"Describe {who}, a character in a story, as JSON with name, age, "
+            "role, skills and home.",
+        }
+    ]
+    for who in CHARACTERS
+]
+
+
+def configurations(tokens: int) -> dict[str, GenerationParams]:
+    return {
+        "unconstrained": GenerationParams(max_tokens=tokens),
+        "json_schema": GenerationParams(
+            max_tokens=tokens,
+            response_format=JsonSchemaFormat(json_schema=CHARACTER, name="character"),
+        ),
+        "tools": GenerationParams(max_tokens=tokens, tools=TOOLS, tool_choice="required"),
+    }
+
+
+def decode_run(llm: LocalLLM, prompts: list[Any], params: GenerationParams) -> dict[str, float]:
+    """One call's decode tokens/s, generated tokens and time to the first token.
+
+    Both timed calls find the prompts in the KV cache (the untimed call puts them there:
+    another configuration's prompts may have taken their slots), so the difference
+    between them is decode alone.
+    """
+    first = params.model_copy(update={"max_tokens": 1})
+    llm.complete_batch(prompts, first)
+    began = time.perf_counter()
+    llm.complete_batch(prompts, first)
+    first_s = time.perf_counter() - began
+    began = time.perf_counter()
+    done = llm.complete_batch(prompts, params)
+    total_s = time.perf_counter() - began
+    tokens = sum(c.usage.completion_tokens for c in done)
+    after_first, decode_s = tokens - len(prompts), total_s - first_s
+    rate = after_first / decode_s if after_first > 0 and decode_s > 0 else math.nan
+    return {"tok_s": rate, "tokens": tokens / len(prompts), "first_token_ms": first_s * 1e3}
+
+
+def mask_timings(
+    llm: LocalLLM, params: GenerationParams, reply: list[int], repeats: int
+) -> dict[str, float]:
+    """Median microseconds per step of the mask's parts, replayed along ``reply``'s tokens.
+
+    Each part is timed in its own pass with a fresh matcher, so no part finds a state
+    that another part already computed.
+    """
+    grammar = llm.grammars.compile(grammar_for(params), parameter="benchmark")
+    logits = np.random.default_rng(0).standard_normal(llm.info().n_vocab, dtype=np.float32)
+    parts = {
+        # llguidance alone (the wrapped LLMatcher), then relaygraph's numpy on top.
+        "bitmask": lambda m: m._matcher.compute_bitmask(),
+        "allowed": TokenMatcher.allowed,
+        "mask": lambda m: m.mask(logits),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in [*parts, "advance"]}
+    for _ in range(repeats):
+        for name, part in parts.items():
+            matcher = llm.grammars.matcher(grammar)
+            for token in reply:
+                # The engine's grammar may also allow its turn-end text after tool calls.
+                if matcher.complete or not matcher.accepts(token):
+                    break
+                began = time.perf_counter()
+                part(matcher)
+                samples[name].append(time.perf_counter() - began)
+                began = time.perf_counter()
+                matcher.advance(token)
+                samples["advance"].append(time.perf_counter() - began)
+    timings = {f"{name}_us": round(statistics.median(s) * 1e6, 1) for name, s in samples.items()}
+    return {"steps": len(samples["mask"]) // repeats, **timings}
+
+
+def measure_model(
+    name: str, args: argparse.Namespace, progress: Progress, task: Any
+) -> dict[str, Any]:
+    progress.update(task, description=f"{name}: loading")
+    llm = LocalLLM.load(name)
+    began = time.perf_counter()
+    _ = llm.grammars  # llguidance's view of the vocabulary, built on first use
+    grammar_tokenizer_s = time.perf_counter() - began
+    configs = configurations(args.tokens)
+    replies: dict[str, list[int]] = {}
+    rows = []
+    for batch in args.batches:
+        prompts = PROMPTS[:batch]
+        progress.update(task, description=f"{name}, batch {batch}: warm-up")
+        for key, params in configs.items():
+            done = llm.complete_batch(prompts, params)
+            replies.setdefault(key, done[0].choice.token_ids)
+            progress.advance(task)
+        runs: dict[str, list[dict[str, float]]] = {key: [] for key in configs}
+        for repeat in range(args.repeats):
+            progress.update(task, description=f"{name}, batch {batch}: repeat {repeat + 1}")
+            for key, params in configs.items():  # interleaved: drift hits all alike
+                runs[key].append(decode_run(llm, prompts, params))
+                progress.advance(task)
+        median = {
+            key: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for key, rs in runs.items()
+        }
+        ratios = {k: median[k]["tok_s"] / median["unconstrained"]["tok_s"] for k in CONSTRAINED}
+        rows.append(
+            {
+                "batch": batch,
+                "tok_s": {k: round(m["tok_s"], 1) for k, m in median.items()},
+                "tokens_per_sequence": {k: round(m["tokens"], 1) for k, m in median.items()},
+                "first_token_ms": {k: round(m["first_token_ms"], 1) for k, m in median.items()},
+                "ratio": {k: round(r, 3) for k, r in ratios.items()},
+                "goal_met": all(r >= GOAL_RATIO for r in ratios.values()),
+                "samples_tok_s": {k: [r["tok_s"] for r in rs] for k, rs in runs.items()},
+            }
+        )
+    progress.update(task, description=f"{name}: mask alone")
+    masks = {k: mask_timings(llm, configs[k], replies[k], args.repeats) for k in CONSTRAINED}
+    for row in rows:  # the share of a token's decode time that masking alone would take
+        rate = row["tok_s"]["unconstrained"]
+        row["mask_share_pct"] = {
+            k: round((m["mask_us"] + m["advance_us"]) * rate / 1e4, 2) for k, m in masks.items()
+        }
+    progress.advance(task)
+    return {
+        "model": name,
+        "n_vocab": llm.info().n_vocab,
+        "grammar_tokenizer_s": round(grammar_tokenizer_s, 3),
+        "batches": rows,
+        "mask": masks,
+    }
+
+
+def mask_section(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    steps = len(args.batches) * len(configurations(args.tokens)) * (1 + args.repeats) + 1
+    task = progress.add_task("mask cost", total=steps * len(args.models))
+    return {"models": [measure_model(name, args, progress, task) for name in args.models]}
+
+
+def agents_section(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
+    """Placeholder for the ``agents`` section, to be added in a later change."""
+    raise NotImplementedError("the agents section of benchmarks/structured.py is not written yet")
+
+
+SECTIONS = {"mask": mask_section, "agents": agents_section}
+
+
+def commit() -> dict[str, Any]:
+    def git(*command: str) -> str:
+        return subprocess.run(
+            ["git", *command], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    return {"hash": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+
+
+def plot(models: list[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = [(m["model"], row) for m in models for row in m["batches"]]
+    labels = {"unconstrained": "unconstrained", "json_schema": "JSON schema", "tools": "tools"}
+    fig, ax = plt.subplots(figsize=(max(6, 2 * len(groups)), 4))
+    width = 0.8 / len(labels)
+    for i, (key, label) in enumerate(labels.items()):
+        xs = [g + i * width for g in range(len(groups))]
+        bars = ax.bar(xs, [row["tok_s"][key] for _, row in groups], width, label=label)
+        if key in CONSTRAINED:
+            ax.bar_label(bars, [f"{row['ratio'][key]:.2f}x" for _, row in groups], fontsize=7)
+    ax.set_xticks(
+        [g + width * (len(labels) - 1) / 2 for g in range(len(groups))],
+        [f"{model}\nbatch {row['batch']}" for model, row in groups],
+    )
+    ax.set_ylabel("decode tokens / s")
+    ax.set_title("Constrained decoding cost (higher is better; labels: ratio to unconstrained)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+def report(console: Console, models: list[dict[str, Any]]) -> None:
+    table = Table(title="Mask cost (medians; decode tokens/s)")
+    for column in ("model", "batch", "unconstrained", "JSON schema", "tools", "goal met"):
+        table.add_column(column)
+    for m in models:
+        for row in m["batches"]:
+            rate, ratio = row["tok_s"], row["ratio"]
+            table.add_row(
+                m["model"],
+                str(row["batch"]),
+                f"{rate['unconstrained']:.1f}",
+                *(f"{rate[k]:.1f} ({ratio[k]:.2f}x)" for k in CONSTRAINED),
+                "yes" if row["goal_met"] else "no",
+            )
+    console.print(table)
+    for m in models:
+        parts = "; ".join(
+            f"{k}: " + ", ".join(f"{p} {v}" for p, v in t.items() if p.endswith("_us"))
+            for k, t in m["mask"].items()
+        )
+        console.print(
+            f"{m['model']}: grammar tokenizer {m['grammar_tokenizer_s']} s; "
+            f"mask alone (us per step) {parts}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=["mask"])
+    parser.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--out", type=Path, default=RESULTS / "structured.json")
+    args = parser.parse_args()
+    if not all(1 <= b <= len(PROMPTS) for b in args.batches):
+        parser.error(f"batch sizes must be in 1..{len(PROMPTS)}")
+
+    console = Console()
+    facts = machine()
+    began = time.perf_counter()
+    with Progress(console=console) as progress:
+        results = {section: SECTIONS[section](args, progress) for section in args.sections}
+    data = {
+        "benchmark": "structured",
+        "commit": commit(),
+        "machine": facts,
+        "versions": {p: version(p) for p in ("llguidance", "llama-cpp-python", "relaygraph")},
+        "settings": {
+            "sections": args.sections,
+            "models": args.models,
+            "batches": args.batches,
+            "repeats": args.repeats,
+            "max_tokens": args.tokens,
+            "threads": os.cpu_count(),
+            "greedy": True,
+            "goal_ratio": GOAL_RATIO,
+            "schema": CHARACTER,
+            "tools": [t.name for t in TOOLS],
+            "tool_choice": "required",
+        },
+        "seconds": round(time.perf_counter() - began, 1),
+        **results,
+    }
+    write_json(args.out, data)
+    written = [str(args.out)]
+    if "mask" in results:
+        plot(results["mask"]["models"], args.out.with_suffix(".png"))
+        written.append(str(args.out.with_suffix(".png")))
+        report(console, results["mask"]["models"])
+    console.print(f"wrote {' and '.join(written)}")
+
+
+if __name__ == "__main__":
+    main()
