@@ -360,6 +360,7 @@ class _Caller:
             return head + first
         except ReActParseError:
             pass
+        self.record.model_details["grammar_fallback"] = True  # the cap cut the thought
         thought = "" if act_only else (head + first).split("\n")[0].removeprefix("Thought:")
         base = "Action: " if act_only else f"Thought: {thought.strip()}\nAction: "
         rest = self._call(base, ACTION_TOKENS, (), self._grammar(thought=False))

@@ -21,19 +21,27 @@ Section ``mask`` (the default), for each packaged model at batch sizes 1 and 8:
 Every configuration is warmed up once, then run ``--repeats`` times (configurations
 interleaved); medians are reported.
 
-Section ``agents`` is a placeholder for a later section (`agents_section`).
+Section ``agents``: the step grammar against guided decoding on HotPotQA (the 100 shipped
+distractor questions) and ALFWorld (a 12-game draw from valid_unseen, stratified by task
+type), with SmolLM2, and on HotPotQA also the grammar with a tool policy (search before
+finishing): EM/F1 or games won, the share of steps that parse without help
+(no action scoring, no second call), tool calls, tokens and seconds per item; on HotPotQA
+also one plain call with the question's ten paragraphs (no agent), and F1 per thousand
+prompt tokens. Runs go to runs/structured/ and resume.
 
 Writes benchmarks/results/structured.json and structured.png (tokens/s per model and
 batch: unconstrained, JSON schema, tools).
 
 Usage:
-    HF_HUB_OFFLINE=1 python benchmarks/structured.py [--sections mask] [--repeats 3]
+    HF_HUB_OFFLINE=1 python benchmarks/structured.py [--sections mask agents] [--repeats 3]
         [--tokens 96] [--batches 1 8] [--models smollm2-135m gemma3-270m] [--out PATH]
+        [--suites hotpotqa alfworld] [--hotpot-limit N] [--alfworld-games 12]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -49,6 +57,9 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from relaygraph.eval.report import write_report
+from relaygraph.eval.runs import read_items
+from relaygraph.graph.trace import Trace
 from relaygraph.llm import GenerationParams, LocalLLM
 from relaygraph.llm.constraints import JsonSchemaFormat, ToolSpec
 from relaygraph.llm.grammar import TokenMatcher, grammar_for
@@ -154,7 +165,7 @@ def mask_timings(
     logits = np.random.default_rng(0).standard_normal(llm.info().n_vocab, dtype=np.float32)
     parts = {
         # llguidance alone (the wrapped LLMatcher), then relaygraph's numpy on top.
-        "bitmask": lambda m: m._matcher.compute_bitmask(),
+        "bitmask": TokenMatcher.bitmask,
         "allowed": TokenMatcher.allowed,
         "mask": lambda m: m.mask(logits),
     }
@@ -238,9 +249,107 @@ def mask_section(args: argparse.Namespace, progress: Progress) -> dict[str, Any]
     return {"models": [measure_model(name, args, progress, task) for name in args.models]}
 
 
+AGENT_RUNS = ROOT / "runs" / "structured"
+HOTPOT_CONFIGS = {
+    "grammar": "relaygraph.eval.hotpotqa.agents:react",
+    "grammar_search_first": "relaygraph.eval.hotpotqa.agents:react_search_first",
+    "guided": "relaygraph.eval.hotpotqa.agents:react_guided",
+    "single_call": "relaygraph.eval.hotpotqa.agents:single_call",
+}
+ALFWORLD_CONFIGS = {
+    "grammar": "relaygraph.eval.alfworld.agent:alfworld_react",
+    "guided": "relaygraph.eval.alfworld.agent:alfworld_react_guided",
+}
+
+
+def step_figures(directory: Path) -> dict[str, Any]:
+    """Per-step figures from a run's traces: how steps were produced and what they did."""
+    steps = parsed_free = tool_calls = fallbacks = items = 0
+    for record in read_items(directory).values():
+        if record.trace is None:
+            continue
+        items += 1
+        for step in Trace.load(directory / record.trace).steps:
+            steps += 1
+            details = step.model_details
+            helped = "action_scores" in details or details.get("grammar_fallback")
+            parsed_free += step.parse_retries == 0 and not helped and step.error is None
+            fallbacks += bool(details.get("grammar_fallback"))
+            tool_calls += bool(step.action and step.action.get("type") == "tool")
+    return {
+        "steps": steps,
+        "parsed_without_help": round(parsed_free / steps, 4) if steps else None,
+        "grammar_fallbacks": fallbacks,
+        "tool_calls_per_item": round(tool_calls / items, 2) if items else None,
+    }
+
+
+def summarise(directory: Path) -> dict[str, Any]:
+    summary = write_report(directory)
+    f1 = summary.metrics.get("f1")
+    tokens = summary.prompt_tokens_mean
+    return {
+        "items": summary.items,
+        summary.headline: round(summary.success, 4),
+        **{k: round(v, 4) for k, v in summary.metrics.items()},
+        "errors": summary.errors,
+        "steps_per_item": round(summary.steps_mean, 2),
+        "prompt_tokens_per_item": round(tokens, 1),
+        "completion_tokens_per_item": round(summary.completion_tokens_mean, 1),
+        "seconds_per_item_p50": summary.latency_s["p50"],
+        "f1_per_1k_prompt_tokens": round(1000 * f1 / tokens, 4) if f1 and tokens else None,
+        **step_figures(directory),
+    }
+
+
 def agents_section(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    """Placeholder for the ``agents`` section, to be added in a later change."""
-    raise NotImplementedError("the agents section of benchmarks/structured.py is not written yet")
+    """Agents on the benchmarks with grammar-decoded steps against guided decoding (and, on
+    HotPotQA, one plain call with the paragraphs). Runs live in runs/structured/ and
+    resume: an interrupted section continues where it stopped."""
+    from relaygraph.eval.alfworld.games import load_games
+    from relaygraph.eval.alfworld.suite import AlfworldSuite
+    from relaygraph.eval.hotpotqa import HotpotSuite, load_hotpotqa
+    from relaygraph.eval.runner import evaluate, sample_items
+    from relaygraph.graph.loader import load_factory
+
+    model = args.agent_model
+    llm = LocalLLM.load(model)
+    out: dict[str, Any] = {"model": model, "hotpotqa": {}, "alfworld": {}}
+    if "hotpotqa" in args.suites:
+        dataset = load_hotpotqa(None, sample="distractor-100")
+        questions = sample_items(dataset.examples, args.hotpot_limit, 0)
+        for name, graph in HOTPOT_CONFIGS.items():
+            progress.console.print(f"hotpotqa: {name} ({len(questions)} questions)")
+            directory = AGENT_RUNS / f"hotpotqa-{name}"
+            evaluate(
+                HotpotSuite(load_factory(graph), llm),
+                questions,
+                directory,
+                dataset="sample:distractor-100",
+                graph=graph,
+                model=model,
+                resume=directory.exists(),
+            )
+            out["hotpotqa"][name] = summarise(directory)
+    if "alfworld" in args.suites:
+        games = sample_items(
+            load_games("valid_unseen"), args.alfworld_games, 0, stratum=lambda g: g.task_type
+        )
+        for name, graph in ALFWORLD_CONFIGS.items():
+            progress.console.print(f"alfworld: {name} ({len(games)} games)")
+            directory = AGENT_RUNS / f"alfworld-{name}"
+            evaluate(
+                AlfworldSuite(load_factory(graph), llm, max_steps=50),
+                games,
+                directory,
+                dataset="shipped:valid_unseen",
+                graph=graph,
+                model=model,
+                settings={"limit": args.alfworld_games, "max_steps": 50},
+                resume=directory.exists(),
+            )
+            out["alfworld"][name] = summarise(directory)
+    return out
 
 
 SECTIONS = {"mask": mask_section, "agents": agents_section}
@@ -315,6 +424,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--out", type=Path, default=RESULTS / "structured.json")
+    parser.add_argument("--agent-model", default="smollm2-135m")
+    parser.add_argument(
+        "--suites", nargs="+", choices=["hotpotqa", "alfworld"], default=["hotpotqa", "alfworld"]
+    )
+    parser.add_argument("--hotpot-limit", type=int, default=None, help="questions (all 100)")
+    parser.add_argument("--alfworld-games", type=int, default=12)
     args = parser.parse_args()
     if not all(1 <= b <= len(PROMPTS) for b in args.batches):
         parser.error(f"batch sizes must be in 1..{len(PROMPTS)}")
@@ -324,27 +439,18 @@ def main() -> None:
     began = time.perf_counter()
     with Progress(console=console) as progress:
         results = {section: SECTIONS[section](args, progress) for section in args.sections}
-    data = {
-        "benchmark": "structured",
-        "commit": commit(),
-        "machine": facts,
-        "versions": {p: version(p) for p in ("llguidance", "llama-cpp-python", "relaygraph")},
-        "settings": {
-            "sections": args.sections,
-            "models": args.models,
-            "batches": args.batches,
-            "repeats": args.repeats,
-            "max_tokens": args.tokens,
-            "threads": os.cpu_count(),
-            "greedy": True,
-            "goal_ratio": GOAL_RATIO,
-            "schema": CHARACTER,
-            "tools": [t.name for t in TOOLS],
-            "tool_choice": "required",
-        },
-        "seconds": round(time.perf_counter() - began, 1),
-        **results,
-    }
+    # Each section keeps its own run facts, so sections run at different times share a file.
+    data: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    data["benchmark"] = "structured"
+    for section, result in results.items():
+        data[section] = {
+            "commit": commit(),
+            "machine": facts,
+            "versions": {p: version(p) for p in ("llguidance", "llama-cpp-python", "relaygraph")},
+            "seconds": round(time.perf_counter() - began, 1),
+            "settings": settings(section, args),
+            **result,
+        }
     write_json(args.out, data)
     written = [str(args.out)]
     if "mask" in results:
@@ -352,6 +458,30 @@ def main() -> None:
         written.append(str(args.out.with_suffix(".png")))
         report(console, results["mask"]["models"])
     console.print(f"wrote {' and '.join(written)}")
+
+
+def settings(section: str, args: argparse.Namespace) -> dict[str, Any]:
+    if section == "agents":
+        return {
+            "model": args.agent_model,
+            "suites": args.suites,
+            "hotpotqa": {"sample": "distractor-100", "limit": args.hotpot_limit},
+            "alfworld": {"split": "valid_unseen", "games": args.alfworld_games, "max_steps": 50},
+            "configs": {"hotpotqa": HOTPOT_CONFIGS, "alfworld": ALFWORLD_CONFIGS},
+        }
+    return {
+        "sections": args.sections,
+        "models": args.models,
+        "batches": args.batches,
+        "repeats": args.repeats,
+        "max_tokens": args.tokens,
+        "threads": os.cpu_count(),
+        "greedy": True,
+        "goal_ratio": GOAL_RATIO,
+        "schema": CHARACTER,
+        "tools": [t.name for t in TOOLS],
+        "tool_choice": "required",
+    }
 
 
 if __name__ == "__main__":

@@ -230,14 +230,21 @@ class TokenMatcher:
         self._matcher = matcher
         self._n_vocab = n_vocab
 
+    def bitmask(self) -> bytes:
+        """llguidance's mask for the next token: one bit per vocabulary entry."""
+        return bytes(self._matcher.compute_bitmask())
+
     def allowed(self) -> npt.NDArray[np.bool_]:
         """A boolean row over the vocabulary: True where the grammar allows the token."""
-        bits = np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8)
-        return np.unpackbits(bits, bitorder="little")[: self._n_vocab].astype(bool)
+        bits = np.frombuffer(self.bitmask(), dtype=np.uint8)
+        # unpackbits gives 0/1 bytes; viewing them as bool saves a copy per step.
+        return np.unpackbits(bits, count=self._n_vocab, bitorder="little").view(np.bool_)
 
     def mask(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The logits with every token the grammar forbids set to -inf (a new array)."""
-        return np.where(self.allowed(), logits, np.float32(-np.inf)).astype(np.float32)
+        masked = np.full(logits.shape, -np.inf, dtype=np.float32)
+        np.copyto(masked, logits, where=self.allowed())
+        return masked
 
     def advance(self, token_id: int) -> None:
         """Consume the chosen token.

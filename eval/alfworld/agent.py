@@ -31,6 +31,7 @@ from relaygraph.graph import AgentGraph, RunResult
 from relaygraph.routing.reasoning import ReActPolicy, ReasoningDecision, ReasoningPolicy
 
 if TYPE_CHECKING:
+    from relaygraph.agents.agent import ReactDecoding
     from relaygraph.eval.alfworld.games import AlfworldGame
     from relaygraph.llm.protocol import LLM
     from relaygraph.routing.reasoning import ReasoningState
@@ -79,6 +80,7 @@ def alfworld_react(
     env: AlfworldEnv,
     demos: DemoSet | None = None,
     reasoning_policy: ReasoningPolicy | None = None,
+    react_decoding: ReactDecoding = "auto",
 ) -> AgentGraph:
     """One ReAct agent playing ``env``'s game with ``act[command]``.
 
@@ -91,6 +93,7 @@ def alfworld_react(
         reasoning_policy: Decides, each step the episode can go on, whether and with
             which model to reason (default: `ReActPolicy`, always reason), e.g. a learned
             `PolicyReasoner`.
+        react_decoding: How its steps are decoded (`Agent.react_decoding`).
 
     Raises:
         ConfigError: ``demos`` has none for the game's task type.
@@ -113,9 +116,16 @@ def alfworld_react(
             max_steps=steps,
             max_tokens=MAX_TOKENS,
             context_budget=CONTEXT_BUDGET,
+            react_decoding=react_decoding,
         )
     )
     return graph.set_entry("player").set_finish("player")
+
+
+def alfworld_react_guided(model: str | LLM, env: AlfworldEnv) -> AgentGraph:
+    """`alfworld_react` with guided decoding (free reply; action scoring when it does not
+    parse), the baseline of the step grammar."""
+    return alfworld_react(model, env, react_decoding="guided")
 
 
 class AlfworldFactory(Protocol):

@@ -28,6 +28,7 @@ from relaygraph.routing import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from relaygraph.agents.agent import ReactDecoding
     from relaygraph.eval.hotpotqa.data import HotpotExample
     from relaygraph.llm.protocol import LLM
 
@@ -51,7 +52,42 @@ REACT_MAX_TOKENS = 96
 
 
 def react(model: str | LLM, example: HotpotExample) -> AgentGraph:
-    """ReAct on one question: search/lookup over its paragraphs, then finish."""
+    """ReAct on one question: search/lookup over its paragraphs, then finish (steps decoded
+    under the step grammar on in-process models)."""
+    return _react(model, example, "auto")
+
+
+def react_search_first(model: str | LLM, example: HotpotExample) -> AgentGraph:
+    """`react` with a tool policy: the reader must search before it may finish."""
+    return _react(model, example, "auto", tool_choice="search")
+
+
+def react_guided(model: str | LLM, example: HotpotExample) -> AgentGraph:
+    """`react` with guided decoding (free reply; action scoring when it does not parse)."""
+    return _react(model, example, "guided")
+
+
+def single_call(model: str | LLM) -> AgentGraph:
+    """No agent: one call to the model with the question and its ten paragraphs (the
+    simplest peer a user would try first)."""
+    graph = AgentGraph("hotpotqa-single-call", model=model, max_steps=1)
+    graph.add_agent(
+        Agent(
+            name="reader",
+            role=StandardRole.SOLVER,
+            instructions="Answer the question from the paragraphs with a short answer: "
+            "a name, a date, a number, yes or no.",
+            answer_format="plain",
+            max_steps=1,
+            max_tokens=32,
+        )
+    )
+    return graph.set_entry("reader").set_finish("reader")
+
+
+def _react(
+    model: str | LLM, example: HotpotExample, decoding: ReactDecoding, tool_choice: str = "auto"
+) -> AgentGraph:
     tools = ParagraphTools(example)
     graph = AgentGraph("hotpotqa-react", model=model, max_steps=REACT_MAX_STEPS)
     graph.add_agent(
@@ -62,6 +98,8 @@ def react(model: str | LLM, example: HotpotExample) -> AgentGraph:
             tools=tools.tools(),
             max_steps=REACT_MAX_STEPS,
             max_tokens=REACT_MAX_TOKENS,
+            react_decoding=decoding,
+            tool_choice=tool_choice,
         )
     )
     return graph.set_entry("reader").set_finish("reader")
