@@ -6,6 +6,7 @@ and exits with status 2; nothing prints a traceback for a mistake the user can f
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Collection
@@ -22,6 +23,14 @@ from rich.table import Table
 from relaygraph import __version__
 from relaygraph.errors import RelayGraphError, first_problem
 from relaygraph.llm.catalog import DEFAULT_MODEL, PACKAGED_MODELS
+from relaygraph.llm.constraints import (
+    ChoiceFormat,
+    GrammarFormat,
+    JsonObjectFormat,
+    JsonSchemaFormat,
+    RegexFormat,
+    ResponseFormat,
+)
 from relaygraph.llm.registry import load_llm
 from relaygraph.llm.types import GenerationParams, Message, Prompt, TextPrompt, to_prompt
 
@@ -112,6 +121,38 @@ def _read_prompt(prompt: str | None, file: Path | None, system: str | None, raw:
     return to_prompt(messages)
 
 
+def _response_format(
+    json_schema: Path | None,
+    json_object: bool,
+    regex: str | None,
+    choice: list[str] | None,
+    grammar: Path | None,
+) -> ResponseFormat | None:
+    """The one format ``generate``'s options ask for (None: free text).
+
+    Raises:
+        RelayGraphError: Several formats, or a file that cannot be read.
+    """
+    given = [json_schema, json_object or None, regex, choice or None, grammar]
+    if sum(g is not None for g in given) > 1:
+        raise RelayGraphError(
+            "give at most one of --json-schema, --json, --regex, --choice, --grammar"
+        )
+    try:
+        if json_schema is not None:
+            return JsonSchemaFormat(json_schema=json.loads(json_schema.read_text()))
+        if grammar is not None:
+            text = grammar.read_text()
+            return GrammarFormat(grammar=text, syntax="gbnf" if "::=" in text else "lark")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RelayGraphError(f"cannot read the format file: {exc}") from None
+    if json_object:
+        return JsonObjectFormat()
+    if regex is not None:
+        return RegexFormat(pattern=regex)
+    return ChoiceFormat(choices=tuple(choice)) if choice else None
+
+
 @app.command()
 @_user_errors
 def generate(
@@ -130,6 +171,18 @@ def generate(
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="Read the prompt from a file (- for stdin).")
     ] = None,
+    json_schema: Annotated[
+        Path | None, typer.Option(help="Decode under the JSON schema in this file.")
+    ] = None,
+    json_object: Annotated[bool, typer.Option("--json", help="Decode one JSON object.")] = False,
+    regex: Annotated[str | None, typer.Option(help="Decode text matching this regex.")] = None,
+    choice: Annotated[
+        list[str] | None, typer.Option(help="Decode one of these strings (repeatable).")
+    ] = None,
+    grammar: Annotated[
+        Path | None,
+        typer.Option(help="Decode under this grammar file: Lark, or GBNF if it uses ::=."),
+    ] = None,
 ) -> None:
     """Generate a completion with an embedded model or a worker."""
     params = GenerationParams(
@@ -138,6 +191,7 @@ def generate(
         top_p=top_p,
         seed=seed,
         stop=tuple(stop or ()),
+        response_format=_response_format(json_schema, json_object, regex, choice, grammar),
     )
     the_prompt = _read_prompt(prompt, file, system, raw)
     llm = load_llm(model)

@@ -27,7 +27,8 @@ from relaygraph.agents.react import (
     parse_react,
 )
 from relaygraph.agents.react_grammar import react_grammar
-from relaygraph.agents.tools import Tool, ToolCallError
+from relaygraph.agents.tool_policy import ToolPolicy
+from relaygraph.agents.tools import ToolCallError
 from relaygraph.errors import ConfigError, LLMError
 from relaygraph.llm.constraints import (
     GrammarFormat,
@@ -224,10 +225,7 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
         reply = call.native(max_tokens) if spec.tool_calling == "native" else call.reply(max_tokens)
         if isinstance(reply, StepOutput):
             return reply
-        if isinstance(reply, ReActStep):
-            record.output = reply.raw
-        else:
-            record.output = reply
+        record.output = reply.raw if isinstance(reply, ReActStep) else reply
         try:
             parsed = _parse(agent, reply, policy)
         except ReActParseError as exc:
@@ -235,49 +233,6 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
             continue
         return _act(agent, inp, record, parsed)
     return _fail(record, "parse", f"{agent.name}'s reply could not be parsed: {retry_note}")
-
-
-@dataclass(frozen=True, slots=True)
-class ToolPolicy:
-    """What one step may do under the agent's tool policy.
-
-    Attributes:
-        tools: The tools the step may call.
-        finish: Whether it may finish (False while the policy still requires calls).
-    """
-
-    tools: dict[str, Tool]
-    finish: bool
-    withheld: frozenset[str] = frozenset()
-    """The agent's tools the policy does not allow in this step."""
-
-    @classmethod
-    def for_step(cls, agent: BoundAgent, calls_made: int) -> ToolPolicy:
-        """The policy's state after ``calls_made`` calls this turn. A required tool that
-        the run withheld (a request's ``tools``) falls back to any remaining tool; with
-        none left, nothing can be required."""
-        spec, tools = agent.spec, agent.tools
-        if spec.max_tool_calls is not None and calls_made >= spec.max_tool_calls:
-            return cls({}, finish=True, withheld=frozenset(tools))
-        if calls_made >= spec.required_calls or not tools:
-            return cls(tools, finish=True)
-        named = tools.get(spec.tool_choice)
-        if named is None:
-            return cls(tools, finish=False)
-        return cls({named.name: named}, finish=False, withheld=frozenset(tools) - {named.name})
-
-    def check(self, step: ReActStep) -> None:
-        """Raises `ReActParseError` when a reply's action breaks the policy (an unknown
-        tool is not the policy's business: it becomes an observation)."""
-        if isinstance(step.action, FinalAnswer) and not self.finish:
-            raise ReActParseError(
-                f"you must call a tool ({', '.join(self.tools)}) before you finish"
-            )
-        if isinstance(step.action, ToolCall) and step.action.tool in self.withheld:
-            allowed = [*self.tools, *(["finish"] if self.finish else [])]
-            raise ReActParseError(
-                f"{step.action.tool} is not allowed now; use one of: {', '.join(allowed)}"
-            )
 
 
 @dataclass(slots=True)

@@ -26,6 +26,11 @@ Acceptance is lossless:
   that gives only top-k log-probabilities (a remote server) is verified greedily
   instead, exactly, and the completion says so in ``decoding["verification"]``.
 
+Constraints (a response format, tools) are decoded exactly: each verified row is masked
+by the request's grammar, so a drafted token outside the grammar is rejected like any
+other mismatch and the output is the target's own constrained output. That needs the
+target's whole rows: an in-process target; a remote one refuses constraints.
+
 Per request, ``Completion.decoding`` records rounds, windows, drafted and accepted
 tokens, the acceptance rate, target calls and the seconds spent drafting, verifying and
 on the network.
@@ -50,23 +55,29 @@ from relaygraph.decoding.drafts import (
 )
 from relaygraph.decoding.window import EARLIER_ROUNDS, Round, WindowPolicy
 from relaygraph.errors import ConfigError, TransportError
+from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.sampling import token_distribution
 from relaygraph.llm.stops import TextAssembler
 from relaygraph.llm.streaming import collect
+from relaygraph.llm.tool_format import ToolCallSplitter, prompt_with_tools
 from relaygraph.llm.types import (
+    ChatPrompt,
     Completion,
     CompletionChunk,
     GenerationParams,
     TokenPrompt,
     Usage,
+    to_prompt,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator, Sequence
 
+    from relaygraph.llm.constraints import ToolCall
+    from relaygraph.llm.grammar import TokenMatcher
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import Prompt, PromptInput, Score
+    from relaygraph.llm.types import FinishReason, Prompt, PromptInput, Score
 
 GREEDY = GenerationParams(temperature=0.0)
 PAIRING_PROBE = "Speculative decoding: naïve café, 3.14159 — ¿qué? <tag> 東京 🙂\n\tend"
@@ -154,6 +165,8 @@ class _Request:
     rounds: list[Round] = field(default_factory=list)
     target_calls: int = 0
     fallback: str = ""
+    matcher: TokenMatcher | None = None
+    """The grammar state of a constrained request (its format or tools)."""
 
 
 class SpeculativeLLM(BaseLLM):
@@ -272,13 +285,9 @@ class SpeculativeLLM(BaseLLM):
     ) -> Iterator[CompletionChunk]:
         if params.n != 1:
             raise ConfigError("speculative decoding makes one completion (n=1)", parameter="n")
+        matcher: TokenMatcher | None = None
         if params.constrained:
-            # Refused rather than ignored: verification does not mask the target's rows yet.
-            raise ConfigError(
-                "speculative decoding does not decode under a response_format or tools yet; "
-                "call the target model directly for constrained output",
-                parameter="response_format" if params.response_format else "tools",
-            )
+            prompt, matcher = self._constraint(to_prompt(prompt), params)
         if params.logprobs:
             raise ConfigError(
                 "speculative decoding returns no log-probabilities; score the output with "
@@ -298,14 +307,16 @@ class SpeculativeLLM(BaseLLM):
             rng=np.random.default_rng(params.seed),
             link_rng=random.Random(self.link.seed if params.seed is None else params.seed),
             earlier=tuple(self._earlier),
+            matcher=matcher,
         )
         exact = params.temperature == 0 or isinstance(self.target, FullDistribution)
         verification = "greedy" if params.temperature == 0 else "sampling"
         if not exact:
             verification = "greedy (the target gives top-k log-probabilities only)"
         text = _Text(self.detokenize, self.end_token_ids, params.stop)
+        splitter = ToolCallSplitter() if params.calls_tools else None
         produced: list[int] = []
-        finish: Literal["stop", "length"] = "length"
+        finish: FinishReason = "length"
         room = min(params.max_tokens, self.context_window - len(request.ids))
         while room >= 1:
             new = self._round(request, room, exact=exact)
@@ -314,11 +325,20 @@ class SpeculativeLLM(BaseLLM):
             produced.extend(new)
             request.ids.extend(new)
             room = min(params.max_tokens - len(produced), self.context_window - len(request.ids))
-            done = ended is not None or room < 1
+            complete = matcher is not None and matcher.complete
+            done = ended is not None or room < 1 or complete
             delta = text.add(new, final=done)
-            yield CompletionChunk(model=self.name, text=delta, token_ids=new)
-            if ended is not None or text.stopped:
-                finish = "stop"
+            calls: list[ToolCall] = []
+            if splitter is not None:
+                delta, calls = splitter.feed(delta)
+                if done:
+                    rest, _ = splitter.finish()
+                    delta += rest
+            yield CompletionChunk(
+                model=self.name, text=delta, token_ids=new, tool_calls=calls or None
+            )
+            if ended is not None or text.stopped or complete:
+                finish = "tool_calls" if splitter and splitter.calls else "stop"
                 break
         if not request.fallback:  # rounds without a working cloud say nothing of its costs
             self._earlier.extend(request.rounds)
@@ -328,6 +348,31 @@ class SpeculativeLLM(BaseLLM):
             finish_reason=finish,
             usage=Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(produced)),
         )
+
+    def _constraint(
+        self, prompt: Prompt, params: GenerationParams
+    ) -> tuple[Prompt, TokenMatcher | None]:
+        """The prompt as the target sees it with tools, and the request's grammar state.
+
+        Verification masks the target's rows with the grammar, so a drafted token outside
+        it is rejected like any other mismatch and the output is the target's own
+        constrained output; that needs the target's whole rows.
+
+        Raises:
+            ConfigError: The target is not an in-process engine, or the constraint cannot
+                be decoded under a grammar.
+        """
+        target = self.target
+        if not isinstance(target, LocalLLM):
+            raise ConfigError(
+                f"speculative decoding under a response_format or tools needs an in-process "
+                f"target whose logits it can mask; {target.name} is not one (call it directly: "
+                "a worker honours the constraint itself)",
+                parameter="response_format" if params.response_format else "tools",
+            )
+        prompt = prompt_with_tools(prompt, params)
+        grammar = target.compile_constraints(params, chat=isinstance(prompt, ChatPrompt))
+        return prompt, None if grammar is None else target.grammars.matcher(grammar)
 
     def _window(self, request: _Request, room: int, proposed: int | None = None) -> int:
         """The policy's window for the next round, checked, clipped to ``room``."""
@@ -356,7 +401,8 @@ class SpeculativeLLM(BaseLLM):
         """One draft-verify round; returns the tokens it adds (accepted, then the target's)."""
         sampling = exact and request.params.temperature > 0
         began = time.perf_counter()
-        params = request.params if sampling else GREEDY
+        # The draft proposes freely: the grammar is applied where the target verifies.
+        params = request.params.unconstrained() if sampling else GREEDY
         k, proposal = self._propose(request, room, params)
         drafted = proposal.ids
         draft_s = time.perf_counter() - began
@@ -378,7 +424,11 @@ class SpeculativeLLM(BaseLLM):
         try:
             request.target_calls += 1
             if alone:
-                decoded = self._decode(request, params, returned)
+                decoded = (
+                    self._decode(request, params, returned)
+                    if request.matcher is None
+                    else self._decode_masked(request, returned, sampling=sampling)
+                )
                 verify_s = time.perf_counter() - began
                 began = time.perf_counter()
                 resume_at = 0
@@ -399,6 +449,13 @@ class SpeculativeLLM(BaseLLM):
                     )
                 )
                 return decoded
+            if request.matcher is not None:
+                out, accepted = self._verify_masked(request, proposal, sampling=sampling)
+                verify_s = time.perf_counter() - began
+                request.rounds.append(
+                    Round(k, len(drafted), accepted, draft_s, verify_s, network_s)
+                )
+                return out
             if sampling:
                 accepted, extra = self._verify_sampled(request, proposal)
             else:
@@ -426,6 +483,71 @@ class SpeculativeLLM(BaseLLM):
         )
         out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), wanted)
         return out.choices[0].token_ids
+
+    def _pick(self, request: _Request, row: np.ndarray, *, sampling: bool) -> int:
+        """The target's own choice from a masked row: argmax, or a sample."""
+        if not sampling:
+            return int(row.argmax())
+        params = request.params
+        p = token_distribution(row, temperature=params.temperature, top_p=params.top_p)
+        return int(request.rng.choice(p.shape[0], p=p))
+
+    def _verify_masked(
+        self, request: _Request, proposal: Proposal, *, sampling: bool
+    ) -> tuple[list[int], int]:
+        """A constrained round: the tokens it adds and how many drafted ones stood.
+
+        Each position's row is masked by the grammar in the state the accepted tokens
+        left it, then verified by the usual rule (a forbidden draft has probability 0,
+        so it is always rejected); the round ends early where the grammar completes.
+        """
+        matcher = request.matcher
+        assert matcher is not None  # only constrained requests come here
+        params = request.params
+        rows = self.target.logits(request.ids, proposal.ids)  # type: ignore[attr-defined]
+        out: list[int] = []
+        for i, token in enumerate(proposal.ids):
+            row = matcher.mask(rows[i])
+            if sampling:
+                p = token_distribution(row, temperature=params.temperature, top_p=params.top_p)
+                q = 1.0 if proposal.distributions is None else proposal.distributions[i][token]
+                stands = request.rng.uniform() * q < p[token]
+            else:
+                stands = token == int(row.argmax())
+            if not stands:
+                if sampling:
+                    residual = p.copy()
+                    if proposal.distributions is None:
+                        residual[token] = 0.0
+                    else:
+                        residual = np.maximum(p - proposal.distributions[i], 0.0)
+                    extra = int(request.rng.choice(residual.shape[0], p=residual / residual.sum()))
+                else:
+                    extra = int(row.argmax())
+                matcher.advance(extra)
+                return [*out, extra], i
+            matcher.advance(token)
+            out.append(token)
+            if matcher.complete or token in self.end_token_ids:
+                return out, i + 1
+        bonus = self._pick(request, matcher.mask(rows[len(proposal.ids)]), sampling=sampling)
+        matcher.advance(bonus)
+        return [*out, bonus], len(proposal.ids)
+
+    def _decode_masked(self, request: _Request, count: int, *, sampling: bool) -> list[int]:
+        """``count`` tokens of the target's own constrained decoding, one row at a time
+        (in process, each reuses the cached prefix)."""
+        matcher = request.matcher
+        assert matcher is not None  # only constrained requests come here
+        out: list[int] = []
+        while len(out) < count and not matcher.complete:
+            row = self.target.logits([*request.ids, *out], [])[0]  # type: ignore[attr-defined]
+            token = self._pick(request, matcher.mask(row), sampling=sampling)
+            matcher.advance(token)
+            out.append(token)
+            if token in self.end_token_ids:
+                break
+        return out
 
     def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:
         """Accepted count and the target's token after them (argmax everywhere)."""

@@ -101,21 +101,23 @@ def _clip(text: str | None, width: int = 60) -> str:
 
 
 def step_table(trace: Trace) -> Table:
-    """One row per step: who acted, what it saw and did, what it cost."""
-    table = Table(title=escape(f"{trace.graph} · run {trace.run_id[:8]} · {_clip(trace.task, 50)}"))
-    for column in (
-        "#",
-        "agent",
-        "role",
-        "model",
-        "ctx tok",
-        "prompt",
-        "compl",
-        "s",
-        "action",
-        "observation",
-    ):
-        table.add_column(column, overflow="fold")
+    """One row per step: who acted, what it saw and did, what it cost.
+
+    Sized for an 80-column terminal: the model goes in the caption when one model ran
+    every step (a column otherwise), tokens are ``prompt/completion``, and the action and
+    observation columns take the remaining width.
+    """
+    models = {s.model for s in trace.steps}
+    one_model = len(models) <= 1
+    table = Table(
+        title=escape(f"{trace.graph} · run {trace.run_id[:8]} · {_clip(trace.task, 50)}"),
+        caption=escape(f"model: {next(iter(models))}") if one_model and models else None,
+    )
+    columns = ["#", "agent", *([] if one_model else ["model"]), "ctx", "tokens", "s"]
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column != "model")
+    table.add_column("action", overflow="fold", ratio=3)
+    table.add_column("observation", overflow="fold", ratio=4)
     for s in trace.steps:
         action: dict[str, Any] = s.action or {}
         if action.get("type") == "finish":
@@ -126,15 +128,13 @@ def step_table(trace: Trace) -> Table:
             what = f"[red]{s.error.kind}[/red]" if s.error else ""
         table.add_row(
             str(s.step),
-            s.agent,
-            s.role,
-            s.model,
+            escape(s.agent),
+            *([] if one_model else [escape(s.model)]),
             str(s.context_tokens),
-            str(s.prompt_tokens),
-            str(s.completion_tokens),
-            f"{s.latency_s:.2f}",
+            f"{s.prompt_tokens}/{s.completion_tokens}",
+            f"{s.latency_s:.1f}",
             what,
-            escape(_clip(s.observation or (s.error.message if s.error else ""), 50)),
+            escape(_clip(s.observation or (s.error.message if s.error else ""), 60)),
         )
     return table
 

@@ -41,7 +41,7 @@ from relaygraph.llm.llamacpp import DecodeItem, LlamaRuntime
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.sampling import log_softmax, select_token, top_k_indices
 from relaygraph.llm.stops import TextAssembler
-from relaygraph.llm.tool_format import ToolCallSplitter, messages_for_template
+from relaygraph.llm.tool_format import ToolCallSplitter, prompt_with_tools
 from relaygraph.llm.types import (
     ChatPrompt,
     Choice,
@@ -125,30 +125,6 @@ class ModelInfo:
     n_vocab: int
     context_window: int
     chat_format: ChatFormat
-
-
-def _with_tools(prompt: Prompt, params: GenerationParams) -> Prompt:
-    """The prompt as the model sees it in a tool conversation (`llm.tool_format`).
-
-    The packaged templates have no tool support, so tools are listed in the system
-    message and earlier calls and results are written in the model's call syntax. Tools
-    under ``tool_choice="none"`` are not shown: the model may not call them.
-
-    Raises:
-        ConfigError: Tools with a prompt that is not chat messages.
-    """
-    shown = params.tools if params.calls_tools else ()
-    if not isinstance(prompt, ChatPrompt):
-        if shown:
-            raise ConfigError(
-                "tools need a chat prompt (messages), not raw text or token ids",
-                parameter="tools",
-            )
-        return prompt
-    if not shown and not any(m.tool_calls or m.role == "tool" for m in prompt.messages):
-        return prompt
-    messages = messages_for_template(prompt.messages, shown)
-    return ChatPrompt(messages=messages, prefill=prompt.prefill)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -419,18 +395,29 @@ class LocalLLM(BaseLLM):
         return self._stream(self._request(prompt, params), params)
 
     def _request(self, prompt: PromptInput | Prompt, params: GenerationParams) -> _Request:
-        p = _with_tools(to_prompt(prompt), params)
+        p = prompt_with_tools(to_prompt(prompt), params)
         ids = self.encode(p)
         self._check_fits(len(ids), params.max_tokens)
         stop = params.stop + (self._template_stop if isinstance(p, ChatPrompt) else ())
-        turn_end = self._template_stop[0] if self._template_stop else ""
-        lark = grammar_for(params, turn_end=turn_end if isinstance(p, ChatPrompt) else "")
-        grammar = None
-        if lark is not None:
-            grammar = self.grammars.compile(
-                lark, parameter="tools" if params.calls_tools else "response_format"
-            )
+        grammar = self.compile_constraints(params, chat=isinstance(p, ChatPrompt))
         return _Request(prompt_ids=ids, stop=stop, grammar=grammar)
+
+    def compile_constraints(self, params: GenerationParams, *, chat: bool) -> str | None:
+        """The compiled grammar of a request's format and tools (None: unconstrained).
+
+        ``chat``: the prompt is chat messages, so a base model's transcript may end its
+        turn after tool calls (see `grammar_for`).
+
+        Raises:
+            ConfigError: The format or a tool schema cannot be decoded under a grammar.
+        """
+        turn_end = self._template_stop[0] if self._template_stop and chat else ""
+        lark = grammar_for(params, turn_end=turn_end)
+        if lark is None:
+            return None
+        return self.grammars.compile(
+            lark, parameter="tools" if params.calls_tools else "response_format"
+        )
 
     @property
     def grammars(self) -> GrammarEngine:

@@ -23,11 +23,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from relaygraph.errors import ConfigError
 from relaygraph.llm.constraints import ToolCall, ToolSpec
-from relaygraph.llm.types import Message
+from relaygraph.llm.types import ChatPrompt, Message
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from relaygraph.llm.types import GenerationParams, Prompt
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -98,6 +101,30 @@ def messages_for_template(
         else:
             out.insert(0, Message(role="system", content=block))
     return tuple(out)
+
+
+def prompt_with_tools(prompt: Prompt, params: GenerationParams) -> Prompt:
+    """The prompt as the model sees it in a tool conversation (`llm.tool_format`).
+
+    The packaged templates have no tool support, so tools are listed in the system
+    message and earlier calls and results are written in the model's call syntax. Tools
+    under ``tool_choice="none"`` are not shown: the model may not call them.
+
+    Raises:
+        ConfigError: Tools with a prompt that is not chat messages.
+    """
+    shown = params.tools if params.calls_tools else ()
+    if not isinstance(prompt, ChatPrompt):
+        if shown:
+            raise ConfigError(
+                "tools need a chat prompt (messages), not raw text or token ids",
+                parameter="tools",
+            )
+        return prompt
+    if not shown and not any(m.tool_calls or m.role == "tool" for m in prompt.messages):
+        return prompt
+    messages = messages_for_template(prompt.messages, shown)
+    return ChatPrompt(messages=messages, prefill=prompt.prefill)
 
 
 class ToolCallSplitter:

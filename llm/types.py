@@ -240,6 +240,10 @@ class GenerationParams(BaseModel):
             )
         return self
 
+    def unconstrained(self) -> GenerationParams:
+        """These parameters without a response format or tools."""
+        return self.model_copy(update={"response_format": None, "tools": (), "tool_choice": "auto"})
+
     @property
     def constrained(self) -> bool:
         """Whether the reply is constrained by a format or may contain tool calls."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,21 @@ def test_generate_streams_and_reads_stdin() -> None:
     result = run("generate", "--file", "-", "--stream", "--max-tokens", "8", stdin=b"Say hello.")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+def test_generate_under_a_format(tmp_path: Path) -> None:
+    schema = tmp_path / "city.json"
+    schema.write_text(
+        '{"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},'
+        ' "required": ["city"]}'
+    )
+    result = run("generate", "Name a city as JSON.", "--json-schema", str(schema))
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout)["city"], str)
+    picked = run("generate", "Is water wet?", "--choice", "yes", "--choice", "no")
+    assert picked.returncode == 0 and picked.stdout.strip() in ("yes", "no")
+    both = run("generate", "Hi", "--json", "--regex", "[a-z]+")
+    assert both.returncode == 2 and "at most one of" in both.stderr
 
 
 def test_generate_raw_completion_on_gemma() -> None:

@@ -13,6 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relaygraph.decoding.drafts import PromptLookupDrafter
+from relaygraph.decoding.speculative import SpeculativeLLM
+from relaygraph.decoding.window import FixedWindow
 from relaygraph.errors import ConfigError
 from relaygraph.llm import GenerationParams, LocalLLM, OpenAICompatLLM
 from relaygraph.llm.constraints import (
@@ -271,3 +274,35 @@ def test_a_cascade_answers_under_the_constraint(smollm2: LocalLLM, gemma3: Local
         cascade = Cascade([Rung(smollm2, MeanLogprob(), threshold=threshold), Rung(gemma3)])
         result = cascade.route(ASK, _schema_params())
         jsonschema.validate(json.loads(result.completion.text), PERSON)
+
+
+def test_speculative_decoding_keeps_the_targets_constrained_output(smollm2: LocalLLM) -> None:
+    for draft in (PromptLookupDrafter(), smollm2):
+        spec = SpeculativeLLM(draft, smollm2, FixedWindow(4))
+        for params in (
+            _schema_params(),
+            GenerationParams(
+                max_tokens=60, tools=(ADD,), tool_choice="required", parallel_tool_calls=False
+            ),
+        ):
+            direct = smollm2.complete(ASK_SUM if params.tools else ASK, params)
+            drafted = spec.complete(ASK_SUM if params.tools else ASK, params)
+            assert drafted.choice.token_ids == direct.choice.token_ids
+            assert drafted.text == direct.text
+            assert drafted.choice.finish_reason == direct.choice.finish_reason
+            assert [c.arguments for c in drafted.choice.tool_calls or ()] == [
+                c.arguments for c in direct.choice.tool_calls or ()
+            ]
+    sampled = SpeculativeLLM(smollm2, smollm2, FixedWindow(3)).complete(
+        ASK, _schema_params(temperature=0.8, seed=3)
+    )
+    if sampled.choice.finish_reason == "stop":
+        jsonschema.validate(json.loads(sampled.text), PERSON)
+
+
+def test_speculative_decoding_refuses_constraints_on_a_remote_target(
+    smollm2: LocalLLM, remote_smollm2: OpenAICompatLLM
+) -> None:
+    spec = SpeculativeLLM(smollm2, remote_smollm2, FixedWindow(4))
+    with pytest.raises(ConfigError, match="needs an in-process target"):
+        spec.complete(ASK, _schema_params())
