@@ -276,9 +276,27 @@ def test_a_cascade_answers_under_the_constraint(smollm2: LocalLLM, gemma3: Local
         jsonschema.validate(json.loads(result.completion.text), PERSON)
 
 
+class _WildDraft:
+    """SmolLM2 drafting at temperature 1.5 and without the grammar: most of its proposals
+    break the format and must be rejected."""
+
+    def __init__(self, llm: LocalLLM) -> None:
+        self._llm = llm
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def complete(self, prompt: Any, params: GenerationParams | None = None) -> Any:
+        self.calls += 1
+        assert params is not None and not params.constrained  # drafts propose freely
+        hot = params.model_copy(update={"temperature": 1.5, "seed": self.calls})
+        return self._llm.complete(prompt, hot)
+
+
 def test_speculative_decoding_keeps_the_targets_constrained_output(smollm2: LocalLLM) -> None:
-    for draft in (PromptLookupDrafter(), smollm2):
-        spec = SpeculativeLLM(draft, smollm2, FixedWindow(4))
+    for draft in (PromptLookupDrafter(), smollm2, _WildDraft(smollm2)):
+        spec = SpeculativeLLM(draft, smollm2, FixedWindow(4))  # type: ignore[arg-type]
         for params in (
             _schema_params(),
             GenerationParams(
