@@ -289,6 +289,9 @@ HOTPOT_CONFIGS = {
     "guided": "relaygraph.eval.hotpotqa.agents:react_guided",
     "single_call": "relaygraph.eval.hotpotqa.agents:single_call",
 }
+SINGLE_CALL_WINDOW = 4096
+"""Tokens of context for the plain call: the shipped questions' ten paragraphs need up to
+about 2,300, more than the engine's default window of 2,048."""
 ALFWORLD_CONFIGS = {
     "grammar": "relaygraph.eval.alfworld.agent:alfworld_react",
     "guided": "relaygraph.eval.alfworld.agent:alfworld_react_guided",
@@ -351,11 +354,13 @@ def agents_section(args: argparse.Namespace, progress: Progress) -> dict[str, An
     if "hotpotqa" in args.suites:
         dataset = load_hotpotqa(None, sample="distractor-100")
         questions = sample_items(dataset.examples, args.hotpot_limit, 0)
+        # The plain call reads all ten paragraphs: a window the longest question fits.
+        wide = LocalLLM.load(model, context_window=SINGLE_CALL_WINDOW, max_batch=1)
         for name, graph in HOTPOT_CONFIGS.items():
             progress.console.print(f"hotpotqa: {name} ({len(questions)} questions)")
             directory = AGENT_RUNS / f"hotpotqa-{name}"
             evaluate(
-                HotpotSuite(load_factory(graph), llm),
+                HotpotSuite(load_factory(graph), wide if name == "single_call" else llm),
                 questions,
                 directory,
                 dataset="sample:distractor-100",
