@@ -428,7 +428,7 @@ def plot(models: list[dict[str, Any]], out: Path) -> None:
         [f"{model}\nbatch {row['batch']}" for model, row in groups],
     )
     ax.set_ylabel("decode tokens / s")
-    ax.set_title("Constrained decoding cost (higher is better; labels: ratio to unconstrained)")
+    ax.set_title("Constrained decoding cost (higher is better; labels: ratio to its baseline)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=120)

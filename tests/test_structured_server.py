@@ -68,6 +68,19 @@ def client(server: BackgroundServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
 
 
+def ask_weather(client: openai.OpenAI, **request: Any) -> Any:
+    """The weather question to SmolLM2 with the weather tool, greedy; ``request`` adds to
+    or overrides the fields."""
+    fields = {
+        "model": "smollm2-135m",
+        "messages": ASK_WEATHER,
+        "tools": [WEATHER],
+        "max_tokens": 80,
+        "temperature": 0,
+    }
+    return client.chat.completions.create(**(fields | request))
+
+
 def _check_call(call: Any, tool: dict[str, Any]) -> dict[str, Any]:
     assert call.type == "function" and call.id
     assert call.function.name == tool["function"]["name"]
@@ -110,14 +123,7 @@ def test_named_tool_is_the_one_called(client: openai.OpenAI, model: str) -> None
 
 
 def test_auto_and_none(client: openai.OpenAI) -> None:
-    auto = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="auto",
-        max_tokens=60,
-        temperature=0,
-    )
+    auto = ask_weather(client, tool_choice="auto", max_tokens=60)
     choice = auto.choices[0]
     # The model decides; either way the reply is well formed.
     if choice.message.tool_calls:
@@ -125,28 +131,13 @@ def test_auto_and_none(client: openai.OpenAI) -> None:
         _check_call(choice.message.tool_calls[0], WEATHER)
     else:
         assert choice.message.content and "<tool_call>" not in choice.message.content
-    none = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="none",
-        max_tokens=30,
-        temperature=0,
-    )
+    none = ask_weather(client, tool_choice="none", max_tokens=30)
     assert not none.choices[0].message.tool_calls
     assert none.choices[0].finish_reason in ("stop", "length")
 
 
 def test_streamed_tool_calls_reassemble(client: openai.OpenAI) -> None:
-    stream = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="required",
-        max_tokens=80,
-        temperature=0,
-        stream=True,
-    )
+    stream = ask_weather(client, tool_choice="required", stream=True)
     parts: dict[int, dict[str, str]] = {}
     finish = None
     for chunk in stream:
@@ -161,41 +152,19 @@ def test_streamed_tool_calls_reassemble(client: openai.OpenAI) -> None:
     assert parts and parts[0]["name"] == "get_weather" and parts[0]["id"]
     jsonschema.validate(json.loads(parts[0]["arguments"]), WEATHER["function"]["parameters"])
     # The same request unstreamed makes the same call (greedy).
-    whole = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="required",
-        max_tokens=80,
-        temperature=0,
-    )
+    whole = ask_weather(client, tool_choice="required")
     assert whole.choices[0].message.tool_calls[0].function.arguments == parts[0]["arguments"]  # type: ignore[index]
 
 
 def test_a_tool_result_turn_is_answered(client: openai.OpenAI) -> None:
-    first = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=ASK_WEATHER,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="required",
-        parallel_tool_calls=False,
-        max_tokens=60,
-        temperature=0,
-    )
+    first = ask_weather(client, tool_choice="required", parallel_tool_calls=False, max_tokens=60)
     call = (first.choices[0].message.tool_calls or [])[0]
     history = [
         *ASK_WEATHER,
         first.choices[0].message.model_dump(exclude_none=True),
         {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 24 degrees celsius."},
     ]
-    second = client.chat.completions.create(
-        model="smollm2-135m",
-        messages=history,  # type: ignore[arg-type]
-        tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="none",
-        max_tokens=40,
-        temperature=0,
-    )
+    second = ask_weather(client, messages=history, tool_choice="none", max_tokens=40)
     assert second.choices[0].message.content
     assert not second.choices[0].message.tool_calls
 
