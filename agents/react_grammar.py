@@ -8,8 +8,9 @@ a reply cannot fail to parse:
     Action: finish[<answer>]       unless the tool policy still requires a call
 
 A tool with one string parameter takes one line of text without ``]`` (``search[Eiffel
-Tower]``), nor the ``<>`` of the placeholders the prompt shows (``search[<query>]``);
-any other tool takes a JSON object under its
+Tower]``), nor the ``<>`` of the placeholders the prompt shows (``search[<query>]``), or
+one of its current ``choices`` when it has them (a game's admissible commands); any other
+tool takes a JSON object under its
 arguments schema (``add[{"a": 2, "b": 3}]``). With an output schema, the finish answer is
 a JSON value under that schema.
 
@@ -80,7 +81,11 @@ def react_grammar(
         rules.append(f"THOUGHT: /[^\\n]{{1,{THOUGHT_CHARS}}}/")
     for i, tool in enumerate(tools):
         opening = json.dumps(f"{tool.name}[")
-        if takes_text(tool):
+        valid = list(tool.choices()) if tool.choices is not None else []
+        if valid:
+            options = " | ".join(json.dumps(v, ensure_ascii=False) for v in valid)
+            rules.append(f'tool_{i}: {opening} ({options}) "]"')
+        elif takes_text(tool):
             rules.append(f'tool_{i}: {opening} ARG_{i} "]"')
             rules.append(f"ARG_{i}: {_TEXT.format(ARGUMENT_CHARS)}")
         else:

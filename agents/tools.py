@@ -19,7 +19,7 @@ from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 from relaygraph.errors import ConfigError, first_problem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 MAX_OBSERVATION_CHARS = 2000
 """Longer tool results are cut (with a note) so one observation cannot flood a prompt."""
@@ -51,6 +51,10 @@ class Tool:
     return_direct: bool = False
     """The tool's result is the agent's answer: a successful call ends its turn with it
     (LangChain's ``return_direct``), for tools whose output needs no rewording."""
+    choices: Callable[[], Sequence[str]] | None = None
+    """For a tool of one string parameter: the arguments valid right now (an environment's
+    admissible commands), asked before each step; a step decoded under a grammar then
+    writes one of them. None, or an empty list: any text."""
 
     @classmethod
     def from_function(
@@ -60,6 +64,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         return_direct: bool = False,
+        choices: Callable[[], Sequence[str]] | None = None,
     ) -> Tool:
         """A tool from a type-hinted function (or one taking a single pydantic model).
 
@@ -84,7 +89,15 @@ class Tool:
         params = list(inspect.signature(fn).parameters.values())
         if len(params) == 1 and _is_model(hints.get(params[0].name)):
             model: type[BaseModel] = hints[params[0].name]
-            return cls(tool_name, summary, model, fn, takes_model=True, return_direct=return_direct)
+            return cls(
+                tool_name,
+                summary,
+                model,
+                fn,
+                takes_model=True,
+                return_direct=return_direct,
+                choices=choices,
+            )
         fields: dict[str, Any] = {}
         for p in params:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -109,7 +122,7 @@ class Tool:
                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
                 parameter="tools",
             ) from None
-        return cls(tool_name, summary, model, fn, return_direct=return_direct)
+        return cls(tool_name, summary, model, fn, return_direct=return_direct, choices=choices)
 
     @classmethod
     def from_langchain(cls, lc_tool: Any) -> Tool:

@@ -28,7 +28,8 @@ interleaved); medians are reported.
 Section ``agents``: the step grammar against guided decoding on HotPotQA (the 100 shipped
 distractor questions) and ALFWorld (a 12-game draw from valid_unseen, stratified by task
 type), with SmolLM2, and on HotPotQA also the grammar with a tool policy (search before
-finishing): EM/F1 or games won, the share of steps that parse without help
+finishing), on ALFWorld the grammar with ``act`` limited to the admissible commands:
+EM/F1 or games won, the share of steps that parse without help
 (no action scoring, no second call), tool calls, tokens and seconds per item; on HotPotQA
 also one plain call with the question's ten paragraphs (no agent), and F1 per thousand
 prompt tokens. Runs go to runs/structured/ and resume.
@@ -294,6 +295,7 @@ SINGLE_CALL_WINDOW = 4096
 about 2,300, more than the engine's default window of 2,048."""
 ALFWORLD_CONFIGS = {
     "grammar": "relaygraph.eval.alfworld.agent:alfworld_react",
+    "grammar_admissible": "relaygraph.eval.alfworld.agent:alfworld_react_admissible",
     "guided": "relaygraph.eval.alfworld.agent:alfworld_react_guided",
 }
 

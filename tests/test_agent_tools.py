@@ -226,3 +226,24 @@ def test_native_tool_calling_on_the_engine_and_over_a_worker(
         assert json.loads(first.action["arguments"])["query"] == searched[0]
         assert result.trace.steps[-1].action["type"] == "finish"  # type: ignore[index]
         assert result.answer
+
+
+@pytest.mark.slow
+def test_a_tool_with_choices_is_called_with_one_of_them(smollm2: LocalLLM) -> None:
+    moves: list[str] = []
+
+    def act(command: str) -> str:
+        """Run one command in the house; returns what happens."""
+        moves.append(command)
+        return f"You {command}."
+
+    valid = ["go to desk 1", "open drawer 2", "take apple 1 from table 1"]
+    grammar = react_grammar(
+        [Tool.from_function(act, choices=lambda: valid)], finish=True, thought=True
+    )
+    assert '"act[" ("go to desk 1" | "open drawer 2" | "take apple 1 from table 1") "]"' in grammar
+    tool = Tool.from_function(act, choices=lambda: valid)
+    graph = one_agent(smollm2, tools=[tool], tool_choice="act", max_tool_calls=2, max_tokens=48)
+    result = graph.compile().invoke("Put an apple on the desk.")
+    assert result.ok, result.error
+    assert moves and all(move in valid for move in moves)

@@ -257,6 +257,21 @@ def test_regex_and_choice_through_structured_outputs(server: BackgroundServer) -
     assert len(content) == 4 and content.isdigit()
 
 
+def test_text_completions_take_formats_too(server: BackgroundServer) -> None:
+    response = httpx.post(
+        f"{server.base_url}/completions",
+        json={
+            "model": "gemma3-270m",
+            "prompt": "Q: Is Paris the capital of France?\nA:",
+            "structured_outputs": {"choice": [" yes", " no"]},
+            "temperature": 0,
+        },
+        timeout=60,
+    ).json()
+    assert response["choices"][0]["text"] in (" yes", " no")
+    assert response["choices"][0]["finish_reason"] == "stop"
+
+
 BAD_SCHEMA = {"type": "function", "function": {"name": "f", "parameters": {"type": "nope"}}}
 UNKNOWN_FORMAT = {"name": "n", "schema": {"type": "string", "format": "no-such-format"}}
 NAMED_X = {"type": "function", "function": {"name": "x"}}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydantic import BaseModel
 
-from relaygraph.agents import Agent, StandardRole
+from relaygraph.agents import Agent, StandardRole, Tool
 from relaygraph.eval.alfworld.demos import DemoSet, load_demos
 from relaygraph.eval.alfworld.env import AlfworldEnv, AlfworldEnvError
 from relaygraph.eval.alfworld.games import Split, TaskType
@@ -78,9 +78,11 @@ class EpisodeGuard:
 def alfworld_react(
     model: str | LLM,
     env: AlfworldEnv,
+    *,
     demos: DemoSet | None = None,
     reasoning_policy: ReasoningPolicy | None = None,
     react_decoding: ReactDecoding = "auto",
+    admissible_only: bool = False,
 ) -> AgentGraph:
     """One ReAct agent playing ``env``'s game with ``act[command]``.
 
@@ -94,6 +96,8 @@ def alfworld_react(
             which model to reason (default: `ReActPolicy`, always reason), e.g. a learned
             `PolicyReasoner`.
         react_decoding: How its steps are decoded (`Agent.react_decoding`).
+        admissible_only: Under the step grammar, ``act`` writes one of the game's
+            admissible commands (`Tool.choices`) instead of free text.
 
     Raises:
         ConfigError: ``demos`` has none for the game's task type.
@@ -111,7 +115,11 @@ def alfworld_react(
             name="player",
             role=StandardRole.EXECUTOR,
             instructions=INSTRUCTIONS.format(demo=demo.render("act")),
-            tools=[act],
+            tools=[
+                Tool.from_function(
+                    act, choices=(lambda: env.admissible_commands) if admissible_only else None
+                )
+            ],
             reasoning_policy=EpisodeGuard(env, reasoning_policy),
             max_steps=steps,
             max_tokens=MAX_TOKENS,
@@ -120,6 +128,12 @@ def alfworld_react(
         )
     )
     return graph.set_entry("player").set_finish("player")
+
+
+def alfworld_react_admissible(model: str | LLM, env: AlfworldEnv) -> AgentGraph:
+    """`alfworld_react` whose ``act`` is decoded as one of the game's admissible commands
+    (the step grammar lists them), the setting where an agent picks among valid moves."""
+    return alfworld_react(model, env, admissible_only=True)
 
 
 def alfworld_react_guided(model: str | LLM, env: AlfworldEnv) -> AgentGraph:

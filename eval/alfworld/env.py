@@ -158,6 +158,11 @@ class AlfworldEnv:
         return self.error is not None or (self._last is not None and self._last.done)
 
     @property
+    def admissible_commands(self) -> tuple[str, ...]:
+        """The commands valid in the current state (none before a reset or once over)."""
+        return () if self._last is None or self.done else self._last.admissible_commands
+
+    @property
     def steps(self) -> int:
         return 0 if self._last is None else self._last.steps
 
