@@ -45,13 +45,6 @@ def _json(schema: dict[str, Any]) -> str:
     return f"%json {json.dumps(schema, ensure_ascii=False)}"
 
 
-def takes_text(tool: Tool) -> bool:
-    """Whether the tool's argument is written as plain text: one string parameter."""
-    schema = tool.args_model.model_json_schema()
-    properties = schema.get("properties", {})
-    return len(properties) == 1 and next(iter(properties.values())).get("type") == "string"
-
-
 def react_grammar(
     tools: Sequence[Tool],
     *,
@@ -85,7 +78,7 @@ def react_grammar(
         if valid:
             options = " | ".join(json.dumps(v, ensure_ascii=False) for v in valid)
             rules.append(f'tool_{i}: {opening} ({options}) "]"')
-        elif takes_text(tool):
+        elif tool.takes_text:
             rules.append(f'tool_{i}: {opening} ARG_{i} "]"')
             rules.append(f"ARG_{i}: {_TEXT.format(ARGUMENT_CHARS)}")
         else:

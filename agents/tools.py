@@ -56,6 +56,19 @@ class Tool:
     admissible commands), asked before each step; a step decoded under a grammar then
     writes one of them. None, or an empty list: any text."""
 
+    def __post_init__(self) -> None:
+        if self.choices is not None and not self.takes_text:
+            raise ConfigError(
+                f"tool {self.name!r}: choices need a tool of one string parameter",
+                parameter="tools",
+            )
+
+    @property
+    def takes_text(self) -> bool:
+        """Whether the argument is written as plain text: one string parameter."""
+        properties = self.args_model.model_json_schema().get("properties", {})
+        return len(properties) == 1 and next(iter(properties.values())).get("type") == "string"
+
     @classmethod
     def from_function(
         cls,

@@ -70,6 +70,11 @@ def test_step_grammar_lists_the_allowed_actions() -> None:
         react_grammar([], finish=False, thought=True)
 
 
+def test_choices_need_a_text_tool() -> None:
+    with pytest.raises(ConfigError, match="choices need a tool of one string parameter"):
+        Tool.from_function(add, choices=lambda: ["1"])
+
+
 def test_tool_policies_are_checked_when_the_graph_is_built() -> None:
     with pytest.raises(ConfigError, match="'lookup' is not auto, required or one of its tools"):
         one_agent(ScriptedLLM([]), tools=[search], tool_choice="lookup").compile()
