@@ -27,6 +27,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from relaygraph.llm.grammar import json_rule
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -39,10 +41,6 @@ ANSWER_CHARS = 400
 _TEXT = "/[^\\]\\n<>]{{1,{}}}/"
 """A text argument: one line, no closing bracket, no placeholder brackets (the prompt
 writes placeholders as ``<query>``, which small models would otherwise copy)."""
-
-
-def _json(schema: dict[str, Any]) -> str:
-    return f"%json {json.dumps(schema, ensure_ascii=False)}"
 
 
 def react_grammar(
@@ -82,11 +80,13 @@ def react_grammar(
             rules.append(f'tool_{i}: {opening} ARG_{i} "]"')
             rules.append(f"ARG_{i}: {_TEXT.format(ARGUMENT_CHARS)}")
         else:
-            rules.append(f'tool_{i}: {opening} {_json(tool.args_model.model_json_schema())} "]"')
+            rules.append(
+                f'tool_{i}: {opening} {json_rule(tool.args_model.model_json_schema())} "]"'
+            )
     if finish:
         if output_schema is None:
             rules.append('finish: "finish[" ANSWER "]"')
             rules.append(f"ANSWER: {_TEXT.format(ANSWER_CHARS)}")
         else:
-            rules.append(f'finish: "finish[" {_json(output_schema)} "]"')
+            rules.append(f'finish: "finish[" {json_rule(output_schema)} "]"')
     return "\n".join(rules)

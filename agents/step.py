@@ -258,13 +258,7 @@ class _Caller:
     def reply(self, max_tokens: int) -> str | StepOutput:
         spec = self.agent.spec
         if spec.answer_format == "plain":
-            schema = spec.output_schema
-            answer_format = (
-                JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
-                if schema is not None
-                else None
-            )
-            return self._call("", max_tokens, (), answer_format)
+            return self._call("", max_tokens, (), self._answer_format())
         if self._grammar_decoding():
             self.record.model_details["react_decoding"] = "grammar"
             return self._constrained(max_tokens)
@@ -272,6 +266,13 @@ class _Caller:
         return guided_reply(
             self._call, self._choose_action, max_tokens=max_tokens, act_only=self.act_only
         )
+
+    def _answer_format(self) -> JsonSchemaFormat | None:
+        """The output schema as a response format (None: the answer is free text)."""
+        schema = self.agent.spec.output_schema
+        if schema is None:
+            return None
+        return JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
 
     def _grammar_decoding(self) -> bool:
         mode = self.agent.spec.react_decoding
@@ -323,7 +324,7 @@ class _Caller:
 
     def native(self, max_tokens: int) -> ReActStep | StepOutput:
         """One step through the model's own tool calling: a call, or the answer."""
-        policy, spec = self.policy, self.agent.spec
+        policy = self.policy
         specs = tuple(
             ToolSpec(
                 name=t.name,
@@ -335,12 +336,7 @@ class _Caller:
         choice: Literal["auto", "required"] | NamedToolChoice = "auto"
         if not policy.finish:
             choice = NamedToolChoice(name=specs[0].name) if len(specs) == 1 else "required"
-        schema = spec.output_schema
-        answer_format = (
-            JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
-            if schema is not None and policy.finish
-            else None
-        )
+        answer_format = self._answer_format() if policy.finish else None
         self.record.model_details["tool_calling"] = "native"
         completion = self._complete(
             "",

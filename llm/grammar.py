@@ -75,8 +75,8 @@ def closed(schema: Any) -> Any:
     schema.
 
     Example:
-        >>> closed({"type": "object", "properties": {"a": {"type": "integer"}}})
-        {'type': 'object', 'properties': {'a': {'type': 'integer'}}, 'additionalProperties': False}
+        >>> closed({"type": "object", "properties": {"a": {"type": "string"}}})
+        {'type': 'object', 'properties': {'a': {'type': 'string'}}, 'additionalProperties': False}
     """
     if isinstance(schema, list):
         return [closed(item) for item in schema]
@@ -95,7 +95,9 @@ def closed(schema: Any) -> Any:
     return out
 
 
-def _json_rule(schema: dict[str, Any]) -> str:
+def json_rule(schema: dict[str, Any]) -> str:
+    """A Lark ``%json`` rule for a schema, written as every grammar here writes JSON:
+    compact and `closed`."""
     styled = closed(schema)
     styled["x-guidance"] = {**_JSON_STYLE, **schema.get("x-guidance", {})}
     return f"%json {json.dumps(styled, ensure_ascii=False)}"
@@ -107,9 +109,9 @@ def _content_rules(params: GenerationParams, *, with_tools: bool) -> list[str]:
     if fmt is None:
         return [f"content: FREE_TEXT\nFREE_TEXT: {_FREE_TEXT}"]
     if isinstance(fmt, JsonSchemaFormat):
-        return [f"content: {_json_rule(fmt.json_schema)}"]
+        return [f"content: {json_rule(fmt.json_schema)}"]
     if isinstance(fmt, JsonObjectFormat):
-        return [f"content: {_json_rule({'type': 'object'})}"]
+        return [f"content: {json_rule({'type': 'object'})}"]
     if isinstance(fmt, RegexFormat):
         return [f"content: CONTENT\nCONTENT: /{llguidance.regex_to_lark(fmt.pattern)}/"]
     if isinstance(fmt, ChoiceFormat):
@@ -133,7 +135,7 @@ def _call_rules(tools: list[ToolSpec], parallel: bool) -> list[str]:
     for i, tool in enumerate(tools):
         head = f'{CALL_OPEN}\n{{"name": {json.dumps(tool.name)}, "arguments": '
         tail = f"}}\n{CALL_CLOSE}"
-        arguments = _json_rule(tool.parameters)
+        arguments = json_rule(tool.parameters)
         rules.append(f"call_{i}: {json.dumps(head)} {arguments} {json.dumps(tail)}")
     return rules
 

@@ -23,11 +23,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relaygraph.errors import ModelNotFoundError, RelayGraphError, first_problem
 from relaygraph.graph.runtime import CompiledAgentGraph
-from relaygraph.llm.tool_format import tools_instruction
+from relaygraph.llm.tool_format import messages_for_template
 from relaygraph.llm.types import (
     CompletionChunk,
     GenerationParams,
-    Message,
     Prompt,
     TextPrompt,
     TokenLogprob,
@@ -218,9 +217,10 @@ class OpenAIServer:
         # The room left by default also leaves room for the tool list the model is shown.
         room_prompt = prompt
         if request.tools and request.tool_choice != "none":
-            listing = tools_instruction([t.to_spec() for t in request.tools])
-            system = Message(role="system", content=listing)
-            room_prompt = prompt.model_copy(update={"messages": (system, *prompt.messages)})
+            shown = [t.to_spec() for t in request.tools]
+            room_prompt = prompt.model_copy(
+                update={"messages": messages_for_template(prompt.messages, shown)}
+            )
         limit = self.max_tokens(
             llm, room_prompt, request.max_completion_tokens or request.max_tokens
         )
