@@ -9,6 +9,7 @@ from relaygraph.agents.roles import check_role
 from relaygraph.agents.tools import Tool
 from relaygraph.decoding.base import Decoder, DirectDecoder
 from relaygraph.errors import ConfigError
+from relaygraph.llm.constraints import JsonSchemaFormat
 from relaygraph.routing.context import ContextPolicy, FullContext
 from relaygraph.routing.models import FixedModel, ModelPolicy
 from relaygraph.routing.reasoning import ReActPolicy, ReasoningPolicy
@@ -201,10 +202,24 @@ class BoundAgent:
     spec: Agent
     llm: LLM
     tools: dict[str, Tool]
+    answer_format: JsonSchemaFormat | None = None
+    """The run's own format for this agent's answer (a served request's
+    ``response_format``), in place of the spec's ``output_schema``."""
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def answer_schema(self) -> JsonSchemaFormat | None:
+        """The JSON schema the agent's answer is decoded under and checked against
+        (None: free text)."""
+        if self.answer_format is not None:
+            return self.answer_format
+        schema = self.spec.output_schema
+        if schema is None:
+            return None
+        return JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
 
     @property
     def role(self) -> str:

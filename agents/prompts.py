@@ -25,14 +25,14 @@ def system_prompt(agent: BoundAgent, *, act_only: bool) -> str:
         return "\n".join(lines)
     if spec.tool_calling == "native":
         lines.append("Call a tool when you need one; when you know the answer, reply with it.")
-        if spec.output_schema is not None:
+        if agent.answer_schema is not None:
             lines.append("Your answer must be a JSON object.")
         return "\n".join(lines)
     lines.append("\nYou can use these actions:")
     lines.extend(f"- {t.signature()}: {t.description}" for t in agent.tools.values())
     lines.append("- finish[<your answer>]: finish with your final answer.")
-    if spec.output_schema is not None:
-        schema = spec.output_schema.model_json_schema()
+    if agent.answer_schema is not None:
+        schema = agent.answer_schema.json_schema
         lines.append(f"The answer given to finish must be a JSON object matching: {schema}")
     if act_only:
         lines.append("\nReply with one line:\nAction: <action>[<argument>]")

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import jsonschema
 from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.agents.prompts import step_prompt
@@ -32,7 +33,6 @@ from relaygraph.agents.tools import ToolCallError
 from relaygraph.errors import ConfigError, LLMError
 from relaygraph.llm.constraints import (
     GrammarFormat,
-    JsonSchemaFormat,
     NamedToolChoice,
     ResponseFormat,
     ToolSpec,
@@ -258,7 +258,7 @@ class _Caller:
     def reply(self, max_tokens: int) -> str | StepOutput:
         spec = self.agent.spec
         if spec.answer_format == "plain":
-            return self._call("", max_tokens, (), self._answer_format())
+            return self._call("", max_tokens, (), self.agent.answer_schema)
         if self._grammar_decoding():
             self.record.model_details["react_decoding"] = "grammar"
             return self._constrained(max_tokens)
@@ -267,24 +267,17 @@ class _Caller:
             self._call, self._choose_action, max_tokens=max_tokens, act_only=self.act_only
         )
 
-    def _answer_format(self) -> JsonSchemaFormat | None:
-        """The output schema as a response format (None: the answer is free text)."""
-        schema = self.agent.spec.output_schema
-        if schema is None:
-            return None
-        return JsonSchemaFormat(json_schema=schema.model_json_schema(), name=schema.__name__)
-
     def _grammar_decoding(self) -> bool:
         mode = self.agent.spec.react_decoding
         return mode == "grammar" or (mode == "auto" and isinstance(self.agent.llm, LocalLLM))
 
     def _grammar(self, *, thought: bool) -> GrammarFormat:
-        schema = self.agent.spec.output_schema
+        schema = self.agent.answer_schema
         lark = react_grammar(
             list(self.policy.tools.values()),
             finish=self.policy.finish,
             thought=thought,
-            output_schema=schema.model_json_schema() if schema else None,
+            output_schema=schema.json_schema if schema else None,
         )
         return GrammarFormat(grammar=lark)
 
@@ -336,7 +329,7 @@ class _Caller:
         choice: Literal["auto", "required"] | NamedToolChoice = "auto"
         if not policy.finish:
             choice = NamedToolChoice(name=specs[0].name) if len(specs) == 1 else "required"
-        answer_format = self._answer_format() if policy.finish else None
+        answer_format = self.agent.answer_schema if policy.finish else None
         self.record.model_details["tool_calling"] = "native"
         completion = self._complete(
             "",
@@ -473,16 +466,22 @@ def _parse(
         step = parse_react(reply)
     if spec.answer_format == "react":
         policy.check(step)
-    if not isinstance(step.action, FinalAnswer) or spec.output_schema is None:
+    schema = agent.answer_schema
+    if not isinstance(step.action, FinalAnswer) or schema is None:
         return step, None
     try:
-        data = spec.output_schema.model_validate(json.loads(step.action.text))
-    except (json.JSONDecodeError, ValidationError) as exc:
+        data = json.loads(step.action.text)
+        if agent.answer_format is None and spec.output_schema is not None:
+            return step, spec.output_schema.model_validate(data).model_dump()
+        jsonschema.validate(data, schema.json_schema)
+    except (json.JSONDecodeError, ValidationError, jsonschema.ValidationError) as exc:
         first = str(exc).splitlines()[0]
         raise ReActParseError(
             f"the answer must be JSON matching the output schema ({first})"
         ) from None
-    return step, data.model_dump()
+    if not isinstance(data, dict):
+        raise ReActParseError("the answer must be a JSON object")
+    return step, data
 
 
 def _act(

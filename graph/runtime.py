@@ -30,7 +30,10 @@ from relaygraph.graph.budget import BudgetLedger
 from relaygraph.graph.builder import END
 from relaygraph.graph.state import RunState, initial_state
 from relaygraph.graph.trace import Route, RunError, Trace
+from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
 from relaygraph.llm.counting import TokenCounter
+from relaygraph.llm.local import LocalLLM
+from relaygraph.llm.types import GenerationParams
 from relaygraph.memory import MemoryEntry
 from relaygraph.routing.context import ContextItem
 from relaygraph.routing.rcr import log_entry_id
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
     from relaygraph.memory import MemoryScope, SharedMemory
 
 _STREAM_TOKENS = "relaygraph_stream_tokens"
+
+AnswerFormat = JsonSchemaFormat | JsonObjectFormat
+"""A run's format for its answer: a JSON schema, or any JSON object."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +219,9 @@ class CompiledAgentGraph:
         allowed = state.get("allowed_tools")
         if allowed is not None:
             agent = replace(agent, tools={k: t for k, t in agent.tools.items() if k in allowed})
+        answer_format = state.get("answer_format")
+        if answer_format is not None and name in self._finish:
+            agent = replace(agent, answer_format=JsonSchemaFormat.model_validate(answer_format))
         records = state["records"]
         turn = state["turns"].get(name)
         turn_step = turn["step"] if turn and not turn["finished"] else 0
@@ -373,6 +382,38 @@ class CompiledAgentGraph:
             )
         return sorted(tools)
 
+    def check_answer_format(self, fmt: AnswerFormat | None) -> JsonSchemaFormat | None:
+        """The format the finishing agents' answers take in a run, as a JSON schema.
+
+        A graph's answer is what its finishing agents say, so a run's format binds them,
+        in place of their own ``output_schema``; like OpenAI's structured outputs, the
+        schema's root is an object.
+
+        Raises:
+            ConfigError: The graph has no finishing agent, the root is not an object, or a
+                finishing agent's embedded model cannot decode under the schema.
+        """
+        if fmt is None:
+            return None
+        if isinstance(fmt, JsonObjectFormat):
+            fmt = JsonSchemaFormat(json_schema={"type": "object"}, name="json_object")
+        if not self._finish:
+            raise ConfigError(
+                f"graph {self.name!r} has no finishing agent to give its answer a format",
+                parameter="response_format",
+            )
+        if fmt.json_schema.get("type") != "object":
+            raise ConfigError(
+                "a graph's answer format must be a JSON schema whose root is an object "
+                '({"type": "object", ...})',
+                parameter="response_format",
+            )
+        for name in sorted(self._finish):
+            llm = self.agents[name].llm
+            if isinstance(llm, LocalLLM):  # a schema the grammar cannot hold fails now
+                llm.compile_constraints(GenerationParams(response_format=fmt), chat=True)
+        return fmt
+
     def _events(
         self,
         task: str | None,
@@ -380,12 +421,19 @@ class CompiledAgentGraph:
         *,
         tokens: bool,
         tools: Collection[str] | None = None,
+        answer_format: AnswerFormat | None = None,
     ) -> Iterator[RunEvent]:
         config = self._config(thread_id, tokens=tokens)
         values: dict[str, Any] | None = None
-        payload: Any = (
-            None if task is None else initial_state(uuid.uuid4().hex, task, self.check_tools(tools))
-        )
+        payload: Any = None
+        if task is not None:
+            fmt = self.check_answer_format(answer_format)
+            payload = initial_state(
+                uuid.uuid4().hex,
+                task,
+                self.check_tools(tools),
+                fmt.model_dump(mode="json") if fmt else None,
+            )
         try:
             # "sync": each step's checkpoint is written before the next step starts, so a
             # killed process loses at most the step that was running.
@@ -440,18 +488,33 @@ class CompiledAgentGraph:
         )
 
     def invoke(
-        self, task: str, *, thread_id: str | None = None, tools: Collection[str] | None = None
+        self,
+        task: str,
+        *,
+        thread_id: str | None = None,
+        tools: Collection[str] | None = None,
+        answer_format: AnswerFormat | None = None,
     ) -> RunResult:
         """Run the graph on a task to its end (answer or structured error).
 
-        ``tools`` restricts the run to these of the agents' tools (None: all of them).
+        ``tools`` restricts the run to these of the agents' tools (None: all of them);
+        ``answer_format`` is the JSON schema the finishing agents' answers follow in this
+        run (see `check_answer_format`).
 
         Raises:
-            ConfigError: An empty task, or a tool no agent has.
+            ConfigError: An empty task, a tool no agent has, or an answer format the
+                graph cannot follow.
         """
         if not task.strip():
             raise ConfigError("task is empty", parameter="task")
-        *_, last = self._events(task, thread_id or uuid.uuid4().hex, tokens=False, tools=tools)
+        events = self._events(
+            task,
+            thread_id or uuid.uuid4().hex,
+            tokens=False,
+            tools=tools,
+            answer_format=answer_format,
+        )
+        *_, last = events
         assert isinstance(last, ResultEvent)  # _events always ends with the result
         return last.result
 
@@ -462,19 +525,34 @@ class CompiledAgentGraph:
         thread_id: str | None = None,
         tokens: bool = False,
         tools: Collection[str] | None = None,
+        answer_format: AnswerFormat | None = None,
     ) -> Iterator[RunEvent]:
         """Run the graph, yielding a `StepEvent` per step, `TokenEvent`s when ``tokens``,
-        and the `ResultEvent` last (``tools`` as in `invoke`)."""
+        and the `ResultEvent` last (``tools`` and ``answer_format`` as in `invoke`)."""
         if not task.strip():
             raise ConfigError("task is empty", parameter="task")
         self.check_tools(tools)  # fail now, not at the first next()
-        return self._events(task, thread_id or uuid.uuid4().hex, tokens=tokens, tools=tools)
+        self.check_answer_format(answer_format)
+        return self._events(
+            task,
+            thread_id or uuid.uuid4().hex,
+            tokens=tokens,
+            tools=tools,
+            answer_format=answer_format,
+        )
 
     async def ainvoke(
-        self, task: str, *, thread_id: str | None = None, tools: Collection[str] | None = None
+        self,
+        task: str,
+        *,
+        thread_id: str | None = None,
+        tools: Collection[str] | None = None,
+        answer_format: AnswerFormat | None = None,
     ) -> RunResult:
         """`invoke` on a worker thread (the sqlite checkpointer is synchronous)."""
-        return await asyncio.to_thread(self.invoke, task, thread_id=thread_id, tools=tools)
+        return await asyncio.to_thread(
+            self.invoke, task, thread_id=thread_id, tools=tools, answer_format=answer_format
+        )
 
     def resume(self, thread_id: str) -> RunResult:
         """Continue an interrupted run from its last completed step (needs a checkpointer).

@@ -46,6 +46,8 @@ class RunState(TypedDict):
         answer: The last answer given by any agent (the run's result).
         error: The structured error that ended the run, if one did.
         allowed_tools: The tools agents may use in this run (None: all of their own).
+        answer_format: The JSON schema format (dumped) that finishing agents' answers
+            follow in this run (None: their own output schemas).
     """
 
     run_id: str
@@ -60,9 +62,15 @@ class RunState(TypedDict):
     answer: Annotated[str | None, latest]
     error: Annotated[dict[str, Any] | None, latest]
     allowed_tools: list[str] | None
+    answer_format: dict[str, Any] | None
 
 
-def initial_state(run_id: str, task: str, allowed_tools: list[str] | None = None) -> RunState:
+def initial_state(
+    run_id: str,
+    task: str,
+    allowed_tools: list[str] | None = None,
+    answer_format: dict[str, Any] | None = None,
+) -> RunState:
     return RunState(
         run_id=run_id,
         task=task,
@@ -76,4 +84,5 @@ def initial_state(run_id: str, task: str, allowed_tools: list[str] | None = None
         answer=None,
         error=None,
         allowed_tools=allowed_tools,
+        answer_format=answer_format,
     )

@@ -36,7 +36,13 @@ from relaygraph.llm.types import (
 from relaygraph.routing.models import Cascade
 from relaygraph.serving.config import SecurityConfig
 from relaygraph.serving.errors import APIError, to_api_error
-from relaygraph.serving.graphs import allowed_tools, graph_completion, graph_events
+from relaygraph.serving.graphs import (
+    GraphRun,
+    allowed_tools,
+    graph_answer_format,
+    graph_completion,
+    graph_events,
+)
 from relaygraph.serving.guard import Guard
 from relaygraph.serving.metrics import CONTENT_TYPE, ServerMetrics
 from relaygraph.serving.protocol import (
@@ -198,20 +204,14 @@ class OpenAIServer:
             return await self.timed(self._routed(cascade, request))
         graph = self.graphs.get(request.model)
         if graph is not None:
-            if request.response_constraint() is not None:
-                raise APIError(
-                    400,
-                    f"{request.model!r} is an agent graph; it does not take a response format "
-                    "(give its finishing agent an output_schema)",
-                    param="response_format",
-                )
-            tools = graph.check_tools(allowed_tools(request))  # unknown: a 400 before streaming
+            # Unknown tools and unusable formats are 400s before anything streams.
+            tools = graph.check_tools(allowed_tools(request))
+            answer_format = graph.check_answer_format(graph_answer_format(request))
+            run = GraphRun(graph, request, tools, answer_format)
             if request.stream:
-                events = graph_events(graph, request, tools, self.traces, self.metrics)
+                events = graph_events(run, self.traces, self.metrics)
                 return StreamingResponse(events, media_type="text/event-stream")
-            return await self.timed(
-                graph_completion(graph, request, tools, self.traces, self.metrics)
-            )
+            return await self.timed(graph_completion(run, self.traces, self.metrics))
         llm = self.model(request.model)
         prompt = request.chat_prompt()
         # The room left by default also leaves room for the tool list the model is shown.

@@ -3,7 +3,9 @@
 A chat request to a graph's name runs the graph on the conversation and answers with the
 run's final answer. The request's ``tools`` name which of the graph's own tools the run
 may use (``tool_choice: "none"`` allows none, a named function allows that one); the
-graph executes them itself, so no ``tool_calls`` come back to the client. The response
+graph executes them itself, so no ``tool_calls`` come back to the client. A
+``response_format`` (``json_object`` or ``json_schema``) binds the answers of the graph's
+finishing agents for this run, so the reply's content is JSON that follows it. The response
 carries the tokens of every agent as usage and the run's trace id in a ``relaygraph``
 field; ``GET /v1/traces/{id}`` returns the trace. Streaming sends one chunk per agent
 step and per generated token as ``relaygraph`` events (the assistant's ``content`` stays
@@ -13,18 +15,21 @@ clean) and the answer as content at the end.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from relaygraph.errors import ConfigError
 from relaygraph.graph.runtime import ResultEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.llm.bridge import iterate_in_thread
+from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
 from relaygraph.serving.errors import APIError, to_api_error
 from relaygraph.serving.protocol import ToolChoiceIn, new_id, now, usage_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from relaygraph.graph.runtime import CompiledAgentGraph
+    from relaygraph.graph.runtime import AnswerFormat, CompiledAgentGraph
     from relaygraph.llm.types import Message
     from relaygraph.serving.metrics import ServerMetrics
     from relaygraph.serving.protocol import ChatCompletionRequest
@@ -57,6 +62,30 @@ def allowed_tools(request: ChatCompletionRequest) -> list[str] | None:
     return [tool.function.name for tool in request.tools]
 
 
+def graph_answer_format(request: ChatCompletionRequest) -> AnswerFormat | None:
+    """The request's format for a graph's answer; formats other than JSON are a 400."""
+    fmt = request.response_constraint()
+    if fmt is None or isinstance(fmt, JsonSchemaFormat | JsonObjectFormat):
+        return fmt
+    raise APIError(
+        400,
+        f"{request.model!r} is an agent graph; its answer takes a json_schema or json_object "
+        f"format, not {fmt.type}",
+        param="response_format",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class GraphRun:
+    """One request to a graph: what runs, on which conversation, with which tools
+    (None: all) and answer format (already checked against the graph)."""
+
+    graph: CompiledAgentGraph
+    request: ChatCompletionRequest
+    tools: list[str] | None
+    answer_format: JsonSchemaFormat | None
+
+
 def _usage(result: RunResult) -> dict[str, int]:
     steps = result.trace.steps
     return usage_json(sum(s.prompt_tokens for s in steps), sum(s.completion_tokens for s in steps))
@@ -80,15 +109,12 @@ def _record(result: RunResult, name: str, traces: TraceStore, metrics: ServerMet
 
 
 async def graph_completion(
-    graph: CompiledAgentGraph,
-    request: ChatCompletionRequest,
-    tools: list[str] | None,
-    traces: TraceStore,
-    metrics: ServerMetrics,
+    run: GraphRun, traces: TraceStore, metrics: ServerMetrics
 ) -> dict[str, Any]:
-    """Run the graph to its end (``tools``: those it may use) and answer like a chat completion."""
+    """Run the graph to its end and answer like a chat completion."""
+    request = run.request
     task = task_from_messages(request.chat_prompt().messages)
-    result = await graph.ainvoke(task, tools=tools)
+    result = await run.graph.ainvoke(task, tools=run.tools, answer_format=run.answer_format)
     _record(result, request.model, traces, metrics)
     _check(result, request.model)
     return {
@@ -110,13 +136,10 @@ async def graph_completion(
 
 
 async def graph_events(
-    graph: CompiledAgentGraph,
-    request: ChatCompletionRequest,
-    tools: list[str] | None,
-    traces: TraceStore,
-    metrics: ServerMetrics,
+    run: GraphRun, traces: TraceStore, metrics: ServerMetrics
 ) -> AsyncIterator[str]:
     """SSE lines of a streamed graph run; a client that leaves stops the run after its step."""
+    request = run.request
     task = task_from_messages(request.chat_prompt().messages)
     ident, created = new_id("chatcmpl"), now()
 
@@ -133,7 +156,10 @@ async def graph_events(
 
     yield chunk({"role": "assistant", "content": ""}, {"event": "start"})
     try:
-        async for event in iterate_in_thread(lambda: graph.stream(task, tokens=True, tools=tools)):
+        events = partial(
+            run.graph.stream, task, tokens=True, tools=run.tools, answer_format=run.answer_format
+        )
+        async for event in iterate_in_thread(events):
             if isinstance(event, TokenEvent):
                 yield chunk({}, {"event": "token", "agent": event.agent, "text": event.text})
             elif isinstance(event, StepEvent):

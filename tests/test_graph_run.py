@@ -16,6 +16,8 @@ from pydantic import BaseModel
 from relaygraph.agents import Agent
 from relaygraph.graph import END, AgentGraph, Budget, Limits, RunView, StepEvent, TokenEvent, Trace
 from relaygraph.graph.runtime import ResultEvent
+from relaygraph.errors import ConfigError
+from relaygraph.llm.constraints import JsonSchemaFormat
 from relaygraph.llm.scripted import ScriptedLLM
 
 NOTES = {"paris": "Paris is the capital of France.", "seine": "The Seine flows through Paris."}
@@ -214,6 +216,34 @@ def test_output_schema() -> None:
     result = g.compile().invoke("q")
     assert result.structured == {"a": {"answer": "Paris", "confidence": 0.9}}
     assert result.trace.steps[0].parse_retries == 1
+
+
+def test_a_runs_answer_format_binds_the_finishing_agent_only() -> None:
+    llm = ScriptedLLM(
+        [
+            "Thought: go\nAction: search[paris]",
+            "Thought: ok\nAction: finish[Paris]",  # the researcher answers in free text
+            '{"city": "Paris"}',  # ScriptedLLM refuses a reply that breaks the format
+        ]
+    )
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    result = (
+        research_graph(llm)
+        .compile()
+        .invoke("q", answer_format=JsonSchemaFormat(json_schema=schema, name="city"))
+    )
+    assert result.ok, result.error
+    assert result.answer == '{"city": "Paris"}' and result.structured == {"solver": {"city": "Paris"}}
+    assert result.answers["researcher"] == "Paris"
+
+
+def test_an_answer_format_a_graph_cannot_follow_is_refused() -> None:
+    graph = research_graph(ScriptedLLM([])).compile()
+    array = JsonSchemaFormat(json_schema={"type": "array"})
+    with pytest.raises(ConfigError, match="whose root is an object"):
+        graph.invoke("q", answer_format=array)
+    with pytest.raises(ConfigError, match="whose root is an object"):
+        graph.stream("q", answer_format=array)
 
 
 def test_stream_yields_steps_tokens_and_the_result() -> None:

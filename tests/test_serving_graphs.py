@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from relaygraph.agents import Agent
 from relaygraph.graph import AgentGraph
@@ -165,10 +167,62 @@ def test_request_tools_choose_the_graphs_tools(
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="team", messages=MESSAGES, tools=[unknown])  # type: ignore[arg-type,list-item]
     assert "has no tool 'launch_rockets'; its tools: ['lookup']" in str(info.value)
-    # A response format is refused by a graph, never ignored.
-    with pytest.raises(openai.BadRequestError, match="agent graph"):
-        client.chat.completions.create(
-            model="team",
-            messages=MESSAGES,  # type: ignore[arg-type]
-            response_format={"type": "json_object"},
-        )
+
+
+class River(BaseModel):
+    river: str
+    length_km: int | None
+
+
+def test_a_response_format_binds_the_finishing_agents_answer(
+    client: openai.OpenAI, graph_server: BackgroundServer
+) -> None:
+    question = [{"role": "user", "content": "Which river flows through London?"}]
+    parsed = client.chat.completions.parse(
+        model="research-team",
+        messages=question,  # type: ignore[arg-type]
+        response_format=River,
+    )
+    river = parsed.choices[0].message.parsed
+    assert isinstance(river, River) and river.river
+    trace_id = (parsed.model_extra or {})["relaygraph"]["trace_id"]
+    steps = httpx.get(f"{graph_server.base_url}/traces/{trace_id}").json()["steps"]
+    # Only the finishing agent is bound: the researcher still searched in ReAct.
+    assert steps[0]["action"]["tool"] == "search" and steps[-1]["agent"] == "solver"
+
+    stream = client.chat.completions.create(
+        model="research-team",
+        messages=question,  # type: ignore[arg-type]
+        response_format={"type": "json_object"},
+        stream=True,
+    )
+    content = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert isinstance(json.loads(content), dict)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"structured_outputs": {"regex": "[a-z]+"}},
+            "takes a json_schema or json_object format, not regex",
+        ),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "xs", "schema": {"type": "array"}},
+                }
+            },
+            "whose root is an object",
+        ),
+    ],
+)
+def test_a_format_a_graph_cannot_follow_is_a_400(
+    graph_server: BackgroundServer, extra: dict[str, object], message: str
+) -> None:
+    body = {"model": "research-team", "messages": MESSAGES, **extra}
+    response = httpx.post(f"{graph_server.base_url}/chat/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert message in error["message"] and error["param"] == "response_format"
