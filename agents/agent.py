@@ -145,12 +145,21 @@ class Agent:
                 f"{self.required_calls} calls its tool_choice requires",
                 parameter="max_tool_calls",
             )
-        if self.tool_choice != "auto" and self.required_calls >= self.max_steps:
+        # A tool that returns directly ends the turn with its output, so the last
+        # required call may be the turn's last step; otherwise one more step finishes.
+        finishing_step = 0 if self._required_call_ends_turn() else 1
+        if self.tool_choice != "auto" and self.required_calls + finishing_step > self.max_steps:
             raise ConfigError(
                 f"agent {self.name!r}: tool_choice requires {self.required_calls} tool calls "
                 f"per turn, but max_steps={self.max_steps} leaves no step to finish",
                 parameter="min_tool_calls",
             )
+
+    def _required_call_ends_turn(self) -> bool:
+        direct = {t.name for t in self.tools if isinstance(t, Tool) and t.return_direct}
+        if self.tool_choice == "required":
+            return bool(self.tools) and len(direct) == len(self.tools)
+        return self.tool_choice in direct
 
     @property
     def required_calls(self) -> int:

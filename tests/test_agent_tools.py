@@ -128,6 +128,15 @@ def test_a_direct_return_tool_answers_for_the_agent() -> None:
     assert result.answer == "42" and len(result.trace.steps) == 1
 
 
+def test_a_required_direct_return_tool_needs_no_finishing_step() -> None:
+    direct = Tool.from_function(add, return_direct=True)
+    llm = ScriptedLLM(['Thought: add.\nAction: add[{"a": 2, "b": 40}]'])
+    graph = one_agent(llm, tools=[direct], tool_choice="add", max_steps=1, react_decoding="guided")
+    assert graph.compile().invoke("2 + 40?").answer == "42"
+    with pytest.raises(ConfigError, match="leaves no step to finish"):
+        Agent(name="a", tools=[add], tool_choice="add", max_steps=1)  # add's output is not final
+
+
 def test_langchain_tools_work_beside_functions() -> None:
     from langchain_core.tools import tool as lc_tool
 

@@ -14,9 +14,9 @@ import pytest
 from pydantic import BaseModel
 
 from relaygraph.agents import Agent
+from relaygraph.errors import ConfigError
 from relaygraph.graph import END, AgentGraph, Budget, Limits, RunView, StepEvent, TokenEvent, Trace
 from relaygraph.graph.runtime import ResultEvent
-from relaygraph.errors import ConfigError
 from relaygraph.llm.constraints import JsonSchemaFormat
 from relaygraph.llm.scripted import ScriptedLLM
 
@@ -233,7 +233,8 @@ def test_a_runs_answer_format_binds_the_finishing_agent_only() -> None:
         .invoke("q", answer_format=JsonSchemaFormat(json_schema=schema, name="city"))
     )
     assert result.ok, result.error
-    assert result.answer == '{"city": "Paris"}' and result.structured == {"solver": {"city": "Paris"}}
+    assert result.answer == '{"city": "Paris"}'
+    assert result.structured == {"solver": {"city": "Paris"}}
     assert result.answers["researcher"] == "Paris"
 
 
