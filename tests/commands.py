@@ -5,6 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+
+
+def _no_check(what: str) -> None:
+    """Called before each child process; conftest.py sets a check of the test's tier."""
+
+
+before_run: Callable[[str], None] = _no_check
 
 
 def eval_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -14,6 +22,7 @@ def eval_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[st
 
 def relaygraph_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``relaygraph *args`` offline, as a child process."""
+    before_run("runs the relaygraph command")
     return subprocess.run(
         [sys.executable, "-m", "relaygraph.cli", *args],
         capture_output=True,

@@ -1,16 +1,85 @@
-"""Shared fixtures: the real packaged models, loaded once, and a real server on 127.0.0.1."""
+"""Shared fixtures: the real packaged models, loaded once, and a real server on 127.0.0.1.
+
+Test tiers follow from what a test uses, not from what its file remembers to say: a test
+that uses a model or server fixture, directly or through another fixture, is marked
+``slow`` (and ``server``); a test that loads a model, starts a server or runs the
+command line some other way without being marked fails, so ``make test-fast`` stays fast.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import commands
+
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
+from relaygraph.llm.llamacpp import LlamaRuntime
 from relaygraph.serving.server import BackgroundServer
+
+MODEL_FIXTURES = frozenset({"smollm2", "gemma3"})
+SERVER_FIXTURES = frozenset({"server", "remote_smollm2"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
+        if used & (MODEL_FIXTURES | SERVER_FIXTURES):
+            item.add_marker(pytest.mark.slow)
+
+
+_running: list[pytest.Item] = []  # the test whose setup, call or teardown is running
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
+def _require(marker: str, what: str) -> None:
+    item = _running[-1] if _running else None
+    if item is not None and item.get_closest_marker(marker) is None:
+        pytest.fail(
+            f"{item.nodeid} {what} but is not marked {marker!r}: use the conftest fixtures "
+            f"or mark it @pytest.mark.{marker}",
+            pytrace=False,
+        )
+
+
+def _needs_marker(marker: str, what: str, run: Callable[..., Any]) -> Callable[..., Any]:
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _require(marker, what)
+        return run(*args, **kwargs)
+
+    return guarded
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _heavy_work_is_marked() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            LlamaRuntime,
+            "__init__",
+            _needs_marker("slow", "loads a model", LlamaRuntime.__init__),
+        )
+        patch.setattr(
+            BackgroundServer,
+            "start",
+            _needs_marker("server", "starts a server", BackgroundServer.start),
+        )
+        patch.setattr(commands, "before_run", lambda what: _require("slow", what))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,7 @@ def test_spans_follow_what_the_parser_reads() -> None:
         find_spans("Paris is the answer.")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
 def test_token_masks_on_the_real_tokenizers(model: str) -> None:
     llm = LocalLLM.load(model)
@@ -82,6 +83,7 @@ def test_token_masks_on_the_real_tokenizers(model: str) -> None:
         token_masks(llm, reply, other.tokenize(reply), find_spans(reply))
 
 
+@pytest.mark.slow
 def test_detokenizing_ids_outside_the_vocabulary_is_an_error_not_an_abort() -> None:
     smollm2 = LocalLLM.load("smollm2-135m")
     with pytest.raises(ConfigError, match="token id 200000 is outside the vocabulary"):
@@ -90,6 +92,7 @@ def test_detokenizing_ids_outside_the_vocabulary_is_an_error_not_an_abort() -> N
         smollm2.detokenize([-1])
 
 
+@pytest.mark.slow
 def test_the_line_break_that_ends_the_thought_is_reason_and_what_follows_act_is_neither() -> None:
     llm = LocalLLM.load("smollm2-135m")
     reply = "Thought: look it up.\nAction: search[Paris]\n\nObservation: made up"
@@ -130,6 +133,7 @@ def _security_run(tmp_path: Path) -> Path:
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_build_from_a_run_directory_with_the_success_filter(tmp_path: Path) -> None:
     smollm2 = LocalLLM.load("smollm2-135m")
     run = _security_run(tmp_path)
@@ -166,6 +170,7 @@ def test_build_from_a_run_directory_with_the_success_filter(tmp_path: Path) -> N
         load_dataset(tmp_path / "ds")
 
 
+@pytest.mark.slow
 def test_traces_without_structure_are_refused(tmp_path: Path) -> None:
     graph = AgentGraph("plain", model=ScriptedLLM(["Paris."]))
     graph.add_agent(Agent(name="solver", role="solver", answer_format="plain"))
@@ -201,6 +206,7 @@ def test_cli_builds_a_dataset_from_a_real_model_run(tmp_path: Path) -> None:
     assert own.act_match == 1.0
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_remote_tokenizer(tmp_path: Path) -> None:
     """Masks and the end-of-turn token need the student's own (embedded) tokenizer."""
     built = relaygraph_cli(

@@ -134,6 +134,7 @@ def test_blocks_continuing_a_cached_prompt_compute_the_same_states(
     assert torch.allclose(whole, torch.cat([head, tail], dim=1), rtol=1e-5, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_students_refuse_bad_input(tmp_path: Path) -> None:
     smol = packaged_model("smollm2-135m").locate()
     with pytest.raises(ConfigError, match="students are built from llama-architecture"):

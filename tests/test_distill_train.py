@@ -162,6 +162,7 @@ def test_without_prompt_gradient_the_loss_is_the_same_and_only_the_update_differ
     assert log[-1]["ce"] < log[0]["ce"]
 
 
+@pytest.mark.slow
 def test_training_refuses_a_dataset_of_another_tokenizer(tmp_path: Path) -> None:
     examples, stats = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
     save_dataset(examples, stats, tmp_path / "gemma")
@@ -169,6 +170,7 @@ def test_training_refuses_a_dataset_of_another_tokenizer(tmp_path: Path) -> None
         train(TrainConfig(loss="sft"), tmp_path / "gemma", tmp_path / "out", show_progress=False)
 
 
+@pytest.mark.slow
 def test_teacher_distributions_refuse_targets_of_another_tokenizer(tmp_path: Path) -> None:
     examples, _ = build_dataset([_one_trace(tmp_path)], LocalLLM.load("gemma3-270m"))
     with pytest.raises(ConfigError, match=r"target is not smollm2-135m's reply tokens"):
@@ -209,6 +211,7 @@ def test_scoring_a_student_against_its_teacher(dataset: Path) -> None:
     assert real.tokens_per_s > 0
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_an_unknown_loss_or_precision(tmp_path: Path) -> None:
     from commands import relaygraph_cli
 

@@ -43,6 +43,7 @@ def run(out: Path, graph: str = "right", n: int = 6, **kwargs: object):  # type:
     )
 
 
+@pytest.mark.slow
 def test_a_run_scores_items_and_writes_its_report(tmp_path: Path) -> None:
     summary = run(tmp_path, "right")
     assert summary.items == 6 and summary.success == 1.0 and summary.metrics["f1"] == 1.0
@@ -94,6 +95,7 @@ def test_an_existing_run_is_never_overwritten_or_resumed_on_other_data(tmp_path:
     assert len(read_items(tmp_path)) == 3
 
 
+@pytest.mark.slow
 def test_compare_lists_the_items_that_differ(tmp_path: Path) -> None:
     run(tmp_path / "a", "right", n=4)
     run(tmp_path / "b", "wrong", n=4)
@@ -160,6 +162,7 @@ def test_a_killed_cli_run_resumes_without_redoing_or_losing_items(tmp_path: Path
     assert "EM" in result.stdout and "100.0%" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"_id": "x", "question": "q"}]))

@@ -31,6 +31,7 @@ def test_items_carry_the_gold_paragraphs_only() -> None:
     assert shown == gold and example.question in text and item.gold == example.answer
 
 
+@pytest.mark.slow
 def test_a_build_on_the_real_model_resumes_and_repairs_a_torn_line(tmp_path: Path) -> None:
     items = hotpot_items(load_hotpotqa(sample="distractor-100").examples[:3])
     out = tmp_path / "holdout.jsonl"
@@ -48,6 +49,7 @@ def test_a_build_on_the_real_model_resumes_and_repairs_a_torn_line(tmp_path: Pat
     assert len(out.read_text().splitlines()) == 3 and read_holdout(out) == again
 
 
+@pytest.mark.slow
 def test_a_file_of_another_model_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "holdout.jsonl"
     other = row("q0", True).model_copy(update={"model": "gemma3-270m"})
@@ -71,6 +73,7 @@ def row(item_id: str, correct: bool, score: float = 0.5) -> HoldoutRow:
     )
 
 
+@pytest.mark.slow
 def test_calibrate_fits_saves_and_reports(tmp_path: Path) -> None:
     holdout = tmp_path / "holdout.jsonl"
     rows = [row(f"q{i}", i % 3 != 0, score=i / 40 + (0.5 if i % 3 == 0 else 0)) for i in range(40)]
@@ -102,6 +105,7 @@ def test_calibration_items_need_the_estimator() -> None:
         calibration_items([row("q", True)], "perplexity")
 
 
+@pytest.mark.slow
 def test_the_holdout_command_builds_a_set(tmp_path: Path) -> None:
     out = tmp_path / "h.jsonl"
     args = [
@@ -123,6 +127,7 @@ def test_the_holdout_command_builds_a_set(tmp_path: Path) -> None:
     assert result.returncode != 0 and "facts or hotpotqa" in result.stderr
 
 
+@pytest.mark.slow
 def test_the_holdout_command_asks_the_shipped_facts_by_category(tmp_path: Path) -> None:
     out = tmp_path / "facts.jsonl"
     args = ["--out", str(out), "--limit", "2", "--estimators", "mean_logprob,p_true"]

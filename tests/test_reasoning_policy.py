@@ -495,6 +495,7 @@ def real_space() -> ActionSpace:
     )
 
 
+@pytest.mark.slow
 def test_recorder_plays_real_states_and_replay_reproduces_them(
     tmp_path: Path, real_space: ActionSpace, smollm2: LocalLLM, gemma3: LocalLLM
 ) -> None:

@@ -189,6 +189,7 @@ def test_cli_synthesize_run_resume_and_report_on_the_real_model(tmp_path: Path) 
     assert set(outcome) == {"task", "trajectory", "verdict"}
 
 
+@pytest.mark.slow
 def test_cli_validate_and_bad_inputs(tmp_path: Path) -> None:
     validated = eval_cli("security", "validate")
     assert validated.returncode == 0, validated.stderr

@@ -133,6 +133,7 @@ def chi_square_p(samples: list[int], p: np.ndarray, buckets: int = 6) -> float:
     return float(chisquare(observed, expected).pvalue)
 
 
+@pytest.mark.slow
 def test_sampling_preserves_the_targets_distribution(smollm2: LocalLLM) -> None:
     """First token: one speculative round's accept/resample; second token, given the
     most likely first: the accepted-then-next path. Both against the exact p."""

@@ -15,8 +15,8 @@ from relaygraph.agents import Agent
 from relaygraph.decoding.base import DirectDecoder
 from relaygraph.errors import ConfigError
 from relaygraph.graph import AgentGraph
+from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import LLM
-from relaygraph.llm.registry import load_llm
 from relaygraph.llm.types import (
     ChatPrompt,
     Choice,
@@ -48,8 +48,8 @@ QUESTION = ChatPrompt(messages=(Message(role="user", content="What is the capita
 
 
 @pytest.fixture(scope="module")
-def small() -> LLM:
-    return load_llm("smollm2-135m")
+def small(smollm2: LocalLLM) -> LLM:
+    return smollm2
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +186,8 @@ def test_calibration_files_round_trip_and_name_their_model(tmp_path) -> None:  #
 
 
 @pytest.fixture(scope="module")
-def large() -> LLM:
-    return load_llm("gemma3-270m")
+def large(gemma3: LocalLLM) -> LLM:
+    return gemma3
 
 
 def call(model: LLM) -> ModelCall:
