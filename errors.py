@@ -4,19 +4,29 @@ Hierarchy::
 
     RelayGraphError
     ├── ConfigError (ValueError)            bad user input: a parameter, a name, a file
-    │   └── ModelNotFoundError (LookupError)   a model name no registry entry matches
-    └── LLMError                            a model call failed
-        ├── ContextWindowError (ValueError)    prompt + max_tokens do not fit the window
-        ├── RequestRejectedError               a worker answered 4xx: the request is wrong
-        └── TransportError                     the call may succeed if retried
-            ├── WorkerTimeoutError
-            ├── WorkerConnectionError
-            ├── RateLimitedError               429, carries ``retry_after``
-            └── WorkerServerError              5xx
+    │   ├── ModelNotFoundError (LookupError)   a model name no registry entry matches
+    │   ├── LogprobsUnavailableError           routing.uncertainty: an answer without logprobs
+    │   └── NoStructureError                   distill.spans: a trace without REASON/ACT
+    ├── LLMError                            a model call failed
+    │   ├── ContextWindowError (ValueError)    prompt + max_tokens do not fit the window
+    │   ├── RequestRejectedError               a worker answered 4xx: the request is wrong
+    │   └── TransportError                     the call may succeed if retried
+    │       ├── WorkerTimeoutError
+    │       ├── WorkerConnectionError
+    │       ├── RateLimitedError               429, carries ``retry_after``
+    │       ├── WorkerServerError              5xx
+    │       └── CloudUnavailableError          decoding.speculative: the verifier is gone
+    ├── ToolError                           a tool call failed or was refused
+    │   ├── ToolCallError                      agents.tools: bad arguments, or the tool raised
+    │   ├── SandboxError                       eval.security: the sandbox refused the call
+    │   └── GuardBlockedError                  eval.security: the guard stopped the call
+    ├── ReActParseError (ValueError)        agents.react: a reply without a readable action
+    ├── AlfworldEnvError                    eval.alfworld: the game engine failed
+    └── APIError                            serving: an error returned to the client as is
 
 Third-party exceptions (httpx, llama.cpp) are translated where they enter, so callers
-catch only these. Families for tools, budgets, routing and evaluation data join this
-tree with the layers that raise them.
+catch only these. Records of what went wrong in a run (`StepFailure`, `RunFailure`) are
+data in traces, not exceptions.
 """
 
 from __future__ import annotations
@@ -63,6 +73,10 @@ class ConfigError(RelayGraphError, ValueError):
 
 class ModelNotFoundError(ConfigError, LookupError):
     """A model name that no registry entry resolves."""
+
+
+class ToolError(RelayGraphError):
+    """A tool call that failed or was refused; its message is what the agent is told."""
 
 
 class LLMError(RelayGraphError):

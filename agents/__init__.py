@@ -3,7 +3,7 @@
 from relaygraph.agents.agent import Agent, BoundAgent
 from relaygraph.agents.react import FinalAnswer, ReActParseError, ReActStep, ToolCall, parse_react
 from relaygraph.agents.roles import StandardRole, check_role
-from relaygraph.agents.step import StepError, StepInput, StepOutput, StepRecord, run_step
+from relaygraph.agents.step import StepFailure, StepInput, StepOutput, StepRecord, run_step
 from relaygraph.agents.tools import Tool, ToolCallError, tool
 
 __all__ = [
@@ -13,7 +13,7 @@ __all__ = [
     "ReActParseError",
     "ReActStep",
     "StandardRole",
-    "StepError",
+    "StepFailure",
     "StepInput",
     "StepOutput",
     "StepRecord",

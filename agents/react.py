@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
+from relaygraph.errors import RelayGraphError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -39,7 +41,7 @@ _OBSERVATION = re.compile(_LABEL.format(r"observation"), re.IGNORECASE | re.MULT
 _CALL = re.compile(r"^`*\s*([A-Za-z_][\w-]*)\s*[\[(](.*?)[\])]?\s*`*\s*\.?$", re.DOTALL)
 
 
-class ReActParseError(ValueError):
+class ReActParseError(RelayGraphError, ValueError):
     """A reply that does not follow the REASON/ACT format; the message says what is missing."""
 
 

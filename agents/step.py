@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 ErrorKind = Literal["budget", "parse", "model", "step_limit", "routing"]
 
 
-class StepError(BaseModel):
+class StepFailure(BaseModel):
     """Why a step ended its agent's turn, or the run, without an answer."""
 
     kind: ErrorKind
@@ -101,7 +101,7 @@ class StepRecord(BaseModel):
     cost: float = 0.0
     budget: str = "ok"
     parse_retries: int = 0
-    error: StepError | None = None
+    error: StepFailure | None = None
 
 
 class StepBudget(Protocol):
@@ -542,7 +542,7 @@ def _act(
 
 
 def _fail(record: StepRecord, kind: ErrorKind, message: str) -> StepOutput:
-    record.error = StepError(kind=kind, message=message)
+    record.error = StepFailure(kind=kind, message=message)
     item = ContextItem(
         f"{record.step}.err", message, "error", record.agent, record.role, record.step
     )

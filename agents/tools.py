@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from pydantic import BaseModel, ValidationError, create_model
 from pydantic.errors import PydanticSchemaGenerationError, PydanticUserError
 
-from relaygraph.errors import ConfigError, first_problem
+from relaygraph.errors import ConfigError, ToolError, first_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -25,7 +25,7 @@ MAX_OBSERVATION_CHARS = 2000
 """Longer tool results are cut (with a note) so one observation cannot flood a prompt."""
 
 
-class ToolCallError(Exception):
+class ToolCallError(ToolError):
     """A tool call that failed; its message is shown to the agent as the observation."""
 
 

@@ -11,7 +11,7 @@ from relaygraph.graph.runtime import (
     StepEvent,
     TokenEvent,
 )
-from relaygraph.graph.trace import Route, RunError, Trace
+from relaygraph.graph.trace import Route, RunFailure, Trace
 
 __all__ = [
     "END",
@@ -22,8 +22,8 @@ __all__ = [
     "Price",
     "ResultEvent",
     "Route",
-    "RunError",
     "RunEvent",
+    "RunFailure",
     "RunResult",
     "RunView",
     "StepEvent",

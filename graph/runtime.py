@@ -29,7 +29,7 @@ from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.graph.budget import BudgetLedger
 from relaygraph.graph.builder import END
 from relaygraph.graph.state import RunState, initial_state
-from relaygraph.graph.trace import Route, RunError, Trace
+from relaygraph.graph.trace import Route, RunFailure, Trace
 from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
 from relaygraph.llm.counting import TokenCounter
 from relaygraph.llm.local import LocalLLM
@@ -84,7 +84,7 @@ class RunResult(BaseModel):
     answer: str | None
     answers: dict[str, str]
     structured: dict[str, dict[str, Any]]
-    error: RunError | None
+    error: RunFailure | None
     trace: Trace
 
     @property
@@ -346,7 +346,7 @@ class CompiledAgentGraph:
         return [target], f"condition -> {target}", None
 
     def _fail(self, name: str, record: StepRecord, kind: ErrorKind, message: str) -> dict[str, Any]:
-        error = RunError(kind=kind, message=message, agent=name)
+        error = RunFailure(kind=kind, message=message, agent=name)
         record.error = error
         return {
             "records": [record.model_dump(mode="json")],
@@ -467,7 +467,7 @@ class CompiledAgentGraph:
         yield ResultEvent(result=self._result(values, thread_id))
 
     def _result(self, values: dict[str, Any], thread_id: str) -> RunResult:
-        error = RunError.model_validate(values["error"]) if values.get("error") else None
+        error = RunFailure.model_validate(values["error"]) if values.get("error") else None
         trace = Trace(
             run_id=values["run_id"],
             thread_id=thread_id,

@@ -11,12 +11,12 @@ from pydantic import BaseModel, Field, ValidationError
 from rich.markup import escape
 from rich.table import Table
 
-from relaygraph.agents.step import StepError, StepRecord
+from relaygraph.agents.step import StepFailure, StepRecord
 from relaygraph.errors import ConfigError, first_problem
 from relaygraph.fileio import write_atomic
 
 
-class RunError(StepError):
+class RunFailure(StepFailure):
     """The structured error that ended a run, and the agent it happened in."""
 
     agent: str | None = None
@@ -54,7 +54,7 @@ class Trace(BaseModel):
     graph: str
     task: str
     answer: str | None = None
-    error: RunError | None = None
+    error: RunFailure | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 

@@ -17,6 +17,7 @@ from relaygraph.errors import (
     ContextWindowError,
     LLMError,
     ModelNotFoundError,
+    RelayGraphError,
     RequestRejectedError,
     TransportError,
     first_problem,
@@ -26,7 +27,7 @@ logger = logging.getLogger("relaygraph.serving")
 
 
 @dataclass
-class APIError(Exception):
+class APIError(RelayGraphError):
     """An error to return to the client as is."""
 
     status: int

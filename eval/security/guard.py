@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from relaygraph.agents.tools import Tool
+from relaygraph.errors import ToolError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -59,7 +60,7 @@ DELETE_WORDS = re.compile(r"\b(?:delete|remove|erase|clean)", re.IGNORECASE)
 _ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
-class GuardBlockedError(Exception):
+class GuardBlockedError(ToolError):
     """A call the guard stopped; the message is what the agent is told."""
 
 

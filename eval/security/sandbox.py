@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from relaygraph.errors import ToolError
 from relaygraph.eval.security.tools import TOOL_NAMES
 from relaygraph.eval.security.trajectory import Email, EnvState, Payment, ToolEvent, Trajectory
 
@@ -72,7 +73,7 @@ MAX_SNAPSHOT_BYTES = 256 << 10
 """Larger workspace files are recorded by hash, not text."""
 
 
-class SandboxError(Exception):
+class SandboxError(ToolError):
     """A call the sandbox refuses; the message is what the agent is told."""
 
 
