@@ -18,8 +18,7 @@ from typing import Literal
 from pydantic import BaseModel
 from rich.console import Console
 
-from relaygraph.agents import Agent, StandardRole, Tool
-from relaygraph.graph import END, AgentGraph, RunView
+from relaygraph import END, Agent, AgentGraph, RunView, StandardRole, Tool
 from relaygraph.graph.trace import role_table, step_table
 
 _OPERATORS: dict[type[ast.AST], Callable[[float, float], float]] = {

@@ -15,10 +15,8 @@ import sys
 
 from rich.console import Console
 
-from relaygraph.agents import Agent, StandardRole
-from relaygraph.graph import AgentGraph
+from relaygraph import Agent, AgentGraph, RCRContext, StandardRole
 from relaygraph.graph.trace import role_table, step_table
-from relaygraph.routing.rcr import RCRContext
 
 CORPUS = {
     "Eiffel Tower": "The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889.",
