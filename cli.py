@@ -534,7 +534,7 @@ def eval_report(
 ) -> None:
     """Rebuild a run's summary, report and plots from its items."""
     from relaygraph.eval.report import write_report
-    from relaygraph.eval.runs import read_manifest
+    from relaygraph.graph.runs import read_manifest
 
     if read_manifest(run_dir).suite == "security":
         from relaygraph.eval.security import write_security_report

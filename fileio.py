@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -45,3 +46,14 @@ def complete_lines(path: str | Path, *, repair: bool = False) -> list[bytes]:
         with target.open("r+b") as handle:
             handle.truncate(len(complete) + 1 if complete else 0)
     return complete.splitlines()
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

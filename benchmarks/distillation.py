@@ -60,9 +60,9 @@ from relaygraph.eval.alfworld.games import load_games
 from relaygraph.eval.alfworld.suite import AlfworldSuite
 from relaygraph.eval.hotpotqa import HotpotSuite, load_hotpotqa
 from relaygraph.eval.hotpotqa.agents import REACT_MAX_TOKENS, react
-from relaygraph.eval.report import save_figure
 from relaygraph.eval.runner import evaluate, sample_items
-from relaygraph.eval.runs import read_items
+from relaygraph.fileio import save_figure
+from relaygraph.graph.runs import read_items
 from relaygraph.llm.catalog import packaged_model
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.registry import load_llm

@@ -46,8 +46,8 @@ from relaygraph.distill.dataset import DistillExample, dataset_stats
 from relaygraph.distill.evaluate import agent_actions
 from relaygraph.distill.losses import LossKind, SpanWeights
 from relaygraph.distill.train import train
-from relaygraph.eval.report import save_figure
 from relaygraph.eval.runner import sample_items
+from relaygraph.fileio import save_figure
 from relaygraph.llm.registry import load_llm
 
 TUNING = RUNS / "tuning"

@@ -31,7 +31,7 @@ from typing import Any
 
 from _common import RESULTS, machine, worker, write_json
 
-from relaygraph.eval.runs import read_items
+from relaygraph.graph.runs import read_items
 
 MODEL = "smollm2-135m"
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "headline"

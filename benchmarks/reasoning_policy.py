@@ -45,7 +45,7 @@ from rich.progress import Progress
 from relaygraph.eval.alfworld.env import AlfworldEnvError
 from relaygraph.eval.alfworld.games import load_games
 from relaygraph.eval.alfworld.modules import AlfworldModules, Recorder, spread
-from relaygraph.eval.report import save_figure
+from relaygraph.fileio import save_figure
 from relaygraph.memory.embedding import SentenceEmbedder
 from relaygraph.routing.reasoning.baselines import tuned_baselines
 from relaygraph.routing.reasoning.env import ReasoningEnv, rollout

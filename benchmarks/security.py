@@ -37,7 +37,6 @@ import numpy as np
 from _common import RESULTS, machine, write_json
 from rich.progress import track
 
-from relaygraph.eval.report import save_figure
 from relaygraph.eval.runner import evaluate, sample_items
 from relaygraph.eval.security import (
     SecuritySuite,
@@ -50,6 +49,7 @@ from relaygraph.eval.security import (
 )
 from relaygraph.eval.security.report import SecurityReport, security_report
 from relaygraph.eval.security.scripted import scripted_assistant
+from relaygraph.fileio import save_figure
 from relaygraph.llm.registry import load_llm
 
 RUNS = Path("runs/security_bench")

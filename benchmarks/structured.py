@@ -64,7 +64,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from relaygraph.eval.report import write_report
-from relaygraph.eval.runs import read_items
+from relaygraph.graph.runs import read_items
 from relaygraph.graph.trace import Trace
 from relaygraph.llm import GenerationParams, LocalLLM, Prompt, to_prompt
 from relaygraph.llm.constraints import JsonSchemaFormat, ToolSpec

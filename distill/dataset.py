@@ -27,8 +27,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.distill.spans import NoStructureError, find_spans, token_masks
 from relaygraph.errors import ConfigError, first_problem
-from relaygraph.eval.runs import ITEMS, MANIFEST, read_items
 from relaygraph.fileio import write_atomic
+from relaygraph.graph.runs import ITEMS, MANIFEST, read_items
 from relaygraph.graph.trace import Trace
 from relaygraph.llm.types import ChatPrompt, Message
 

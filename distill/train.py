@@ -44,7 +44,7 @@ from relaygraph.distill.student import (
 )
 from relaygraph.distill.teacher import DEFAULT_TOP_K, teacher_distributions
 from relaygraph.errors import ConfigError
-from relaygraph.fileio import append_line, write_atomic
+from relaygraph.fileio import append_line, save_figure, write_atomic
 from relaygraph.llm.catalog import PACKAGED_MODELS, packaged_model
 from relaygraph.llm.local import LocalLLM
 
@@ -368,8 +368,6 @@ def plot_losses(root: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from relaygraph.eval.report import save_figure
 
     rows = [json.loads(line) for line in (root / LOG).read_text().splitlines()]
     fig, ax = plt.subplots(figsize=(6, 3.5))

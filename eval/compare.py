@@ -9,7 +9,7 @@ from rich.table import Table
 
 from relaygraph.errors import ConfigError
 from relaygraph.eval.report import summarize
-from relaygraph.eval.runs import ItemRecord, read_items, read_manifest
+from relaygraph.graph.runs import ItemRecord, read_items, read_manifest
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel
 
-from relaygraph.eval.runs import RunManifest, read_items, read_manifest
-from relaygraph.fileio import write_atomic
+from relaygraph.fileio import save_figure, write_atomic
+from relaygraph.graph.runs import RunManifest, read_items, read_manifest
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from relaygraph.eval.runs import ItemRecord
+    from relaygraph.graph.runs import ItemRecord
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
@@ -198,17 +198,6 @@ def _plots(root: Path, summary: Summary, records: Sequence[ItemRecord]) -> None:
     ax.set_ylabel("items")
     ax.set_title("Latency")
     save_figure(fig, root / PLOTS[2])
-
-
-def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def _mean(values: Sequence[float]) -> float:

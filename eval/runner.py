@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from relaygraph.eval.report import write_report
-from relaygraph.eval.runs import ItemRecord, RunManifest, RunStore, fingerprint
+from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore, fingerprint
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

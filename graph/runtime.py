@@ -36,7 +36,6 @@ from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.types import GenerationParams
 from relaygraph.memory import MemoryEntry
 from relaygraph.routing.context import ContextItem
-from relaygraph.routing.rcr import log_entry_id
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection, Iterator
@@ -309,7 +308,7 @@ class CompiledAgentGraph:
         scope = self.memory.scope(config["configurable"]["thread_id"])
         missing = [
             MemoryEntry(
-                id=log_entry_id(scope.namespace, item.id),
+                id=scope.entry_id(item.id),
                 text=item.text,
                 author=item.author,
                 role=item.role,
@@ -319,7 +318,7 @@ class CompiledAgentGraph:
                 namespace=scope.namespace,
             )
             for item in log
-            if item.text.strip() and log_entry_id(scope.namespace, item.id) not in self.memory
+            if item.text.strip() and scope.entry_id(item.id) not in self.memory
         ]
         if missing:
             scope.add_many(missing)

@@ -40,6 +40,10 @@ class MemoryScope:
     def memory(self) -> SharedMemory:
         return self._memory
 
+    def entry_id(self, item_id: str) -> str:
+        """The memory id of a run-log item written back to this namespace."""
+        return f"{self._namespace}/{item_id}"
+
     def _check(self, given: object) -> None:
         if given is not None and given != self._namespace:
             raise ConfigError(

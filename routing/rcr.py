@@ -189,7 +189,7 @@ class RCRContext:
             items = list(request.items)
             return query, items, [word_overlap(query, i.text) for i in items]
         scope = request.memory
-        log = [replace(i, id=log_entry_id(scope.namespace, i.id)) for i in request.items]
+        log = [replace(i, id=scope.entry_id(i.id)) for i in request.items]
         query = _with_plan(request.query, log)
         hits = scope.search(query, k=self.pool) if len(scope) else []
         items = [ContextItem.from_entry(h.entry) for h in hits]
@@ -200,11 +200,6 @@ class RCRContext:
             items += extra
             similarity += scope.memory.similarities(query, [i.id for i in extra]).tolist()
         return query, items, similarity
-
-
-def log_entry_id(namespace: str, item_id: str) -> str:
-    """The memory id of a run-log item written back to the run's namespace."""
-    return f"{namespace}/{item_id}"
 
 
 def term_coverage(query: str, texts: Sequence[str]) -> list[float]:

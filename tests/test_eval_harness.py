@@ -21,8 +21,8 @@ from relaygraph.errors import ConfigError
 from relaygraph.eval.compare import compare
 from relaygraph.eval.hotpotqa import HotpotSuite, ParagraphTools, load_hotpotqa
 from relaygraph.eval.runner import evaluate, sample_items
-from relaygraph.eval.runs import ITEMS, read_items
 from relaygraph.graph.loader import load_factory
+from relaygraph.graph.runs import ITEMS, read_items
 from relaygraph.llm.scripted import ScriptedLLM
 
 GRAPHS = Path(__file__).parent / "scripts" / "hotpot_graphs.py"

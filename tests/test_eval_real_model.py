@@ -10,7 +10,7 @@ import pytest
 from commands import eval_cli
 
 from relaygraph.eval.hotpotqa import AnswerJudge
-from relaygraph.eval.runs import read_items, read_manifest
+from relaygraph.graph.runs import read_items, read_manifest
 from relaygraph.llm.local import LocalLLM
 
 pytestmark = pytest.mark.slow

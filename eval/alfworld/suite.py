@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from relaygraph.eval.alfworld.agent import run_game
-from relaygraph.eval.runs import ItemRecord
+from relaygraph.graph.runs import ItemRecord
 
 if TYPE_CHECKING:
     from relaygraph.eval.alfworld.agent import AlfworldFactory
@@ -34,7 +34,6 @@ class AlfworldSuite:
     def run(self, item: AlfworldGame) -> tuple[ItemRecord, Trace | None]:
         outcome = run_game(self.factory, self.model, item, self.max_steps)
         trace = outcome.result.trace if outcome.result is not None else None
-        usage = trace.by_role() if trace is not None else {}
         run_error = outcome.result.error if outcome.result is not None else None
         # Using every command and then hitting the graph's step limit is how a lost game
         # ends, not an error of the run.
@@ -42,7 +41,8 @@ class AlfworldSuite:
         if run_error is not None and run_error.kind == "step_limit" and out_of_commands:
             run_error = None
         return (
-            ItemRecord(
+            ItemRecord.from_trace(
+                trace,
                 id=item.name,
                 groups=self.groups(item),
                 success=float(outcome.won),
@@ -57,10 +57,6 @@ class AlfworldSuite:
                 or (run_error.message if run_error and not outcome.won else None),
                 steps=outcome.steps,
                 latency_s=outcome.seconds,
-                prompt_tokens=sum(u.prompt_tokens for u in usage.values()),
-                completion_tokens=sum(u.completion_tokens for u in usage.values()),
-                cost=sum(u.cost for u in usage.values()),
-                roles=usage,
             ),
             trace,
         )

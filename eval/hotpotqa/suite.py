@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from relaygraph.eval.hotpotqa.metrics import answer_score, joint_score, support_score
-from relaygraph.eval.runs import ItemRecord
 from relaygraph.graph import AgentGraph
+from relaygraph.graph.runs import ItemRecord
 
 if TYPE_CHECKING:
     from relaygraph.eval.hotpotqa.data import HotpotExample
@@ -71,9 +71,9 @@ class HotpotSuite:
         answer, support = _prediction(result)
         metrics = self._metrics(item, result, answer, support)
         trace = result.trace
-        usage = trace.by_role()
         return (
-            ItemRecord(
+            ItemRecord.from_trace(
+                trace,
                 id=item.id,
                 groups=self.groups(item),
                 success=metrics["em"],
@@ -83,10 +83,6 @@ class HotpotSuite:
                 error=result.error.message if result.error else None,
                 steps=len(trace.steps),
                 latency_s=time.perf_counter() - began,
-                prompt_tokens=sum(u.prompt_tokens for u in usage.values()),
-                completion_tokens=sum(u.completion_tokens for u in usage.values()),
-                cost=sum(u.cost for u in usage.values()),
-                roles=usage,
             ),
             trace,
         )

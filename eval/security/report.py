@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from relaygraph.eval.report import REPORT, markdown, save_figure, write_report
-from relaygraph.eval.runs import read_items
-from relaygraph.fileio import write_atomic
+from relaygraph.eval.report import REPORT, markdown, write_report
+from relaygraph.fileio import save_figure, write_atomic
+from relaygraph.graph.runs import read_items
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from relaygraph.eval.report import Summary
-    from relaygraph.eval.runs import ItemRecord
+    from relaygraph.graph.runs import ItemRecord
 
 SECURITY = "security.json"
 PLOT = "security_by_category.png"

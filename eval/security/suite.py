@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from relaygraph.eval.runs import ItemRecord, item_file_stem
 from relaygraph.eval.security.sandbox import Sandbox
 from relaygraph.eval.security.scoring import Verdict, score_trajectory
 from relaygraph.eval.security.synthesis import SecurityTask
 from relaygraph.eval.security.trajectory import Trajectory
 from relaygraph.fileio import write_atomic
+from relaygraph.graph.runs import ItemRecord, item_file_stem
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -77,9 +77,9 @@ class SecuritySuite:
         verdict = score_trajectory(item, trajectory, self.judge)
         self._save(TaskOutcome(task=item, trajectory=trajectory, verdict=verdict))
         trace = result.trace if result is not None else None
-        usage = trace.by_role() if trace is not None else {}
         return (
-            ItemRecord(
+            ItemRecord.from_trace(
+                trace,
                 id=item.id,
                 groups=self.groups(item),
                 success=verdict.score,
@@ -89,10 +89,6 @@ class SecuritySuite:
                 error=crash,
                 steps=verdict.steps,
                 latency_s=time.perf_counter() - began,
-                prompt_tokens=sum(u.prompt_tokens for u in usage.values()),
-                completion_tokens=sum(u.completion_tokens for u in usage.values()),
-                cost=sum(u.cost for u in usage.values()),
-                roles=usage,
             ),
             trace,
         )

@@ -1,4 +1,7 @@
-"""An evaluation run on disk: its manifest, one JSONL line per finished item, traces.
+"""A run directory on disk: its manifest, one JSONL line per finished item, traces.
+
+Evaluations write run directories and distillation reads them, so the format lives here,
+below both.
 
 A run directory holds ``run.json`` (what was run: suite, dataset fingerprint, graph,
 model, settings), ``items.jsonl`` (one `ItemRecord` per line, appended and fsynced as
@@ -58,6 +61,19 @@ class ItemRecord(BaseModel):
     roles: dict[str, RoleTotals] = Field(default_factory=dict)
     trace: str | None = None
     """The trace file, relative to the run directory."""
+
+    @classmethod
+    def from_trace(cls, trace: Trace | None, **fields: Any) -> ItemRecord:
+        """A record whose tokens, cost and per-role totals are read from the item's trace
+        (none without one); ``fields`` give the rest."""
+        usage = trace.by_role() if trace is not None else {}
+        return cls(
+            prompt_tokens=sum(u.prompt_tokens for u in usage.values()),
+            completion_tokens=sum(u.completion_tokens for u in usage.values()),
+            cost=sum(u.cost for u in usage.values()),
+            roles=usage,
+            **fields,
+        )
 
 
 class RunManifest(BaseModel):
