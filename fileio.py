@@ -1,11 +1,22 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+"""Files: atomic writes (a crash leaves the old file or the new one, never half of one),
+and one way to read a file into a pydantic model."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from relaygraph.errors import ConfigError, first_problem
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -57,3 +68,47 @@ def save_figure(fig: Any, path: Path) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def read_model(
+    model: type[M], source: str | Path | Traversable, *, what: str, parameter: str | None = "path"
+) -> M:
+    """A JSON file (YAML for ``.yaml``/``.yml``) validated into ``model``.
+
+    Every file relaygraph reads goes through here, so a bad one is always reported the
+    same way: ``"{what} {source}: {problem}"``, the problem naming the field when one fails.
+
+    Raises:
+        ConfigError: The file cannot be read, does not parse, or does not validate.
+    """
+    path = Path(source) if isinstance(source, str) else source
+    fail = f"{what} {source}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{fail}: cannot read it ({exc.strerror or exc})", parameter=parameter
+        ) from None
+    yaml_file = path.name.endswith((".yaml", ".yml"))
+    try:
+        data = _parse_yaml(text) if yaml_file else json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError (wrapped) alike
+        kind = "YAML" if yaml_file else "JSON"
+        raise ConfigError(f"{fail}: not valid {kind} ({exc})", parameter=parameter) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        where, problem = first_problem(exc.errors())
+        problem = problem.removeprefix("Value error, ")
+        raise ConfigError(
+            f"{fail}: {where + ': ' if where else ''}{problem}", parameter=parameter
+        ) from None
+
+
+def _parse_yaml(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None

@@ -30,12 +30,11 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import simpy
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from relaygraph.decoding.window import (
     EARLIER_ROUNDS,
@@ -46,11 +45,12 @@ from relaygraph.decoding.window import (
     resume_bin,
     stand_rates,
 )
-from relaygraph.errors import ConfigError, first_problem
-from relaygraph.fileio import write_atomic
+from relaygraph.errors import ConfigError
+from relaygraph.fileio import read_model, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Generator, Sequence
+    from pathlib import Path
 
     from relaygraph.decoding.window import WindowPolicy
 
@@ -166,15 +166,7 @@ class LatencyProfile(BaseModel):
         Raises:
             ConfigError: Missing file or a bad field (named).
         """
-        try:
-            return cls.model_validate_json(Path(path).read_bytes())
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read profile {path}: {exc.strerror}", parameter="path"
-            ) from None
-        except ValidationError as exc:
-            where, problem = first_problem(exc.errors())
-            raise ConfigError(f"{path}: {where}: {problem}", parameter="path") from None
+        return read_model(cls, path, what="latency profile")
 
 
 class SimConfig(BaseModel):

@@ -9,13 +9,13 @@ Gemma-3-270M is a base model without a chat template.
 
 from __future__ import annotations
 
-import json
 from importlib.resources import files
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from relaygraph.errors import ConfigError, first_problem
+from relaygraph.errors import ConfigError
+from relaygraph.fileio import read_model
 from relaygraph.llm.types import TextPrompt
 
 FACTS_FILE = "facts.json"
@@ -64,15 +64,7 @@ def load_facts(path: str | Path | None = None) -> FactSet:
         ConfigError: Unreadable file, bad JSON, a malformed category or repeated ids.
     """
     source = Path(path) if path is not None else files("relaygraph.eval") / "data" / FACTS_FILE
-    try:
-        facts = FactSet.model_validate(json.loads(source.read_text(encoding="utf-8")))
-    except OSError as exc:
-        raise ConfigError(f"cannot read facts {source}: {exc.strerror}", parameter="path") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source} is not valid JSON: {exc}", parameter="path") from None
-    except ValidationError as exc:
-        where, problem = first_problem(exc.errors())
-        raise ConfigError(f"{source}: {where}: {problem}", parameter="path") from None
+    facts = read_model(FactSet, source, what="fact set")
     ids = [fact.id for category in facts.categories.values() for fact in category.items]
     if len(set(ids)) != len(ids):
         repeated = sorted({i for i in ids if ids.count(i) > 1})

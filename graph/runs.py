@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from relaygraph.errors import ConfigError, first_problem
-from relaygraph.fileio import append_line, complete_lines, write_atomic
+from relaygraph.errors import ConfigError
+from relaygraph.fileio import append_line, complete_lines, read_model, write_atomic
 from relaygraph.graph.trace import RoleTotals
 
 if TYPE_CHECKING:
@@ -153,13 +153,9 @@ def read_manifest(directory: str | Path) -> RunManifest:
         ConfigError: No run there, or the manifest is not valid.
     """
     path = Path(directory) / MANIFEST
-    try:
-        return RunManifest.model_validate_json(path.read_bytes())
-    except FileNotFoundError:
-        raise ConfigError(f"{directory} is not an evaluation run (no {MANIFEST})") from None
-    except ValidationError as exc:
-        where, problem = first_problem(exc.errors())
-        raise ConfigError(f"{path} is not a run manifest: {where}: {problem}") from None
+    if not path.exists():
+        raise ConfigError(f"{directory} is not an evaluation run (no {MANIFEST})")
+    return read_model(RunManifest, path, what="run manifest")
 
 
 def read_items(directory: str | Path, *, repair: bool = False) -> dict[str, ItemRecord]:

@@ -4,16 +4,17 @@ latency, cost, action and observation, plus the routing decisions between agents
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from rich.markup import escape
 from rich.table import Table
 
 from relaygraph.agents.step import StepFailure, StepRecord
-from relaygraph.errors import ConfigError, first_problem
-from relaygraph.fileio import write_atomic
+from relaygraph.fileio import read_model, write_atomic
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class RunFailure(StepFailure):
@@ -81,15 +82,7 @@ class Trace(BaseModel):
         Raises:
             ConfigError: The file is missing, not JSON, or not a trace.
         """
-        try:
-            return cls.model_validate_json(Path(path).read_bytes())
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read trace {path}: {exc.strerror}", parameter="path"
-            ) from None
-        except ValidationError as exc:
-            where, problem = first_problem(exc.errors())
-            raise ConfigError(f"{path} is not a relaygraph trace: {where}: {problem}") from None
+        return read_model(cls, path, what="trace")
 
 
 def _clip(text: str | None, width: int = 60) -> str:

@@ -12,16 +12,15 @@ model and the estimator, and refused by a cascade for another pair.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from relaygraph.errors import ConfigError, first_problem
-from relaygraph.fileio import write_atomic
+from relaygraph.errors import ConfigError
+from relaygraph.fileio import read_model, write_atomic
 
 CALIBRATION_VERSION = 1
 MIN_ITEMS = 20
@@ -122,17 +121,7 @@ class Calibration(BaseModel):
             ConfigError: Missing or malformed file, another version, or another model.
         """
         source = Path(path)
-        try:
-            raw = json.loads(source.read_text())
-            calibration = cls.model_validate(raw)
-        except (OSError, json.JSONDecodeError) as exc:
-            message = f"cannot read calibration {source}: {exc}"
-            raise ConfigError(message, parameter="path") from None
-        except ValidationError as exc:
-            field, problem = first_problem(exc.errors())
-            raise ConfigError(
-                f"calibration {source} is malformed: {field}: {problem}", parameter="path"
-            ) from None
+        calibration = read_model(cls, source, what="calibration")
         if calibration.version != CALIBRATION_VERSION:
             raise ConfigError(
                 f"calibration {source} has version {calibration.version}; this relaygraph "

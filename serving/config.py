@@ -23,23 +23,21 @@ Example (``relaygraph serve --config serve.yaml``)::
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
     Tag,
-    ValidationError,
     model_validator,
 )
 
-from relaygraph.errors import ConfigError, first_problem
+from relaygraph.errors import ConfigError
+from relaygraph.fileio import read_model
 
 
 class _Strict(BaseModel):
@@ -226,19 +224,8 @@ def load_config(path: str | Path) -> ServeConfig:
             (the message names the file and the field).
     """
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
+    if file.suffix not in (".json", ".yaml", ".yml"):
         raise ConfigError(
-            f"cannot read config {file}: {exc.strerror}", parameter="config"
-        ) from None
-    try:
-        data: Any = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = "JSON" if file.suffix == ".json" else "YAML"
-        raise ConfigError(f"{file} is not valid {kind}: {exc}") from None
-    try:
-        return ServeConfig.model_validate(data)
-    except ValidationError as exc:
-        where, problem = first_problem(exc.errors())
-        raise ConfigError(f"{file}: {where}: {problem}", parameter=where) from None
+            f"server config {file}: give a .yaml, .yml or .json file", parameter="config"
+        )
+    return read_model(ServeConfig, file, what="server config", parameter="config")

@@ -153,7 +153,7 @@ def test_durable_run_from_the_cli(tmp_path: Path) -> None:
         (["run", f"{EXAMPLE}:search", "q"], "needs arguments ['query']"),
         (["run", f"{EXAMPLE}:main", "q"], "not an AgentGraph"),
         (["run", f"{EXAMPLE}:build", "q", "--resume"], "--resume needs --checkpoint"),
-        (["trace", "show", "/no/such/trace.json"], "cannot read trace"),
+        (["trace", "show", "/no/such/trace.json"], "trace /no/such/trace.json: cannot read it"),
     ],
 )
 def test_run_errors(args: list[str], message: str) -> None:

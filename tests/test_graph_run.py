@@ -282,7 +282,9 @@ def test_trace_round_trips_through_json(tmp_path: Path) -> None:
         json.loads(path.read_text())["steps"][0]["observation"] == "Paris is the capital of France."
     )
     (tmp_path / "bad.json").write_text('{"run_id": 1}')
-    with pytest.raises(ValueError, match="is not a relaygraph trace"):
+    with pytest.raises(
+        ValueError, match="trace .*bad.json: run_id: Input should be a valid string"
+    ):
         Trace.load(tmp_path / "bad.json")
 
 

@@ -194,6 +194,7 @@ def routed_server(smollm2: LocalLLM, gemma3: LocalLLM) -> Iterator[BackgroundSer
         yield running
 
 
+@pytest.mark.server
 def test_a_served_cascade_answers_text_completions_and_says_who_answered(
     routed_server: BackgroundServer,
 ) -> None:
@@ -215,6 +216,7 @@ def test_a_served_cascade_answers_text_completions_and_says_who_answered(
     assert escalated.usage.prompt_tokens > kept.usage.prompt_tokens
 
 
+@pytest.mark.server
 def test_a_served_cascade_answers_chat_and_refuses_what_it_cannot_route(
     routed_server: BackgroundServer,
 ) -> None:

@@ -47,7 +47,7 @@ def test_yaml_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             "models.a.workers.workers: List should have at least 1",
         ),
         ("models: {a: {llm: x}}\nsecurity: {max_tokens_cap: -1}", "security.max_tokens_cap"),
-        ("models: [unclosed", "is not valid YAML"),
+        ("models: [unclosed", ": not valid YAML"),
     ],
 )
 def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:
@@ -59,7 +59,7 @@ def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str
 
 
 def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match="server config .*: cannot read it"):
         load_config("/no/such/serve.yaml")
 
 

@@ -20,11 +20,12 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from relaygraph.errors import ConfigError, first_problem
+from relaygraph.errors import ConfigError
 from relaygraph.eval.alfworld.env import AlfworldEnv
 from relaygraph.eval.alfworld.games import TASK_TYPES, AlfworldGame, TaskType, load_games
+from relaygraph.fileio import read_model
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -124,13 +125,7 @@ def load_demos(path: str | Path | None = None) -> DemoSet:
         if path is not None
         else Path(str(files("relaygraph.eval").joinpath("data", DEMOS_FILE)))
     )
-    try:
-        return DemoSet.model_validate_json(source.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"cannot read demonstrations {source}: {exc.strerror or exc}") from None
-    except ValidationError as exc:
-        field, problem = first_problem(exc.errors())
-        raise ConfigError(f"{source}: {field or 'file'}: {problem}", parameter=field) from None
+    return read_model(DemoSet, source, what="demonstration set")
 
 
 def build_demos(

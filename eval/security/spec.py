@@ -16,14 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from relaygraph.errors import ConfigError, first_problem
+from relaygraph.errors import ConfigError
 from relaygraph.eval.security.predicates import Judge, Predicate, ToolCalled
 from relaygraph.eval.security.templates import fields_of
 from relaygraph.eval.security.tools import TOOL_NAMES
 from relaygraph.eval.security.trajectory import Email
+from relaygraph.fileio import read_model
 
 Category = Literal[
     "prompt_injection",
@@ -229,19 +229,7 @@ def load_spec(path: str | Path) -> RiskSpec:
     Raises:
         ConfigError: Unreadable YAML, or a spec that does not validate (file and field named).
     """
-    source = Path(path)
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read it ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML ({exc})") from None
-    try:
-        return RiskSpec.model_validate(data)
-    except ValidationError as exc:
-        where, problem = first_problem(exc.errors())
-        problem = problem.removeprefix("Value error, ")
-        raise ConfigError(f"{source}: {where + ': ' if where else ''}{problem}") from None
+    return read_model(RiskSpec, Path(path), what="risk spec")
 
 
 def load_specs(directory: str | Path | None = None) -> list[RiskSpec]:

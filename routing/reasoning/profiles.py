@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from relaygraph.errors import ConfigError, first_problem
-from relaygraph.fileio import write_atomic
+from relaygraph.errors import ConfigError
+from relaygraph.fileio import read_model, write_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -115,27 +115,15 @@ def load_profile(name_or_path: str | Path) -> ResourceProfile:
     """
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read profile {path}: {exc}", parameter="profile") from None
-    elif str(name_or_path) in SHIPPED:
-        text = (
-            files("relaygraph.routing.reasoning")
-            .joinpath(f"profiles/{name_or_path}.json")
-            .read_text()
-        )
-    else:
-        raise ConfigError(
-            f"no profile {str(name_or_path)!r}: shipped profiles are {list(SHIPPED)}, "
-            "or give a .json file",
-            parameter="profile",
-        )
-    try:
-        return ResourceProfile.model_validate_json(text)
-    except ValidationError as exc:
-        field, problem = first_problem(exc.errors())
-        raise ConfigError(f"profile {name_or_path} is invalid: {field}: {problem}") from None
+        return read_model(ResourceProfile, path, what="resource profile", parameter="profile")
+    if str(name_or_path) in SHIPPED:
+        shipped = files("relaygraph.routing.reasoning").joinpath(f"profiles/{name_or_path}.json")
+        return read_model(ResourceProfile, shipped, what="resource profile", parameter="profile")
+    raise ConfigError(
+        f"no profile {str(name_or_path)!r}: shipped profiles are {list(SHIPPED)}, "
+        "or give a .json file",
+        parameter="profile",
+    )
 
 
 def fit_profile(
