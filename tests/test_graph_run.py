@@ -283,7 +283,7 @@ def test_trace_round_trips_through_json(tmp_path: Path) -> None:
     )
     (tmp_path / "bad.json").write_text('{"run_id": 1}')
     with pytest.raises(
-        ValueError, match="trace .*bad.json: run_id: Input should be a valid string"
+        ValueError, match=r"trace .*bad\.json: run_id: Input should be a valid string"
     ):
         Trace.load(tmp_path / "bad.json")
 

@@ -59,7 +59,7 @@ def test_bad_configs_name_file_and_field(tmp_path: Path, text: str, message: str
 
 
 def test_missing_file() -> None:
-    with pytest.raises(ConfigError, match="server config .*: cannot read it"):
+    with pytest.raises(ConfigError, match=r"server config .*: cannot read it"):
         load_config("/no/such/serve.yaml")
 
 

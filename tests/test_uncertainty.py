@@ -175,10 +175,10 @@ def test_calibration_files_round_trip_and_name_their_model(tmp_path) -> None:  #
     with pytest.raises(ConfigError, match="fitted for 'smollm2-135m', not 'gemma3-270m'"):
         Calibration.load(path, model="gemma3-270m")
     path.write_text("{not json")
-    with pytest.raises(ConfigError, match="calibration .*: not valid JSON"):
+    with pytest.raises(ConfigError, match=r"calibration .*: not valid JSON"):
         Calibration.load(path)
     path.write_text('{"version": 1, "estimator": "e"}')
-    with pytest.raises(ConfigError, match="cal.json: model: Field required"):
+    with pytest.raises(ConfigError, match=r"cal\.json: model: Field required"):
         Calibration.load(path)
 
 
