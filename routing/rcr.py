@@ -10,17 +10,18 @@ and the selection maximises the sum of u(m) = exp((alpha(m) - max alpha) / tau) 
 sum tokens <= B (RCR-Router's objective, PAPERS.md section 1, with a sharpened utility;
 the weights and tables are this project's, see benchmarks/context_routing.py). Why not
 alpha itself: its role, stage and recency terms are large offsets shared by most items,
-and under a budget they make the knapsack prefer many short, irrelevant items (in the
-benchmark, supporting-fact recall at 384 tokens fell from 0.70 to 0.39); u keeps only
-items near the best valuable. It is a 0/1 knapsack; the policy takes the better of two
-greedy packings, by u per token and by u, which is within a factor 2 of the optimum and
-runs in O(n log n).
+and under a budget they make the knapsack prefer many short, irrelevant items (packing
+raw alpha, the benchmark's supporting-fact recall fell well below plain top-k
+similarity's); u keeps only items near the best valuable. It is a 0/1 knapsack; the
+policy takes the better of two greedy packings, by u per token and by u, which is
+within a factor 2 of the optimum and runs in O(n log n).
 
 ``terms`` is the IDF-weighted share of the query's content words that the item contains,
 the IDF taken over the candidates themselves. Dense similarity alone ranks a sentence
-about the same topic above the one that names the question's entity; on the benchmark's
-held-out tuning split (376 questions) the lexical term lifts gold-paragraph recall at
-384 tokens from 0.78 to 0.81, and w_lex = 1, tau = 0.05 were the best of its grid.
+about the same topic above the one that names the question's entity, which the lexical
+term corrects. w_lex and tau are the best point of a grid searched on a tuning split
+that shares no question with the reported ones (benchmarks/context_routing.py, part
+``tune``; its results page has the grid and the recall the term gains).
 
 The query is the task plus the latest plan in memory, so once a planner has written
 sub-questions, the next agents are routed by them (iterative routing).
