@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import astuple
+from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Any, get_args
 
@@ -48,7 +48,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import RESULTS, machine, write_json
 
-from relaygraph.distill import build_dataset, load_dataset, save_dataset
+from relaygraph.distill import build_dataset, load_dataset, options, save_dataset
 from relaygraph.distill.dataset import DistillExample, dataset_stats
 from relaygraph.distill.evaluate import agent_actions, score_student
 from relaygraph.distill.losses import LOSSES, LossKind, SpanWeights
@@ -148,21 +148,8 @@ def student_config(
         weights = weights or SpanWeights(args.reason_kl, args.act_kl, args.act_ce)
     else:
         weights = SpanWeights()
-    return TrainConfig(
-        loss=loss,
-        layers=args.layers,
-        cut=args.cut,
-        frozen=args.frozen,
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-        precision=args.precision,
-        prompt_gradient=args.prompt_gradient,
-        teacher=TEACHER,
-        seed=seed,
-        reason_kl=weights.reason_kl,
-        act_kl=weights.act_kl,
-        act_ce=weights.act_ce,
+    return options.student_config(
+        vars(args), loss=loss, seed=seed, teacher=TEACHER, **asdict(weights)
     )
 
 

@@ -46,20 +46,21 @@ from relaygraph.eval.alfworld.env import AlfworldEnvError
 from relaygraph.eval.alfworld.games import load_games
 from relaygraph.eval.alfworld.modules import AlfworldModules, Recorder, spread
 from relaygraph.fileio import save_figure
-from relaygraph.memory.embedding import SentenceEmbedder
 from relaygraph.routing.reasoning.baselines import tuned_baselines
 from relaygraph.routing.reasoning.env import ReasoningEnv, rollout
-from relaygraph.routing.reasoning.features import Featurizer
 from relaygraph.routing.reasoning.modules import ActionSpace
+from relaygraph.routing.reasoning.pipeline import (
+    EpisodeSplits,
+    SplitEnvs,
+    fit_featurizer,
+    train_and_deploy,
+)
 from relaygraph.routing.reasoning.profiles import fit_profile, load_profile, save_profile
 from relaygraph.routing.reasoning.record import StateBook
-from relaygraph.routing.reasoning.safe import deploy
-from relaygraph.routing.reasoning.train import TrainConfig, evaluate, summarize, train_policy
+from relaygraph.routing.reasoning.train import TrainConfig, evaluate, summarize
 
 if TYPE_CHECKING:
     from relaygraph.routing.reasoning.env import StepPolicy
-    from relaygraph.routing.reasoning.profiles import ResourceProfile
-    from relaygraph.routing.reasoning.record import EpisodeSpec
 
 RUNS = Path("runs/reasoning")
 BOOK = Path(__file__).resolve().parent / "data" / "reasoning_book.jsonl"
@@ -118,49 +119,39 @@ def dominators(point: dict[str, float], others: list[dict[str, Any]]) -> list[st
 
 def policy(args: argparse.Namespace) -> None:
     book = StateBook(args.book)
-    splits = {
-        name: book.playable(split)
-        for name, split in (
-            ("train", "valid_train"),
-            ("tune", "valid_seen"),
-            ("report", "valid_unseen"),
-        )
-    }
     measured = fit_profile(book, SPACE, name="this-cpu", budget_s=THIS_CPU_BUDGET_S)
     save_profile(measured, PROFILE_FILE)
     profiles = {name: measured if name == "this-cpu" else load_profile(name) for name in PROFILES}
-    train_states = [s for e in splits["train"] for s in book.reachable(e)]
-    featurizer = Featurizer.fit([s.text for s in train_states], SentenceEmbedder(), dims=args.dims)
+    splits = EpisodeSplits.of(book)
+    featurizer = fit_featurizer(book, splits.train, dims=args.dims)
     runs: list[dict[str, Any]] = []
     curves: dict[str, list[dict[str, Any]]] = {}
     with Progress() as progress:
         task = progress.add_task("training", total=len(PROFILES) * len(LAMBDAS) * len(SEEDS))
         for name, profile in profiles.items():
             for lam in LAMBDAS:
-                envs = {k: _env(book, v, profile, featurizer, lam) for k, v in splits.items()}
-                trained = []
-                for seed in SEEDS:
-                    config = TrainConfig(updates=args.updates, seed=seed)
-                    trained.append(train_policy(envs["train"], envs["tune"], config))
-                    progress.advance(task)
-                best = max(trained, key=lambda r: r.policy.training["tune_reward"])
-                deployed, check = deploy(best.policy, envs["tune"])
-                deployed.save(args.runs / f"policy-{name}-{lam}.json")
-                curves[f"{name} lam={lam}"] = [asdict(p) for p in best.curve]
+                envs = SplitEnvs.build(book, splits, SPACE, profile, featurizer, lam=lam)
+                configs = [TrainConfig(updates=args.updates, seed=seed) for seed in SEEDS]
+                trained = train_and_deploy(
+                    envs, configs, on_trained=lambda _: progress.advance(task)
+                )
+                assert trained.check is not None  # safe deployment is the default
+                trained.deployed.save(args.runs / f"policy-{name}-{lam}.json")
+                curves[f"{name} lam={lam}"] = [asdict(p) for p in trained.result.curve]
                 rows = [
-                    {"policy": p.name, **evaluate(p, envs["report"])}
-                    for p in tuned_baselines(envs["tune"])
+                    {"policy": p.name, **evaluate(p, envs.report)}
+                    for p in tuned_baselines(envs.tune)
                 ]
-                network = _report("trained network", best.policy, envs["report"], rows)
-                learned = _report("learned (RARRL)", deployed, envs["report"], rows)
-                learned["safety"] = check.as_dict()
+                network = _report("trained network", trained.network, envs.report, rows)
+                learned = _report("learned (RARRL)", trained.deployed, envs.report, rows)
+                learned["safety"] = trained.check.as_dict()
                 runs.append(
                     {
                         "profile": name,
                         "lam": lam,
                         "learned": learned,
                         "trained_network": network,
-                        "learned_training": best.policy.training,
+                        "learned_training": trained.network.training,
                         "baselines": rows,
                     }
                 )
@@ -172,7 +163,11 @@ def policy(args: argparse.Namespace) -> None:
             "actions": list(SPACE.names),
             "remaining": list(REMAINING),
             "slack": SLACK,
-            "episodes": {k: len(v) for k, v in splits.items()},
+            "episodes": {
+                "train": len(splits.train),
+                "tune": len(splits.tune),
+                "report": len(splits.report),
+            },
             "states_recorded": len(book.states),
             "lambdas": list(LAMBDAS),
             "seeds": list(SEEDS),
@@ -201,16 +196,6 @@ def _report(
     actions = Counter(a for r in played for a in r.actions)
     row["action_shares"] = {a: round(actions[a] / sum(actions.values()), 3) for a in SPACE.names}
     return row
-
-
-def _env(
-    book: StateBook,
-    episodes: list[EpisodeSpec],
-    profile: ResourceProfile,
-    featurizer: Featurizer,
-    lam: float,
-) -> ReasoningEnv:
-    return ReasoningEnv(book, episodes, SPACE, profile, featurizer, lam=lam)
 
 
 def _plot_fronts(runs: list[dict[str, Any]]) -> None:
