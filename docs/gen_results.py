@@ -1,0 +1,517 @@
+"""The docs' results pages, generated from ``benchmarks/results/*.json`` at build time.
+
+No figure is copied into the docs by hand: each JSON a benchmark wrote becomes one page
+(what was measured and the command that measures it, taken from the script's docstring;
+the machine and the commit it ran on; every figure of the JSON as tables; the plots the
+script wrote next to it), and an index lists them. Pages are generated on every build
+and never written into ``docs/``, so there is nothing to commit and nothing to go stale.
+
+Hand-written commentary on a benchmark lives in ``docs/results/notes/<name>.md`` and is
+shown under the tables. It names the sha256 of the JSON it was written against in its
+first line (``<!-- results: sha256:... -->``); when the JSON has changed since, the page
+says that the commentary describes an earlier run, so a rerun never leaves prose quoting
+figures the tables no longer show without a warning.
+
+Used by MkDocs as a hook (``hooks:`` in mkdocs.yml), which also prepares the folder the
+API reference is read from (see `package_mirror`). Run directly, it writes the pages to a
+folder for a look without MkDocs::
+
+    python docs/gen_results.py build/results-preview
+
+Every string taken from a JSON is escaped: tables, headings and code are emitted as HTML
+with `html.escape`, and text in Markdown headings has Markdown's punctuation escaped too.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import html
+import json
+import logging
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SCRIPTS = ROOT / "benchmarks"
+NOTES = ROOT / "docs" / "results" / "notes"
+MIRROR = ROOT / "build" / "docs"
+PAGES = "results"  # where the generated pages live in the site
+
+MAX_ROWS = 60
+"""Rows of one table before the rest is left to the JSON (a sweep has hundreds)."""
+MAX_COLUMNS = 12
+"""Wider record tables are shown one record at a time."""
+MAX_INLINE = 12
+"""Lists of numbers up to this long are shown in full; longer ones as a count."""
+MAX_FIELDS = 40
+"""Records with more fields than this are shown as sections, not as one table's columns."""
+PROVENANCE_KEYS = ("machine", "commit", "versions")
+
+log = logging.getLogger("mkdocs.hooks.gen_results")
+
+
+# --- the package the API reference reads -------------------------------------------------
+
+
+def package_mirror(root: Path = ROOT, dest: Path = MIRROR) -> Path:
+    """A folder holding ``relaygraph/``, whose entries link to the package's own files.
+
+    The repository root is the package, so no folder on disk is named ``relaygraph``, and
+    griffe (mkdocstrings' reader) does not follow setuptools' editable finder into
+    subpackages. Pointed at the root through a plain link instead, it walks ``.venv`` and
+    every other folder there (over a minute); the mirror holds only what the package is:
+    the root's modules and its folders that have an ``__init__.py``.
+    """
+    package = dest / "relaygraph"
+    package.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        entry.name
+        for entry in root.iterdir()
+        if (entry.suffix == ".py" and entry.is_file()) or (entry / "__init__.py").is_file()
+    }
+    for link in package.iterdir():
+        if link.name not in wanted or not link.is_symlink():
+            link.unlink()
+    for name in sorted(wanted):
+        link = package / name
+        if not link.is_symlink():
+            link.symlink_to(root / name)
+    return dest
+
+
+# --- what each benchmark is --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One result file and the script that writes it."""
+
+    name: str
+    json_path: Path
+    script: Path | None
+    data: Any
+
+    @property
+    def summary(self) -> str:
+        """The first paragraph of the script's docstring: what it measures."""
+        doc = self.docstring
+        return " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
+
+    @property
+    def docstring(self) -> str:
+        if self.script is None:
+            return ""
+        module = ast.parse(self.script.read_text(encoding="utf-8"))
+        return ast.get_docstring(module) or ""
+
+    @property
+    def command(self) -> str:
+        """The script's ``Usage:`` block, or the plain command to run it."""
+        match = re.search(r"^Usage:[ \t]*(.*?)(?:\n\s*\n|\Z)", self.docstring, re.M | re.S)
+        if match is None:
+            return f"python {self.script.relative_to(ROOT)}" if self.script else ""
+        lines = [line for line in match.group(1).splitlines() if line.strip()]
+        indent = min((len(line) - len(line.lstrip()) for line in lines[1:]), default=0)
+        return "\n".join([lines[0].strip(), *(line[indent:] for line in lines[1:])]).strip()
+
+    @property
+    def images(self) -> list[Path]:
+        """The plots written next to the JSON: ``<name>.png`` and ``<name>_*.png``."""
+        exact = self.json_path.with_suffix(".png")
+        found = [exact] if exact.is_file() else []
+        found += sorted(RESULTS.glob(f"{self.name}_*.png"))
+        # A longer result name owns its own plots (speculative_profile is not speculative).
+        others = {p.stem for p in RESULTS.glob("*.json")} - {self.name}
+        return [p for p in found if not any(p.stem.startswith(o) for o in others)]
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.json_path.read_bytes()).hexdigest()
+
+
+def benchmarks(results: Path = RESULTS) -> list[Benchmark]:
+    """Every result JSON, with the script that writes it (the one of its name, or the
+    longest script name it starts with: ``speculative_profile`` is ``speculative``'s)."""
+    scripts = {p.stem: p for p in SCRIPTS.glob("*.py") if not p.stem.startswith("_")}
+    found = []
+    for path in sorted(results.glob("*.json")):
+        owner = max((s for s in scripts if path.stem.startswith(s)), key=len, default=None)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        found.append(Benchmark(path.stem, path, scripts.get(owner) if owner else None, data))
+    return found
+
+
+# --- escaping and formatting -------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|])")
+"""What Python-Markdown (with tables) unescapes after a backslash; ``<>&`` become entities."""
+
+
+def md_text(value: object) -> str:
+    """A string safe to place in Markdown prose, a heading or a table cell: its HTML is
+    escaped to entities and its Markdown punctuation backslash-escaped, on one line."""
+    text = html.escape(" ".join(str(value).split()), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: object) -> str:
+    """A value as a table cell shows it (HTML-escaped)."""
+    if isinstance(value, list):
+        if len(value) <= MAX_INLINE and all(_scalar(v) for v in value):
+            return "[" + ", ".join(fmt(v) for v in value) + "]"
+        return f"<em>{len(value)} values</em>"
+    if isinstance(value, dict):
+        return f"<em>{len(value)} fields</em>"
+    if value is None or isinstance(value, bool | int | float):
+        return _fmt_number(value)
+    text = str(value)
+    return f"<pre>{esc(text)}</pre>" if "\n" in text else esc(text)
+
+
+def _fmt_number(value: float | None) -> str:
+    """Four significant digits; thousands whole and grouped; nan and inf as Python
+    writes them; booleans as yes/no; None as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10000 else str(value)
+    if not math.isfinite(value) or value == 0:
+        return esc(value) if value else "0"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def _scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _inline(value: object) -> bool:
+    """Shown in a cell: a scalar, or a short list of scalars."""
+    return _scalar(value) or (
+        isinstance(value, list) and len(value) <= MAX_INLINE and all(_scalar(v) for v in value)
+    )
+
+
+def _values(value: object) -> bool:
+    """A list of scalars of any length (a table cell counts the long ones)."""
+    return isinstance(value, list) and all(_scalar(v) for v in value)
+
+
+def flatten(record: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
+    """Nested fields as dotted columns, ``depth`` levels down; deeper ones as they are."""
+    flat: dict[str, Any] = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and depth > 0:
+            flat |= flatten(value, f"{name}.", depth - 1)
+        else:
+            flat[name] = value
+    return flat
+
+
+# --- tables ------------------------------------------------------------------------------
+
+
+def kv_table(items: dict[str, Any]) -> str:
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{fmt(v)}</td></tr>" for k, v in items.items())
+    head = "<thead><tr><th>field</th><th>value</th></tr></thead>"
+    return f"<table>\n{head}\n<tbody>{rows}</tbody>\n</table>"
+
+
+def record_table(records: list[tuple[str | None, dict[str, Any]]]) -> str:
+    """Rows of flattened records; a first column names them when they have names."""
+    columns: list[str] = []
+    for _, record in records:
+        columns += [c for c in record if c not in columns]
+    named = any(name is not None for name, _ in records)
+    head = ("<th></th>" if named else "") + "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = []
+    for name, record in records[:MAX_ROWS]:
+        cells = (f"<td><strong>{esc(name)}</strong></td>" if named else "") + "".join(
+            f"<td>{fmt(record.get(c))}</td>" for c in columns
+        )
+        body.append(f"<tr>{cells}</tr>")
+    table = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>{''.join(body)}</tbody>\n</table>"
+    if len(records) > MAX_ROWS:
+        table += f"\n\n*The first {MAX_ROWS} of {len(records)} rows; the rest are in the JSON.*"
+    return table
+
+
+def _label(
+    rows: list[tuple[str | None, dict[str, Any]]],
+) -> list[tuple[str | None, dict[str, Any]]]:
+    """Name unnamed records by their first text field that tells them all apart."""
+    if any(name is not None for name, _ in rows):
+        return rows
+    for column in rows[0][1]:
+        values = [r.get(column) for _, r in rows]
+        if all(isinstance(v, str) for v in values) and len(set(values)) == len(values):
+            return [(str(r[column]), {k: v for k, v in r.items() if k != column}) for _, r in rows]
+    return [(f"#{i + 1}", r) for i, (_, r) in enumerate(rows)]
+
+
+def _transpose(
+    rows: list[tuple[str | None, dict[str, Any]]],
+) -> list[tuple[str | None, dict[str, Any]]]:
+    """Fields as rows and records as columns."""
+    named = _label(rows)
+    fields: list[str] = []
+    for _, record in named:
+        fields += [f for f in record if f not in fields]
+    return [(f, {str(n): r.get(f) for n, r in named}) for f in fields]
+
+
+def _records(value: Any) -> list[tuple[str | None, dict[str, Any]]] | None:
+    """``value`` as table rows, if it is a list or mapping of flat-enough records."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        rows: list[tuple[str | None, dict[str, Any]]] = [(None, flatten(v)) for v in value]
+    elif (
+        isinstance(value, dict)
+        and len(value) > 1
+        and all(isinstance(v, dict) and v for v in value.values())
+    ):
+        rows = [(str(k), flatten(v)) for k, v in value.items()]
+    else:
+        return None
+    cells = [v for _, r in rows for v in r.values()]
+    if not all(_inline(v) or isinstance(v, list) for v in cells):
+        return None
+    return rows
+
+
+# --- pages -------------------------------------------------------------------------------
+
+
+def commit_line(data: dict[str, Any]) -> str:
+    """The commit a run measured, from ``machine.commit`` or a section's own ``commit``."""
+    machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    commit = machine.get("commit", data.get("commit"))
+    if isinstance(commit, dict) and commit.get("hash"):
+        dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
+        return f"<code>{esc(commit['hash'])}</code>{dirty}"
+    if "commit" in machine or "commit" in data:
+        return "unknown (not a git checkout)"
+    return "unknown (recorded before provenance)"
+
+
+def provenance(data: dict[str, Any]) -> str:
+    """Commit, machine and package versions of one run."""
+    machine = dict(data.get("machine") or {})
+    machine.pop("commit", None)
+    packages = machine.pop("packages", None) or data.get("versions")
+    flags = machine.pop("cpu_flags", None)
+    if "cpu_simd" not in machine:
+        machine["cpu_simd"] = "not recorded (before provenance)"
+    parts = [f"**Commit:** {commit_line(data)}", kv_table(machine)]
+    if isinstance(packages, dict):
+        parts.append("Package versions:\n\n" + kv_table(packages))
+    else:
+        parts.append("Package versions: not recorded (before provenance).")
+    if flags:
+        parts.append(
+            "<details><summary>All CPU flags</summary>"
+            f"<p><code>{esc(' '.join(flags))}</code></p></details>"
+        )
+    return "\n\n".join(parts)
+
+
+def render_section(data: Any, level: int) -> list[str]:
+    """Markdown blocks for one part of a result: its provenance and settings first, then
+    its scalars as one table, then each nested part under a heading of its name."""
+    if not isinstance(data, dict):
+        rows = _records(data)
+        return [record_table(rows) if rows is not None else f"<p>{fmt(data)}</p>"]
+    blocks: list[str] = []
+    if "machine" in data:
+        blocks += [_heading(level, "Machine and provenance"), provenance(data)]
+    if isinstance(data.get("settings"), dict):
+        blocks += [_heading(level, "Settings"), kv_table(flatten(data["settings"], depth=3))]
+    skip = {*PROVENANCE_KEYS, "settings", "benchmark"}
+    rest = {k: v for k, v in data.items() if k not in skip}
+    scalars = {k: v for k, v in rest.items() if _inline(v) or _values(v)}
+    if scalars:
+        blocks.append(kv_table(scalars))
+    for key, value in rest.items():
+        if key not in scalars:
+            blocks += [_heading(level, key), *render_part(value, level)]
+    return blocks
+
+
+def render_part(value: Any, level: int) -> list[str]:
+    """One nested part: a table of its records, or its own sections one level down."""
+    rows = _records(value)
+    if rows is not None and len({c for _, r in rows for c in r}) <= MAX_COLUMNS:
+        return [record_table(rows)]
+    fields = {c for _, r in rows for c in r} if rows is not None else set()
+    if rows is not None and len(rows) <= MAX_COLUMNS and len(fields) <= MAX_FIELDS:
+        # a few wide records: one column each
+        return [record_table(_transpose(rows))]
+    if isinstance(value, dict):
+        return render_section(value, min(level + 1, 6))
+    if rows is None:
+        return [f"<p>{fmt(value)}</p>"]
+    blocks = []  # many wide records: one table each
+    for name, record in _label(rows)[:MAX_ROWS]:
+        blocks += [_heading(min(level + 1, 6), name or "item"), kv_table(record)]
+    if len(rows) > MAX_ROWS:
+        blocks.append(f"*The first {MAX_ROWS} of {len(rows)} items; the rest are in the JSON.*")
+    return blocks
+
+
+def _heading(level: int, text: str) -> str:
+    return f"{'#' * level} {md_text(text)}"
+
+
+def notes(bench: Benchmark, notes_dir: Path = NOTES) -> str:
+    """The hand-written commentary, with a warning when its JSON has changed since."""
+    path = notes_dir / f"{bench.name}.md"
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    match = re.match(r"\s*<!--\s*results:\s*sha256:([0-9a-f]{64})\s*-->\s*\n", text)
+    body = text[match.end() :] if match else text
+    if match is None or match.group(1) != bench.sha256:
+        log.info("results notes %s describe another version of %s", path.name, bench.json_path.name)
+        body = (
+            '!!! warning "Commentary from an earlier run"\n'
+            "    The JSON has changed since this commentary was written: where its figures\n"
+            "    and the tables above disagree, the tables are current.\n\n" + body
+        )
+    return "## Commentary\n\n" + body
+
+
+def render_page(bench: Benchmark) -> str:
+    """The Markdown page of one result file."""
+    title = bench.name.replace("_", " ").capitalize()
+    script = bench.script.relative_to(ROOT) if bench.script else None
+    blocks = [f"# {md_text(title)}"]
+    if bench.summary:
+        blocks.append(md_text(bench.summary))
+    source = f"Generated from <code>benchmarks/results/{esc(bench.json_path.name)}</code> "
+    source += f"([download]({quote(bench.json_path.name)}))"
+    if script is not None:
+        source += f", written by <code>{esc(script)}</code>"
+    blocks.append(source + ".")
+    if bench.command:
+        blocks += ["## Reproduce", f"<pre><code>{esc(bench.command)}</code></pre>"]
+    for image in bench.images:
+        blocks.append(f"![{md_text(image.stem)}]({quote(image.name)})")
+    data = bench.data
+    if isinstance(data, dict) and "machine" not in data:
+        sections = [k for k, v in data.items() if isinstance(v, dict) and "machine" in v]
+        if sections:  # parts run apart, each with its own machine (structured.json)
+            for key in sections:
+                blocks += [f"## {md_text(key)}", *render_section(data[key], 3)]
+            data = {k: v for k, v in data.items() if k not in sections}
+    if (
+        isinstance(data, dict)
+        and "machine" not in data
+        and not any(isinstance(v, dict) and "machine" in v for v in data.values())
+    ):
+        blocks += ["## Machine and provenance", "Not recorded in this file."]
+    blocks += render_section(data, 2)
+    commentary = notes(bench)
+    if commentary:
+        blocks.append(commentary)
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_index(found: list[Benchmark]) -> str:
+    rows = ["| result | what it measures | CPU | commit |", "|---|---|---|---|"]
+    for bench in found:
+        data = bench.data if isinstance(bench.data, dict) else {}
+        # Sectioned results (structured.json) carry a machine per section: the first's.
+        run = (
+            data
+            if "machine" in data
+            else next((v for v in data.values() if isinstance(v, dict) and "machine" in v), {})
+        )
+        machine = run.get("machine") if isinstance(run.get("machine"), dict) else {}
+        rows.append(
+            f"| [{md_text(bench.name)}]({quote(bench.name)}.md) | {md_text(bench.summary)} "
+            f"| {md_text(machine.get('cpu', '—'))} | {commit_line(run) if run else 'unknown'} |"
+        )
+    return (
+        "# Results\n\n"
+        "Every page in this section is generated at build time from the JSON a benchmark "
+        "wrote under `benchmarks/results/`, so the figures here are the files' own. Each "
+        "page says how to reproduce it, on which machine and at which commit it ran "
+        "(results recorded before benchmarks kept provenance say so), and shows the plots "
+        "written next to it. `make bench` reruns the quick benchmarks; each page gives its "
+        "own command.\n\n" + "\n".join(rows) + "\n"
+    )
+
+
+def pages(results: Path = RESULTS) -> dict[str, str]:
+    """Every generated page: site path -> Markdown."""
+    found = benchmarks(results)
+    out = {f"{PAGES}/index.md": render_index(found)}
+    for bench in found:
+        out[f"{PAGES}/{bench.name}.md"] = render_page(bench)
+    return out
+
+
+# --- the MkDocs hook ---------------------------------------------------------------------
+
+try:
+    from mkdocs.plugins import event_priority
+except ImportError:  # run as a script without MkDocs installed
+
+    def event_priority(priority: float) -> Any:
+        return lambda function: function
+
+
+@event_priority(100)  # before mkdocstrings reads its paths in its own on_config
+def on_config(config: Any) -> Any:
+    """Prepare the API reference's package folder; list the result pages in the nav."""
+    package_mirror()
+    titles = [(b.name.replace("_", " ").capitalize(), f"{PAGES}/{b.name}.md") for b in benchmarks()]
+    for entry in config["nav"] or []:
+        if isinstance(entry, dict) and "Results" in entry:
+            section = entry["Results"]
+            if not isinstance(section, list):
+                section = [section]
+            listed = {v for item in section if isinstance(item, dict) for v in item.values()}
+            section += [{t: p} for t, p in titles if p not in listed]
+            entry["Results"] = section
+    return config
+
+
+def on_files(files: Any, config: Any) -> Any:
+    """Add the generated pages, the JSON files and their plots to the site."""
+    from mkdocs.structure.files import File
+
+    for path, text in pages().items():
+        files.append(File.generated(config, path, content=text))
+    for source in [*RESULTS.glob("*.json"), *RESULTS.glob("*.png")]:
+        files.append(File.generated(config, f"{PAGES}/{source.name}", abs_src_path=str(source)))
+    return files
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python docs/gen_results.py OUT_DIR", file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    for path, text in pages().items():
+        target = out / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    print(f"wrote {len(pages())} pages under {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
