@@ -273,8 +273,9 @@ def _transpose(
     return [(f, {str(n): r.get(f) for n, r in named}) for f in fields]
 
 
-def _records(value: Any) -> list[tuple[str | None, dict[str, Any]]] | None:
-    """``value`` as table rows, if it is a list or mapping of flat-enough records."""
+def _records(value: Any, *, nested: bool = False) -> list[tuple[str | None, dict[str, Any]]] | None:
+    """``value`` as table rows, if it is a list or mapping of flat-enough records (or of any
+    records, with ``nested``: a commentary's table picks its columns)."""
     if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
         rows: list[tuple[str | None, dict[str, Any]]] = [(None, flatten(v)) for v in value]
     elif (
@@ -286,7 +287,7 @@ def _records(value: Any) -> list[tuple[str | None, dict[str, Any]]] | None:
     else:
         return None
     cells = [v for _, r in rows for v in r.values()]
-    if not all(_inline(v) or isinstance(v, list) for v in cells):
+    if not nested and not all(_inline(v) or isinstance(v, list) for v in cells):
         return None
     return rows
 
@@ -389,7 +390,64 @@ def notes(bench: Benchmark, notes_dir: Path = NOTES) -> str:
             "    The JSON has changed since this commentary was written: where its figures\n"
             "    and the tables above disagree, the tables are current.\n\n" + body
         )
+    body = _TABLE.sub(lambda m: directive_table(bench, m.group(1), m.group(2)), body)
+    body = _PIVOT.sub(lambda m: directive_pivot(bench, m.group(1), m.group(2)), body)
     return "## Commentary\n\n" + body
+
+
+_TABLE = re.compile(r"<!--\s*table:\s*(\S+)\s*\|\s*(.*?)\s*-->", re.S)
+_PIVOT = re.compile(r"<!--\s*pivot:\s*(\S+)\s*\|\s*(.*?)\s*-->", re.S)
+
+
+def _lookup(bench: Benchmark, paths: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """The records under each ``+``-joined path (keys split by ``/``): a mapping or list of
+    records gives its rows, one flat record gives one row named by its key. A path the
+    JSON lacks fails the build."""
+    rows: list[tuple[str | None, dict[str, Any]]] = []
+    for path in paths.split("+"):
+        value: Any = bench.data
+        for key in path.split("/"):
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]
+            elif isinstance(value, dict) and key in value:
+                value = value[key]
+            else:
+                raise ValueError(f"results notes {bench.name}.md: no {path!r} in the JSON")
+        records = _records(value, nested=True)
+        if records is None and isinstance(value, dict):
+            records = [(path, flatten(value))]
+        if records is None:
+            raise ValueError(f"results notes {bench.name}.md: {path!r} holds no records")
+        rows += records
+    return rows
+
+
+def directive_pivot(bench: Benchmark, path: str, fields: str) -> str:
+    """``<!-- pivot: part | row, column, value -->``: one row per value of the records'
+    ``row`` field, one column per value of their ``column`` field, ``value`` in the cells."""
+    row_field, column_field, value_field = (f.strip() for f in fields.split(","))
+    table: dict[str, dict[str, Any]] = {}
+    for _, record in _lookup(bench, path):
+        if not {row_field, column_field, value_field} <= record.keys():
+            raise ValueError(f"results notes {bench.name}.md: {path!r} lacks a pivot field")
+        row = table.setdefault(str(record[row_field]), {})
+        row[str(record[column_field])] = record[value_field]
+    return record_table([(f"{row_field} {name}", cells) for name, cells in table.items()])
+
+
+def directive_table(bench: Benchmark, path: str, columns: str) -> str:
+    """A table the commentary asks for: ``<!-- table: part/sub | col, col.sub=Label -->``
+    shows the records under ``part/sub`` of the JSON with those (flattened) columns, so
+    the commentary's tables come from the file too. A path or column the JSON lacks fails
+    the build: the commentary no longer matches the benchmark."""
+    rows = _lookup(bench, path)
+    wanted = [c.strip().partition("=") for c in columns.split(",") if c.strip()]
+    known = {c for _, r in rows for c in r}
+    missing = [c for c, _, _ in wanted if c not in known]
+    if missing:
+        raise ValueError(f"results notes {bench.name}.md: {path!r} has no column {missing}")
+    picked = [(n, {(label or c): r.get(c) for c, _, label in wanted}) for n, r in rows]
+    return record_table(picked)
 
 
 def render_page(bench: Benchmark) -> str:
