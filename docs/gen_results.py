@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SCRIPTS = ROOT / "benchmarks"
@@ -295,9 +298,14 @@ def _records(value: Any, *, nested: bool = False) -> list[tuple[str | None, dict
 # --- pages -------------------------------------------------------------------------------
 
 
+def _machine(data: dict[str, Any]) -> dict[str, Any]:
+    machine = data.get("machine")
+    return machine if isinstance(machine, dict) else {}
+
+
 def commit_line(data: dict[str, Any]) -> str:
     """The commit a run measured, from ``machine.commit`` or a section's own ``commit``."""
-    machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+    machine = _machine(data)
     commit = machine.get("commit", data.get("commit"))
     if isinstance(commit, dict) and commit.get("hash"):
         dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
@@ -496,7 +504,7 @@ def render_index(found: list[Benchmark]) -> str:
             if "machine" in data
             else next((v for v in data.values() if isinstance(v, dict) and "machine" in v), {})
         )
-        machine = run.get("machine") if isinstance(run.get("machine"), dict) else {}
+        machine = _machine(run)
         rows.append(
             f"| [{md_text(bench.name)}]({quote(bench.name)}.md) | {md_text(bench.summary)} "
             f"| {md_text(machine.get('cpu', '—'))} | {commit_line(run) if run else 'unknown'} |"
@@ -523,13 +531,6 @@ def pages(results: Path = RESULTS) -> dict[str, str]:
 
 # --- the MkDocs hook ---------------------------------------------------------------------
 
-try:
-    from mkdocs.plugins import event_priority
-except ImportError:  # run as a script without MkDocs installed
-
-    def event_priority(priority: float) -> Any:
-        return lambda function: function
-
 
 @event_priority(100)  # before mkdocstrings reads its paths in its own on_config
 def on_config(config: Any) -> Any:
@@ -549,8 +550,6 @@ def on_config(config: Any) -> Any:
 
 def on_files(files: Any, config: Any) -> Any:
     """Add the generated pages, the JSON files and their plots to the site."""
-    from mkdocs.structure.files import File
-
     for path, text in pages().items():
         files.append(File.generated(config, path, content=text))
     for source in [*RESULTS.glob("*.json"), *RESULTS.glob("*.png")]:
