@@ -103,9 +103,13 @@ class Benchmark:
 
     @property
     def summary(self) -> str:
-        """The first paragraph of the script's docstring: what it measures."""
+        """The first paragraph of the script's docstring: what it measures (for a file the
+        script writes beside its results, whose script it is)."""
         doc = self.docstring
-        return " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
+        first = " ".join(doc.split("\n\n", 1)[0].split()) if doc else ""
+        if self.script is not None and self.script.stem != self.name:
+            return f"Written beside the results of benchmarks/{self.script.name}: {first}"
+        return first
 
     @property
     def docstring(self) -> str:
