@@ -26,12 +26,9 @@ if TYPE_CHECKING:
     from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
     from relaygraph.routing.calibration import Method
 
-
 eval_app = typer.Typer(
     help="Evaluate agent graphs on benchmarks; compare runs.", no_args_is_help=True
 )
-
-
 HotpotDataOption = Annotated[
     Path | None, typer.Option(help="HotPotQA JSON(.gz) file; default: a shipped sample.")
 ]

@@ -14,13 +14,10 @@ if TYPE_CHECKING:
     from relaygraph.eval.alfworld.games import Split
     from relaygraph.routing.reasoning.env import StepPolicy
 
-
 reasoning_app = typer.Typer(
     help="Resource-aware reasoning policies: record ALFWorld states, fit a profile, train.",
     no_args_is_help=True,
 )
-
-
 BookOption = Annotated[Path, typer.Option(help="The state book (JSON lines).")]
 SmallOption = Annotated[str, typer.Option(help="The executor and small reasoner.")]
 LargeOption = Annotated[str, typer.Option(help="The large reasoner.")]

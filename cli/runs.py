@@ -15,7 +15,6 @@ if TYPE_CHECKING:
     from relaygraph.eval.report import Summary
     from relaygraph.eval.security import SecurityReport
 
-
 ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Items run at once.")]
 OutOption = Annotated[Path | None, typer.Option(help="Run directory (default: runs/<suite>-…).")]
 ResumeOption = Annotated[
@@ -24,11 +23,13 @@ ResumeOption = Annotated[
 
 
 def default_out(suite: str, model: str) -> Path:
+    """``runs/<suite>-<model>-<time>``: a new folder per run when ``--out`` is not given."""
     slug = "".join(c if c.isalnum() or c in "-." else "-" for c in model.rsplit("/", 1)[-1])
     return Path("runs") / f"{suite}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def print_summary(out: Path, summary: "Summary") -> None:
+    """The run's headline, metrics and cost as a table, and where its report is."""
     table = Table(title=f"{summary.suite}: {summary.items} items, {summary.graph}")
     table.add_column("metric")
     table.add_column(summary.model, justify="right")
@@ -43,6 +44,7 @@ def print_summary(out: Path, summary: "Summary") -> None:
 
 
 def print_security(report: "SecurityReport") -> None:
+    """Attack success and utility per category (a security run's own figures)."""
     table = Table(title="Security (trajectory scoring)")
     for column in (
         "category",

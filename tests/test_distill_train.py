@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from relaygraph.distill import build_dataset, save_dataset
 from relaygraph.distill.losses import SpanWeights, Targets, combine, term_counts, terms
+from relaygraph.distill.options import student_config
 from relaygraph.distill.teacher import compute_distributions
 from relaygraph.distill.train import TrainConfig, train
 from relaygraph.errors import ConfigError
@@ -182,6 +184,18 @@ def _one_trace(tmp_path: Path) -> Path:
     record, trace = SecuritySuite(assistant, scripted_assistant(task, obey_attack=False)).run(task)
     assert trace is not None and record.metrics["utility"] == 1
     return trace.save(tmp_path / "trace.json")
+
+
+def test_student_config_reads_a_command_lines_options_by_field_name() -> None:
+    parsed = {"dataset": "d", "out": "o", "seeds": 3, "layers": 12, "frozen": 4, "cut": "middle"}
+    config = student_config(parsed, loss="kd", seed=2, act_ce=0.0)
+    assert config == TrainConfig(loss="kd", layers=12, frozen=4, cut="middle", seed=2, act_ce=0)
+    assert student_config(parsed | {"seed": 5}, loss="sft").seed == 5
+    assert student_config(parsed | {"seed": 5}, loss="sft", seed=6).seed == 6  # given wins
+    with pytest.raises(ValidationError, match="layer"):
+        student_config(parsed, loss="kd", layer=3)  # a setting that is no field
+    with pytest.raises(ValidationError, match=r"frozen \(4\) must be below layers \(4\)"):
+        student_config(parsed | {"layers": 4}, loss="sft")
 
 
 def test_action_keys_compare_what_the_agent_would_do() -> None:

@@ -33,6 +33,7 @@ from relaygraph.routing.reasoning.env import ReasoningEnv, rollout
 from relaygraph.routing.reasoning.features import Featurizer, StepView
 from relaygraph.routing.reasoning.learned import LearnedPolicy, PolicyReasoner, load_policy
 from relaygraph.routing.reasoning.modules import ActionSpace, ModuleSpec
+from relaygraph.routing.reasoning.pipeline import EpisodeSplits, SplitEnvs, train_and_deploy
 from relaygraph.routing.reasoning.profiles import (
     SHIPPED,
     ModuleCost,
@@ -51,7 +52,7 @@ from relaygraph.routing.reasoning.record import (
     state_key,
 )
 from relaygraph.routing.reasoning.safe import check_improvement, constant_policy
-from relaygraph.routing.reasoning.train import TrainConfig, evaluate, train_policy
+from relaygraph.routing.reasoning.train import TrainConfig, TrainResult, evaluate, train_policy
 
 SPACE = ActionSpace.default("small", "large")
 SMALL_GAME = "look_at_obj_in_light-AlarmClock-None-DeskLamp-323/trial_T20190909_044715_250790"
@@ -367,6 +368,36 @@ def test_the_fallback_is_a_policy_file_that_never_reasons(tmp_path: Path) -> Non
     loaded = load_policy(fallback.save(tmp_path / "policy.json"), SPACE)
     assert isinstance(loaded, LearnedPolicy) and loaded.training == {"safety": "not kept"}
     assert evaluate(loaded, env) == evaluate(Always("act"), env)
+
+
+def test_the_pipeline_splits_a_book_and_keeps_the_best_seed() -> None:
+    book = StateBook()
+    rng = np.random.default_rng(6)
+    for split in ("valid_train", "valid_seen", "valid_unseen", "elsewhere"):
+        for i in range(6):
+            confidence = float(rng.uniform(0.05, 0.95))
+            wins = {"act": confidence > 0.5, "reason_large": True}
+            _add_episode(book, f"{split}-{i}", confidence, wins, split=split)
+    splits = EpisodeSplits.of(book)
+    assert [e.split for e in splits.train] == ["valid_train"] * 6
+    assert [e.split for e in splits.tune] == ["valid_seen"] * 6
+    assert [e.split for e in splits.report] == ["valid_unseen"] * 6
+    envs = SplitEnvs.build(book, splits, SPACE, _profile(), Featurizer(), lam=0.5)
+    assert (envs.train.episodes, envs.report.episodes) == (splits.train, splits.report)
+    seeds: list[TrainResult] = []
+    configs = [TrainConfig(updates=4, batch=4, eval_every=2, seed=s) for s in (0, 1, 2)]
+    unchecked = train_and_deploy(envs, configs, safe=False, on_trained=seeds.append)
+    assert [r.policy.training["seed"] for r in seeds] == [0, 1, 2]
+    assert unchecked.result is max(seeds, key=lambda r: r.policy.training["tune_reward"])
+    assert unchecked.deployed is unchecked.network and unchecked.check is None
+    checked = train_and_deploy(envs, configs[:1])
+    assert checked.check is not None and checked.check.episodes == 6
+    assert (checked.deployed is checked.network) == checked.check.kept
+    assert checked.network.training["safety"] == checked.check.as_dict()
+    only_train = StateBook()
+    _add_episode(only_train, "t", 0.5, {}, split="valid_train")
+    with pytest.raises(ConfigError, match="the book has no complete valid_seen episode"):
+        EpisodeSplits.of(only_train)
 
 
 # -- policy file and runtime ----------------------------------------------------------
