@@ -485,12 +485,8 @@ def render_page(bench: Benchmark) -> str:
             for key in sections:
                 blocks += [f"## {md_text(key)}", *render_section(data[key], 3)]
             data = {k: v for k, v in data.items() if k not in sections}
-    if (
-        isinstance(data, dict)
-        and "machine" not in data
-        and not any(isinstance(v, dict) and "machine" in v for v in data.values())
-    ):
-        blocks += ["## Machine and provenance", "Not recorded in this file."]
+        else:
+            blocks += ["## Machine and provenance", "Not recorded in this file."]
     blocks += render_section(data, 2)
     commentary = notes(bench)
     if commentary:
