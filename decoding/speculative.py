@@ -53,7 +53,8 @@ from relaygraph.decoding.drafts import (
     Proposal,
     resumes_at,
 )
-from relaygraph.decoding.window import EARLIER_ROUNDS, Round, WindowPolicy
+from relaygraph.decoding.rounds import Round, per_round_record
+from relaygraph.decoding.window import EARLIER_ROUNDS, WindowPolicy
 from relaygraph.errors import ConfigError, TransportError
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import BaseLLM
@@ -604,16 +605,7 @@ class SpeculativeLLM(BaseLLM):
             "draft_s": round(sum(r.draft_s for r in rounds), 6),
             "verify_s": round(sum(r.verify_s for r in rounds), 6),
             "network_s": round(sum(r.network_s for r in rounds), 6),
-            "per_round": {
-                "window": [r.window for r in rounds],
-                "drafted": [r.drafted for r in rounds],
-                "accepted": [r.accepted for r in rounds],
-                "decoded": [r.decoded for r in rounds],
-                "resume_at": [r.resume_at for r in rounds],
-                "draft_s": [round(r.draft_s, 6) for r in rounds],
-                "verify_s": [round(r.verify_s, 6) for r in rounds],
-                "network_s": [round(r.network_s, 6) for r in rounds],
-            },
+            "per_round": per_round_record(rounds),
         }
         if request.fallback:
             stats["fallback"] = request.fallback

@@ -162,6 +162,7 @@ def cloud(smollm2: LocalLLM) -> Iterator[OpenAICompatLLM]:
         client.close()
 
 
+@pytest.mark.server
 def test_remote_verification_over_http_is_lossless(
     smollm2: LocalLLM, cloud: OpenAICompatLLM
 ) -> None:
@@ -179,6 +180,7 @@ def test_remote_verification_over_http_is_lossless(
     assert hot.decoding is not None and hot.decoding["verification"].startswith("greedy (")
 
 
+@pytest.mark.server
 def test_a_cloud_that_goes_away_falls_back_to_the_draft_or_fails_clearly(smollm2: LocalLLM) -> None:
     with BackgroundServer({"smollm2-135m": smollm2}) as server:
         target = OpenAICompatLLM(server.base_url, "smollm2-135m", max_retries=0, timeout_s=5)
@@ -280,6 +282,7 @@ def test_a_prompt_lookup_draft_is_lossless_and_accepts_copied_text(smollm2: Loca
     assert sampled.decoding is not None and sampled.decoding["verification"] == "sampling"
 
 
+@pytest.mark.server
 def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
     smollm2: LocalLLM, cloud: OpenAICompatLLM
 ) -> None:
@@ -311,6 +314,7 @@ def test_where_nothing_is_proposed_the_cloud_decodes_the_window_itself(
     assert sum(made) >= len(got.choices[0].token_ids)
 
 
+@pytest.mark.server
 def test_adaptive_windows_with_prompt_lookup_over_http_are_lossless(
     smollm2: LocalLLM, cloud: OpenAICompatLLM
 ) -> None:

@@ -28,7 +28,6 @@ simulator predict that run; profiles of other deployments are JSON files.
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
@@ -36,137 +35,21 @@ import numpy as np
 import simpy
 from pydantic import BaseModel, ConfigDict, Field
 
+from relaygraph.decoding.rounds import Round
 from relaygraph.decoding.window import (
     EARLIER_ROUNDS,
-    CostPrior,
-    ResumeEvidence,
-    Round,
-    expected_tokens,
-    resume_bin,
-    stand_rates,
 )
 from relaygraph.errors import ConfigError
-from relaygraph.fileio import read_model, write_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Sequence
-    from pathlib import Path
+    from collections.abc import Generator
 
+    from relaygraph.decoding.sim.profile import LatencyProfile
     from relaygraph.decoding.window import WindowPolicy
 
 _T = TypeVar("_T")
 
 Mode = Literal["speculative", "cloud-only"]
-
-
-class LatencyProfile(BaseModel):
-    """What each part of edge-cloud decoding costs, in seconds."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    draft_per_token_s: float = Field(ge=0)
-    verify_base_s: float = Field(ge=0)
-    verify_per_token_s: float = Field(ge=0)
-    """A cloud pass over t tokens (all jobs of a batch together) costs base + per_token * t."""
-    decode_base_s: float = Field(ge=0)
-    decode_per_seq_s: float = Field(ge=0)
-    """A cloud decode step advancing b sequences costs base + per_seq * b."""
-    prefill_s: float = Field(default=0.0, ge=0)
-    """The target reading a request's prompt (first verification, or cloud-only start)."""
-    solo_overhead_s: float = Field(default=0.0, ge=0)
-    """What a round in which the target decodes alone costs beyond its decode steps (a
-    request to the worker, which also re-reads the prompt's last token)."""
-    acceptance: float = Field(ge=0, le=1)
-    """Per drafted token, i.i.d. (unless ``position_acceptance`` is given)."""
-    position_acceptance: list[float] = Field(default_factory=list)
-    """Per window position j: the chance that the j-th drafted token stands given the
-    ones before it did (in rounds where the drafter proposed that far); the last value
-    holds beyond the list. Prompt lookup's first guesses beat its later ones."""
-    unproposed: float = Field(default=0.0, ge=0, le=1)
-    """Share of answer tokens made in rounds where the drafter had nothing to propose:
-    prompt lookup finds no recurring n-gram where the answer leaves its source, and the
-    target decodes ``k + 1`` tokens itself. A share of tokens, not of rounds: long
-    windows cross the copied stretches in fewer rounds, and the uncopied ones too."""
-    request_unproposed: list[float] = Field(default_factory=list)
-    """Per kind of request, its own `unproposed` share (kinds as in `request_acceptance`)."""
-    request_acceptance: list[list[float]] = Field(default_factory=list)
-    """Per kind of request (a prompt of the measured run), its own position acceptance;
-    simulated requests take them in turn, as they take answer lengths. Acceptance varies
-    more between prompts than within one (the answer is quoted from the prompt or it is
-    not), and a pooled rate misjudges windows: long ones finish the easy prompts in few
-    rounds and spend most of theirs on the hard ones."""
-    proposing: float = Field(default=1.0, ge=0, le=1)
-    """The chance that a round proposes after a round that did (or as a request's first)."""
-    request_proposing: list[float] = Field(default_factory=list)
-    """Per kind of request, its own `proposing` chance."""
-    resume: list[float] = Field(default_factory=list)
-    """Per bin of `RESUME_BINS`, the chance that a stretch without proposals ends at its
-    next token (the last holds beyond); empty: proposals drawn per round (`proposes`)."""
-    rtt_s: float = Field(default=0.0, ge=0)
-    jitter_s: float = Field(default=0.0, ge=0)
-    """Standard deviation of each one-way delay."""
-    source: str = ""
-    """Where the numbers come from (a measured run, a datasheet, a guess)."""
-
-    def save(self, path: str | Path) -> Path:
-        """Write atomically as JSON."""
-        return write_atomic(path, self.model_dump_json(indent=1) + "\n")
-
-    def rate_at(self, position: int, request: int = 0) -> float:
-        """Acceptance of the drafted token at ``position`` (0-based) given the earlier ones,
-        in the ``request``-th request kind (which `request_acceptance` holds, if any)."""
-        kinds = self.request_acceptance
-        rates = kinds[request % len(kinds)] if kinds else self.position_acceptance
-        if not rates:
-            return self.acceptance
-        return rates[min(position, len(rates) - 1)]
-
-    def proposes(self, k: int, request: int = 0) -> float:
-        """The chance that a round with window ``k`` of the ``request``-th request kind has
-        a proposal. With a share ``f`` of tokens unproposed, ``E`` tokens per round that
-        proposes and ``k + 1`` per round that does not, rounds without a proposal make up
-        ``f E / ((1 - f)(k + 1) + f E)`` of all rounds, so that they make ``f`` of the
-        tokens at any k."""
-        kinds = self.request_unproposed
-        f = kinds[request % len(kinds)] if kinds else self.unproposed
-        tokens = expected_tokens([self.rate_at(j, request) for j in range(k)])
-        return 1.0 - f * tokens / ((1.0 - f) * (k + 1) + f * tokens)
-
-    def proposing_at(self, request: int = 0) -> float:
-        """`proposing` of the ``request``-th request kind."""
-        kinds = self.request_proposing
-        return kinds[request % len(kinds)] if kinds else self.proposing
-
-    def resume_at(self, position: int) -> float:
-        """The chance that a stretch without proposals ends at its ``position``-th token."""
-        rates = self.resume
-        return rates[min(resume_bin(position), len(rates) - 1)]
-
-    def window_prior(self, weight: float = 2.0) -> CostPrior:
-        """This deployment's costs as the starting point of adaptive window control."""
-        return CostPrior(
-            acceptance=self.acceptance,
-            position_acceptance=tuple(self.position_acceptance),
-            draft_s=self.draft_per_token_s,
-            verify_base_s=self.verify_base_s,
-            verify_per_token_s=self.verify_per_token_s,
-            rtt_s=self.rtt_s,
-            decode_base_s=self.solo_overhead_s,
-            decode_per_token_s=self.decode_base_s + self.decode_per_seq_s,
-            unproposed=self.unproposed,
-            resume=tuple(self.resume) or CostPrior().resume,
-            weight=weight,
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> LatencyProfile:
-        """Read a profile.
-
-        Raises:
-            ConfigError: Missing file or a bad field (named).
-        """
-        return read_model(cls, path, what="latency profile")
 
 
 class SimConfig(BaseModel):
@@ -517,180 +400,3 @@ def _result(
         acceptance_rate=sum(r.accepted for r in run.rounds) / drafted if drafted else None,
         mean_window=float(np.mean([r.window for r in run.rounds])) if run.rounds else None,
     )
-
-
-def fit_profile(
-    name: str,
-    rounds: list[dict[str, list[float]]],
-    cloud_only: list[tuple[float, int]],
-    *,
-    batch_step_ratio: tuple[float, int],
-    rtt_s: float,
-    jitter_s: float,
-    source: str,
-    kinds: Sequence[int] | None = None,
-) -> LatencyProfile:
-    """A profile from measured runs.
-
-    Args:
-        name: The profile's name.
-        rounds: Each speculative request's ``decoding["per_round"]`` record; its first
-            round's verification also read the prompt (the prefill).
-        cloud_only: (seconds on the cloud, answer tokens) of cloud-only requests,
-            link delay excluded.
-        batch_step_ratio: (how much longer a decode step of b sequences takes than one
-            of a single sequence, b), to split a step into a fixed and a per-sequence part.
-        rtt_s: The link's round trip.
-        jitter_s: Its one-way jitter.
-        source: Where the measurements come from.
-        kinds: Which prompt (0, 1, ...) each record of ``rounds`` answered; given, the
-            profile keeps each prompt's acceptance (`acceptance_by_kind`) and its share
-            of tokens made without a proposal.
-
-    Raises:
-        ConfigError: No rounds, or no cloud-only requests.
-    """
-    if not rounds or not cloud_only:
-        raise ConfigError("fitting a profile needs speculative rounds and cloud-only requests")
-    drafted = np.concatenate([r["drafted"] for r in rounds]).astype(float)
-    accepted = np.concatenate([r["accepted"] for r in rounds]).astype(float)
-    tested = accepted + (accepted < drafted)
-    positions = _position_rates(rounds)
-    # Verifications after each request's first (which also read the prompt).
-    later = [
-        (d + 1, v)
-        for r in rounds
-        for i, (d, v, n) in enumerate(zip(r["drafted"], r["verify_s"], _decoded(r), strict=True))
-        if i and not n
-    ]
-    x = np.array([t for t, _ in later], dtype=float)
-    y = np.array([v for _, v in later], dtype=float)
-    slope, base = np.polyfit(x, y, 1) if len(set(x.tolist())) > 1 else (0.0, float(y.mean()))
-    slope, base = max(float(slope), 0.0), max(float(base), 0.0)
-    # A request's first verification also reads its prompt: its excess over the line.
-    first = [
-        r["verify_s"][0] - (base + slope * (r["drafted"][0] + 1))
-        for r in rounds
-        if not _decoded(r)[0]
-    ]
-    prefill = max(float(np.mean(first)), 0.0) if first else 0.0
-    step = float(np.mean([max(s - prefill, 0.0) / n for s, n in cloud_only]))
-    solo = [
-        v - n * step
-        for r in rounds
-        for i, (v, n) in enumerate(zip(r["verify_s"], _decoded(r), strict=True))
-        if i and n
-    ]
-    ratio, size = batch_step_ratio
-    per_seq = step * max(ratio - 1.0, 0.0) / (size - 1) if size > 1 else step
-    return LatencyProfile(
-        name=name,
-        draft_per_token_s=float(
-            sum(s for r in rounds for s in r["draft_s"]) / max(drafted.sum(), 1.0)
-        ),
-        verify_base_s=base,
-        verify_per_token_s=slope,
-        decode_base_s=max(step - per_seq, 0.0),
-        decode_per_seq_s=min(per_seq, step),
-        prefill_s=prefill,
-        solo_overhead_s=max(float(np.mean(solo)), 0.0) if solo else 0.0,
-        acceptance=float(accepted.sum() / max(tested.sum(), 1.0)),
-        position_acceptance=positions,
-        request_acceptance=acceptance_by_kind(rounds, kinds) if kinds is not None else [],
-        unproposed=_unproposed(rounds),
-        request_unproposed=_by_kind(rounds, kinds, _unproposed) if kinds is not None else [],
-        proposing=_proposing(rounds),
-        request_proposing=_by_kind(rounds, kinds, _proposing) if kinds is not None else [],
-        resume=_resume_rates(rounds),
-        rtt_s=rtt_s,
-        jitter_s=jitter_s,
-        source=source,
-    )
-
-
-def acceptance_by_kind(
-    rounds: Sequence[dict[str, list[float]]], kinds: Sequence[int]
-) -> list[list[float]]:
-    """Each request kind's position acceptance (`stand_rates`), kinds 0, 1, ... in order,
-    from per-request round records and the kind of each.
-
-    Raises:
-        ConfigError: A kind between 0 and the largest has no rounds.
-    """
-    return _by_kind(rounds, kinds, _position_rates)
-
-
-def _by_kind(
-    rounds: Sequence[dict[str, list[float]]],
-    kinds: Sequence[int],
-    measure: Callable[[Sequence[dict[str, list[float]]]], _T],
-) -> list[_T]:
-    """``measure`` of each request kind's round records, kinds 0, 1, ... in order."""
-    by_kind: dict[int, list[dict[str, list[float]]]] = defaultdict(list)
-    for record, kind in zip(rounds, kinds, strict=True):
-        by_kind[kind].append(record)
-    missing = [k for k in range(max(kinds, default=-1) + 1) if not by_kind[k]]
-    if missing:
-        raise ConfigError(f"no rounds of request kinds {missing}", parameter="kinds")
-    return [measure(by_kind[k]) for k in sorted(by_kind)]
-
-
-def _position_rates(records: Sequence[dict[str, list[float]]]) -> list[float]:
-    """`stand_rates` of the (drafted, accepted) outcomes of per-request round records."""
-    outcomes = [
-        (int(d), int(a)) for r in records for d, a in zip(r["drafted"], r["accepted"], strict=True)
-    ]
-    return stand_rates(outcomes, max((d for d, _ in outcomes), default=0))
-
-
-def _decoded(record: dict[str, list[float]]) -> list[float]:
-    """Per round, the tokens the target decoded alone (none in records made before
-    rounds without a proposal were decoded: each such round verified one token)."""
-    return record.get("decoded") or [0.0] * len(record["drafted"])
-
-
-def _unproposed(records: Sequence[dict[str, list[float]]]) -> float:
-    """Share of the answer tokens of per-request round records made by rounds in which
-    the drafter proposed nothing."""
-    unproposed = made = 0.0
-    for r in records:
-        for drafted, accepted, decoded in zip(
-            r["drafted"], r["accepted"], _decoded(r), strict=True
-        ):
-            tokens = decoded or accepted + 1
-            made += tokens
-            unproposed += tokens if drafted == 0 else 0
-    return unproposed / made
-
-
-def _proposing(records: Sequence[dict[str, list[float]]]) -> float:
-    """The share of rounds that proposed, among those after a round that did and each
-    request's first (1 where there are none)."""
-    after = [
-        bool(r["drafted"][i])
-        for r in records
-        for i in range(len(r["drafted"]))
-        if i == 0 or r["drafted"][i - 1]
-    ]
-    return sum(after) / len(after) if after else 1.0
-
-
-def _resume_rates(records: Sequence[dict[str, list[float]]]) -> list[float]:
-    """Per bin of `RESUME_BINS`, the chance that a stretch without proposals ends at its
-    next token, from per-request round records with ``resume_at`` (`ResumeEvidence`); a
-    bin nothing watched takes the one before's. Empty without such records."""
-    if not records or not all("resume_at" in r for r in records):
-        return []
-    evidence = ResumeEvidence()
-    for r in records:
-        rounds = [
-            Round(0, int(d), int(a), 0.0, 0.0, 0.0, decoded=int(n), resume_at=int(at))
-            for d, a, n, at in zip(
-                r["drafted"], r["accepted"], _decoded(r), r["resume_at"], strict=True
-            )
-        ]
-        evidence = evidence.then(ResumeEvidence.of(rounds)[0])
-    rates: list[float] = []
-    for ended, watched in zip(evidence.ended, evidence.watched, strict=True):
-        rates.append(ended / watched if watched else (rates[-1] if rates else 0.0))
-    return rates

@@ -1,0 +1,99 @@
+"""One draft-verify round: the record speculative decoding, the window policies, the
+simulator and profile fitting all read, and its per-request form in traces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One draft-verify round, as the window policy sees it.
+
+    Attributes:
+        window: Tokens the policy asked for.
+        drafted: Tokens the draft proposed (fewer when it ended its answer).
+        accepted: Drafted tokens the target kept.
+        draft_s: Seconds the draft took.
+        verify_s: Seconds the target's verification took (its own compute and transport,
+            and any wait in the cloud's queue).
+        network_s: Seconds of injected link delay (both directions).
+        queue_s: Of ``verify_s``, the seconds it waited in the cloud's queue before its
+            pass began (0 where the cloud does not say).
+        shared_tokens: Tokens of other requests verified in the same pass (0 when alone,
+            or where the cloud does not say).
+        decoded: Tokens the target decoded itself in a round the drafter had nothing to
+            propose for (``verify_s`` is then its decoding time, not a verification).
+        resume_at: In such a round, after how many of its tokens (1 to ``decoded - 1``)
+            a free drafter would first have proposed a token that stood: where copying
+            could have resumed (0: nowhere inside the round, or not checked).
+    """
+
+    window: int
+    drafted: int
+    accepted: int
+    draft_s: float
+    verify_s: float
+    network_s: float
+    queue_s: float = 0.0
+    shared_tokens: int = 0
+    decoded: int = 0
+    resume_at: int = 0
+
+
+def per_round_record(rounds: Sequence[Round]) -> dict[str, list[Any]]:
+    """A request's rounds as a trace records them (``decoding["per_round"]``): one list
+    per field, rounds in order."""
+    return {
+        "window": [r.window for r in rounds],
+        "drafted": [r.drafted for r in rounds],
+        "accepted": [r.accepted for r in rounds],
+        "decoded": [r.decoded for r in rounds],
+        "resume_at": [r.resume_at for r in rounds],
+        "draft_s": [round(r.draft_s, 6) for r in rounds],
+        "verify_s": [round(r.verify_s, 6) for r in rounds],
+        "network_s": [round(r.network_s, 6) for r in rounds],
+    }
+
+
+def rounds_of(record: Mapping[str, Sequence[float]]) -> list[Round]:
+    """The rounds of a `per_round_record`. Fields that records older than them lack read
+    as 0: before rounds without a proposal were decoded, each verified one token."""
+    n = len(record["drafted"])
+
+    def column(key: str) -> Sequence[float]:
+        return record.get(key) or [0] * n
+
+    return [
+        Round(
+            window=int(window),
+            drafted=int(drafted),
+            accepted=int(accepted),
+            draft_s=float(draft_s),
+            verify_s=float(verify_s),
+            network_s=float(network_s),
+            decoded=int(decoded),
+            resume_at=int(resume_at),
+        )
+        for window, drafted, accepted, draft_s, verify_s, network_s, decoded, resume_at in zip(
+            column("window"),
+            record["drafted"],
+            record["accepted"],
+            column("draft_s"),
+            column("verify_s"),
+            column("network_s"),
+            column("decoded"),
+            column("resume_at"),
+            strict=True,
+        )
+    ]
+
+
+def recency_weights(n: int, decay: float) -> list[float]:
+    """The weights of ``n`` rounds, oldest first: the newest weighs 1, each older one
+    ``decay`` times the next."""
+    return [decay ** (n - 1 - i) for i in range(n)]
