@@ -55,7 +55,7 @@ from relaygraph.decoding.drafts import (
 )
 from relaygraph.decoding.rounds import Round, per_round_record
 from relaygraph.decoding.window import EARLIER_ROUNDS, WindowPolicy
-from relaygraph.errors import ConfigError, TransportError
+from relaygraph.errors import ConfigError, ContextWindowError, TransportError
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.sampling import token_distribution
@@ -296,11 +296,12 @@ class SpeculativeLLM(BaseLLM):
                 parameter="logprobs",
             )
         prompt_ids = self.encode(prompt)
-        if len(prompt_ids) + 1 > self.context_window:
-            raise ConfigError(
-                f"the prompt ({len(prompt_ids)} tokens) leaves no room in the context window "
-                f"({self.context_window})",
-                parameter="prompt",
+        if len(prompt_ids) + params.max_tokens > self.context_window:
+            raise ContextWindowError(
+                model=self.name,
+                prompt_tokens=len(prompt_ids),
+                max_tokens=params.max_tokens,
+                context_window=self.context_window,
             )
         request = _Request(
             ids=list(prompt_ids),

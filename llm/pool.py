@@ -134,7 +134,7 @@ class WorkerPool(BaseLLM):
                 self._mark_down(index, exc)
                 last = exc
                 continue
-            return itertools.chain([first], chunks)
+            return _resumed(first, chunks)
         assert last is not None  # as in _first_healthy
         raise last
 
@@ -151,3 +151,17 @@ class WorkerPool(BaseLLM):
         self, prompt: PromptInput | Prompt, continuation: str | Sequence[int], top_logprobs: int = 0
     ) -> Score:
         return self._first_healthy(lambda w: w.score(prompt, continuation, top_logprobs))
+
+
+def _resumed(
+    first: CompletionChunk, chunks: Iterator[CompletionChunk]
+) -> Iterator[CompletionChunk]:
+    """The worker's stream from its first chunk on; closing it closes the worker's stream,
+    so a caller that stops early frees the worker's connection."""
+    try:
+        yield first
+        yield from chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -175,14 +175,14 @@ class ScriptedLLM(BaseLLM):
         for token in ids[: params.max_tokens]:
             emitted.append(token)
             text = assembler.feed(self._pieces[token].encode())
-            if assembler.stopped:
-                break
             calls: list[ToolCall] = []
             if splitter is not None:
                 text, calls = splitter.feed(text)
             yield CompletionChunk(
                 model=self._name, text=text, token_ids=[token], tool_calls=calls or None
             )
+            if assembler.stopped:  # the text before the stop string was in this token
+                break
         reason: FinishReason = (
             "length" if len(ids) > params.max_tokens and not assembler.stopped else "stop"
         )
