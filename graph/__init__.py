@@ -1,6 +1,6 @@
 """The graph runtime: build agent graphs, compile them onto LangGraph, run and trace them."""
 
-from relaygraph.graph.budget import Budget, Limits, Price
+from relaygraph.graph.budget import Budget, Limits, Price, RunUsage
 from relaygraph.graph.builder import END, AgentGraph
 from relaygraph.graph.runtime import (
     CompiledAgentGraph,
@@ -25,6 +25,7 @@ __all__ = [
     "RunEvent",
     "RunFailure",
     "RunResult",
+    "RunUsage",
     "RunView",
     "StepEvent",
     "TokenEvent",

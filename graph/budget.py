@@ -10,10 +10,11 @@ from the run's step records, so it survives a resume.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from relaygraph.llm.types import Usage
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -72,27 +73,39 @@ class Budget(BaseModel):
         return self.prices.get(model, Price())
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What a scope has used so far."""
+class RunUsage(Usage):
+    """What a scope of a run used: tokens (as a model call's `Usage` counts them), steps,
+    seconds and cost. Usages add up (``a + b``)."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    time_s: float = 0.0
+    steps: int = 0
+    latency_s: float = 0.0
     cost: float = 0.0
 
+    def __add__(self, other: Usage) -> RunUsage:
+        more = other if isinstance(other, RunUsage) else RunUsage(**other.model_dump())
+        return RunUsage(
+            steps=self.steps + more.steps,
+            prompt_tokens=self.prompt_tokens + more.prompt_tokens,
+            completion_tokens=self.completion_tokens + more.completion_tokens,
+            latency_s=self.latency_s + more.latency_s,
+            cost=self.cost + more.cost,
+        )
 
-def usage_of(records: Iterable[Mapping[str, Any]], role: str | None = None) -> Usage:
-    """Summed usage of the step records (of one role, or all)."""
-    p = c = 0
-    t = cost = 0.0
-    for r in records:
-        if role is None or r["role"] == role:
-            p += r["prompt_tokens"]
-            c += r["completion_tokens"]
-            t += r["latency_s"]
-            cost += r["cost"]
-    return Usage(p, c, t, cost)
+    @classmethod
+    def of(cls, records: Iterable[Mapping[str, Any]], role: str | None = None) -> RunUsage:
+        """Summed usage of step records (dicts, as the run state holds them), of one role
+        or all; each record is one step."""
+        used = cls()
+        for r in records:
+            if role is None or r["role"] == role:
+                used += cls(
+                    steps=1,
+                    prompt_tokens=r["prompt_tokens"],
+                    completion_tokens=r["completion_tokens"],
+                    latency_s=r["latency_s"],
+                    cost=r["cost"],
+                )
+        return used
 
 
 class BudgetLedger:
@@ -117,10 +130,11 @@ class BudgetLedger:
             }
         )
 
-    def _scopes(self, role: str) -> list[tuple[str, Limits, Usage]]:
-        scopes = [("run", self._budget.run, usage_of(self._records))]
+    def _scopes(self, role: str) -> list[tuple[str, Limits, RunUsage]]:
+        scopes = [("run", self._budget.run, RunUsage.of(self._records))]
         if role in self._budget.roles:
-            scopes.append((f"role {role}", self._budget.roles[role], usage_of(self._records, role)))
+            used = RunUsage.of(self._records, role)
+            scopes.append((f"role {role}", self._budget.roles[role], used))
         return scopes
 
     def admit(self, role: str, model: str, prompt_tokens: int, max_tokens: int) -> tuple[int, str]:
@@ -147,7 +161,7 @@ class BudgetLedger:
                 left = limits.completion_tokens - used.completion_tokens
                 tokens = left if tokens is None else min(tokens, left)
             if limits.time_s is not None:
-                left_s = limits.time_s - used.time_s
+                left_s = limits.time_s - used.latency_s
                 seconds = left_s if seconds is None else min(seconds, left_s)
         return tokens, seconds
 
@@ -156,11 +170,11 @@ class BudgetLedger:
 
 
 def _scope_cap(
-    scope: str, limits: Limits, used: Usage, prompt_tokens: int, price: Price
+    scope: str, limits: Limits, used: RunUsage, prompt_tokens: int, price: Price
 ) -> tuple[int | None, str | None]:
     """The completion tokens one scope still allows (None: no cap), or why it refuses."""
-    if limits.time_s is not None and used.time_s >= limits.time_s:
-        return 0, f"refused: {scope} used {used.time_s:.1f} s of {limits.time_s} s"
+    if limits.time_s is not None and used.latency_s >= limits.time_s:
+        return 0, f"refused: {scope} used {used.latency_s:.1f} s of {limits.time_s} s"
     if (
         limits.prompt_tokens is not None
         and used.prompt_tokens + prompt_tokens > limits.prompt_tokens

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.errors import ConfigError
 from relaygraph.fileio import append_line, complete_lines, read_model, write_atomic
-from relaygraph.graph.trace import RoleTotals
+from relaygraph.graph.budget import RunUsage
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,7 +58,7 @@ class ItemRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
-    roles: dict[str, RoleTotals] = Field(default_factory=dict)
+    roles: dict[str, RunUsage] = Field(default_factory=dict)
     trace: str | None = None
     """The trace file, relative to the run directory."""
 

@@ -3,7 +3,6 @@ latency, cost, action and observation, plus the routing decisions between agents
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from relaygraph.agents.step import StepFailure, StepRecord
 from relaygraph.fileio import read_model, write_atomic
+from relaygraph.graph.budget import RunUsage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -32,16 +32,6 @@ class Route(BaseModel):
     reason: str
 
 
-class RoleTotals(BaseModel):
-    """Usage of one role over a run."""
-
-    steps: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    cost: float = 0.0
-
-
 class Trace(BaseModel):
     """One run, step by step; returned with every result and serialisable to JSON.
 
@@ -59,17 +49,18 @@ class Trace(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     routes: list[Route] = Field(default_factory=list)
 
-    def by_role(self) -> dict[str, RoleTotals]:
+    def by_role(self) -> dict[str, RunUsage]:
         """Steps, tokens, latency and cost summed per role."""
-        totals: dict[str, RoleTotals] = defaultdict(RoleTotals)
+        totals: dict[str, RunUsage] = {}
         for s in self.steps:
-            t = totals[s.role]
-            t.steps += 1
-            t.prompt_tokens += s.prompt_tokens
-            t.completion_tokens += s.completion_tokens
-            t.latency_s += s.latency_s
-            t.cost += s.cost
-        return dict(totals)
+            totals[s.role] = totals.get(s.role, RunUsage()) + RunUsage(
+                steps=1,
+                prompt_tokens=s.prompt_tokens,
+                completion_tokens=s.completion_tokens,
+                latency_s=s.latency_s,
+                cost=s.cost,
+            )
+        return totals
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON atomically (a crash never leaves half a file)."""
