@@ -37,3 +37,21 @@ def test_the_public_api_imports_from_the_top() -> None:
 
 def test_every_export_is_listed() -> None:
     assert set(relaygraph.__all__) == {*relaygraph._EXPORTS, "__version__"}
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """pyproject lists the packages one by one (the root is the package); a new folder
+    left out would be missing from every wheel, though editable installs hide it."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(relaygraph.__file__).parent
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        "relaygraph" + "".join(f".{part}" for part in init.parent.relative_to(root).parts)
+        for init in root.rglob("__init__.py")
+        if not {".venv", "build", "tests", "docs", "site"} & set(init.relative_to(root).parts)
+    }
+    assert found == listed
