@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import jsonschema
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from relaygraph.agents.prompts import step_prompt
 from relaygraph.agents.react import (
@@ -28,6 +28,14 @@ from relaygraph.agents.react import (
     parse_react,
 )
 from relaygraph.agents.react_grammar import react_grammar
+from relaygraph.agents.record import (
+    BudgetRecord,
+    ContextRecord,
+    FailureKind,
+    ReasoningRecord,
+    StepFailure,
+    StepRecord,
+)
 from relaygraph.agents.tool_policy import ToolPolicy
 from relaygraph.agents.tools import ToolCallError
 from relaygraph.errors import ConfigError, LLMError
@@ -38,7 +46,7 @@ from relaygraph.llm.constraints import (
     ToolSpec,
 )
 from relaygraph.llm.local import LocalLLM
-from relaygraph.llm.types import Completion, GenerationParams, Message
+from relaygraph.llm.types import Completion, GenerationParams
 from relaygraph.routing.context import ContextItem, ContextRequest
 from relaygraph.routing.models import ModelCall
 from relaygraph.routing.reasoning import ReasoningState
@@ -49,59 +57,6 @@ if TYPE_CHECKING:
     from relaygraph.agents.agent import BoundAgent
     from relaygraph.llm.types import ChatPrompt
     from relaygraph.memory import MemoryScope
-
-ErrorKind = Literal["budget", "parse", "model", "step_limit", "routing"]
-
-
-class StepFailure(BaseModel):
-    """Why a step ended its agent's turn, or the run, without an answer."""
-
-    kind: ErrorKind
-    message: str
-
-
-class StepRecord(BaseModel):
-    """Everything one step did, for the trace."""
-
-    step: int
-    agent: str
-    role: str
-    turn_step: int
-    prompt: list[Message] = Field(default_factory=list)
-    """The exact messages of the step's last model call."""
-    prefill: str = ""
-    """The start of the reply the model was given to continue."""
-    max_tokens: int | None = None
-    """The completion-token cap of the reply (its first, free call)."""
-    output: str = ""
-    """The agent's whole reply (prefill included): the REASON and ACT text."""
-    reason: str = ""
-    action: dict[str, str] | None = None
-    observation: str | None = None
-    tool_error: str | None = None
-    model: str = ""
-    model_policy: str = ""
-    model_reason: str = ""
-    model_details: dict[str, Any] = Field(default_factory=dict)
-    context_policy: str = ""
-    context_items: list[str] = Field(default_factory=list)
-    context_tokens: int = 0
-    context_dropped: list[str] = Field(default_factory=list)
-    context_reason: str = ""
-    reasoning_policy: str = ""
-    reasoning_action: str = ""
-    reasoning_reason: str = ""
-    decoder: str = ""
-    decoding: dict[str, Any] = Field(default_factory=dict)
-    """How the step's tokens were produced when a model did not decode them alone
-    (speculative rounds, windows, drafted and accepted tokens, seconds)."""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    cost: float = 0.0
-    budget: str = "ok"
-    parse_retries: int = 0
-    error: StepFailure | None = None
 
 
 class StepBudget(Protocol):
@@ -178,9 +133,9 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
             last_error=inp.last_error,
         )
     )
-    record.reasoning_policy = spec.reasoning_policy.name
-    record.reasoning_action = decision.action
-    record.reasoning_reason = decision.reason
+    record.reasoning = ReasoningRecord(
+        policy=spec.reasoning_policy.name, action=decision.action, reason=decision.reason
+    )
     if decision.action == "stop":
         return _fail(
             record, "step_limit", f"{agent.name} stopped without an answer: {decision.reason}"
@@ -208,12 +163,14 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
             f"context policy {spec.context_policy.name!r} returned {selection.tokens} tokens, "
             f"over the budget of {spec.context_budget}",
         )
-    record.context_policy = spec.context_policy.name
-    record.context_items = [i.id for i in selection.items]
-    record.context_tokens = selection.tokens
-    record.context_dropped = selection.dropped
-    record.context_reason = selection.reason
-    record.decoder = spec.decoder.name
+    record.context = ContextRecord(
+        policy=spec.context_policy.name,
+        items=[i.id for i in selection.items],
+        tokens=selection.tokens,
+        dropped=selection.dropped,
+        reason=selection.reason,
+    )
+    record.decoding.decoder = spec.decoder.name
     act_only = decision.action == "act"
     max_tokens = min(spec.max_tokens, decision.max_tokens or spec.max_tokens)
     record.max_tokens = max_tokens
@@ -260,9 +217,9 @@ class _Caller:
         if spec.answer_format == "plain":
             return self._call("", max_tokens, (), self.agent.answer_schema)
         if self._grammar_decoding():
-            self.record.model_details["react_decoding"] = "grammar"
+            self.record.model.react_decoding = "grammar"
             return self._constrained(max_tokens)
-        self.record.model_details["react_decoding"] = "guided"
+        self.record.model.react_decoding = "guided"
         return guided_reply(
             self._call, self._choose_action, max_tokens=max_tokens, act_only=self.act_only
         )
@@ -309,7 +266,7 @@ class _Caller:
             return head + first
         except ReActParseError:
             pass
-        self.record.model_details["grammar_fallback"] = True  # the cap cut the thought
+        self.record.model.grammar_fallback = True  # the cap cut the thought
         thought = "" if act_only else (head + first).split("\n")[0].removeprefix("Thought:")
         base = "Action: " if act_only else f"Thought: {thought.strip()}\nAction: "
         rest = self._call(base, ACTION_TOKENS, (), self._grammar(thought=False))
@@ -330,7 +287,7 @@ class _Caller:
         if not policy.finish:
             choice = NamedToolChoice(name=specs[0].name) if len(specs) == 1 else "required"
         answer_format = self.agent.answer_schema if policy.finish else None
-        self.record.model_details["tool_calling"] = "native"
+        self.record.model.native_tools = True
         completion = self._complete(
             "",
             max_tokens,
@@ -359,7 +316,7 @@ class _Caller:
             agent.role, agent.llm.name, prompt_tokens * len(candidates), 1
         )
         if allowed <= 0:
-            self.record.budget = note
+            self.record.budget = BudgetRecord.of(note)
             return _fail(self.record, "budget", note)
         scores: dict[str, float] = {}
         for name in candidates:
@@ -372,7 +329,7 @@ class _Caller:
             self.inp.budget.charge(agent.role, agent.llm.name, scored_tokens, 0, score.latency_s)
             self.record.prompt_tokens += scored_tokens
             self.record.latency_s += score.latency_s
-        self.record.model_details["action_scores"] = scores
+        self.record.model.action_scores = scores
         return max(scores, key=lambda name: scores[name])
 
     def _prompt(self, prefill: str) -> ChatPrompt:
@@ -407,7 +364,7 @@ class _Caller:
         prompt = self._prompt(prefill)
         prompt_tokens = agent.llm.count_tokens(prompt)
         allowed, note = self.inp.budget.admit(agent.role, agent.llm.name, prompt_tokens, max_tokens)
-        record.budget = note
+        record.budget = BudgetRecord.of(note)
         if allowed <= 0:
             return _fail(record, "budget", note)
         params = GenerationParams(
@@ -436,10 +393,10 @@ class _Caller:
         record.prompt = list(prompt.messages)
         record.prefill = prefill
         record.output = prefill + completion.text
-        record.model, record.model_policy = result.model, result.policy
-        record.model_reason = result.reason
-        record.model_details |= result.details
-        record.decoding = completion.decoding or {}
+        record.model.name, record.model.policy = result.model, result.policy
+        record.model.reason = result.reason
+        record.model.policy_details |= result.details
+        record.decoding.report = completion.decoding or {}
         record.prompt_tokens += completion.usage.prompt_tokens
         record.completion_tokens += completion.usage.completion_tokens
         record.latency_s += completion.latency_s
@@ -541,7 +498,7 @@ def _act(
     return StepOutput(record, made)
 
 
-def _fail(record: StepRecord, kind: ErrorKind, message: str) -> StepOutput:
+def _fail(record: StepRecord, kind: FailureKind, message: str) -> StepOutput:
     record.error = StepFailure(kind=kind, message=message)
     item = ContextItem(
         f"{record.step}.err", message, "error", record.agent, record.role, record.step

@@ -189,7 +189,7 @@ def team(examples: list[HotpotExample], budget: int) -> dict[str, dict[str, Any]
                 result = compiled.invoke(example.question, thread_id=example.id)
             seconds = time.perf_counter() - began
             steps = result.trace.steps
-            routed = next((s.context_items for s in steps if s.agent == "answerer"), [])
+            routed = next((s.context.items for s in steps if s.agent == "answerer"), [])
             score = answer_score(result.answer or "", example.answer)
             row = results[policy]
             row["tokens"].append(sum(s.prompt_tokens for s in steps))

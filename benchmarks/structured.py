@@ -309,10 +309,10 @@ def step_figures(directory: Path) -> dict[str, Any]:
         items += 1
         for step in Trace.load(directory / record.trace).steps:
             steps += 1
-            details = step.model_details
-            helped = "action_scores" in details or details.get("grammar_fallback")
+            model = step.model
+            helped = model.action_scores is not None or model.grammar_fallback
             parsed_free += step.parse_retries == 0 and not helped and step.error is None
-            fallbacks += bool(details.get("grammar_fallback"))
+            fallbacks += model.grammar_fallback
             tool_calls += bool(step.action and step.action.get("type") == "tool")
     return {
         "steps": steps,

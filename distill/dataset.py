@@ -35,7 +35,7 @@ from relaygraph.llm.types import ChatPrompt, Message
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from relaygraph.agents.step import StepRecord
+    from relaygraph.agents.record import StepRecord
     from relaygraph.llm.local import LocalLLM
 
 EXAMPLES = "examples.jsonl"
@@ -185,7 +185,7 @@ def _example(
         role=record.role,
         step=record.step,
         success=success,
-        teacher=record.model,
+        teacher=record.model.name,
         tokenizer=tokenizer.name,
         messages=record.prompt,
         max_tokens=record.max_tokens,

@@ -24,7 +24,8 @@ from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, StateGraph
 from pydantic import BaseModel
 
-from relaygraph.agents.step import ErrorKind, StepInput, StepRecord, run_step
+from relaygraph.agents.record import FailureKind, StepRecord
+from relaygraph.agents.step import StepInput, run_step
 from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.graph.budget import BudgetLedger
 from relaygraph.graph.builder import END
@@ -263,7 +264,7 @@ class CompiledAgentGraph:
             ),
         )
         record = out.record
-        record.cost = ledger.cost(record.model, record.prompt_tokens, record.completion_tokens)
+        record.cost = ledger.cost(record.model.name, record.prompt_tokens, record.completion_tokens)
         if out.failed:
             assert record.error is not None  # failed means an error was recorded
             failed = self._fail(name, record, record.error.kind, record.error.message)
@@ -344,7 +345,9 @@ class CompiledAgentGraph:
             )
         return [target], f"condition -> {target}", None
 
-    def _fail(self, name: str, record: StepRecord, kind: ErrorKind, message: str) -> dict[str, Any]:
+    def _fail(
+        self, name: str, record: StepRecord, kind: FailureKind, message: str
+    ) -> dict[str, Any]:
         error = RunFailure(kind=kind, message=message, agent=name)
         record.error = error
         return {

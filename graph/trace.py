@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from rich.markup import escape
 from rich.table import Table
 
-from relaygraph.agents.step import StepFailure, StepRecord
+from relaygraph.agents.record import StepFailure, StepRecord
 from relaygraph.fileio import read_model, write_atomic
 from relaygraph.graph.budget import RunUsage
 
@@ -91,7 +91,7 @@ def step_table(trace: Trace) -> Table:
     every step (a column otherwise), tokens are ``prompt/completion``, and the action and
     observation columns take the remaining width.
     """
-    models = {s.model for s in trace.steps}
+    models = {s.model.name for s in trace.steps}
     one_model = len(models) <= 1
     table = Table(
         title=escape(f"{trace.graph} · run {trace.run_id[:8]} · {_clip(trace.task, 50)}"),
@@ -113,8 +113,8 @@ def step_table(trace: Trace) -> Table:
         table.add_row(
             str(s.step),
             escape(s.agent),
-            *([] if one_model else [escape(s.model)]),
-            str(s.context_tokens),
+            *([] if one_model else [escape(s.model.name)]),
+            str(s.context.tokens),
             f"{s.prompt_tokens}/{s.completion_tokens}",
             f"{s.latency_s:.1f}",
             what,

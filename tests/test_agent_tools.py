@@ -183,7 +183,7 @@ def test_native_tool_calling_records_the_same_fields() -> None:
     call, answer = result.trace.steps
     assert call.action == {"type": "tool", "tool": "search", "arguments": '{"query": "Paris"}'}
     assert call.observation == CORPUS["Paris"]
-    assert call.model_details["tool_calling"] == "native"
+    assert call.model.native_tools
     assert answer.action == {"type": "finish", "answer": "The Seine."}
 
 
@@ -203,7 +203,7 @@ def test_grammar_steps_always_parse_and_follow_the_policy(smollm2: LocalLLM) -> 
         assert steps[0].action and steps[0].action["tool"] == "search"
         assert steps[-1].action and steps[-1].action["type"] == "finish"
         for step in steps:
-            assert step.parse_retries == 0 and step.model_details["react_decoding"] == "grammar"
+            assert step.parse_retries == 0 and step.model.react_decoding == "grammar"
             parse_react(step.output)  # parses without help
     assert len(searched) == 2 and all(q.strip() for q in searched)
 

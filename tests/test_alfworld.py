@@ -291,5 +291,5 @@ def test_smollm2_plays_a_few_steps_of_an_unseen_game(smollm2: LocalLLM) -> None:
     assert 1 <= outcome.steps <= 3 and outcome.seconds > 0
     assert outcome.result is not None
     steps = outcome.result.trace.steps
-    assert steps and all(s.model == "smollm2-135m" for s in steps if s.prompt)
+    assert steps and all(s.model.name == "smollm2-135m" for s in steps if s.prompt)
     assert any(s.action and s.action.get("tool") == "act" for s in steps)

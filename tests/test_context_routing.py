@@ -243,8 +243,8 @@ def test_a_team_routes_iteratively_over_memory_written_back_each_step(
     plan = memory.get("team-river/0.0")
     assert (plan.kind, plan.author, plan.role, plan.stage) == ("plan", "planner", "planner", "plan")
     solver_step = result.trace.steps[1]  # type: ignore[attr-defined]
-    assert solver_step.context_policy == "rcr" and solver_step.context_tokens <= 20
-    assert "team-river/0.0" in solver_step.context_items
+    assert solver_step.context.policy == "rcr" and solver_step.context.tokens <= 20
+    assert "team-river/0.0" in solver_step.context.items
 
 
 @pytest.mark.slow

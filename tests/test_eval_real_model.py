@@ -45,8 +45,8 @@ def test_hotpotqa_team_routes_context_within_its_budget(tmp_path: Path) -> None:
     assert item.trace is not None
     trace = json.loads((tmp_path / item.trace).read_text())
     for step in trace["steps"]:
-        assert step["context_policy"] == "rcr" and 0 < step["context_tokens"] <= 384
-    assert any("/p" in i for i in trace["steps"][-1]["context_items"]), "paragraph sentences"
+        assert step["context"]["policy"] == "rcr" and 0 < step["context"]["tokens"] <= 384
+    assert any("/p" in i for i in trace["steps"][-1]["context"]["items"]), "paragraph sentences"
 
 
 def test_judge_reads_a_grade_distribution(smollm2: LocalLLM) -> None:

@@ -38,7 +38,7 @@ def test_research_team_on_smollm2() -> None:
     agents = [s.agent for s in result.trace.steps]
     assert agents[0] == "researcher" and agents[-1] == "solver"
     for step in result.trace.steps:
-        assert step.model == "smollm2-135m"
+        assert step.model.name == "smollm2-135m"
         assert step.prompt_tokens > 0 and step.completion_tokens > 0 and step.latency_s > 0
         assert step.action is not None  # every step ended in a parsed action
         if step.agent == "researcher":
@@ -92,5 +92,5 @@ def test_context_budget_is_counted_with_the_model_tokenizer() -> None:
     graph.add_edge("first", "second").set_entry("first").set_finish("second")
     result = graph.compile().invoke("Describe the sea in two sentences.")
     second = result.trace.steps[-1]
-    assert second.agent == "second" and second.context_tokens <= 12
-    assert second.context_dropped  # the first agent's answer did not fit in 12 tokens
+    assert second.agent == "second" and second.context.tokens <= 12
+    assert second.context.dropped  # the first agent's answer did not fit in 12 tokens

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from relaygraph.agents import Agent
+from relaygraph.agents import Agent, StepRecord
 from relaygraph.errors import ConfigError
 from relaygraph.graph import END, AgentGraph, Budget, Limits, RunView, StepEvent, TokenEvent, Trace
 from relaygraph.graph.runtime import ResultEvent
@@ -61,7 +61,7 @@ def test_two_agents_answer_with_a_tool() -> None:
     assert steps[0].output == "Thought: look up Paris\nAction: search[paris]"
     assert steps[0].prefill == "Thought:"
     # The solver saw the researcher's work through the (default) full-context policy.
-    assert steps[2].context_items == ["0.0", "0.1", "0.2", "1.0", "1.1"]
+    assert steps[2].context.items == ["0.0", "0.1", "0.2", "1.0", "1.1"]
     assert "[researcher/observation] Paris is the capital of France." in steps[2].prompt[-1].content
     assert [r.reason for r in result.trace.routes] == ["edge", "finish"]
     assert all(s.prompt_tokens > 0 and s.completion_tokens > 0 for s in steps)
@@ -143,11 +143,12 @@ def test_budget_cuts_then_refuses_with_the_reason_in_the_trace() -> None:
     result = research_graph(llm, budget=budget).compile().invoke("q")
     steps = result.trace.steps
     # The agent asks for 192 tokens a step; the role has 12 in all.
-    assert steps[0].budget == "cut to 12 tokens by the role researcher budget"
+    assert steps[0].budget.note == "cut to 12 tokens by the role researcher budget"
+    assert steps[0].budget.verdict == "cut" and steps[1].budget.verdict == "refused"
     assert steps[0].completion_tokens == 10  # the whole scripted reply fit
-    assert steps[1].budget.startswith("refused: role researcher leaves no completion tokens")
+    assert steps[1].budget.note.startswith("refused: role researcher leaves no completion tokens")
     assert result.error is not None and result.error.kind == "budget"
-    assert result.error.message == steps[1].budget
+    assert result.error.message == steps[1].budget.note
     used = result.trace.by_role()["researcher"].completion_tokens
     assert used <= 12
 
@@ -305,3 +306,32 @@ def test_a_run_can_restrict_the_agents_tools() -> None:
     assert "search[" not in result.trace.steps[0].prompt[0].content
     with pytest.raises(ValueError, match="has no tool 'nope'"):
         compiled.invoke("q", tools=["nope"])
+
+
+def test_a_trace_of_the_flat_layout_loads_into_sections() -> None:
+    flat = {
+        "step": 0,
+        "agent": "a",
+        "role": "solver",
+        "turn_step": 0,
+        "model": "smollm2-135m",
+        "model_policy": "cascade",
+        "model_reason": "smollm2-135m after 0 escalation(s)",
+        "model_details": {"react_decoding": "grammar", "cascade": [{"decision": "accept"}]},
+        "context_policy": "rcr",
+        "context_items": ["0.0"],
+        "context_tokens": 7,
+        "reasoning_policy": "react",
+        "reasoning_action": "act",
+        "decoder": "direct",
+        "decoding": {},
+        "budget": "cut to 12 tokens by the run budget",
+    }
+    record = StepRecord.model_validate(flat)
+    assert record.model.name == "smollm2-135m" and record.model.policy == "cascade"
+    assert record.model.react_decoding == "grammar"
+    assert record.model.policy_details == {"cascade": [{"decision": "accept"}]}
+    assert record.context.items == ["0.0"] and record.context.tokens == 7
+    assert record.reasoning.action == "act" and record.decoding.decoder == "direct"
+    assert record.budget.verdict == "cut" and record.budget.note.startswith("cut to 12")
+    assert StepRecord.model_validate(record.model_dump(mode="json")) == record

@@ -582,13 +582,13 @@ def test_learned_policy_runs_the_alfworld_agent_on_real_models(
         partial(alfworld_react, reasoning_policy=reasoner), smollm2, game, max_steps=2
     )
     assert outcome.error is None and outcome.result is not None
-    steps = [s for s in outcome.result.trace.steps if s.reasoning_policy == "alfworld-episode"]
+    steps = [s for s in outcome.result.trace.steps if s.reasoning.policy == "alfworld-episode"]
     assert steps
     for step in steps:
-        chosen = step.reasoning_reason.split(": ")[-1]
+        chosen = step.reasoning.reason.split(": ")[-1]
         if chosen == "stop":
             continue
         module = real_space.module(chosen)
         wanted = module.reasoner or module.chooser
-        assert step.model == wanted, (step.reasoning_reason, step.model)
-        assert step.reasoning_action == ("act" if real_space.proposes(module) else "reason_and_act")
+        assert step.model.name == wanted, (step.reasoning.reason, step.model.name)
+        assert step.reasoning.action == ("act" if real_space.proposes(module) else "reason_and_act")

@@ -342,5 +342,6 @@ def test_a_graph_step_records_speculative_rounds_in_its_trace(smollm2: LocalLLM)
     with graph.compile() as compiled:
         result = compiled.invoke("Repeat exactly: the quick brown fox jumps over the lazy dog.")
     [step] = result.trace.steps
-    assert step.decoding["decoder"] == "speculative" and step.decoding["rounds"] >= 1
-    assert step.decoding["target"] == "smollm2-135m" and "per_round" in step.decoding
+    report = step.decoding.report
+    assert report["decoder"] == "speculative" and report["rounds"] >= 1
+    assert report["target"] == "smollm2-135m" and "per_round" in report

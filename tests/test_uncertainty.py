@@ -261,6 +261,6 @@ def test_a_graph_step_records_the_cascade_in_its_trace(small: LLM, large: LLM) -
     with graph.compile() as compiled:
         result = compiled.invoke("What is the capital of France?")
     [step] = result.trace.steps
-    assert step.model_policy == "cascade"
-    [decision] = step.model_details["cascade"]
+    assert step.model.policy == "cascade"
+    [decision] = step.model.policy_details["cascade"]
     assert decision["decision"] == "accept" and 0.0 <= decision["p_correct"] <= 1.0
