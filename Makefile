@@ -1,4 +1,5 @@
-# One entry point for people and CI: `make demo`, `make test`, `make lint`, `make bench`.
+# One entry point for people and CI: `make demo`, `make test`, `make lint`, `make docs`,
+# `make bench`.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
