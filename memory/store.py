@@ -1,18 +1,8 @@
 """`SharedMemory`: what a team of agents has written, searchable by meaning.
 
-State, kept consistent under one lock:
-
-- ``_entries``: id -> entry, in insertion order;
-- ``_matrix[:n]``: the unit vectors, one row per entry (``_ids[row]`` names it, ``_rows``
-  maps back), compact: a removed row is filled with the last one;
-- ``_labels[:n]``: each row's int64 label in the faiss index (``_by_label`` maps back).
-  A changed vector gets a fresh label, since HNSW keeps the old one as a tombstone;
-- ``_namespaces``: namespace -> ids, in insertion order (for listing);
-- ``_row_ns[:n]``: each row's namespace as an int code (``_ns_codes``), so a namespace
-  filter finds its rows with one vectorised comparison instead of a Python loop.
-
-Embedding runs outside the lock, so one agent embedding a long batch does not stall the
-others' searches.
+Its entries and vectors live in a `RowTable`, its vectors also in a faiss index that
+holds the table's labels; both change together under one lock. Embedding runs outside
+the lock, so one agent embedding a long batch does not stall the others' searches.
 """
 
 from __future__ import annotations
@@ -33,6 +23,7 @@ from relaygraph.memory.embedding import DEFAULT_EMBEDDER, Embedder, SentenceEmbe
 from relaygraph.memory.entry import Hit, MemoryEntry, MetadataValue
 from relaygraph.memory.index import IndexConfig, IndexKind, make_index
 from relaygraph.memory.persistence import Snapshot, read_snapshot, write_snapshot
+from relaygraph.memory.rows import RowTable
 from relaygraph.memory.scope import MemoryScope
 
 if TYPE_CHECKING:
@@ -129,16 +120,7 @@ class SharedMemory:
         self._index = make_index(self._config, self._dim)
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
-        self._entries: dict[str, MemoryEntry] = {}
-        self._namespaces: dict[str, dict[str, None]] = {}
-        self._matrix = np.zeros((0, self._dim), dtype=np.float32)
-        self._labels = np.zeros(0, dtype=np.int64)
-        self._row_ns = np.zeros(0, dtype=np.int32)
-        self._ns_codes: dict[str, int] = {}
-        self._ids: list[str] = []
-        self._rows: dict[str, int] = {}
-        self._by_label: dict[int, str] = {}
-        self._next_label = 0
+        self._table = RowTable(self._dim)
         # Agents of one run route by the same query (the task, plus the plan once there is
         # one) step after step; embedding it is most of a selection's cost.
         self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -154,17 +136,15 @@ class SharedMemory:
     # -- reading ---------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._table)
 
     def __contains__(self, entry_id: object) -> bool:
-        return entry_id in self._entries
+        return entry_id in self._table
 
     def count(self, namespace: str | None = None) -> int:
         """Entries in ``namespace``, or in all of them."""
         with self._lock:
-            if namespace is None:
-                return len(self._entries)
-            return len(self._namespaces.get(namespace, ()))
+            return self._table.count(namespace)
 
     def get(self, entry_id: str) -> MemoryEntry:
         """The entry with this id.
@@ -173,21 +153,13 @@ class SharedMemory:
             ConfigError: No entry has it.
         """
         with self._lock:
-            return self._entry(entry_id)
-
-    def _entry(self, entry_id: str) -> MemoryEntry:
-        entry = self._entries.get(entry_id)
-        if entry is None:
-            raise ConfigError(
-                f"no memory entry has id {entry_id!r}", parameter="id", value=entry_id
-            )
-        return entry
+            return self._table.entry(entry_id)
 
     def vector(self, entry_id: str) -> np.ndarray:
         """A copy of the entry's stored unit vector."""
         with self._lock:
-            self._entry(entry_id)
-            vector: np.ndarray = self._matrix[self._rows[entry_id]].copy()
+            self._table.entry(entry_id)
+            vector: np.ndarray = self._table.vectors([entry_id])[0]
             return vector
 
     def entries(
@@ -206,10 +178,7 @@ class SharedMemory:
             ]
 
     def _candidates(self, namespace: str | None, where: Where | None) -> list[MemoryEntry]:
-        if namespace is None:
-            pool: Iterable[MemoryEntry] = self._entries.values()
-        else:
-            pool = (self._entries[i] for i in self._namespaces.get(namespace, ()))
+        pool = self._table.entries(namespace)
         if where is None:
             return list(pool)
         if callable(where):
@@ -246,13 +215,13 @@ class SharedMemory:
         with self._lock:
             # Checked again: another thread may have added one of these ids meanwhile.
             self._check_new(ids)
-            self._append(entries, vectors)
+            self._index.add(vectors, self._table.append(entries, vectors))
             self._refresh_index()
         return entries
 
     def _check_new(self, ids: Iterable[str]) -> None:
         for entry_id in ids:
-            if entry_id in self._entries:
+            if entry_id in self._table:
                 raise ConfigError(
                     f"memory already has an entry with id {entry_id!r}; use update() to "
                     "change it or leave id out to get a fresh one",
@@ -275,15 +244,19 @@ class SharedMemory:
             )
         while True:
             with self._lock:
-                old = self._entry(entry_id)
+                old = self._table.entry(entry_id)
             new = _validate({**old.model_dump(), **changes})
             vector = self._embed([new.text]) if new.text != old.text else None
             with self._lock:
                 # Another thread changed the entry while this one embedded: start over
                 # from its version, so neither change is lost.
-                if self._entries.get(entry_id) is not old:
+                if self._table.get(entry_id) is not old:
                     continue
-                self._replace(old, new, vector)
+                swapped = self._table.replace(old, new, vector)
+                if swapped is not None and vector is not None:
+                    old_label, label = swapped
+                    self._index.remove(np.array([old_label], dtype=np.int64))
+                    self._index.add(vector, np.array([label], dtype=np.int64))
                 self._refresh_index()
                 return new
 
@@ -294,14 +267,14 @@ class SharedMemory:
             ConfigError: No entry has this id.
         """
         with self._lock:
-            entry = self._entry(entry_id)
+            entry = self._table.entry(entry_id)
             self._remove([entry_id])
             return entry
 
     def delete_namespace(self, namespace: str) -> int:
         """Remove every entry of ``namespace``; returns how many there were."""
         with self._lock:
-            ids = list(self._namespaces.get(namespace, ()))
+            ids = self._table.ids_of(namespace)
             self._remove(ids)
             return len(ids)
 
@@ -314,90 +287,15 @@ class SharedMemory:
             )
         return vectors
 
-    def _ns_code(self, namespace: str) -> int:
-        # Codes are never reused, so a code in _row_ns always means one namespace.
-        return self._ns_codes.setdefault(namespace, len(self._ns_codes))
-
-    def _register(self, entry: MemoryEntry, row: int) -> None:
-        """Record an entry whose vector and label are already at ``row``."""
-        self._entries[entry.id] = entry
-        self._namespaces.setdefault(entry.namespace, {})[entry.id] = None
-        self._ids.append(entry.id)
-        self._rows[entry.id] = row
-        self._by_label[int(self._labels[row])] = entry.id
-        self._row_ns[row] = self._ns_code(entry.namespace)
-
-    def _append(self, entries: list[MemoryEntry], vectors: np.ndarray) -> None:
-        n, extra = len(self._ids), len(entries)
-        if n + extra > len(self._matrix):
-            # Grow by doubling so a run of single adds costs amortised O(1) copies.
-            capacity = max(n + extra, 2 * len(self._matrix), 64)
-            matrix = np.zeros((capacity, self._dim), dtype=np.float32)
-            matrix[:n] = self._matrix[:n]
-            labels = np.zeros(capacity, dtype=np.int64)
-            labels[:n] = self._labels[:n]
-            row_ns = np.zeros(capacity, dtype=np.int32)
-            row_ns[:n] = self._row_ns[:n]
-            self._matrix, self._labels, self._row_ns = matrix, labels, row_ns
-        new_labels = np.arange(self._next_label, self._next_label + extra, dtype=np.int64)
-        self._next_label += extra
-        self._matrix[n : n + extra] = vectors
-        self._labels[n : n + extra] = new_labels
-        for row, entry in enumerate(entries, start=n):
-            self._register(entry, row)
-        self._index.add(vectors, new_labels)
-
-    def _replace(self, old: MemoryEntry, new: MemoryEntry, vector: np.ndarray | None) -> None:
-        self._entries[new.id] = new  # an existing key keeps its place in the order
-        row = self._rows[new.id]
-        if new.namespace != old.namespace:
-            self._drop_from_namespace(old)
-            self._namespaces.setdefault(new.namespace, {})[new.id] = None
-            self._row_ns[row] = self._ns_code(new.namespace)
-        if vector is None:
-            return
-        old_label = int(self._labels[row])
-        label = self._next_label
-        self._next_label += 1
-        self._index.remove(np.array([old_label], dtype=np.int64))
-        self._index.add(vector, np.array([label], dtype=np.int64))
-        del self._by_label[old_label]
-        self._by_label[label] = new.id
-        self._matrix[row] = vector[0]
-        self._labels[row] = label
-
-    def _drop_from_namespace(self, entry: MemoryEntry) -> None:
-        members = self._namespaces[entry.namespace]
-        del members[entry.id]
-        if not members:
-            del self._namespaces[entry.namespace]
-
     def _remove(self, ids: list[str]) -> None:
         if not ids:
             return
-        gone = np.array([self._labels[self._rows[i]] for i in ids], dtype=np.int64)
-        for entry_id in ids:
-            entry = self._entries.pop(entry_id)
-            self._drop_from_namespace(entry)
-            row = self._rows.pop(entry_id)
-            del self._by_label[int(self._labels[row])]
-            last = len(self._ids) - 1
-            if row != last:
-                # Keep rows compact: the last row moves into the hole.
-                moved = self._ids[last]
-                self._matrix[row] = self._matrix[last]
-                self._labels[row] = self._labels[last]
-                self._row_ns[row] = self._row_ns[last]
-                self._ids[row] = moved
-                self._rows[moved] = row
-            self._ids.pop()
-        self._index.remove(gone)
+        self._index.remove(self._table.remove(ids))
         self._refresh_index()
 
     def _refresh_index(self) -> None:
         if self._index.stale:
-            n = len(self._ids)
-            self._index.rebuild(self._matrix[:n], self._labels[:n])
+            self._index.rebuild(*self._table.live())
 
     # -- searching -------------------------------------------------------------------
 
@@ -447,12 +345,13 @@ class SharedMemory:
         if k < 1:
             raise ConfigError("k must be >= 1", parameter="k", value=k)
         q = self._query(query)
+        table = self._table
         with self._lock:
-            if not self._entries:
+            if not len(table):
                 return []
             if namespace is None and where is None:
                 rows: np.ndarray | None = None
-                n = len(self._ids)
+                n = len(table)
             else:
                 rows = self._candidate_rows(namespace, where)
                 n = len(rows)
@@ -463,33 +362,27 @@ class SharedMemory:
             want = min(k, n)
             # A filter every entry passes (one run's namespace holding the whole memory)
             # needs no allow-list, which would cost more than the search itself.
-            allowed = None if rows is None or n == len(self._ids) else self._labels[rows]
+            allowed = None if rows is None or n == len(table) else table.labels_at(rows)
             scores, labels = self._index.search(q, want, allowed)
             if len(labels) < want:
-                everything = np.arange(len(self._ids), dtype=np.int64)
+                everything = np.arange(len(table), dtype=np.int64)
                 return self._scan(q, everything if rows is None else rows, k)
             return [
-                Hit(self._entries[self._by_label[label]], score)
+                Hit(table.at_label(label), score)
                 for score, label in zip(scores.tolist(), labels.tolist(), strict=True)
             ]
 
     def _candidate_rows(self, namespace: str | None, where: Where | None) -> np.ndarray:
         if where is None and namespace is not None:
-            code = self._ns_codes.get(namespace)
-            if code is None:
-                return np.zeros(0, dtype=np.int64)
-            return np.flatnonzero(self._row_ns[: len(self._ids)] == code)
-        candidates = self._candidates(namespace, where)
-        return np.fromiter((self._rows[e.id] for e in candidates), np.int64, len(candidates))
+            return self._table.namespace_rows(namespace)
+        return self._table.rows_of(self._candidates(namespace, where))
 
     def _scan(self, q: np.ndarray, rows: np.ndarray, k: int) -> list[Hit]:
         """Exact top ``k`` among ``rows``, from the stored vectors."""
-        scores = self._matrix[rows] @ q[0]
+        scores = self._table.scores(q[0], rows)
         top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
         best = top[np.argsort(-scores[top], kind="stable")]
-        return [
-            Hit(self._entries[self._ids[int(rows[i])]], float(scores[i])) for i in best.tolist()
-        ]
+        return [Hit(self._table.at_row(int(rows[i])), float(scores[i])) for i in best.tolist()]
 
     def similarities(self, query: str | np.ndarray, ids: Sequence[str]) -> np.ndarray:
         """Cosine similarity of ``query`` to each entry of ``ids``, from stored vectors.
@@ -503,8 +396,8 @@ class SharedMemory:
         q = self._query(query)
         with self._lock:
             for entry_id in ids:
-                self._entry(entry_id)
-            scores: np.ndarray = self._matrix[[self._rows[i] for i in ids]] @ q[0]
+                self._table.entry(entry_id)
+            scores: np.ndarray = self._table.vectors(ids) @ q[0]
             return scores
 
     def scope(self, namespace: str) -> MemoryScope:
@@ -520,15 +413,15 @@ class SharedMemory:
         """
         with self._save_lock:
             with self._lock:
-                order = [self._rows[i] for i in self._entries]
+                entries, vectors, labels = self._table.in_order()
                 snapshot = Snapshot(
-                    entries=list(self._entries.values()),
-                    vectors=self._matrix[order],
-                    labels=self._labels[order],
+                    entries=entries,
+                    vectors=vectors,
+                    labels=labels,
                     index=faiss.serialize_index(self._index.native),
                     embedder=self._embedder.name,
                     config=self._config,
-                    next_label=self._next_label,
+                    next_label=self._table.next_label,
                 )
             return write_snapshot(Path(directory), snapshot)
 
@@ -595,9 +488,6 @@ class SharedMemory:
                 parameter="directory",
             )
         self._index = make_index(self._config, self._dim, native, labels)
-        self._matrix = np.array(snapshot.vectors, dtype=np.float32, copy=True)
-        self._labels = np.array(snapshot.labels, dtype=np.int64, copy=True)
-        self._row_ns = np.zeros(len(labels), dtype=np.int32)
-        self._next_label = snapshot.next_label
-        for row, entry in enumerate(snapshot.entries):
-            self._register(entry, row)
+        self._table = RowTable.restored(
+            snapshot.entries, snapshot.vectors, snapshot.labels, snapshot.next_label
+        )
