@@ -202,7 +202,8 @@ def eval_holdout(
     HotPotQA questions with their gold paragraphs, right or wrong, with every estimator's
     score. --data and --sample choose the HotPotQA file."""
     from relaygraph.eval.facts import load_facts
-    from relaygraph.eval.holdout import build_holdout, fact_items, hotpot_items
+    from relaygraph.eval.holdout import build_holdout, fact_items
+    from relaygraph.eval.hotpotqa.holdout import hotpot_items
     from relaygraph.eval.runner import sample_items
     from relaygraph.routing.uncertainty import ESTIMATORS
 

@@ -22,13 +22,13 @@ from pydantic import BaseModel, ValidationError
 from rich.progress import track
 
 from relaygraph.errors import ConfigError, first_problem
-from relaygraph.eval.hotpotqa import HotpotExample, answer_score
+from relaygraph.eval.answers import answer_score
 from relaygraph.fileio import append_line, complete_lines
-from relaygraph.llm.types import ChatPrompt, GenerationParams, Message, TextPrompt
+from relaygraph.llm.types import ChatPrompt, GenerationParams, TextPrompt
 from relaygraph.routing.calibration import CalibrationItem
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from relaygraph.eval.facts import FactSet
     from relaygraph.llm.protocol import LLM
@@ -68,33 +68,6 @@ class HoldoutRow(BaseModel):
     """Seconds the answer took."""
     estimator_s: dict[str, float] = {}
     """Seconds each estimate took beyond the answer."""
-
-
-def hotpot_items(examples: Iterable[HotpotExample]) -> list[QAItem]:
-    """Reading-comprehension items: the question with its gold supporting paragraphs.
-
-    With only the paragraphs that hold the answer, the embedded models answer some of
-    them, which a routing set needs (a set the small model never answers, or always
-    does, cannot relate uncertainty to correctness).
-    """
-    items = []
-    for example in examples:
-        gold = set(example.supporting_titles or [t for t, _ in example.supporting_facts or []])
-        passages = "\n".join(
-            f"{p.title}: {' '.join(s.strip() for s in p.sentences)}"
-            for p in example.context
-            if p.title in gold
-        )
-        text = f"{passages}\n\nQuestion: {example.question}\nAnswer in a few words."
-        items.append(
-            QAItem(
-                id=example.id,
-                prompt=ChatPrompt(messages=(Message(role="user", content=text),)),
-                gold=example.answer,
-                group=example.type,
-            )
-        )
-    return items
 
 
 def fact_items(facts: FactSet) -> list[QAItem]:

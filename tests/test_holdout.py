@@ -13,10 +13,10 @@ from relaygraph.eval.holdout import (
     HoldoutRow,
     build_holdout,
     calibration_items,
-    hotpot_items,
     read_holdout,
 )
 from relaygraph.eval.hotpotqa import load_hotpotqa
+from relaygraph.eval.hotpotqa.holdout import hotpot_items
 from relaygraph.llm.registry import load_llm
 from relaygraph.routing.calibration import Calibration
 from relaygraph.routing.uncertainty import MeanLogprob, PTrue

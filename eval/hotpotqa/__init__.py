@@ -1,5 +1,6 @@
 """HotPotQA: the loader, the official metrics, ReAct and team graphs, the suite, the judge."""
 
+from relaygraph.eval.answers import Score, answer_score, normalize_answer
 from relaygraph.eval.hotpotqa.data import (
     SAMPLES,
     HotpotDataset,
@@ -9,14 +10,7 @@ from relaygraph.eval.hotpotqa.data import (
     load_hotpotqa,
 )
 from relaygraph.eval.hotpotqa.judge import AnswerJudge, Judgement
-from relaygraph.eval.hotpotqa.metrics import (
-    Score,
-    answer_score,
-    joint_score,
-    mean,
-    normalize_answer,
-    support_score,
-)
+from relaygraph.eval.hotpotqa.metrics import joint_score, mean, support_score
 from relaygraph.eval.hotpotqa.suite import HotpotSuite, question_with_paragraphs
 from relaygraph.eval.hotpotqa.tools import ParagraphTools
 

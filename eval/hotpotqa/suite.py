@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from relaygraph.eval.hotpotqa.metrics import answer_score, joint_score, support_score
+from relaygraph.eval.answers import answer_score
+from relaygraph.eval.hotpotqa.metrics import joint_score, support_score
 from relaygraph.graph import AgentGraph
 from relaygraph.graph.runs import ItemRecord
 

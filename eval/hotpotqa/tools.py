@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from relaygraph.agents import Tool
-from relaygraph.eval.hotpotqa.metrics import normalize_answer
+from relaygraph.eval.answers import normalize_answer
 
 if TYPE_CHECKING:
     from relaygraph.eval.hotpotqa.data import HotpotExample, Paragraph
