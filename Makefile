@@ -12,7 +12,7 @@ export TRANSFORMERS_OFFLINE := 1
 # llama-cpp-python compiles llama.cpp from source on first install (~8 min on 2 cores).
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
-.PHONY: install demo test test-fast lint docs bench vllm-cpu clean
+.PHONY: install demo test test-fast lint docs readme-results bench vllm-cpu clean
 
 install: $(STAMP)
 
@@ -53,9 +53,15 @@ lint: install
 
 # The docs site into site/, offline: mkdocs.yml's hook (docs/gen_results.py) generates the
 # results pages from benchmarks/results/*.json; --strict fails on any warning, a broken
-# link or an unresolved API reference among them.
+# link or an unresolved API reference among them. First, README.md's headline figures
+# must be what the JSONs give (after a benchmark's rerun: make readme-results).
 docs: install
+	$(PY) docs/readme_results.py --check
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+# README.md's results table, regenerated from benchmarks/results/*.json.
+readme-results: install
+	$(PY) docs/readme_results.py
 
 bench: install
 	$(PY) benchmarks/engine.py
