@@ -36,11 +36,18 @@ from relaygraph.errors import (
     WorkerServerError,
     WorkerTimeoutError,
 )
+from relaygraph.llm.openai_replies import (
+    chat_logprobs,
+    completion_logprobs,
+    finish_reason,
+    merge_usage,
+    token_ids_of,
+)
 from relaygraph.llm.openai_wire import (
     ToolCallDeltas,
     calls_from_json,
+    chat_fields,
     format_fields,
-    message_json,
     tool_fields,
 )
 from relaygraph.llm.protocol import BaseLLM
@@ -49,7 +56,6 @@ from relaygraph.llm.types import (
     Choice,
     Completion,
     CompletionChunk,
-    FinishReason,
     GenerationParams,
     Prompt,
     PromptInput,
@@ -64,108 +70,8 @@ from relaygraph.llm.types import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 
-    from relaygraph.llm.constraints import ToolCall
 
 _DEFAULT_PARAMS = GenerationParams()
-_TOKEN_ID_PREFIX = "token_id:"
-
-
-def _parse_token(token: str) -> tuple[int, str]:
-    """Split vLLM's ``token_id:123`` form (text unknown); other servers give text only (id -1)."""
-    if token.startswith(_TOKEN_ID_PREFIX):
-        return int(token[len(_TOKEN_ID_PREFIX) :]), ""
-    return -1, token
-
-
-def _chat_logprobs(data: Mapping[str, Any] | None) -> list[TokenLogprob] | None:
-    if not data or data.get("content") is None:
-        return None
-    out = []
-    for entry in data["content"]:
-        token_id, _ = _parse_token(entry["token"])
-        text = (
-            bytes(entry["bytes"]).decode("utf-8", "replace")
-            if entry.get("bytes")
-            else entry["token"]
-        )
-        top = []
-        for alt in entry.get("top_logprobs") or []:
-            alt_id, _ = _parse_token(alt["token"])
-            alt_text = (
-                bytes(alt["bytes"]).decode("utf-8", "replace") if alt.get("bytes") else alt["token"]
-            )
-            top.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt["logprob"]))
-        out.append(TokenLogprob(token_id=token_id, token=text, logprob=entry["logprob"], top=top))
-    return out
-
-
-def _completion_logprobs(
-    data: Mapping[str, Any] | None, text: str = ""
-) -> list[TokenLogprob] | None:
-    """Parse the legacy format; id-form tokens get their text back from ``text_offset``."""
-    if not data or data.get("tokens") is None:
-        return None
-    out = []
-    tops = data.get("top_logprobs") or [None] * len(data["tokens"])
-    offsets = [*(data.get("text_offset") or []), len(text)]
-    for i, (token, logprob, top) in enumerate(
-        zip(data["tokens"], data["token_logprobs"], tops, strict=True)
-    ):
-        token_id, token_text = _parse_token(token)
-        if token_id >= 0 and len(offsets) == len(data["tokens"]) + 1:
-            token_text = text[offsets[i] : offsets[i + 1]]
-        alternatives = []
-        for alt, alt_lp in (top or {}).items():
-            alt_id, alt_text = _parse_token(alt)
-            alternatives.append(TopLogprob(token_id=alt_id, token=alt_text, logprob=alt_lp))
-        alternatives.sort(key=lambda t: -t.logprob)
-        out.append(
-            TokenLogprob(token_id=token_id, token=token_text, logprob=logprob, top=alternatives)
-        )
-    return out
-
-
-def _merge_usage(
-    chunk: CompletionChunk, held: CompletionChunk | None
-) -> tuple[list[CompletionChunk], CompletionChunk | None]:
-    """Fold the wire format's trailing usage-only chunk into the finishing chunk.
-
-    The contract's last chunk carries both ``finish_reason`` and ``usage``; on the wire
-    OpenAI sends the usage in a chunk of its own after it. Returns (chunks to yield now,
-    chunk to hold back).
-    """
-    if held is not None and chunk.usage is not None and not chunk.text and not chunk.token_ids:
-        held.usage = chunk.usage
-        return [held], None
-    out = [held] if held is not None else []
-    if chunk.finish_reason is not None and chunk.usage is None:
-        return out, chunk
-    return [*out, chunk], None
-
-
-def _chat_fields(prompt: ChatPrompt) -> dict[str, Any]:
-    """Messages, with a prefill sent as vLLM's ``continue_final_message``."""
-    messages = [message_json(m) for m in prompt.messages]
-    if not prompt.prefill:
-        return {"messages": messages}
-    messages.append({"role": "assistant", "content": prompt.prefill})
-    return {"messages": messages, "continue_final_message": True, "add_generation_prompt": False}
-
-
-def _finish_reason(reason: str | None, calls: list[ToolCall]) -> FinishReason:
-    """The contract's finish reason for a worker's (vLLM also says ``abort``; content
-    filters say ``content_filter``: both are a stop here)."""
-    if reason == "length":
-        return "length"
-    return "tool_calls" if calls else "stop"
-
-
-def _token_ids(choice: Mapping[str, Any], logprobs: list[TokenLogprob] | None) -> list[int]:
-    if choice.get("token_ids") is not None:
-        return list(choice["token_ids"])
-    if logprobs and all(t.token_id >= 0 for t in logprobs):
-        return [t.token_id for t in logprobs]
-    return []
 
 
 class OpenAICompatLLM(BaseLLM):
@@ -381,7 +287,7 @@ class OpenAICompatLLM(BaseLLM):
                 )
             body |= tool_fields(params)
         if isinstance(prompt, ChatPrompt):
-            body |= _chat_fields(prompt)
+            body |= chat_fields(prompt)
             if params.logprobs:
                 body["logprobs"] = True
                 body["top_logprobs"] = params.top_logprobs
@@ -406,9 +312,9 @@ class OpenAICompatLLM(BaseLLM):
         for raw in data["choices"]:
             text = (raw["message"]["content"] if chat else raw["text"]) or ""
             logprobs = (
-                _chat_logprobs(raw.get("logprobs"))
+                chat_logprobs(raw.get("logprobs"))
                 if chat
-                else _completion_logprobs(raw.get("logprobs"), text)
+                else completion_logprobs(raw.get("logprobs"), text)
             )
             calls = calls_from_json(
                 raw["message"].get("tool_calls") if chat else None, source=self.base_url
@@ -417,9 +323,9 @@ class OpenAICompatLLM(BaseLLM):
                 Choice(
                     index=raw.get("index", 0),
                     text=text,
-                    token_ids=_token_ids(raw, logprobs),
+                    token_ids=token_ids_of(raw, logprobs),
                     logprobs=logprobs,
-                    finish_reason=_finish_reason(raw.get("finish_reason"), calls),
+                    finish_reason=finish_reason(raw.get("finish_reason"), calls),
                     tool_calls=calls or None,
                 )
             )
@@ -468,11 +374,11 @@ class OpenAICompatLLM(BaseLLM):
             raw = data["choices"][0]
             chunk.text = (raw.get("delta", {}).get("content") if chat else raw.get("text")) or ""
             logprobs = (
-                _chat_logprobs(raw.get("logprobs"))
+                chat_logprobs(raw.get("logprobs"))
                 if chat
-                else _completion_logprobs(raw.get("logprobs"), chunk.text)
+                else completion_logprobs(raw.get("logprobs"), chunk.text)
             )
-            chunk.token_ids = _token_ids(raw, logprobs)
+            chunk.token_ids = token_ids_of(raw, logprobs)
             chunk.logprobs = logprobs
             if chat:
                 calls.feed(raw.get("delta", {}).get("tool_calls"))
@@ -480,7 +386,7 @@ class OpenAICompatLLM(BaseLLM):
             if reason is not None:
                 made = calls.finish(source=self.base_url)
                 chunk.tool_calls = made or None
-                chunk.finish_reason = _finish_reason(reason, made)
+                chunk.finish_reason = finish_reason(reason, made)
         return chunk
 
     def stream(
@@ -508,7 +414,7 @@ class OpenAICompatLLM(BaseLLM):
                     calls = ToolCallDeltas()
                     for line in response.iter_lines():
                         if (data := self._sse(line)) is not None:
-                            ready, held = _merge_usage(self._chunk(data, chat, calls), held)
+                            ready, held = merge_usage(self._chunk(data, chat, calls), held)
                             started = started or bool(ready)
                             yield from ready
                     if held is not None:
@@ -536,7 +442,7 @@ class OpenAICompatLLM(BaseLLM):
                 calls = ToolCallDeltas()
                 async for line in response.aiter_lines():
                     if (data := self._sse(line)) is not None:
-                        ready, held = _merge_usage(
+                        ready, held = merge_usage(
                             self._chunk(data, isinstance(p, ChatPrompt), calls), held
                         )
                         for chunk in ready:
@@ -555,7 +461,7 @@ class OpenAICompatLLM(BaseLLM):
     def _tokens_of(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, ChatPrompt):
             body: dict[str, Any] = {"model": self._model, "add_generation_prompt": True}
-            body |= _chat_fields(prompt)
+            body |= chat_fields(prompt)
         elif isinstance(prompt, TextPrompt):
             body = {"model": self._model, "prompt": prompt.text}
         else:
@@ -629,7 +535,7 @@ class OpenAICompatLLM(BaseLLM):
                     top=top,
                 )
             )
-        generated = _completion_logprobs(choice.get("logprobs")) or []
+        generated = completion_logprobs(choice.get("logprobs")) or []
         next_top = generated[0].top[:top_logprobs] if generated and top_logprobs else []
         return Score(
             model=self._model,

@@ -1,4 +1,5 @@
-"""Constraints and tool calls in OpenAI's wire format, both ways.
+"""Requests in OpenAI's wire format (chat messages, constraints, tools), and tool calls
+both ways.
 
 One place for the JSON shapes the client sends to workers and the server reads from
 clients, so the two never drift apart:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from relaygraph.llm.constraints import ResponseFormat, ToolSpec
-    from relaygraph.llm.types import GenerationParams, Message
+    from relaygraph.llm.types import ChatPrompt, GenerationParams, Message
 
 
 def format_fields(fmt: ResponseFormat) -> dict[str, Any]:
@@ -156,3 +157,12 @@ class ToolCallDeltas:
         ]
         self._parts = {}
         return calls_from_json(raw, source=source)
+
+
+def chat_fields(prompt: ChatPrompt) -> dict[str, Any]:
+    """Messages, with a prefill sent as vLLM's ``continue_final_message``."""
+    messages = [message_json(m) for m in prompt.messages]
+    if not prompt.prefill:
+        return {"messages": messages}
+    messages.append({"role": "assistant", "content": prompt.prefill})
+    return {"messages": messages, "continue_final_message": True, "add_generation_prompt": False}
