@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from relaygraph.llm.types import Message
+from relaygraph.routing.models import CascadeStep
 from relaygraph.routing.reasoning import ReasoningAction
 
 FailureKind = Literal["budget", "parse", "model", "step_limit", "routing"]
@@ -54,8 +55,10 @@ class ModelRecord(BaseModel):
     """The token cap cut a grammar step's thought, and a second call decoded the action."""
     action_scores: dict[str, float] | None = None
     """Guided decoding: each candidate action's log-probability."""
+    cascade: list[CascadeStep] | None = None
+    """A cascade's rungs, in the order they answered."""
     policy_details: dict[str, Any] = Field(default_factory=dict)
-    """What the model policy reports of its decision (a cascade: ``cascade``, its rungs)."""
+    """What another model policy reports of its decision."""
 
 
 class ReasoningRecord(BaseModel):
@@ -159,6 +162,7 @@ class StepRecord(BaseModel):
             "native_tools": details.pop("tool_calling", None) == "native",
             "grammar_fallback": details.pop("grammar_fallback", False),
             "action_scores": details.pop("action_scores", None),
+            "cascade": details.pop("cascade", None),
             "policy_details": details,
         }
         data["model"] = model

@@ -395,6 +395,7 @@ class _Caller:
         record.output = prefill + completion.text
         record.model.name, record.model.policy = result.model, result.policy
         record.model.reason = result.reason
+        record.model.cascade = result.cascade
         record.model.policy_details |= result.details
         record.decoding.report = completion.decoding or {}
         record.prompt_tokens += completion.usage.prompt_tokens

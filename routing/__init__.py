@@ -11,7 +11,15 @@ from relaygraph.routing.context import (
     TopKSimilarity,
     render_item,
 )
-from relaygraph.routing.models import Cascade, FixedModel, ModelCall, ModelPolicy, ModelResult, Rung
+from relaygraph.routing.models import (
+    Cascade,
+    CascadeStep,
+    FixedModel,
+    ModelCall,
+    ModelPolicy,
+    ModelResult,
+    Rung,
+)
 from relaygraph.routing.rcr import RCRContext, RCRWeights
 from relaygraph.routing.reasoning import (
     ReActPolicy,
@@ -39,6 +47,7 @@ __all__ = [
     "Calibration",
     "CalibrationItem",
     "Cascade",
+    "CascadeStep",
     "ContextItem",
     "ContextPolicy",
     "ContextRequest",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel
 
 from relaygraph.decoding.base import DirectDecoder
 from relaygraph.errors import ConfigError
@@ -48,6 +50,26 @@ class ModelCall:
     on_token: Callable[[str], None] | None = None
 
 
+class CascadeStep(BaseModel):
+    """One rung of a cascade's decision: the answer it gave, how unsure it was, and
+    whether that answer stood (``accept``), went up a rung (``escalate``), or was the last
+    rung's (``final``, which is never estimated)."""
+
+    model: str
+    decision: Literal["accept", "escalate", "final"]
+    estimator: str | None = None
+    score: float | None = None
+    p_correct: float | None = None
+    """The calibrated chance the answer is right (None without a calibration)."""
+    threshold: float | str | None = None
+    """The score above which it escalates; ``"inf"``/``"-inf"`` as text, since JSON has
+    no infinity."""
+    extra_calls: int | None = None
+    completion_tokens: int | None = None
+    fallback: str | None = None
+    """Why a fallback estimator was used, when one was."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelResult:
     """The completion and the routing decision behind it, for the trace."""
@@ -56,7 +78,10 @@ class ModelResult:
     model: str
     policy: str
     reason: str
+    cascade: list[CascadeStep] | None = None
+    """A cascade's rungs, in the order they answered."""
     details: dict[str, Any] = field(default_factory=dict)
+    """What another model policy reports of its decision."""
 
 
 @runtime_checkable
@@ -148,7 +173,7 @@ class Cascade:
     asked. The returned completion is the standing answer, with usage and
     latency summed over every answer generated (estimators' own calls are counted in
     the trace's ``extra_calls``);
-    ``details["cascade"]`` lists each rung's model, estimator, score, calibrated P(right),
+    the result's ``cascade`` lists each rung's model, estimator, score, calibrated P(right),
     threshold, decision and cost. Tokens stream only from the last rung; an earlier
     rung's accepted answer is sent to ``on_token`` whole.
 
@@ -184,7 +209,7 @@ class Cascade:
     ) -> ModelResult:
         """Answer ``prompt`` down the rungs (an agent's step, or a plain completion)."""
         decoder = decoder or DirectDecoder()
-        steps: list[dict[str, Any]] = []
+        steps: list[CascadeStep] = []
         spent: list[Completion] = []
         for rung in self.rungs[:-1]:
             assert rung.estimator is not None  # checked in __init__
@@ -197,20 +222,20 @@ class Cascade:
             estimate, threshold, note = self._estimate(rung, prompt, completion, params)
             escalate = estimate.score > threshold
             steps.append(
-                {
-                    "model": rung.model.name,
-                    "estimator": estimate.method,
-                    "score": round(estimate.score, 6),
-                    "p_correct": None
+                CascadeStep(
+                    model=rung.model.name,
+                    estimator=estimate.method,
+                    score=round(estimate.score, 6),
+                    p_correct=None
                     if rung.calibration is None or note
                     else round(float(rung.calibration.probability(estimate.score)), 4),
                     # inf (never escalate) and -inf (always) as text: JSON has no infinity
-                    "threshold": threshold if math.isfinite(threshold) else str(threshold),
-                    "decision": "escalate" if escalate else "accept",
-                    "extra_calls": estimate.extra_calls,
-                    "completion_tokens": completion.usage.completion_tokens,
+                    threshold=threshold if math.isfinite(threshold) else str(threshold),
+                    decision="escalate" if escalate else "accept",
+                    extra_calls=estimate.extra_calls,
+                    completion_tokens=completion.usage.completion_tokens,
                     **({"fallback": note} if note else {}),
-                }
+                )
             )
             if not escalate:
                 if on_token is not None and completion.text:
@@ -219,7 +244,7 @@ class Cascade:
         last = self.rungs[-1]
         completion = decoder.generate(last.model, prompt, params, on_token)
         spent.append(completion)
-        steps.append({"model": last.model.name, "decision": "final"})
+        steps.append(CascadeStep(model=last.model.name, decision="final"))
         return self._result(last.model, completion, spent, steps)
 
     @staticmethod
@@ -241,17 +266,21 @@ class Cascade:
             return estimator.estimate(rung.model, prompt, completion, params), threshold, note
 
     def _result(
-        self, model: LLM, completion: Completion, spent: list[Completion], steps: list[Any]
+        self,
+        model: LLM,
+        completion: Completion,
+        spent: list[Completion],
+        steps: list[CascadeStep],
     ) -> ModelResult:
         usage = sum((c.usage for c in spent), Usage())
         total = completion.model_copy(
             update={"usage": usage, "latency_s": sum(c.latency_s for c in spent)}
         )
-        escalations = sum(s["decision"] == "escalate" for s in steps)
+        escalations = sum(s.decision == "escalate" for s in steps)
         return ModelResult(
             completion=total,
             model=model.name,
             policy=self.name,
             reason=f"{model.name} after {escalations} escalation(s)",
-            details={"cascade": steps},
+            cascade=steps,
         )

@@ -115,6 +115,7 @@ def _body(
         "relaygraph": {
             "answered_by": result.model,
             "reason": result.reason,
-            "cascade": result.details["cascade"],
+            # what each rung said, and only that (a final rung is not estimated)
+            "cascade": [step.model_dump(exclude_unset=True) for step in result.cascade or []],
         },
     }

@@ -317,7 +317,10 @@ def test_a_trace_of_the_flat_layout_loads_into_sections() -> None:
         "model": "smollm2-135m",
         "model_policy": "cascade",
         "model_reason": "smollm2-135m after 0 escalation(s)",
-        "model_details": {"react_decoding": "grammar", "cascade": [{"decision": "accept"}]},
+        "model_details": {
+            "react_decoding": "grammar",
+            "cascade": [{"model": "smollm2-135m", "decision": "accept"}],
+        },
         "context_policy": "rcr",
         "context_items": ["0.0"],
         "context_tokens": 7,
@@ -330,7 +333,8 @@ def test_a_trace_of_the_flat_layout_loads_into_sections() -> None:
     record = StepRecord.model_validate(flat)
     assert record.model.name == "smollm2-135m" and record.model.policy == "cascade"
     assert record.model.react_decoding == "grammar"
-    assert record.model.policy_details == {"cascade": [{"decision": "accept"}]}
+    assert record.model.cascade is not None and record.model.cascade[0].decision == "accept"
+    assert record.model.policy_details == {}
     assert record.context.items == ["0.0"] and record.context.tokens == 7
     assert record.reasoning.action == "act" and record.decoding.decoder == "direct"
     assert record.budget.verdict == "cut" and record.budget.note.startswith("cut to 12")

@@ -198,16 +198,17 @@ def test_the_cascade_accepts_or_escalates_by_threshold(small: LLM, large: LLM) -
     trusting = Cascade([Rung(small, MeanLogprob(), threshold=math.inf), Rung(large)])
     result = trusting.generate(call(small), DirectDecoder())
     assert result.model == "smollm2-135m" and result.policy == "cascade"
-    [step] = result.details["cascade"]
-    assert step["decision"] == "accept" and step["estimator"] == "mean_logprob"
+    [step] = result.cascade or []
+    assert step.decision == "accept" and step.estimator == "mean_logprob"
 
     doubting = Cascade([Rung(small, MeanLogprob(), threshold=-math.inf), Rung(large)])
     result = doubting.generate(call(small), DirectDecoder())
     assert result.model == "gemma3-270m"
-    first, last = result.details["cascade"]
-    assert first["decision"] == "escalate" and last == {"model": "gemma3-270m", "decision": "final"}
+    first, last = result.cascade or []
+    assert first.decision == "escalate"
+    assert last.model_dump(exclude_unset=True) == {"model": "gemma3-270m", "decision": "final"}
     # usage counts both answers: the small model's escalated one and the large one's
-    assert result.completion.usage.completion_tokens > first["completion_tokens"]
+    assert result.completion.usage.completion_tokens > (first.completion_tokens or 0)
 
 
 class WithoutLogprobs:
@@ -231,11 +232,9 @@ def test_missing_logprobs_fall_back_to_sampling_and_say_so(small: LLM, large: LL
     remote = WithoutLogprobs(small)
     fallback = (SampleDisagreement(k=2, temperature=0.0), 0.5)
     cascade = Cascade([Rung(remote, MeanLogprob(), 1.0, fallback=fallback), Rung(large)])  # type: ignore[arg-type]
-    [step] = cascade.generate(call(small), DirectDecoder()).details["cascade"]
-    assert (
-        step["estimator"] == "sample_disagreement"
-        and "mean_logprob unavailable" in step["fallback"]
-    )
+    [step] = cascade.generate(call(small), DirectDecoder()).cascade or []
+    assert step.estimator == "sample_disagreement"
+    assert "mean_logprob unavailable" in (step.fallback or "")
     strict = Cascade([Rung(remote, MeanLogprob(), 1.0), Rung(large)])  # type: ignore[arg-type]
     with pytest.raises(LogprobsUnavailableError):
         strict.generate(call(small), DirectDecoder())
@@ -262,5 +261,5 @@ def test_a_graph_step_records_the_cascade_in_its_trace(small: LLM, large: LLM) -
         result = compiled.invoke("What is the capital of France?")
     [step] = result.trace.steps
     assert step.model.policy == "cascade"
-    [decision] = step.model.policy_details["cascade"]
-    assert decision["decision"] == "accept" and 0.0 <= decision["p_correct"] <= 1.0
+    [decision] = step.model.cascade or []
+    assert decision.decision == "accept" and 0.0 <= (decision.p_correct or -1.0) <= 1.0
