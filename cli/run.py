@@ -35,7 +35,7 @@ def run(
 ) -> None:
     """Run an agent graph on a task and print its steps and per-role cost."""
     from relaygraph.graph.loader import load_graph
-    from relaygraph.graph.runtime import ResultEvent, RunResult, StepEvent, TokenEvent
+    from relaygraph.graph.results import ResultEvent, RunResult, StepEvent, TokenEvent
     from relaygraph.graph.trace import role_table, step_table
 
     if resume and (checkpoint is None or thread is None):

@@ -2,8 +2,7 @@
 
 from relaygraph.graph.budget import Budget, Limits, Price, RunUsage
 from relaygraph.graph.builder import END, AgentGraph
-from relaygraph.graph.runtime import (
-    CompiledAgentGraph,
+from relaygraph.graph.results import (
     ResultEvent,
     RunEvent,
     RunResult,
@@ -11,6 +10,7 @@ from relaygraph.graph.runtime import (
     StepEvent,
     TokenEvent,
 )
+from relaygraph.graph.runtime import CompiledAgentGraph
 from relaygraph.graph.trace import Route, RunFailure, Trace
 
 __all__ = [

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
 
     from relaygraph.agents.agent import Agent
-    from relaygraph.graph.runtime import CompiledAgentGraph, RunView
+    from relaygraph.graph.results import RunView
+    from relaygraph.graph.runtime import CompiledAgentGraph
     from relaygraph.llm.protocol import LLM
     from relaygraph.memory import SharedMemory
 

@@ -1,11 +1,13 @@
 """`CompiledAgentGraph`: a compiled LangGraph `StateGraph` with one node per agent.
 
 Each agent step is one LangGraph super-step, so a checkpointer saves the run after every
-step: a run killed mid-graph resumes from its last completed step. An agent's node runs
-one ReAct step; while the agent's turn is not finished, the node routes back to itself;
-when it is, the node decides where the graph goes next (static edges, a condition, or
-the end) and records why. Users who know LangGraph reach the compiled graph as
-``compiled.langgraph`` and the builder as ``compiled.state_graph``.
+step: a run killed mid-graph resumes from its last completed step. An agent's node
+(`relaygraph.graph.nodes`) runs one ReAct step; while the agent's turn is not finished,
+the node routes back to itself; when it is, the node decides where the graph goes next
+(static edges, a condition, or the end) and records why. This module runs the graph:
+invoke, stream, resume, and what a run may be asked for (tools, an answer format). Users
+who know LangGraph reach the compiled graph as ``compiled.langgraph`` and the builder as
+``compiled.state_graph``.
 """
 
 from __future__ import annotations
@@ -13,124 +15,37 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
-from langgraph.config import get_stream_writer
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, StateGraph
-from pydantic import BaseModel
 
-from relaygraph.agents.record import FailureKind, StepRecord
-from relaygraph.agents.step import StepInput, run_step
-from relaygraph.errors import ConfigError, RelayGraphError
-from relaygraph.graph.budget import BudgetLedger
+from relaygraph.agents.record import StepRecord
+from relaygraph.errors import ConfigError
 from relaygraph.graph.builder import END
+from relaygraph.graph.nodes import STREAM_TOKENS, AgentNodes
+from relaygraph.graph.results import ResultEvent, RunEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.graph.state import RunState, initial_state
 from relaygraph.graph.trace import Route, RunFailure, Trace
 from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
-from relaygraph.llm.counting import TokenCounter
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.types import GenerationParams
-from relaygraph.memory import MemoryEntry
-from relaygraph.routing.context import ContextItem
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterator
+    from collections.abc import Collection, Iterator
 
     from langchain_core.runnables import RunnableConfig
 
     from relaygraph.agents.agent import BoundAgent
     from relaygraph.graph.budget import Budget
     from relaygraph.graph.builder import Condition
-    from relaygraph.memory import MemoryScope, SharedMemory
-
-_STREAM_TOKENS = "relaygraph_stream_tokens"
+    from relaygraph.memory import SharedMemory
 
 AnswerFormat = JsonSchemaFormat | JsonObjectFormat
 """A run's format for its answer: a JSON schema, or any JSON object."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunView:
-    """What a condition sees when an agent's turn ends.
-
-    Attributes:
-        task: The run's input.
-        last_agent: The agent whose turn just ended.
-        answer: That turn's answer (None if it gave none).
-        answers: Every agent's last answer.
-        structured: Answers parsed into agents' output schemas.
-        log: Everything agents wrote so far, oldest first.
-        steps: Steps taken so far.
-    """
-
-    task: str
-    last_agent: str
-    answer: str | None
-    answers: dict[str, str]
-    structured: dict[str, dict[str, Any]]
-    log: list[ContextItem]
-    steps: int
-
-
-class RunResult(BaseModel):
-    """The outcome of a run: its answer or structured error, and its trace."""
-
-    thread_id: str
-    answer: str | None
-    answers: dict[str, str]
-    structured: dict[str, dict[str, Any]]
-    error: RunFailure | None
-    trace: Trace
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-class StepEvent(BaseModel):
-    """Streamed after every agent step."""
-
-    kind: Literal["step"] = "step"
-    record: StepRecord
-
-
-class TokenEvent(BaseModel):
-    """Streamed for every text delta a model produces (``stream(..., tokens=True)``)."""
-
-    kind: Literal["token"] = "token"
-    agent: str
-    text: str
-
-
-class ResultEvent(BaseModel):
-    """Streamed last."""
-
-    kind: Literal["result"] = "result"
-    result: RunResult
-
-
-RunEvent = StepEvent | TokenEvent | ResultEvent
-
-
-@dataclass(frozen=True, slots=True)
-class _AgentNode:
-    """The LangGraph node of one agent: one step per call."""
-
-    graph: CompiledAgentGraph
-    agent: BoundAgent
-
-    def __call__(self, state: RunState, config: RunnableConfig) -> dict[str, Any]:
-        try:
-            return self.graph._step(self.agent, state, config)
-        except RelayGraphError as exc:  # bad input met mid-run: end the run, keep the checkpoint
-            name, role = self.agent.name, self.agent.role
-            record = StepRecord(step=len(state["records"]), agent=name, role=role, turn_step=0)
-            return self.graph._fail(name, record, "model", str(exc))
 
 
 def _saver(
@@ -167,19 +82,24 @@ class CompiledAgentGraph:
     ) -> None:
         self.name = name
         self.agents = agents
-        self._edges = edges
-        self._conditions = conditions
-        self._finish = finish
         self.max_steps = max_steps
         self.budget = budget
         self.memory = memory
-        self._counters: dict[str, TokenCounter] = {}
+        self._nodes = AgentNodes(
+            agents=agents,
+            edges=edges,
+            conditions=conditions,
+            finish=finish,
+            max_steps=max_steps,
+            budget=budget,
+            memory=memory,
+        )
         builder: StateGraph[RunState] = StateGraph(RunState)
         for agent_name, bound in agents.items():
-            builder.add_node(agent_name, _AgentNode(self, bound))
+            builder.add_node(agent_name, self._nodes.node(bound))
         builder.add_edge(START, entry)
         for agent in agents:
-            builder.add_conditional_edges(agent, self._router(agent), [*agents, END])
+            builder.add_conditional_edges(agent, self._nodes.router(agent), [*agents, END])
         self.state_graph = builder
         saver, self._conn = _saver(checkpointer)
         self.langgraph = builder.compile(checkpointer=saver, name=name)
@@ -199,170 +119,12 @@ class CompiledAgentGraph:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- nodes and routing ------------------------------------------------------------
-
-    def _counter(self, agent: BoundAgent) -> TokenCounter:
-        """The memoised token counter of an agent's model (shared by agents of one model)."""
-        counter = self._counters.get(agent.llm.name)
-        if counter is None:
-            counter = self._counters[agent.llm.name] = TokenCounter(agent.llm)
-        return counter
-
-    def _router(self, agent: str) -> Callable[[RunState], list[str]]:
-        def route(state: RunState) -> list[str]:
-            return state["next"].get(agent, [END])
-
-        return route
-
-    def _step(self, agent: BoundAgent, state: RunState, config: RunnableConfig) -> dict[str, Any]:
-        name = agent.name
-        allowed = state.get("allowed_tools")
-        if allowed is not None:
-            agent = replace(agent, tools={k: t for k, t in agent.tools.items() if k in allowed})
-        answer_format = state.get("answer_format")
-        if answer_format is not None and name in self._finish:
-            agent = replace(agent, answer_format=JsonSchemaFormat.model_validate(answer_format))
-        records = state["records"]
-        turn = state["turns"].get(name)
-        turn_step = turn["step"] if turn and not turn["finished"] else 0
-        if self.max_steps is not None and len(records) >= self.max_steps:
-            record = StepRecord(step=len(records), agent=name, role=agent.role, turn_step=turn_step)
-            return self._fail(
-                name, record, "step_limit", f"the run reached its limit of {self.max_steps} steps"
-            )
-        ledger = BudgetLedger(self.budget, records)
-        own = [d for d in state["log"] if d["author"] == name]
-        last_observation = next(
-            (d["text"] for d in reversed(own) if d["kind"] == "observation"), None
-        )
-        last_error = next((r["tool_error"] for r in reversed(records) if r["agent"] == name), None)
-        this_turn = [r for r in records if r["agent"] == name][-turn_step:] if turn_step else []
-        calls_in_turn = sum(1 for r in this_turn if (r["action"] or {}).get("type") == "tool")
-        on_token = None
-        if config.get("configurable", {}).get(_STREAM_TOKENS):
-            writer = get_stream_writer()
-
-            def on_token(text: str) -> None:
-                writer({"agent": name, "text": text})
-
-        items = [ContextItem(**d) for d in state["log"]]
-        scope = self._memory_scope(config, items)
-        out = run_step(
-            agent,
-            StepInput(
-                task=state["task"],
-                items=items,
-                count_tokens=self._counter(agent),
-                run_step=len(records),
-                turn_step=turn_step,
-                budget=ledger,
-                on_token=on_token,
-                last_observation=last_observation,
-                last_error=last_error,
-                memory=scope,
-                tool_calls_in_turn=calls_in_turn,
-            ),
-        )
-        record = out.record
-        record.cost = ledger.cost(record.model.name, record.prompt_tokens, record.completion_tokens)
-        if out.failed:
-            assert record.error is not None  # failed means an error was recorded
-            failed = self._fail(name, record, record.error.kind, record.error.message)
-            return failed | {"log": [i.to_dict() for i in out.items]}
-        update: dict[str, Any] = {
-            "log": [i.to_dict() for i in out.items],
-            "records": [record.model_dump(mode="json")],
-            "turns": {name: {"step": turn_step + 1, "finished": out.finished}},
-            "next": {name: [name]},
-        }
-        if out.answer is not None:
-            update["answers"] = {name: out.answer}
-            update["answer"] = out.answer
-        if out.structured is not None:
-            update["structured"] = {name: out.structured}
-        if out.finished:
-            view = RunView(
-                task=state["task"],
-                last_agent=name,
-                answer=out.answer,
-                answers={**state["answers"], **update.get("answers", {})},
-                structured={**state["structured"], **update.get("structured", {})},
-                log=items + out.items,
-                steps=len(records) + 1,
-            )
-            targets, reason, error = self._route(name, view)
-            if error is not None:
-                return self._fail(name, record, "routing", error) | {"log": update["log"]}
-            update["next"] = {name: targets}
-            route = Route(after_step=record.step, source=name, targets=targets, reason=reason)
-            update["routes"] = [route.model_dump()]
-        return update
-
-    def _memory_scope(self, config: RunnableConfig, log: list[ContextItem]) -> MemoryScope | None:
-        """The run's memory namespace, with every log item written back to it.
-
-        Writing back from the checkpointed log (rather than as steps finish) keeps the
-        memory complete after a resume, and writes each item once.
-        """
-        if self.memory is None:
-            return None
-        scope = self.memory.scope(config["configurable"]["thread_id"])
-        missing = [
-            MemoryEntry(
-                id=scope.entry_id(item.id),
-                text=item.text,
-                author=item.author,
-                role=item.role,
-                stage=item.stage,
-                round=item.step,
-                kind=item.kind,
-                namespace=scope.namespace,
-            )
-            for item in log
-            if item.text.strip() and scope.entry_id(item.id) not in self.memory
-        ]
-        if missing:
-            scope.add_many(missing)
-        return scope
-
-    def _route(self, name: str, view: RunView) -> tuple[list[str], str, str | None]:
-        """Where to go after ``name``'s turn: (targets, why, error)."""
-        if name in self._finish:
-            return [END], "finish", None
-        condition = self._conditions.get(name)
-        if condition is None:
-            return list(self._edges[name]), "edge", None
-        try:
-            target = condition.fn(view)
-        except Exception as exc:
-            return [], "", f"condition after {name!r} raised {type(exc).__name__}: {exc}"
-        allowed = condition.targets or (*self.agents, END)
-        if target not in allowed:
-            return (
-                [],
-                "",
-                f"condition after {name!r} returned {target!r}; expected one of {sorted(allowed)}",
-            )
-        return [target], f"condition -> {target}", None
-
-    def _fail(
-        self, name: str, record: StepRecord, kind: FailureKind, message: str
-    ) -> dict[str, Any]:
-        error = RunFailure(kind=kind, message=message, agent=name)
-        record.error = error
-        return {
-            "records": [record.model_dump(mode="json")],
-            "turns": {name: {"step": record.turn_step + 1, "finished": True}},
-            "next": {name: [END]},
-            "error": error.model_dump(mode="json"),
-        }
-
     # -- running ----------------------------------------------------------------------
 
     def _config(self, thread_id: str, *, tokens: bool) -> RunnableConfig:
         limit = (self.max_steps or 10_000) + 2
         return {
-            "configurable": {"thread_id": thread_id, _STREAM_TOKENS: tokens},
+            "configurable": {"thread_id": thread_id, STREAM_TOKENS: tokens},
             "recursion_limit": limit,
         }
 
@@ -399,7 +161,7 @@ class CompiledAgentGraph:
             return None
         if isinstance(fmt, JsonObjectFormat):
             fmt = JsonSchemaFormat(json_schema={"type": "object"}, name="json_object")
-        if not self._finish:
+        if not self._nodes.finish:
             raise ConfigError(
                 f"graph {self.name!r} has no finishing agent to give its answer a format",
                 parameter="response_format",
@@ -410,7 +172,7 @@ class CompiledAgentGraph:
                 '({"type": "object", ...})',
                 parameter="response_format",
             )
-        for name in sorted(self._finish):
+        for name in sorted(self._nodes.finish):
             llm = self.agents[name].llm
             if isinstance(llm, LocalLLM):  # a schema the grammar cannot hold fails now
                 llm.compile_constraints(GenerationParams(response_format=fmt), chat=True)

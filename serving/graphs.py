@@ -20,7 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from relaygraph.errors import ConfigError
-from relaygraph.graph.runtime import ResultEvent, RunResult, StepEvent, TokenEvent
+from relaygraph.graph.results import ResultEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.llm.bridge import iterate_in_thread
 from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
 from relaygraph.serving.errors import APIError, to_api_error

@@ -15,7 +15,7 @@ import pytest
 from relaygraph.agents import Agent
 from relaygraph.graph import AgentGraph, Budget, Limits, StepEvent, TokenEvent
 from relaygraph.graph.loader import load_graph
-from relaygraph.graph.runtime import ResultEvent
+from relaygraph.graph.results import ResultEvent
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MAX_ROUNDS = 2  # examples/plan_execute_critic.py

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from relaygraph.agents import Agent, StepRecord
 from relaygraph.errors import ConfigError
 from relaygraph.graph import END, AgentGraph, Budget, Limits, RunView, StepEvent, TokenEvent, Trace
-from relaygraph.graph.runtime import ResultEvent
+from relaygraph.graph.results import ResultEvent
 from relaygraph.llm.constraints import JsonSchemaFormat
 from relaygraph.llm.scripted import ScriptedLLM
 

@@ -25,7 +25,7 @@ from relaygraph.graph.runs import ItemRecord
 if TYPE_CHECKING:
     from relaygraph.eval.hotpotqa.data import HotpotExample
     from relaygraph.eval.hotpotqa.judge import AnswerJudge
-    from relaygraph.graph.runtime import RunResult
+    from relaygraph.graph.results import RunResult
     from relaygraph.graph.trace import Trace
     from relaygraph.llm.protocol import LLM
 
