@@ -1,8 +1,9 @@
 """relaygraph quickstart: the embedded model answering questions, alone and batched.
 
-Run with ``make demo``. Until the agent-graph runtime lands, this is the main job: real
-generation on the packaged SmolLM2-135M-Instruct (CPU, in process), with token counts,
-latency and the uncertainty signal (mean token log-probability) per answer.
+Run with ``python examples/quickstart.py``: the bare engine, below the agent graphs that
+``make demo`` runs. Real generation on the packaged SmolLM2-135M-Instruct (CPU, in
+process), with token counts, latency and the uncertainty signal (mean token
+log-probability) per answer.
 """
 
 from __future__ import annotations
