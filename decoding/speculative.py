@@ -54,11 +54,11 @@ from relaygraph.decoding.drafts import (
     resumes_at,
 )
 from relaygraph.decoding.rounds import Round, per_round_record
+from relaygraph.decoding.verify import verify_greedy, verify_masked, verify_sampled
 from relaygraph.decoding.window import EARLIER_ROUNDS, WindowPolicy
 from relaygraph.errors import ConfigError, ContextWindowError, TransportError
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import BaseLLM
-from relaygraph.llm.sampling import token_distribution
 from relaygraph.llm.stops import TextAssembler
 from relaygraph.llm.streaming import collect
 from relaygraph.llm.tool_format import ToolCallSplitter, prompt_with_tools
@@ -426,11 +426,8 @@ class SpeculativeLLM(BaseLLM):
         try:
             request.target_calls += 1
             if alone:
-                decoded = (
-                    self._decode(request, params, returned)
-                    if request.matcher is None
-                    else self._decode_masked(request, returned, sampling=sampling)
-                )
+                # (a constrained request has an in-process target, so it is never alone)
+                decoded = self._decode(request, params, returned)
                 verify_s = time.perf_counter() - began
                 began = time.perf_counter()
                 resume_at = 0
@@ -452,16 +449,21 @@ class SpeculativeLLM(BaseLLM):
                 )
                 return decoded
             if request.matcher is not None:
-                out, accepted = self._verify_masked(request, proposal, sampling=sampling)
+                assert isinstance(self.target, FullDistribution)  # see _constraint
+                ends = self.end_token_ids
+                out, accepted = verify_masked(
+                    self.target, request, proposal, ends, sampling=sampling
+                )
                 verify_s = time.perf_counter() - began
                 request.rounds.append(
                     Round(k, len(drafted), accepted, draft_s, verify_s, network_s)
                 )
                 return out
             if sampling:
-                accepted, extra = self._verify_sampled(request, proposal)
+                assert isinstance(self.target, FullDistribution)  # exact sampling needs rows
+                accepted, extra = verify_sampled(self.target, request, proposal)
             else:
-                accepted, extra = self._verify_greedy(request, drafted)
+                accepted, extra = verify_greedy(self.target, request.ids, drafted)
         except TransportError as exc:
             if self.on_target_failure == "error":
                 raise CloudUnavailableError(
@@ -485,106 +487,6 @@ class SpeculativeLLM(BaseLLM):
         )
         out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), wanted)
         return out.choices[0].token_ids
-
-    def _pick(self, request: _Request, row: np.ndarray, *, sampling: bool) -> int:
-        """The target's own choice from a masked row: argmax, or a sample."""
-        if not sampling:
-            return int(row.argmax())
-        params = request.params
-        p = token_distribution(row, temperature=params.temperature, top_p=params.top_p)
-        return int(request.rng.choice(p.shape[0], p=p))
-
-    def _verify_masked(
-        self, request: _Request, proposal: Proposal, *, sampling: bool
-    ) -> tuple[list[int], int]:
-        """A constrained round: the tokens it adds and how many drafted ones stood.
-
-        Each position's row is masked by the grammar in the state the accepted tokens
-        left it, then verified by the usual rule (a forbidden draft has probability 0,
-        so it is always rejected); the round ends early where the grammar completes.
-        """
-        matcher = request.matcher
-        assert matcher is not None  # only constrained requests come here
-        params = request.params
-        rows = self.target.logits(request.ids, proposal.ids)  # type: ignore[attr-defined]
-        out: list[int] = []
-        for i, token in enumerate(proposal.ids):
-            row = matcher.mask(rows[i])
-            if sampling:
-                p = token_distribution(row, temperature=params.temperature, top_p=params.top_p)
-                q = 1.0 if proposal.distributions is None else proposal.distributions[i][token]
-                stands = request.rng.uniform() * q < p[token]
-            else:
-                stands = token == int(row.argmax())
-            if not stands:
-                if sampling:
-                    residual = p.copy()
-                    if proposal.distributions is None:
-                        residual[token] = 0.0
-                    else:
-                        residual = np.maximum(p - proposal.distributions[i], 0.0)
-                    extra = int(request.rng.choice(residual.shape[0], p=residual / residual.sum()))
-                else:
-                    extra = int(row.argmax())
-                matcher.advance(extra)
-                return [*out, extra], i
-            matcher.advance(token)
-            out.append(token)
-            if matcher.complete or token in self.end_token_ids:
-                return out, i + 1
-        bonus = self._pick(request, matcher.mask(rows[len(proposal.ids)]), sampling=sampling)
-        matcher.advance(bonus)
-        return [*out, bonus], len(proposal.ids)
-
-    def _decode_masked(self, request: _Request, count: int, *, sampling: bool) -> list[int]:
-        """``count`` tokens of the target's own constrained decoding, one row at a time
-        (in process, each reuses the cached prefix)."""
-        matcher = request.matcher
-        assert matcher is not None  # only constrained requests come here
-        out: list[int] = []
-        while len(out) < count and not matcher.complete:
-            row = self.target.logits([*request.ids, *out], [])[0]  # type: ignore[attr-defined]
-            token = self._pick(request, matcher.mask(row), sampling=sampling)
-            matcher.advance(token)
-            out.append(token)
-            if token in self.end_token_ids:
-                break
-        return out
-
-    def _verify_greedy(self, request: _Request, drafted: list[int]) -> tuple[int, int]:
-        """Accepted count and the target's token after them (argmax everywhere)."""
-        if isinstance(self.target, FullDistribution):  # in process: argmax of raw logits
-            best = self.target.logits(request.ids, drafted).argmax(axis=1).tolist()
-            accepted = next((i for i, t in enumerate(drafted) if t != best[i]), len(drafted))
-            return accepted, int(best[accepted])
-        score = self.target.score(TokenPrompt(token_ids=tuple(request.ids)), drafted, 1)
-        for i, (token, scored) in enumerate(zip(drafted, score.tokens, strict=True)):
-            best = scored.top[0].token_id
-            if token != best:
-                return i, best
-        return len(drafted), score.next_top[0].token_id
-
-    def _verify_sampled(self, request: _Request, proposal: Proposal) -> tuple[int, int]:
-        """Accepted count and the next token, by the speculative sampling rule; a
-        deterministic proposal is a point mass (accept with p(x), else p without x)."""
-        assert isinstance(self.target, FullDistribution)
-        params, rng = request.params, request.rng
-        rows = self.target.logits(request.ids, proposal.ids)
-        for i, token in enumerate(proposal.ids):
-            p = token_distribution(rows[i], temperature=params.temperature, top_p=params.top_p)
-            q_token = 1.0 if proposal.distributions is None else proposal.distributions[i][token]
-            if rng.uniform() * q_token < p[token]:  # accept with probability min(1, p/q)
-                continue
-            if proposal.distributions is None:
-                residual = p.copy()
-                residual[token] = 0.0
-            else:
-                residual = np.maximum(p - proposal.distributions[i], 0.0)
-            return i, int(rng.choice(residual.shape[0], p=residual / residual.sum()))
-        bonus = token_distribution(
-            rows[len(proposal.ids)], temperature=params.temperature, top_p=params.top_p
-        )
-        return len(proposal.ids), int(rng.choice(bonus.shape[0], p=bonus))
 
     def _stats(self, request: _Request, verification: str) -> dict[str, Any]:
         rounds = request.rounds
