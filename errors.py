@@ -15,6 +15,7 @@ Hierarchy::
     │       ├── WorkerConnectionError
     │       ├── RateLimitedError               429, carries ``retry_after``
     │       ├── WorkerServerError              5xx
+    │       ├── EngineOverloadedError          the embedded engine's queue is full
     │       └── CloudUnavailableError          decoding.speculative: the verifier is gone
     ├── ToolError                           a tool call failed or was refused
     │   ├── ToolCallError                      agents.tools: bad arguments, or the tool raised
@@ -156,6 +157,11 @@ class RateLimitedError(TransportError):
     ) -> None:
         super().__init__(message, model=model)
         self.retry_after = retry_after
+
+
+class EngineOverloadedError(TransportError):
+    """The embedded engine's queue of waiting requests is full; retry later (a server
+    answers 503 with Retry-After)."""
 
 
 class WorkerServerError(TransportError):

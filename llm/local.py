@@ -11,22 +11,28 @@ slots, prefix reuse, batched decoding, all on the process's one engine thread).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import queue
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
 
 from relaygraph.errors import ConfigError, ContextWindowError
 from relaygraph.llm.catalog import ChatFormat, packaged_model
 from relaygraph.llm.chat_template import PLAIN_STOP, PLAIN_TEMPLATE, ChatTemplate
+from relaygraph.llm.engine_thread import on_engine
 from relaygraph.llm.grammar import GrammarEngine, grammar_for
 from relaygraph.llm.llamacpp import LlamaRuntime
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.sampling import log_softmax
-from relaygraph.llm.scheduler import Generation, Request, Scheduler, on_engine
+from relaygraph.llm.scheduler import Job, Request, Scheduler, SchedulerLoad
 from relaygraph.llm.tool_format import prompt_with_tools
 from relaygraph.llm.types import (
     ChatPrompt,
@@ -45,12 +51,13 @@ from relaygraph.llm.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import AsyncIterator, Iterator, Sequence
 
-    import numpy as np
+    from relaygraph.llm.generation import Step
 
 
 _DEFAULT_PARAMS = GenerationParams()
+_SCORING = GenerationParams(max_tokens=1)  # a scoring job samples nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,7 @@ class LocalLLM(BaseLLM):
         context_window: int = 2048,
         max_batch: int = 8,
         n_threads: int | None = None,
+        max_waiting: int = 128,
     ) -> None:
         if context_window < 16:
             raise ConfigError("context_window must be >= 16", parameter="context_window")
@@ -108,7 +116,13 @@ class LocalLLM(BaseLLM):
         )
         self._path = path
         self._chat_format = chat_format
-        self._scheduler = Scheduler(self._runtime, name=name, grammars=lambda: self.grammars)
+        if max_waiting < 1:
+            raise ConfigError(
+                "max_waiting must be >= 1", parameter="max_waiting", value=max_waiting
+            )
+        self._scheduler = Scheduler(
+            self._runtime, name=name, grammars=lambda: self.grammars, max_waiting=max_waiting
+        )
         self._end_ids: frozenset[int] | None = None
         self._end_of_turn_id: int | None = None
         self._grammars: GrammarEngine | None = None
@@ -196,6 +210,10 @@ class LocalLLM(BaseLLM):
             chat_format=self._chat_format,
         )
 
+    def engine_load(self) -> SchedulerLoad:
+        """Requests waiting and running, and the engine's counters (for metrics)."""
+        return self._scheduler.load()
+
     def clear_cache(self) -> None:
         """Forget every slot's KV cache (the next call evaluates its prompt from scratch)."""
         on_engine(self._scheduler.clear)
@@ -263,31 +281,123 @@ class LocalLLM(BaseLLM):
     def complete_batch(
         self, prompts: Sequence[PromptInput | Prompt], params: GenerationParams | None = None
     ) -> list[Completion]:
-        """Completions for several prompts, decoded together ``max_batch`` sequences at a time."""
+        """Completions for several prompts, decoded in the engine's running batch.
+
+        At most ``max_batch`` of this call's requests are queued at a time, so a large
+        batch fills the free slots without filling the queue other callers need.
+        """
         params = params or _DEFAULT_PARAMS
         requests = [self._request(p, params) for p in prompts]
-        results: list[Completion] = []
-        # Waves of whole requests whose n samples together fit the slots; a request with
-        # more samples than slots runs alone, its samples in rounds.
-        per_wave = max(1, self.max_batch // params.n)
-        for start in range(0, len(requests), per_wave):
-            wave = requests[start : start + per_wave]
-            began = time.perf_counter()
-            sequences = on_engine(partial(self._scheduler.generate, wave, params))
-            latency = time.perf_counter() - began
-            for number, request in enumerate(wave):
-                mine = [s for s in sequences if s.request == number]
-                results.append(self._completion(request, mine, latency))
-        return results
+        began = time.perf_counter()
+        jobs: list[list[Job]] = [[] for _ in requests]
+        outstanding: set[Future[Job]] = set()
+        try:
+            for number, request in enumerate(requests):
+                for samples in self._sample_groups(params):
+                    while len(outstanding) >= self.max_batch:
+                        _, outstanding = wait(outstanding, return_when=FIRST_COMPLETED)
+                    job = self._scheduler.submit(request, params, samples=samples)
+                    jobs[number].append(job)
+                    outstanding.add(job.done)
+            wait(outstanding)
+        finally:
+            for job in (j for group in jobs for j in group):
+                if not job.done.done():  # an error or interrupt in this thread
+                    job.cancel()
+        return [self._completion(r, js, began) for r, js in zip(requests, jobs, strict=True)]
+
+    async def acomplete(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> Completion:
+        """`complete` without a thread: a cancelled caller (a timeout, a client gone)
+        frees its slots at the engine's next step."""
+        params = params or _DEFAULT_PARAMS
+        request = self._request(prompt, params)
+        began = time.perf_counter()
+        jobs = [
+            self._scheduler.submit(request, params, samples=g) for g in self._sample_groups(params)
+        ]
+        try:
+            await asyncio.gather(*(asyncio.wrap_future(j.done) for j in jobs))
+        finally:
+            for job in jobs:
+                if not job.done.done() or job.done.cancelled():
+                    job.cancel()
+        return self._completion(request, jobs, began)
+
+    def _sample_groups(self, params: GenerationParams) -> list[range]:
+        """The request's samples in groups that fit the slots (each group is one job)."""
+        return [
+            range(first, min(params.n, first + self.max_batch))
+            for first in range(0, params.n, self.max_batch)
+        ]
 
     def stream(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
     ) -> Iterator[CompletionChunk]:
-        """Stream one completion; closing the iterator stops generation and frees the engine."""
+        """Stream one completion; closing the iterator cancels it, and returns once its
+        slot is free."""
         params = params or _DEFAULT_PARAMS
         if params.n != 1:
             raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
-        return self._scheduler.stream(self._request(prompt, params), params)
+        request = self._request(prompt, params)
+
+        def chunks() -> Iterator[CompletionChunk]:
+            events: queue.SimpleQueue[CompletionChunk | None] = queue.SimpleQueue()
+            job = self._scheduler.submit(
+                request, params, on_step=lambda job, step: events.put(self._chunk(job, step))
+            )
+            job.done.add_done_callback(lambda _: events.put(None))
+            try:
+                while (chunk := events.get()) is not None:
+                    yield chunk
+                job.done.result()  # a failure ends the stream with its error
+            finally:
+                if not job.done.done():
+                    job.cancel()
+                    wait([job.done])
+
+        return chunks()
+
+    async def astream(
+        self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
+    ) -> AsyncIterator[CompletionChunk]:
+        """`stream` without a thread; closing the iterator cancels the generation."""
+        params = params or _DEFAULT_PARAMS
+        if params.n != 1:
+            raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
+        request = self._request(prompt, params)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[CompletionChunk | None] = asyncio.Queue()
+
+        def put(item: CompletionChunk | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
+                loop.call_soon_threadsafe(events.put_nowait, item)
+
+        job = self._scheduler.submit(
+            request, params, on_step=lambda job, step: put(self._chunk(job, step))
+        )
+        job.done.add_done_callback(lambda _: put(None))
+        try:
+            while (chunk := await events.get()) is not None:
+                yield chunk
+            job.done.result()
+        finally:
+            if not job.done.done():
+                job.cancel()
+
+    def _chunk(self, job: Job, step: Step) -> CompletionChunk:
+        finished = step.sequence.finished
+        return CompletionChunk(
+            model=self._name,
+            text=step.text,
+            token_ids=[step.token_id],
+            logprobs=[step.logprob] if step.logprob else None,
+            tool_calls=step.tool_calls or None,
+            finish_reason=step.sequence.finish_reason,
+            usage=job.usage() if finished else None,
+            load=job.load() if finished else None,
+        )
 
     def _request(self, prompt: PromptInput | Prompt, params: GenerationParams) -> Request:
         p = prompt_with_tools(to_prompt(prompt), params)
@@ -323,13 +433,12 @@ class LocalLLM(BaseLLM):
                 self._grammars = GrammarEngine(tokenizer, self._runtime.n_vocab)
             return self._grammars
 
-    def _completion(
-        self, request: Request, sequences: list[Generation], latency: float
-    ) -> Completion:
+    def _completion(self, request: Request, jobs: list[Job], began: float) -> Completion:
+        sequences = [s for job in jobs for s in job.sequences]
         choices = [
             Choice(
                 index=s.index,
-                text=s.assembler.text if s.splitter is None else s.splitter.content,
+                text=s.content(),
                 token_ids=s.token_ids,
                 logprobs=s.logprobs if s.params.logprobs else None,
                 finish_reason=s.finish_reason or "length",
@@ -337,14 +446,19 @@ class LocalLLM(BaseLLM):
             )
             for s in sequences
         ]
+        load = jobs[0].load()
+        for job in jobs[1:]:
+            load += job.load()
         return Completion(
             model=self._name,
             choices=choices,
             usage=Usage(
                 prompt_tokens=len(request.prompt_ids),
                 completion_tokens=sum(len(s.token_ids) for s in sequences),
+                cached_tokens=jobs[0].cached_tokens,
             ),
-            latency_s=latency,
+            latency_s=max(job.ended for job in jobs) - began,
+            load=load,
         )
 
     # -- scoring ----------------------------------------------------------------------
@@ -361,7 +475,10 @@ class LocalLLM(BaseLLM):
             raise ConfigError("the prompt is empty", parameter="prompt_ids")
         self.encode(TokenPrompt(token_ids=tuple(full)))  # validates the ids
         self._check_fits(len(full), 0)
-        return on_engine(lambda: self._scheduler.score_rows(full, len(prompt_ids))).copy()
+        job = self._scheduler.submit(
+            Request(full, stop=()), _SCORING, samples=range(0), score_from=len(prompt_ids) - 1
+        )
+        return np.concatenate(job.done.result().rows)
 
     @property
     def end_token_ids(self) -> frozenset[int]:
@@ -411,9 +528,31 @@ class LocalLLM(BaseLLM):
         from the first uncached position and keeps logits at positions 2, 3, 4: row 0
         (after p2) scores c0, row 1 (after c0) scores c1, row 2 (after c1) is ``next_top``.
         """
+        began = time.perf_counter()
+        job = self._submit_scoring(prompt, continuation, top_logprobs)
+        return self._score(job.done.result(), top_logprobs, began)
+
+    async def ascore(
+        self,
+        prompt: PromptInput | Prompt,
+        continuation: str | Sequence[int],
+        top_logprobs: int = 0,
+    ) -> Score:
+        """`score` without a thread; a cancelled caller frees its slot at the next step."""
+        began = time.perf_counter()
+        job = self._submit_scoring(prompt, continuation, top_logprobs)
+        try:
+            await asyncio.wrap_future(job.done)
+        finally:
+            if not job.done.done() or job.done.cancelled():
+                job.cancel()
+        return self._score(job, top_logprobs, began)
+
+    def _submit_scoring(
+        self, prompt: PromptInput | Prompt, continuation: str | Sequence[int], top_logprobs: int
+    ) -> Job:
         if not 0 <= top_logprobs <= 20:
             raise ConfigError("top_logprobs must be in 0..20", parameter="top_logprobs")
-        began = time.perf_counter()
         prompt_ids = self.encode(prompt)
         cont = self.tokenize(continuation) if isinstance(continuation, str) else list(continuation)
         if not cont:
@@ -421,15 +560,24 @@ class LocalLLM(BaseLLM):
         self.encode(cont)  # validates the ids against the vocabulary
         full = prompt_ids + cont
         self._check_fits(len(full), 0)
-        rows = on_engine(lambda: self._scheduler.score_rows(full, len(prompt_ids)))
+        return self._scheduler.submit(
+            Request(full, stop=()), _SCORING, samples=range(0), score_from=len(prompt_ids) - 1
+        )
+
+    def _score(self, job: Job, top_logprobs: int, began: float) -> Score:
+        full, start = job.tokens, (job.score_from or 0) + 1
+        rows = np.concatenate(job.rows)
+        vocabulary = self._scheduler.vocabulary
         tokens = [
-            self._scheduler.token_logprob(log_softmax(row), token, top_logprobs)
-            for token, row in zip(cont, rows[:-1], strict=True)
+            vocabulary.token_logprob(log_softmax(row), token, top_logprobs)
+            for token, row in zip(full[start:], rows[:-1], strict=True)
         ]
         return Score(
             model=self._name,
-            prompt_tokens=len(prompt_ids),
+            prompt_tokens=start,
             tokens=tokens,
-            next_top=self._scheduler.top(log_softmax(rows[-1]), top_logprobs),
+            next_top=vocabulary.top(log_softmax(rows[-1]), top_logprobs),
             latency_s=time.perf_counter() - began,
+            cached_tokens=job.cached_tokens,
+            load=job.load(),
         )

@@ -1,66 +1,47 @@
-"""The embedded engine's scheduler: requests become generations in the sequence slots of
-one llama.cpp context, prefilled reusing the longest cached prefix, and decoded together,
-one token per step, each under its own sampler, grammar and stop strings.
+"""The embedded engine's scheduler: continuous batching over the sequence slots of one
+llama.cpp context.
 
-A slot keeps its KV cache between calls, so an agent that extends the same conversation
-only evaluates the new tokens. Several prompts, or ``n`` samples of one prompt, decode
-together in one batch per step.
+Requests from any thread join the running batch at the next step and leave when done.
+Each step is one forward pass that holds one token of every decoding sequence and, in the
+room left under ``chunk_tokens``, chunks of the prompts being prefilled, so one long
+prompt never stalls the streams already running (chunked prefill, as vLLM and
+llama-server do).
 
-All evaluation runs on one engine thread shared by every model in the process
-(`on_engine`). Callers on any thread submit work to it and wait (a stream receives its
-chunks through a queue). Besides serialising access to the contexts, this matters for
-speed: llama.cpp's CPU backend is built with OpenMP, which gives every calling OS thread
-its own team of worker threads, and an idle team keeps spinning on the cores the active
-one needs. Decoding from several threads in turn halved throughput with four concurrent
-streams on two cores (benchmarks/serving.py); one thread keeps the single-stream rate.
+Prefix cache: a slot keeps its KV cache after its request leaves. A new request takes the
+free slot whose cache shares the longest token-exact prefix with its prompt, the least
+recently used one among equals, so the cache holds the last ``max_batch`` distinct
+prefixes within the context's fixed memory (``max_batch`` x ``context_window`` cells) and
+evicts the least recently used. Agents' repeated system prompts and growing transcripts
+are evaluated once, whether they come in process or over HTTP.
+
+Work waits in a bounded queue (`EngineOverloadedError` when full) and is admitted first
+come, first served when enough slots are free; a cancelled request leaves at the next
+step. Everything here runs on the engine thread (`relaygraph.llm.engine_thread`) except
+`submit` and `Job.cancel`.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from relaygraph.errors import LLMError
+from relaygraph.errors import EngineOverloadedError, LLMError, RelayGraphError
+from relaygraph.llm.engine_thread import ENGINE, EngineThread
+from relaygraph.llm.generation import Generation, Step, Vocabulary
 from relaygraph.llm.llamacpp import DecodeItem, LlamaRuntime
-from relaygraph.llm.sampling import log_softmax, select_token, top_k_indices
 from relaygraph.llm.stops import TextAssembler
 from relaygraph.llm.tool_format import ToolCallSplitter
-from relaygraph.llm.types import (
-    CompletionChunk,
-    FinishReason,
-    GenerationParams,
-    TokenLogprob,
-    TopLogprob,
-    Usage,
-)
+from relaygraph.llm.types import GenerationParams, LoadReport, Usage
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterator, Sequence
+    from collections.abc import Callable, Sequence
 
-    from relaygraph.llm.constraints import ToolCall
-    from relaygraph.llm.grammar import GrammarEngine, TokenMatcher
-
-T = TypeVar("T")
-
-ENGINE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaygraph-engine")
-"""The one thread every embedded model's evaluation runs on."""
-
-
-def on_engine(work: Callable[[], T]) -> T:
-    """Run ``work`` on the engine thread and return its result (or raise its error).
-
-    Work submitted from the engine thread itself runs inline: waiting on the queue
-    from the only thread that drains it would never return.
-    """
-    if threading.current_thread().name.startswith("relaygraph-engine"):
-        return work()
-    return ENGINE.submit(work).result()
+    from relaygraph.llm.grammar import GrammarEngine
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,38 +53,87 @@ class Request:
     grammar: str | None = None
 
 
-@dataclass(slots=True)
-class Generation:
-    """One completion being generated in a slot (engine-internal state)."""
+@dataclass(eq=False, slots=True)
+class Job:
+    """One request's work in the engine: its samples (or a scoring), where it runs, and
+    the load it met. ``done`` resolves when it finishes, fails or is cancelled.
 
-    request: int
-    index: int
-    prompt_ids: list[int]
+    A scoring job (``score_from`` set) evaluates its tokens and keeps the logits from that
+    position on in ``rows``; a generation job samples ``samples`` completions.
+    """
+
+    request: Request
     params: GenerationParams
-    rng: np.random.Generator | None
-    assembler: TextAssembler
-    matcher: TokenMatcher | None = None
-    splitter: ToolCallSplitter | None = None
-    slot: int = -1
-    logits: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
+    samples: range
+    score_from: int | None = None
+    on_step: Callable[[Job, Step], None] | None = None
+    done: Future[Job] = field(default_factory=Future)
+    submitted: float = field(default_factory=time.perf_counter)
+    sequences: list[Generation] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    position: int = 0
+    """Next prompt position to evaluate in the first slot."""
+    queue_s: float = 0.0
+    passes: int = 0
+    shared_tokens: int = 0
+    cached_tokens: int = 0
+    cancelled: bool = False
+    ended: float = 0.0
+    """When the job finished (perf_counter), for latencies."""
+
+    @property
+    def stopped(self) -> bool:
+        """Cancelled by `cancel`, or its future cancelled by an awaiting task."""
+        return self.cancelled or self.done.cancelled()
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.request.prompt_ids
+
+    @property
+    def prefill_end(self) -> int:
+        """Where chunked prefill stops: a generation's last prompt token is evaluated in a
+        pass of its own (see `Scheduler._forward`), a scoring evaluates every token."""
+        return len(self.tokens) if self.score_from is not None else len(self.tokens) - 1
+
+    @property
+    def slots_needed(self) -> int:
+        return max(1, len(self.samples))
+
+    def cancel(self) -> None:
+        """Stop at the next step, keeping what was generated; ``done`` resolves then."""
+        self.cancelled = True
+        ENGINE.wake()
+
+    def load(self) -> LoadReport:
+        return LoadReport(
+            queue_s=round(self.queue_s, 6), passes=self.passes, shared_tokens=self.shared_tokens
+        )
+
+    def usage(self) -> Usage:
+        return Usage(
+            prompt_tokens=len(self.tokens),
+            completion_tokens=sum(len(s.token_ids) for s in self.sequences),
+            cached_tokens=self.cached_tokens,
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    """What one decoding step produced for one sequence.
+class SchedulerLoad:
+    """A snapshot of a scheduler's state and counters, for metrics."""
 
-    ``text`` is the reply's content that became safe to show; ``tool_calls`` the calls
-    that this step completed (with tools, call text is never content).
-    """
-
-    sequence: Generation
-    token_id: int
-    text: str
-    logprob: TokenLogprob | None
-    tool_calls: list[ToolCall] = field(default_factory=list)
+    waiting: int
+    running: int
+    """Slots held by running requests."""
+    slots: int
+    prompt_tokens: int
+    """Prompt tokens of admitted requests since the start."""
+    cached_tokens: int
+    """Of those, the ones read from the prefix cache."""
+    passes: int
+    batched_tokens: int
+    """Tokens evaluated in all passes since the start."""
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -114,275 +144,330 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One item of a pass and what its logits rows are for."""
+
+    job: Job
+    item: DecodeItem
+    apply: Callable[[np.ndarray], None]
+
+
 class Scheduler:
-    """Generations of one model in its context's slots; call it on the engine thread
-    (`on_engine`), except `stream`, which hands its work to the engine itself."""
+    """Continuous batching of one model's requests over its context's slots.
+
+    Args:
+        runtime: The model and context.
+        name: The model name, for errors.
+        grammars: This model's grammar compiler (built on first use).
+        max_waiting: Requests that may wait for a slot before `submit` refuses more.
+        chunk_tokens: Most tokens one forward pass evaluates (decodes first, then prefill
+            chunks in the room left).
+    """
 
     def __init__(
-        self, runtime: LlamaRuntime, *, name: str, grammars: Callable[[], GrammarEngine]
+        self,
+        runtime: LlamaRuntime,
+        *,
+        name: str,
+        grammars: Callable[[], GrammarEngine],
+        max_waiting: int = 128,
+        chunk_tokens: int = 512,
+        engine: EngineThread = ENGINE,
     ) -> None:
         self._runtime = runtime
         self._name = name
         self._grammars = grammars
-        self._cached: list[list[int]] = [[] for _ in range(runtime.n_seq_max)]
+        self._max_waiting = max_waiting
+        self._chunk_tokens = max(chunk_tokens, runtime.n_seq_max + 1)
+        self._engine = engine
+        self.vocabulary = Vocabulary(runtime)
+        slots = runtime.n_seq_max
+        self._cached: list[list[int]] = [[] for _ in range(slots)]
+        self._owner: list[Job | None] = [None] * slots
+        self._last_used = [0] * slots
+        self._clock = 0
+        self._waiting: deque[Job] = deque()
+        self._running: list[Job] = []
+        self._counts = {"prompt": 0, "cached": 0, "passes": 0, "batched": 0}
+        engine.register(self)
 
     @property
     def max_batch(self) -> int:
         return self._runtime.n_seq_max
 
+    # -- any thread -------------------------------------------------------------------
+
+    def submit(
+        self,
+        request: Request,
+        params: GenerationParams,
+        *,
+        samples: range = range(1),
+        score_from: int | None = None,
+        on_step: Callable[[Job, Step], None] | None = None,
+    ) -> Job:
+        """Queue a generation (``samples`` of it, at most ``max_batch``) or, with
+        ``score_from``, a scoring of ``request``'s tokens.
+
+        ``on_step`` is called on the engine thread with the job and every token's `Step`.
+
+        Raises:
+            EngineOverloadedError: The queue is full.
+        """
+        assert len(samples) <= self.max_batch, "more samples than slots: split the request"
+        job = Job(request, params, samples, score_from=score_from, on_step=on_step)
+        with self._engine.condition:
+            if len(self._waiting) >= self._max_waiting:
+                raise EngineOverloadedError(
+                    f"{self._name} has {len(self._waiting)} requests waiting "
+                    f"(limit {self._max_waiting}); retry later",
+                    model=self._name,
+                )
+            self._waiting.append(job)
+        self._engine.wake()
+        return job
+
+    def load(self) -> SchedulerLoad:
+        return SchedulerLoad(
+            waiting=len(self._waiting),
+            running=sum(owner is not None for owner in self._owner),
+            slots=self.max_batch,
+            prompt_tokens=self._counts["prompt"],
+            cached_tokens=self._counts["cached"],
+            passes=self._counts["passes"],
+            batched_tokens=self._counts["batched"],
+        )
+
+    # -- engine thread ----------------------------------------------------------------
+
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._running)
+
     def clear(self) -> None:
-        """Forget every slot's KV cache."""
-        for slot in range(self.max_batch):
+        """Forget the KV cache of every slot no request is using."""
+        for slot, owner in enumerate(self._owner):
+            if owner is None:
+                self._runtime.truncate(slot, 0)
+                self._cached[slot] = []
+
+    def step(self) -> None:
+        """Release cancelled requests, admit waiting ones, sample a token of every
+        evaluated sequence, and run one forward pass."""
+        for job in [j for j in self._running if j.stopped]:
+            self._finish(job)
+        self._admit()
+        self._sample()
+        self._forward()
+
+    def _admit(self) -> None:
+        while True:
+            with self._engine.condition:
+                if not self._waiting:
+                    return
+                job = self._waiting[0]
+                free = [slot for slot, owner in enumerate(self._owner) if owner is None]
+                if not job.stopped and len(free) < job.slots_needed:
+                    return  # first come, first served: the head waits for its slots
+                self._waiting.popleft()
+            if job.stopped:
+                _resolve(job)
+                continue
+            try:
+                self._start(job, free)
+            except Exception as exc:  # a grammar that cannot be matched, say
+                self._fail(job, exc)
+
+    def _start(self, job: Job, free: list[int]) -> None:
+        """Give ``job`` its slots, reusing the longest cached prefix, and its samples."""
+        self._clock += 1
+        job.queue_s = time.perf_counter() - job.submitted
+        tokens = job.tokens
+        first = max(
+            free, key=lambda s: (common_prefix(self._cached[s], tokens), -self._last_used[s])
+        )
+        free.remove(first)
+        others = sorted(free, key=lambda s: self._last_used[s])[: job.slots_needed - 1]
+        job.slots = [first, *others]
+        for slot in job.slots:
+            self._owner[slot] = job
+            self._last_used[slot] = self._clock
+        limit = job.prefill_end if job.score_from is None else job.score_from
+        keep = min(common_prefix(self._cached[first], tokens), limit)
+        if not self._runtime.truncate(first, keep):
+            self._runtime.truncate(first, 0)
+            keep = 0
+        self._cached[first] = tokens[:keep]
+        job.position = job.cached_tokens = keep
+        self._counts["prompt"] += len(tokens)
+        self._counts["cached"] += keep
+        if job.score_from is None:
+            job.sequences = [
+                self._generation(job, index, slot)
+                for index, slot in zip(job.samples, job.slots, strict=True)
+            ]
+        self._running.append(job)
+
+    def _generation(self, job: Job, index: int, slot: int) -> Generation:
+        params = job.params
+        rng = None
+        if params.temperature > 0:
+            rng = np.random.default_rng([params.seed, index] if params.seed is not None else None)
+        grammar = job.request.grammar
+        return Generation(
+            index=index,
+            prompt_ids=job.tokens,
+            params=params,
+            rng=rng,
+            assembler=TextAssembler(job.request.stop),
+            matcher=self._grammars().matcher(grammar) if grammar is not None else None,
+            splitter=ToolCallSplitter() if params.calls_tools else None,
+            slot=slot,
+        )
+
+    def _sample(self) -> None:
+        for job in list(self._running):
+            try:
+                for s in job.sequences:
+                    if s.logits is not None and not s.finished:
+                        step = s.advance(self._runtime, self.vocabulary, model=self._name)
+                        if job.on_step is not None:
+                            job.on_step(job, step)
+            except Exception as exc:
+                self._fail(job, exc)
+                continue
+            if job.sequences and all(s.finished for s in job.sequences):
+                self._finish(job)
+
+    def _forward(self) -> None:
+        """One forward pass over the planned work; each request is told what it shared."""
+        work = self._plan()
+        if not work:
+            return
+        try:
+            rows = self._runtime.decode([w.item for w in work])
+        except Exception as exc:
+            for job in {id(w.job): w.job for w in work}.values():
+                self._fail(job, exc)
+            return
+        total = sum(len(w.item.tokens) for w in work)
+        own: dict[int, int] = {}
+        for w, logits in zip(work, rows, strict=True):
+            w.apply(logits)
+            own[id(w.job)] = own.get(id(w.job), 0) + len(w.item.tokens)
+        for job in {id(w.job): w.job for w in work}.values():
+            job.passes += 1
+            job.shared_tokens += total - own[id(job)]
+            if job.score_from is not None and job.position == len(job.tokens):
+                self._finish(job)
+        self._counts["passes"] += 1
+        self._counts["batched"] += total
+
+    def _plan(self) -> list[_Work]:
+        """A token of every decoding sequence, the last prompt token of every request whose
+        prompt body is in, then prompt chunks in the room left under ``chunk_tokens``.
+
+        A generation's last prompt token never shares a pass with its own prompt body.
+        llama.cpp's CPU kernels for some quantizations (Gemma's Q4_K) are not
+        batch-invariant: a row's logits depend slightly on how many rows shared its
+        pass. A repeated call reuses the cached body and evaluates only the last token,
+        so evaluating it apart on the first call too keeps repeated greedy calls of one
+        request at a time bit-identical.
+        """
+        work: list[_Work] = []
+        for job in self._running:
+            if job.score_from is not None:
+                continue
+            if job.position == len(job.tokens):
+                work += [self._feed(job, s) for s in job.sequences if self._waits_for_feed(s)]
+            elif job.position == job.prefill_end:
+                work.append(self._last_prompt_token(job))
+        room = self._chunk_tokens - sum(len(w.item.tokens) for w in work)
+        for job in self._running:
+            if room <= 0:
+                break
+            if job.position < job.prefill_end:
+                chunk = self._prefill_chunk(job, room)
+                room -= len(chunk.item.tokens)
+                work.append(chunk)
+        return work
+
+    @staticmethod
+    def _waits_for_feed(s: Generation) -> bool:
+        return not s.finished and s.logits is None and bool(s.token_ids)
+
+    def _feed(self, job: Job, s: Generation) -> _Work:
+        token = s.token_ids[-1]
+        cached = self._cached[s.slot]
+
+        def apply(logits: np.ndarray) -> None:
+            cached.append(token)
+            s.logits = logits[0]
+
+        return _Work(job, DecodeItem(s.slot, [token], len(cached), 0), apply)
+
+    def _last_prompt_token(self, job: Job) -> _Work:
+        leader, *followers = job.sequences
+        end = job.prefill_end
+
+        def apply(logits: np.ndarray) -> None:
+            self._cached[leader.slot].append(job.tokens[end])
+            job.position = len(job.tokens)
+            leader.logits = logits[0]
+            for s in followers:  # n samples of one prompt share its evaluation
+                self._runtime.copy_sequence(leader.slot, s.slot)
+                self._cached[s.slot] = list(job.tokens)
+                s.logits = logits[0].copy()
+
+        return _Work(job, DecodeItem(leader.slot, job.tokens[end:], end, 0), apply)
+
+    def _prefill_chunk(self, job: Job, room: int) -> _Work:
+        start = job.position
+        tokens = job.tokens[start : min(job.prefill_end, start + room)]
+        slot = job.slots[0]
+        wanted_from = len(tokens)  # no logits for a generation's prompt body
+        if job.score_from is not None:
+            wanted_from = min(max(job.score_from - start, 0), len(tokens))
+
+        def apply(logits: np.ndarray) -> None:
+            self._cached[slot].extend(tokens)
+            job.position += len(tokens)
+            if len(logits):
+                job.rows.append(logits)
+
+        return _Work(job, DecodeItem(slot, tokens, start, wanted_from), apply)
+
+    def _release(self, job: Job) -> None:
+        self._running.remove(job)
+        self._clock += 1
+        for slot in job.slots:
+            self._owner[slot] = None
+            self._last_used[slot] = self._clock
+
+    def _finish(self, job: Job) -> None:
+        """Free the job's slots, keeping their caches for later requests."""
+        self._release(job)
+        _resolve(job)
+
+    def _fail(self, job: Job, error: BaseException) -> None:
+        """Free the job's slots, whose caches are in an unknown state, and fail it."""
+        for slot in job.slots:
             self._runtime.truncate(slot, 0)
             self._cached[slot] = []
+        if job in self._running:
+            self._release(job)
+        if not isinstance(error, RelayGraphError):
+            error = LLMError(f"{type(error).__name__}: {error}", model=self._name)
+        _resolve(job, error)
 
-    def generate(self, wave: list[Request], params: GenerationParams) -> list[Generation]:
-        """Decode a wave to the end (engine thread); more samples than slots go in rounds."""
-        sequences: list[Generation] = []
-        for first in range(0, params.n, self.max_batch):
-            samples = range(first, min(params.n, first + self.max_batch))
-            batch = self._new_generations(wave, params, samples)
-            for _ in self._run(batch):
-                pass
-            sequences.extend(batch)
-        return sequences
 
-    def stream(self, request: Request, params: GenerationParams) -> Iterator[CompletionChunk]:
-        """Chunks produced on the engine thread, handed over a queue.
-
-        Closing this iterator asks the engine to stop after the current step and waits for
-        it, so the engine is free again when ``close()`` returns.
-        """
-        chunks: queue.SimpleQueue[CompletionChunk | BaseException | None] = queue.SimpleQueue()
-        stop = threading.Event()
-        n_prompt = len(request.prompt_ids)
-
-        def produce() -> None:
-            try:
-                (sequence,) = self._new_generations([request], params, range(1))
-                with closing(self._run([sequence])) as steps_iter:
-                    for steps in steps_iter:
-                        if stop.is_set():
-                            return
-                        step = steps[0]
-                        finished = sequence.finish_reason is not None
-                        done = len(sequence.token_ids)
-                        chunks.put(
-                            CompletionChunk(
-                                model=self._name,
-                                text=step.text,
-                                token_ids=[step.token_id],
-                                logprobs=[step.logprob] if step.logprob else None,
-                                tool_calls=step.tool_calls or None,
-                                finish_reason=sequence.finish_reason,
-                                usage=Usage(prompt_tokens=n_prompt, completion_tokens=done)
-                                if finished
-                                else None,
-                            )
-                        )
-            except BaseException as exc:
-                chunks.put(exc)
-            finally:
-                chunks.put(None)
-
-        job = ENGINE.submit(produce)
-        try:
-            while (item := chunks.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            job.result()
-
-    def _new_generations(
-        self, requests: list[Request], params: GenerationParams, samples: range
-    ) -> list[Generation]:
-        sequences: list[Generation] = []
-        for number, request in enumerate(requests):
-            for index in samples:
-                rng = None
-                if params.temperature > 0:
-                    seed = [params.seed, index] if params.seed is not None else None
-                    rng = np.random.default_rng(seed)
-                sequences.append(
-                    Generation(
-                        request=number,
-                        index=index,
-                        prompt_ids=request.prompt_ids,
-                        params=params,
-                        rng=rng,
-                        assembler=TextAssembler(request.stop),
-                        matcher=self._grammars().matcher(request.grammar)
-                        if request.grammar is not None
-                        else None,
-                        splitter=ToolCallSplitter() if params.calls_tools else None,
-                    )
-                )
-        return sequences
-
-    def _assign_slots(self, leaders: list[Generation], followers: list[Generation]) -> None:
-        """Give each prompt the free slot whose cache shares the longest prefix with it.
-
-        Ties go to the slot with the shortest cache, which is the least to lose.
-        """
-        free = set(range(self.max_batch))
-        for s in leaders:
-            s.slot = max(
-                sorted(free),
-                key=lambda i: (
-                    common_prefix(self._cached[i], s.prompt_ids),
-                    -len(self._cached[i]),
-                ),
-            )
-            free.remove(s.slot)
-        for s in followers:
-            s.slot = min(free, key=lambda i: len(self._cached[i]))
-            free.remove(s.slot)
-
-    def _prefill(self, sequences: list[Generation]) -> None:
-        """Evaluate each distinct prompt once, reusing cached prefixes; copy it to its samples.
-
-        The last prompt token is always evaluated in a pass of its own. llama.cpp's CPU
-        kernels for some quantizations (Gemma's Q4_K) are not batch-invariant: a row's
-        logits depend slightly on how many rows shared its batch. A repeated call reuses
-        the cached prefix and evaluates only the last token, so evaluating it alone on
-        the first call too makes repeated greedy calls bit-identical.
-        """
-        rt = self._runtime
-        leaders: dict[int, Generation] = {}
-        for s in sequences:
-            leaders.setdefault(s.request, s)
-        self._assign_slots(
-            list(leaders.values()), [s for s in sequences if leaders[s.request] is not s]
-        )
-        body: list[DecodeItem] = []
-        last: list[DecodeItem] = []
-        for s in leaders.values():
-            keep = min(common_prefix(self._cached[s.slot], s.prompt_ids), len(s.prompt_ids) - 1)
-            if not rt.truncate(s.slot, keep):
-                rt.truncate(s.slot, 0)
-                keep = 0
-            self._cached[s.slot] = s.prompt_ids[:keep]
-            end = len(s.prompt_ids) - 1
-            if keep < end:
-                body.append(
-                    DecodeItem(s.slot, s.prompt_ids[keep:end], keep, logits_from=end - keep)
-                )
-            last.append(DecodeItem(s.slot, s.prompt_ids[end:], end, logits_from=0))
-        if body:
-            rt.decode(body)
-        for leader, logits in zip(leaders.values(), rt.decode(last), strict=True):
-            leader.logits = logits[-1]
-            self._cached[leader.slot] = list(leader.prompt_ids)
-        for s in sequences:
-            leader = leaders[s.request]
-            if s is not leader:
-                rt.copy_sequence(leader.slot, s.slot)
-                self._cached[s.slot] = list(s.prompt_ids)
-                s.logits = leader.logits
-
-    def _run(self, sequences: list[Generation]) -> Generator[list[Step]]:
-        """Decode all sequences step by step; yields what each active sequence produced."""
-        rt = self._runtime
-        try:
-            self._prefill(sequences)
-            while True:
-                active = [s for s in sequences if s.finish_reason is None]
-                if not active:
-                    return
-                steps = [self._advance(s) for s in active]
-                feed = [
-                    DecodeItem(s.slot, [s.token_ids[-1]], len(self._cached[s.slot]), 0)
-                    for s in active
-                    if s.finish_reason is None
-                ]
-                yield steps
-                if feed:
-                    for item, logits in zip(feed, rt.decode(feed), strict=True):
-                        self._cached[item.seq_id].append(item.tokens[0])
-                        next(s for s in active if s.slot == item.seq_id).logits = logits[0]
-        except Exception:
-            # A failed decode leaves these slots' caches in an unknown state.
-            for s in sequences:
-                self._cached[s.slot] = []
-                rt.truncate(s.slot, 0)
-            raise
-
-    def _advance(self, s: Generation) -> Step:
-        """Choose, record and account one token of ``s``.
-
-        With a grammar, the token is chosen from the masked logits, while the reported
-        log-probabilities stay those of the model's own, unmasked distribution (what an
-        uncertainty estimate must see). A finished grammar ends the sequence ("stop");
-        the token budget running out first ends it with "length".
-        """
-        params = s.params
-        logits = s.logits if s.matcher is None else s.matcher.mask(s.logits)
-        token = select_token(logits, temperature=params.temperature, top_p=params.top_p, rng=s.rng)
-        logprob = self._logprob(s.logits, token, params.top_logprobs) if params.logprobs else None
-        s.token_ids.append(token)
-        if logprob is not None:
-            s.logprobs.append(logprob)
-        if s.matcher is not None:
-            try:
-                s.matcher.advance(token)
-            except RuntimeError as exc:  # an all-forbidden row: the grammar cannot go on
-                raise LLMError(str(exc), model=self._name) from None
-        if self._runtime.is_end_of_generation(token):
-            text = s.assembler.finish()
-            s.finish_reason = "stop"
+def _resolve(job: Job, error: BaseException | None = None) -> None:
+    """Settle ``job.done`` unless an awaiting task cancelled it already."""
+    job.ended = time.perf_counter()
+    try:
+        if error is None:
+            job.done.set_result(job)
         else:
-            text = s.assembler.feed(self._runtime.piece(token))
-            if s.assembler.stopped or (s.matcher is not None and s.matcher.complete):
-                text += s.assembler.finish()
-                s.finish_reason = "stop"
-            elif len(s.token_ids) >= params.max_tokens:
-                text += s.assembler.finish()
-                s.finish_reason = "length"
-        calls: list[ToolCall] = []
-        if s.splitter is not None:
-            text, calls = s.splitter.feed(text)
-            if s.finish_reason is not None:
-                rest, more = s.splitter.finish()
-                text, calls = text + rest, calls + more
-                if s.splitter.calls and s.finish_reason == "stop":
-                    s.finish_reason = "tool_calls"
-        return Step(sequence=s, token_id=token, text=text, logprob=logprob, tool_calls=calls)
-
-    def _logprob(self, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
-        return self.token_logprob(log_softmax(logits), token, top)
-
-    def token_logprob(self, lsm: np.ndarray, token: int, top: int) -> TokenLogprob:
-        return TokenLogprob(
-            token_id=token,
-            token=self.token_str(token),
-            logprob=float(lsm[token]),
-            rank=1 + int(np.count_nonzero(lsm > lsm[token])),
-            top=self.top(lsm, top),
-        )
-
-    def top(self, lsm: np.ndarray, k: int) -> list[TopLogprob]:
-        return [
-            TopLogprob(token_id=int(i), token=self.token_str(int(i)), logprob=float(lsm[i]))
-            for i in top_k_indices(lsm, k)
-        ]
-
-    def score_rows(self, full: list[int], n_prompt: int) -> np.ndarray:
-        """Logits at positions n_prompt-1 .. len(full)-1 (engine thread); reuses a cached prefix."""
-        rt = self._runtime
-        slot = max(range(self.max_batch), key=lambda i: common_prefix(self._cached[i], full))
-        keep = min(common_prefix(self._cached[slot], full), n_prompt - 1)
-        if not rt.truncate(slot, keep):
-            rt.truncate(slot, 0)
-            keep = 0
-        self._cached[slot] = []
-        (rows,) = rt.decode([DecodeItem(slot, full[keep:], keep, n_prompt - 1 - keep)])
-        self._cached[slot] = full
-        return rows
-
-    def token_str(self, token_id: int) -> str:
-        piece = self._runtime.piece(token_id)
-        if piece:
-            return piece.decode("utf-8", errors="replace")
-        return self._runtime.token_text(token_id)
+            job.done.set_exception(error)
+    except InvalidStateError:  # cancelled meanwhile, from another thread
+        pass

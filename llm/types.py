@@ -181,7 +181,7 @@ class GenerationParams(BaseModel):
     """Nucleus sampling: sample only from the smallest set of tokens with this much mass."""
     stop: tuple[str, ...] = Field(default=(), max_length=16)
     """Strings that end generation; the matched stop string is not part of the text."""
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
     """Seed for sampling; the same seed and prompt give the same completion."""
     n: int = Field(default=1, ge=1, le=16)
     """Number of completions to sample for the prompt."""
@@ -279,6 +279,9 @@ class Usage(BaseModel):
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Of ``prompt_tokens``, those read from a prefix cache instead of evaluated
+    (OpenAI's ``usage.prompt_tokens_details.cached_tokens``)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -289,6 +292,30 @@ class Usage(BaseModel):
         return Usage(
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+
+class LoadReport(BaseModel):
+    """How busy the engine was while it served a request: what a caller needs to tell
+    its own cost from the load others put on a shared worker (the speculative decoder's
+    queue-aware window reads it).
+
+    Served as the ``relaygraph.load`` extension field of responses.
+    """
+
+    queue_s: float = Field(default=0.0, ge=0)
+    """Seconds the request waited for a free slot before its first pass."""
+    passes: int = Field(default=0, ge=0)
+    """Batched forward passes the request took part in."""
+    shared_tokens: int = Field(default=0, ge=0)
+    """Tokens of other requests evaluated in those passes, summed over them."""
+
+    def __add__(self, other: LoadReport) -> LoadReport:
+        return LoadReport(
+            queue_s=self.queue_s + other.queue_s,
+            passes=self.passes + other.passes,
+            shared_tokens=self.shared_tokens + other.shared_tokens,
         )
 
 
@@ -328,6 +355,8 @@ class Completion(BaseModel):
     decoding: dict[str, Any] | None = None
     """How the tokens were produced when a decoder other than the model's own did it
     (speculative decoding: rounds, windows, drafted and accepted tokens, seconds)."""
+    load: LoadReport | None = None
+    """The engine's load while serving the call, where the backend reports it."""
 
     @property
     def text(self) -> str:
@@ -351,6 +380,8 @@ class CompletionChunk(BaseModel):
     """Tool calls completed with this chunk (each arrives whole, once)."""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    load: LoadReport | None = None
+    """On the last chunk, the engine's load while serving the stream (where reported)."""
 
 
 class Score(BaseModel):
@@ -365,6 +396,10 @@ class Score(BaseModel):
     tokens: list[TokenLogprob]
     next_top: list[TopLogprob] = Field(default_factory=list)
     latency_s: float
+    cached_tokens: int = 0
+    """Positions read from a prefix cache instead of evaluated."""
+    load: LoadReport | None = None
+    """The engine's load while scoring, where the backend reports it."""
 
     @property
     def total_logprob(self) -> float:
