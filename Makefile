@@ -63,10 +63,15 @@ docs: install
 readme-results: install
 	$(PY) docs/readme_results.py
 
+# The serving peers (llama.cpp's llama-server, llama_cpp.server) are built and installed
+# here, for benchmarks only (about 15 minutes the first time).
 bench: install
+	$(PY) -m pip install -e ".[bench]"
+	bash benchmarks/build_llama_server.sh
 	$(PY) benchmarks/engine.py
 	$(PY) benchmarks/runtime.py
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/agents_over_http.py
 	$(PY) benchmarks/memory_index.py
 	$(PY) benchmarks/context_routing.py
 

@@ -68,7 +68,8 @@ class Agent:
             grammar of the step (a thought line, then one valid action with schema-valid
             arguments: every reply parses); ``guided`` lets the model write freely and,
             if that does not parse, scores the action names and generates the argument;
-            ``auto`` is grammar for in-process models and guided for remote ones.
+            ``auto`` is grammar where the model decodes relaygraph's grammars (in
+            process, or a relaygraph worker) and guided elsewhere.
         tool_calling: ``react`` (text Thought/Action) or ``native`` (the model's own tool
             calling: OpenAI ``tools`` to a worker, or the engine's tool grammar); the
             trace records the same step fields either way.

@@ -39,13 +39,13 @@ from relaygraph.agents.record import (
 from relaygraph.agents.tool_policy import ToolPolicy
 from relaygraph.agents.tools import ToolCallError
 from relaygraph.errors import ConfigError, LLMError
+from relaygraph.llm.capabilities import decodes_lark_grammars
 from relaygraph.llm.constraints import (
     GrammarFormat,
     NamedToolChoice,
     ResponseFormat,
     ToolSpec,
 )
-from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.types import Completion, GenerationParams
 from relaygraph.routing.context import ContextItem, ContextRequest
 from relaygraph.routing.models import ModelCall
@@ -226,7 +226,7 @@ class _Caller:
 
     def _grammar_decoding(self) -> bool:
         mode = self.agent.spec.react_decoding
-        return mode == "grammar" or (mode == "auto" and isinstance(self.agent.llm, LocalLLM))
+        return mode == "grammar" or (mode == "auto" and decodes_lark_grammars(self.agent.llm))
 
     def _grammar(self, *, thought: bool) -> GrammarFormat:
         schema = self.agent.answer_schema

@@ -52,18 +52,29 @@ def worker(
     engine: Annotated[
         str, typer.Option(help="relaygraph (embedded engine) or vllm (vLLM's server).")
     ] = "relaygraph",
+    slots: Annotated[int, typer.Option(help="Sequences the embedded engine decodes together.")] = 8,
+    max_waiting: Annotated[
+        int, typer.Option(help="Requests that may wait for a slot before 503s.")
+    ] = 128,
+    max_concurrency: Annotated[
+        int, typer.Option(help="Requests in flight per client (429 above).")
+    ] = 64,
 ) -> None:
     """Start a worker for one model and print its URL (for pools and speculative decoding)."""
     import subprocess
 
     import uvicorn
 
-    from relaygraph.serving.config import LLMEntry, ServeConfig
+    from relaygraph.serving.config import LLMEntry, SecurityConfig, ServeConfig
     from relaygraph.serving.server import app_from_config, free_port, safe_host
 
     if engine not in ("relaygraph", "vllm"):
         raise RelayGraphError(f"--engine must be relaygraph or vllm, not {engine!r}")
-    settings = ServeConfig(models={model: LLMEntry(llm=model)})
+    settings = ServeConfig(
+        models={model: LLMEntry(llm=model, slots=slots, max_waiting=max_waiting)},
+        # A worker's clients are servers and pools, many requests from one address.
+        security=SecurityConfig(max_concurrency_per_key=max_concurrency),
+    )
     bind = safe_host(host, settings.security)
     chosen = port or free_port(bind)
     url = f"http://{bind}:{chosen}/v1"

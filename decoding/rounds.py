@@ -57,6 +57,8 @@ def per_round_record(rounds: Sequence[Round]) -> dict[str, list[Any]]:
         "draft_s": [round(r.draft_s, 6) for r in rounds],
         "verify_s": [round(r.verify_s, 6) for r in rounds],
         "network_s": [round(r.network_s, 6) for r in rounds],
+        "queue_s": [round(r.queue_s, 6) for r in rounds],
+        "shared_tokens": [r.shared_tokens for r in rounds],
     }
 
 
@@ -68,6 +70,19 @@ def rounds_of(record: Mapping[str, Sequence[float]]) -> list[Round]:
     def column(key: str) -> Sequence[float]:
         return record.get(key) or [0] * n
 
+    columns = zip(
+        column("window"),
+        record["drafted"],
+        record["accepted"],
+        column("draft_s"),
+        column("verify_s"),
+        column("network_s"),
+        column("queue_s"),
+        column("shared_tokens"),
+        column("decoded"),
+        column("resume_at"),
+        strict=True,
+    )
     return [
         Round(
             window=int(window),
@@ -76,20 +91,23 @@ def rounds_of(record: Mapping[str, Sequence[float]]) -> list[Round]:
             draft_s=float(draft_s),
             verify_s=float(verify_s),
             network_s=float(network_s),
+            queue_s=float(queue_s),
+            shared_tokens=int(shared),
             decoded=int(decoded),
             resume_at=int(resume_at),
         )
-        for window, drafted, accepted, draft_s, verify_s, network_s, decoded, resume_at in zip(
-            column("window"),
-            record["drafted"],
-            record["accepted"],
-            column("draft_s"),
-            column("verify_s"),
-            column("network_s"),
-            column("decoded"),
-            column("resume_at"),
-            strict=True,
-        )
+        for (
+            window,
+            drafted,
+            accepted,
+            draft_s,
+            verify_s,
+            network_s,
+            queue_s,
+            shared,
+            decoded,
+            resume_at,
+        ) in columns
     ]
 
 

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from relaygraph.llm.constraints import ToolCall
     from relaygraph.llm.grammar import TokenMatcher
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import FinishReason, Prompt, PromptInput, Score
+    from relaygraph.llm.types import FinishReason, LoadReport, Prompt, PromptInput, Score
 
 GREEDY = GenerationParams(temperature=0.0)
 PAIRING_PROBE = "Speculative decoding: naïve café, 3.14159 — ¿qué? <tag> 東京 🙂\n\tend"
@@ -427,7 +427,7 @@ class SpeculativeLLM(BaseLLM):
             request.target_calls += 1
             if alone:
                 # (a constrained request has an in-process target, so it is never alone)
-                decoded = self._decode(request, params, returned)
+                decoded, load = self._decode(request, params, returned)
                 verify_s = time.perf_counter() - began
                 began = time.perf_counter()
                 resume_at = 0
@@ -445,6 +445,7 @@ class SpeculativeLLM(BaseLLM):
                         network_s,
                         decoded=len(decoded),
                         resume_at=resume_at,
+                        **_reported(load),
                     )
                 )
                 return decoded
@@ -459,11 +460,12 @@ class SpeculativeLLM(BaseLLM):
                     Round(k, len(drafted), accepted, draft_s, verify_s, network_s)
                 )
                 return out
+            load = None
             if sampling:
                 assert isinstance(self.target, FullDistribution)  # exact sampling needs rows
                 accepted, extra = verify_sampled(self.target, request, proposal)
             else:
-                accepted, extra = verify_greedy(self.target, request.ids, drafted)
+                accepted, extra, load = verify_greedy(self.target, request.ids, drafted)
         except TransportError as exc:
             if self.on_target_failure == "error":
                 raise CloudUnavailableError(
@@ -476,17 +478,22 @@ class SpeculativeLLM(BaseLLM):
             )
             return drafted
         verify_s = time.perf_counter() - began
-        request.rounds.append(Round(k, len(drafted), accepted, draft_s, verify_s, network_s))
+        request.rounds.append(
+            Round(k, len(drafted), accepted, draft_s, verify_s, network_s, **_reported(load))
+        )
         return [*drafted[:accepted], extra]
 
-    def _decode(self, request: _Request, params: GenerationParams, count: int) -> list[int]:
+    def _decode(
+        self, request: _Request, params: GenerationParams, count: int
+    ) -> tuple[list[int], LoadReport | None]:
         """``count`` tokens of the target's own decoding under ``params`` (the round's:
-        greedy wherever verification is), seeded from the request's generator."""
+        greedy wherever verification is), seeded from the request's generator, and the
+        target's load report."""
         wanted = params.model_copy(
             update={"max_tokens": count, "stop": (), "seed": int(request.rng.integers(2**31))}
         )
         out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), wanted)
-        return out.choices[0].token_ids
+        return out.choices[0].token_ids, out.load
 
     def _stats(self, request: _Request, verification: str) -> dict[str, Any]:
         rounds = request.rounds
@@ -513,3 +520,10 @@ class SpeculativeLLM(BaseLLM):
         if request.fallback:
             stats["fallback"] = request.fallback
         return stats
+
+
+def _reported(load: LoadReport | None) -> dict[str, Any]:
+    """A round's queue wait and shared tokens as the target reported them (none: 0)."""
+    if load is None:
+        return {}
+    return {"queue_s": load.queue_s, "shared_tokens": load.shared_tokens}

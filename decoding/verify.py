@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from relaygraph.llm.grammar import TokenMatcher
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import GenerationParams
+    from relaygraph.llm.types import GenerationParams, LoadReport
 
 
 class VerifiedRequest(Protocol):
@@ -74,18 +74,21 @@ def pick(request: VerifiedRequest, row: np.ndarray, *, sampling: bool) -> int:
     return int(request.rng.choice(p.shape[0], p=p))
 
 
-def verify_greedy(target: LLM, ids: Sequence[int], drafted: list[int]) -> tuple[int, int]:
-    """Accepted count and the target's token after them (argmax everywhere)."""
+def verify_greedy(
+    target: LLM, ids: Sequence[int], drafted: list[int]
+) -> tuple[int, int, LoadReport | None]:
+    """Accepted count, the target's token after them (argmax everywhere), and the
+    target's load report where it sends one (a relaygraph worker does)."""
     if isinstance(target, FullDistribution):  # in process: argmax of raw logits
         best = target.logits(ids, drafted).argmax(axis=1).tolist()
         accepted = next((i for i, t in enumerate(drafted) if t != best[i]), len(drafted))
-        return accepted, int(best[accepted])
+        return accepted, int(best[accepted]), None
     score = target.score(TokenPrompt(token_ids=tuple(ids)), drafted, 1)
     for i, (token, scored) in enumerate(zip(drafted, score.tokens, strict=True)):
         best_token = scored.top[0].token_id
         if token != best_token:
-            return i, best_token
-    return len(drafted), score.next_top[0].token_id
+            return i, best_token, score.load
+    return len(drafted), score.next_top[0].token_id, score.load
 
 
 def verify_sampled(

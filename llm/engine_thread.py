@@ -11,6 +11,7 @@ one thread keeps the single-stream rate.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import weakref
@@ -46,6 +47,18 @@ class EngineThread:
         self._calls: deque[tuple[Callable[[], object], Future[object]]] = deque()
         self._schedulers: weakref.WeakSet[Steppable] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
+        self._stopping = False
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        """End the loop after its current step and wait for it (at exit: freeing the
+        models while a pass runs on them would crash the process)."""
+        with self.condition:
+            self._stopping = True
+            self.condition.notify()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=30)
 
     def register(self, scheduler: Steppable) -> None:
         with self.condition:
@@ -54,7 +67,7 @@ class EngineThread:
     def wake(self) -> None:
         """Tell the thread there is new work (starting it on first use)."""
         with self.condition:
-            if self._thread is None:
+            if self._thread is None and not self._stopping:
                 self._thread = threading.Thread(target=self._loop, name=THREAD_NAME, daemon=True)
                 self._thread.start()
             self.condition.notify()
@@ -77,8 +90,10 @@ class EngineThread:
     def _loop(self) -> None:
         while True:
             with self.condition:
-                while not self._calls and not self._busy():
+                while not self._calls and not self._busy() and not self._stopping:
                     self.condition.wait()
+                if self._stopping:
+                    return
                 calls = list(self._calls)
                 self._calls.clear()
             for work, future in calls:

@@ -87,7 +87,7 @@ class LocalLLM(BaseLLM):
         'The capital of France is Paris.'
     """
 
-    _instances: ClassVar[dict[tuple[str, int, int, int], LocalLLM]] = {}
+    _instances: ClassVar[dict[tuple[str, int, int, int, int], LocalLLM]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -154,14 +154,16 @@ class LocalLLM(BaseLLM):
         context_window: int = 2048,
         max_batch: int = 8,
         n_threads: int | None = None,
+        max_waiting: int = 128,
     ) -> LocalLLM:
-        """The process-wide instance for a packaged model name or a GGUF path (loaded once).
+        """The process-wide instance for a packaged model name or a GGUF path (loaded once
+        per setting).
 
         Raises:
             ConfigError: Unknown model name or missing file.
         """
         threads = n_threads or os.cpu_count() or 1
-        key = (str(model), context_window, max_batch, threads)
+        key = (str(model), context_window, max_batch, threads, max_waiting)
         with cls._instances_lock:
             instance = cls._instances.get(key)
             if instance is None:
@@ -179,6 +181,7 @@ class LocalLLM(BaseLLM):
                     context_window=context_window,
                     max_batch=max_batch,
                     n_threads=threads,
+                    max_waiting=max_waiting,
                 )
                 cls._instances[key] = instance
             return instance

@@ -40,8 +40,10 @@ from relaygraph.llm.openai_replies import (
     chat_logprobs,
     completion_logprobs,
     finish_reason,
+    load_of,
     merge_usage,
     token_ids_of,
+    usage_of,
 )
 from relaygraph.llm.openai_wire import (
     ToolCallDeltas,
@@ -131,6 +133,14 @@ class OpenAICompatLLM(BaseLLM):
             self._read_card()
         assert self._context_window is not None
         return self._context_window
+
+    @property
+    def relaygraph_worker(self) -> bool:
+        """Whether a relaygraph server serves the model (so Lark grammars, cached-prefix
+        scoring and load reports are available)."""
+        if self._relaygraph is None:
+            self._read_card()
+        return bool(self._relaygraph)
 
     def _read_card(self) -> None:
         """The model's card: its window, and whether a relaygraph server serves it."""
@@ -329,15 +339,12 @@ class OpenAICompatLLM(BaseLLM):
                     tool_calls=calls or None,
                 )
             )
-        usage = data.get("usage") or {}
         return Completion(
             model=data.get("model", self._model),
             choices=choices,
-            usage=Usage(
-                prompt_tokens=usage.get("prompt_tokens", 0),
-                completion_tokens=usage.get("completion_tokens", 0),
-            ),
+            usage=usage_of(data) or Usage(),
             latency_s=time.perf_counter() - began,
+            load=load_of(data),
         )
 
     # -- LLM contract -----------------------------------------------------------------
@@ -361,14 +368,8 @@ class OpenAICompatLLM(BaseLLM):
     def _chunk(self, data: Mapping[str, Any], chat: bool, calls: ToolCallDeltas) -> CompletionChunk:
         """One chunk of a stream; tool-call fragments gather in ``calls`` and come out
         whole on the chunk that finishes the choice."""
-        usage = data.get("usage")
         chunk = CompletionChunk(
-            model=data.get("model", self._model),
-            usage=Usage(
-                prompt_tokens=usage["prompt_tokens"], completion_tokens=usage["completion_tokens"]
-            )
-            if usage
-            else None,
+            model=data.get("model", self._model), usage=usage_of(data), load=load_of(data)
         )
         if data.get("choices"):
             raw = data["choices"][0]
@@ -543,4 +544,6 @@ class OpenAICompatLLM(BaseLLM):
             tokens=tokens,
             next_top=next_top,
             latency_s=time.perf_counter() - began,
+            cached_tokens=(usage_of(data) or Usage()).cached_tokens,
+            load=load_of(data),
         )

@@ -1,17 +1,24 @@
 """Replies of OpenAI-compatible servers read into the contract's types: log-probabilities
 (the chat and the legacy completions shapes, and vLLM's ``token_id:N`` form), finish
-reasons, token ids, and the trailing usage-only stream chunk folded into the finishing one.
+reasons, token ids, usage with cached tokens, relaygraph's load reports, and the trailing
+usage-only stream chunk folded into the finishing one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from relaygraph.llm.types import CompletionChunk, FinishReason, TokenLogprob, TopLogprob
+from relaygraph.llm.types import (
+    CompletionChunk,
+    FinishReason,
+    LoadReport,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from relaygraph.llm.constraints import ToolCall
 
 _TOKEN_ID_PREFIX = "token_id:"
@@ -72,6 +79,26 @@ def completion_logprobs(
     return out
 
 
+def usage_of(data: Mapping[str, Any]) -> Usage | None:
+    """A reply's ``usage`` with OpenAI's ``prompt_tokens_details.cached_tokens``."""
+    usage = data.get("usage")
+    if not usage:
+        return None
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        completion_tokens=usage.get("completion_tokens", 0),
+        cached_tokens=details.get("cached_tokens") or 0,
+    )
+
+
+def load_of(data: Mapping[str, Any]) -> LoadReport | None:
+    """relaygraph's ``relaygraph.load`` extension field, where the worker sends one."""
+    extension = data.get("relaygraph")
+    load = extension.get("load") if isinstance(extension, Mapping) else None
+    return LoadReport.model_validate(load) if load is not None else None
+
+
 def merge_usage(
     chunk: CompletionChunk, held: CompletionChunk | None
 ) -> tuple[list[CompletionChunk], CompletionChunk | None]:
@@ -83,6 +110,7 @@ def merge_usage(
     """
     if held is not None and chunk.usage is not None and not chunk.text and not chunk.token_ids:
         held.usage = chunk.usage
+        held.load = held.load or chunk.load
         return [held], None
     out = [held] if held is not None else []
     if chunk.finish_reason is not None and chunk.usage is None:

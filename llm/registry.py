@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from relaygraph.errors import ModelNotFoundError
+from relaygraph.errors import ConfigError, ModelNotFoundError
 from relaygraph.llm.catalog import PACKAGED_MODELS
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.openai_compat import OpenAICompatLLM
@@ -59,15 +59,39 @@ def parse_remote(name: str) -> RemoteModel:
     return RemoteModel(base_url=base, model=model)
 
 
-def load_llm(name: str, *, context_window: int = 2048, api_key: str | None = None) -> LLM:
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """How an embedded model serves concurrent requests."""
+
+    slots: int = 8
+    """Sequences decoded together (each with its own KV cache and cached prefix)."""
+    max_waiting: int = 128
+    """Requests that may wait for a slot before more are refused."""
+
+
+def load_llm(
+    name: str,
+    *,
+    context_window: int = 2048,
+    api_key: str | None = None,
+    engine: EngineOptions | None = None,
+) -> LLM:
     """The `LLM` a model name stands for (embedded models are loaded once per process).
 
-    ``api_key`` for remote workers defaults to ``$RELAYGRAPH_API_KEY``.
+    ``api_key`` for remote workers defaults to ``$RELAYGRAPH_API_KEY``; ``engine`` sets an
+    embedded model's slots and queue (a worker's are its own: refused for one).
 
     Raises:
         ModelNotFoundError: The name matches no packaged model, file or remote form.
+        ConfigError: Engine options for a remote worker.
     """
+    options = engine or EngineOptions()
     if name.startswith(OPENAI_PREFIX):
+        if engine is not None:
+            raise ConfigError(
+                f"{name} is a remote worker; its slots and queue are set where it runs",
+                parameter="engine",
+            )
         remote = parse_remote(name)
         key = api_key if api_key is not None else os.environ.get("RELAYGRAPH_API_KEY")
         return OpenAICompatLLM(remote.base_url, remote.model, api_key=key)
@@ -76,9 +100,19 @@ def load_llm(name: str, *, context_window: int = 2048, api_key: str | None = Non
             raise ModelNotFoundError(
                 f"GGUF file {name} does not exist", parameter="model", value=name
             )
-        return LocalLLM.load(Path(name), context_window=context_window)
+        return LocalLLM.load(
+            Path(name),
+            context_window=context_window,
+            max_batch=options.slots,
+            max_waiting=options.max_waiting,
+        )
     if name in PACKAGED_MODELS:
-        return LocalLLM.load(name, context_window=context_window)
+        return LocalLLM.load(
+            name,
+            context_window=context_window,
+            max_batch=options.slots,
+            max_waiting=options.max_waiting,
+        )
     known = ", ".join(sorted(PACKAGED_MODELS))
     raise ModelNotFoundError(
         f"unknown model {name!r}; use a packaged model ({known}), a path to a .gguf file, "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import time
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from fastapi import FastAPI, Request
@@ -25,15 +25,14 @@ from relaygraph.errors import ModelNotFoundError, RelayGraphError, first_problem
 from relaygraph.graph.runtime import CompiledAgentGraph
 from relaygraph.llm.tool_format import messages_for_template
 from relaygraph.llm.types import (
-    CompletionChunk,
     GenerationParams,
     Prompt,
     TextPrompt,
-    TokenLogprob,
-    TokenPrompt,
+    Usage,
     to_prompt,
 )
 from relaygraph.routing.models import Cascade
+from relaygraph.serving.completions import completion_choices, scored_completion
 from relaygraph.serving.config import SecurityConfig
 from relaygraph.serving.errors import APIError, to_api_error
 from relaygraph.serving.graphs import (
@@ -44,7 +43,7 @@ from relaygraph.serving.graphs import (
     graph_events,
 )
 from relaygraph.serving.guard import Guard
-from relaygraph.serving.metrics import CONTENT_TYPE, ServerMetrics
+from relaygraph.serving.metrics import CONTENT_TYPE, ReportsLoad, ServerMetrics
 from relaygraph.serving.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -53,31 +52,23 @@ from relaygraph.serving.protocol import (
     TokenizeRequest,
     assistant_json,
     chat_logprobs,
-    chunk_json,
-    completion_logprobs,
     new_id,
     now,
-    prompt_logprobs_entries,
     usage_json,
 )
 from relaygraph.serving.routed import routed_completion
+from relaygraph.serving.streaming import SSEStream, disconnected, load_json, timeout_error
 from relaygraph.serving.traces import TraceStore
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Mapping
 
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import Completion
 
 
 T = TypeVar("T")
 Served: TypeAlias = "LLM | CompiledAgentGraph | Cascade"
 """What a served name answers with: a model, an agent graph or a cascade of models."""
-
-
-def _sse(payload: Mapping[str, Any] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n"
 
 
 class OpenAIServer:
@@ -130,17 +121,24 @@ class OpenAIServer:
                 f"model {name!r} is not served here; served models: {served}"
             ) from None
 
-    async def timed(self, work: Awaitable[T]) -> T:
-        """Await ``work`` within the request timeout (answered 503 when it runs over)."""
+    async def timed(self, work: Awaitable[T], client: Request) -> T:
+        """Await ``work`` within the request timeout (503 when it runs over), cancelling
+        it when the time is up or the client disconnects, so its engine slots are freed
+        at the next step rather than when the generation would have ended."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(disconnected(client))
         try:
-            return await asyncio.wait_for(work, self.timeout_s)
-        except TimeoutError:
-            raise APIError(
-                503,
-                f"request took longer than {self.timeout_s} s",
-                type="server_error",
-                code="timeout",
-            ) from None
+            await asyncio.wait({task, gone}, timeout=self.timeout_s, return_when="FIRST_COMPLETED")
+            if task.done():
+                return task.result()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if gone.done():
+                raise APIError(499, "client closed the request", code="client_closed_request")
+            raise timeout_error(self.timeout_s)
+        finally:
+            gone.cancel()
 
     def max_tokens(self, llm: LLM, prompt: Prompt, requested: int | None) -> int:
         """The request's max_tokens, capped; by default whatever room the window leaves."""
@@ -197,11 +195,11 @@ class OpenAIServer:
         return Response(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
     async def chat_completions(
-        self, request: ChatCompletionRequest
+        self, request: ChatCompletionRequest, client: Request
     ) -> dict[str, Any] | StreamingResponse:
         cascade = self.cascades.get(request.model)
         if cascade is not None:
-            return await self.timed(self._routed(cascade, request))
+            return await self.timed(self._routed(cascade, request), client)
         graph = self.graphs.get(request.model)
         if graph is not None:
             # Unknown tools and unusable formats are 400s before anything streams.
@@ -211,7 +209,7 @@ class OpenAIServer:
             if request.stream:
                 events = graph_events(run, self.traces, self.metrics)
                 return StreamingResponse(events, media_type="text/event-stream")
-            return await self.timed(graph_completion(run, self.traces, self.metrics))
+            return await self.timed(graph_completion(run, self.traces, self.metrics), client)
         llm = self.model(request.model)
         prompt = request.chat_prompt()
         # The room left by default also leaves room for the tool list the model is shown.
@@ -228,11 +226,9 @@ class OpenAIServer:
             limit, logprobs=request.logprobs, top_logprobs=request.top_logprobs or 0
         )
         if request.stream:
-            return await self._stream(llm, prompt, params, request, chat=True)
-        completion = await self.timed(llm.acomplete(prompt, params))
-        self.metrics.count_tokens(
-            request.model, completion.usage.prompt_tokens, completion.usage.completion_tokens
-        )
+            return await self._stream(llm, prompt, params, request, client, chat=True)
+        completion = await self.timed(llm.acomplete(prompt, params), client)
+        self._count(request.model, completion.usage)
         choices = []
         for c in completion.choices:
             choice: dict[str, Any] = {
@@ -244,20 +240,21 @@ class OpenAIServer:
             if request.return_token_ids:
                 choice["token_ids"] = c.token_ids
             choices.append(choice)
-        usage = completion.usage
         return {
             "id": new_id("chatcmpl"),
             "object": "chat.completion",
             "created": now(),
             "model": request.model,
             "choices": choices,
-            "usage": usage_json(usage.prompt_tokens, usage.completion_tokens),
-        }
+            "usage": usage_json(completion.usage),
+        } | load_json(completion.load)
 
-    async def completions(self, request: CompletionRequest) -> dict[str, Any] | StreamingResponse:
+    async def completions(
+        self, request: CompletionRequest, client: Request
+    ) -> dict[str, Any] | StreamingResponse:
         cascade = self.cascades.get(request.model)
         if cascade is not None:
-            return await self.timed(self._routed(cascade, request))
+            return await self.timed(self._routed(cascade, request), client)
         llm = self.model(request.model)
         if request.suffix is not None:
             raise APIError(400, "suffix is not supported", param="suffix")
@@ -269,7 +266,7 @@ class OpenAIServer:
         if request.stream and len(prompts) > 1:
             raise APIError(400, "stream=true supports one prompt only", param="prompt")
         choices: list[dict[str, Any]] = []
-        prompt_tokens = completion_tokens = 0
+        usage, load = Usage(), None
         for number, prompt in enumerate(prompts):
             params = request.generation_params(
                 self.max_tokens(llm, prompt, request.max_tokens),
@@ -277,12 +274,12 @@ class OpenAIServer:
                 top_logprobs=request.logprobs or 0,
             )
             if request.stream:
-                return await self._stream(llm, prompt, params, request, chat=False)
+                return await self._stream(llm, prompt, params, request, client, chat=False)
             ids = llm.encode(prompt)
-            scored = await _prompt_scores(llm, ids, request)
-            completion = await self.timed(llm.acomplete(TokenPrompt(token_ids=tuple(ids)), params))
+            work = scored_completion(llm, ids, params, request)
+            scored, completion = await self.timed(work, client)
             choices.extend(
-                _completion_choices(
+                completion_choices(
                     request,
                     llm,
                     prompt=prompt,
@@ -292,17 +289,23 @@ class OpenAIServer:
                     number=number,
                 )
             )
-            prompt_tokens += completion.usage.prompt_tokens
-            completion_tokens += completion.usage.completion_tokens
-        self.metrics.count_tokens(request.model, prompt_tokens, completion_tokens)
+            usage += completion.usage
+            if completion.load is not None:
+                load = completion.load if load is None else load + completion.load
+        self._count(request.model, usage)
         return {
             "id": new_id("cmpl"),
             "object": "text_completion",
             "created": now(),
             "model": request.model,
             "choices": choices,
-            "usage": usage_json(prompt_tokens, completion_tokens),
-        }
+            "usage": usage_json(usage),
+        } | load_json(load)
+
+    def _count(self, model: str, usage: Usage) -> None:
+        self.metrics.count_tokens(
+            model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        )
 
     async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
         llm = self.model(request.model)
@@ -332,135 +335,25 @@ class OpenAIServer:
         prompt: Prompt,
         params: GenerationParams,
         request: SamplingFields,
+        client: Request,
         *,
         chat: bool,
     ) -> StreamingResponse:
         if params.n != 1:
             raise APIError(400, "stream=true supports n=1 only", param="n")
+        began = time.monotonic()
         chunks = llm.astream(prompt, params)
-        # Pull the first chunk before answering, so a bad request still gets a 4xx status.
-        first: CompletionChunk | None = await anext(aiter(chunks), None)
-        events = _sse_events(chunks, first, request, chat=chat)
+        # Pull the first chunk before answering, so a bad request still gets a 4xx status
+        # (and a full engine a 503); the wait for it counts against the request timeout.
+        try:
+            first = await self.timed(anext(aiter(chunks), None), client)
+        except BaseException:
+            await chunks.aclose()  # type: ignore[attr-defined]
+            raise
+        self.metrics.time_to_first_token.labels(request.model).observe(time.monotonic() - began)
+        stream = SSEStream(chunks, request, deadline=began + self.timeout_s, metrics=self.metrics)
+        events = stream.events(first, chat=chat, timeout_s=self.timeout_s)
         return StreamingResponse(events, media_type="text/event-stream")
-
-
-async def _sse_events(
-    chunks: AsyncIterator[CompletionChunk],
-    first: CompletionChunk | None,
-    request: SamplingFields,
-    *,
-    chat: bool,
-) -> AsyncIterator[str]:
-    """SSE lines for a stream; closing this generator (client gone) cancels generation."""
-    ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    head = {"id": ident, "object": kind, "created": created, "model": request.model}
-    usage = None
-    try:
-        if chat:
-            role = {
-                "index": 0,
-                "delta": {"role": "assistant", "content": ""},
-                "finish_reason": None,
-            }
-            yield _sse(head | {"choices": [role]})
-        chunk, calls = first, 0
-        while chunk is not None:
-            usage = chunk.usage or usage
-            payload = chunk_json(
-                chunk, chat=chat, ident=ident, created=created, request=request, calls_before=calls
-            )
-            calls += len(chunk.tool_calls or ())
-            yield _sse(payload)
-            chunk = await anext(chunks, None)
-        if request.stream_options and request.stream_options.include_usage and usage:
-            totals = usage_json(usage.prompt_tokens, usage.completion_tokens)
-            yield _sse(head | {"choices": [], "usage": totals})
-    except Exception as exc:  # headers are sent: report in-band, as OpenAI does
-        yield _sse(to_api_error(exc).body())
-    finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
-    yield _sse("[DONE]")
-
-
-async def _prompt_scores(
-    llm: LLM, ids: list[int], request: CompletionRequest
-) -> list[TokenLogprob] | None:
-    """Log-probabilities of prompt tokens start..n-1 (start: 1, or ``prompt_logprobs_start``),
-    when echo+logprobs or prompt_logprobs ask."""
-    echo_k = request.logprobs if request.echo else None
-    wanted = [k for k in (request.prompt_logprobs, echo_k) if k is not None]
-    if not wanted:
-        return None
-    start = _score_start(request, ids)
-    if len(ids) <= start:
-        return []
-    score = await llm.ascore(TokenPrompt(token_ids=tuple(ids[:start])), ids[start:], max(wanted))
-    return score.tokens
-
-
-def _score_start(request: CompletionRequest, ids: list[int]) -> int:
-    """The first prompt position scored.
-
-    Raises:
-        APIError: ``prompt_logprobs_start`` with echo, or beyond the prompt.
-    """
-    start = request.prompt_logprobs_start
-    if start is None:
-        return 1
-    if request.echo:
-        raise APIError(400, "prompt_logprobs_start cannot be combined with echo", param="echo")
-    if start >= len(ids):
-        raise APIError(
-            400,
-            f"prompt_logprobs_start is {start}, but the prompt has {len(ids)} tokens",
-            param="prompt_logprobs_start",
-        )
-    return start
-
-
-def _truncate_top(tokens: list[TokenLogprob], k: int) -> list[TokenLogprob]:
-    return [t.model_copy(update={"top": t.top[:k]}) for t in tokens]
-
-
-def _completion_choices(
-    request: CompletionRequest,
-    llm: LLM,
-    *,
-    prompt: Prompt,
-    ids: list[int],
-    scored: list[TokenLogprob] | None,
-    completion: Completion,
-    number: int,
-) -> list[dict[str, Any]]:
-    as_ids = request.return_tokens_as_token_ids
-    echo_text = ""
-    if request.echo:
-        echo_text = prompt.text if isinstance(prompt, TextPrompt) else llm.detokenize(ids)
-    out = []
-    for c in completion.choices:
-        choice: dict[str, Any] = {
-            "index": number * request.n + c.index,
-            "text": echo_text + c.text,
-            "logprobs": None,
-            "finish_reason": c.finish_reason,
-        }
-        if request.logprobs is not None:
-            first, head = None, []
-            if request.echo:
-                first = (ids[0], llm.detokenize(ids[:1]))
-                head = _truncate_top(scored or [], request.logprobs)
-            tokens = head + list(c.logprobs or [])
-            choice["logprobs"] = completion_logprobs(tokens, as_ids, first)
-        if request.prompt_logprobs is not None and scored is not None:
-            choice["prompt_logprobs"] = prompt_logprobs_entries(
-                _truncate_top(scored, request.prompt_logprobs), _score_start(request, ids)
-            )
-        if request.return_token_ids:
-            choice["token_ids"] = c.token_ids
-            choice["prompt_token_ids"] = ids
-        out.append(choice)
-    return out
 
 
 def create_app(
@@ -476,7 +369,8 @@ def create_app(
         >>> uvicorn.run(app, port=8000)                                    # doctest: +SKIP
     """
     security = security or SecurityConfig()
-    metrics = ServerMetrics()
+    engines = {n: m for n, m in models.items() if isinstance(m, ReportsLoad)}
+    metrics = ServerMetrics(engines)
     server = OpenAIServer(models, security=security, traces=traces or TraceStore(), metrics=metrics)
 
     @contextlib.asynccontextmanager
@@ -502,7 +396,8 @@ def create_app(
 
     async def error(request: Request, exc: Exception) -> JSONResponse:
         api_error = to_api_error(exc)
-        return JSONResponse(api_error.body(), status_code=api_error.status)
+        headers = {"Retry-After": api_error.retry_after} if api_error.retry_after else None
+        return JSONResponse(api_error.body(), status_code=api_error.status, headers=headers)
 
     # Starlette re-raises whatever the catch-all Exception handler answers (to log it as a
     # crash), so expected errors get handlers of their own.
@@ -513,10 +408,20 @@ def create_app(
         assert isinstance(exc, RequestValidationError)  # registered for this type only
         errors = exc.errors()
         field, problem = first_problem(errors, skip=("body",))
-        if field:
+        kind = errors[0]["type"]
+        if kind == "json_invalid":  # located at ("body", offset): there is no field to name
+            field, offset = "", errors[0]["loc"][-1]
+            message = f"request body is not valid JSON: {errors[0]['ctx']['error']} at {offset}"
+        elif field:
             message = f"{field}: {problem}"
-        elif errors[0]["type"] in ("model_attributes_type", "dict_type", "json_invalid"):
-            message = "request body must be a JSON object"
+        elif kind in ("model_attributes_type", "dict_type"):
+            # FastAPI reads the body as JSON only when its Content-Type says it is JSON.
+            sent_json = "json" in request.headers.get("content-type", "")
+            message = (
+                "request body must be a JSON object"
+                if sent_json
+                else "request body must be JSON, sent with Content-Type: application/json"
+            )
         else:  # a rule across fields (tool_choice against tools, one format)
             message = problem.removeprefix("Value error, ")
         return JSONResponse(APIError(400, message, param=field or None).body(), status_code=400)

@@ -38,6 +38,7 @@ from pydantic import (
 
 from relaygraph.errors import ConfigError
 from relaygraph.fileio import read_model
+from relaygraph.llm.registry import EngineOptions
 
 
 class _Strict(BaseModel):
@@ -50,6 +51,20 @@ class LLMEntry(_Strict):
     kind: Literal["llm"] = "llm"
     llm: str
     """Registry name of the model."""
+    slots: int | None = Field(default=None, ge=1, le=64)
+    """Embedded models: sequences decoded together (default 8)."""
+    max_waiting: int | None = Field(default=None, ge=1)
+    """Embedded models: requests that may wait for a slot before 503s (default 128)."""
+
+    def engine(self) -> EngineOptions | None:
+        """The engine options this entry sets (None: the defaults)."""
+        if self.slots is None and self.max_waiting is None:
+            return None
+        defaults = EngineOptions()
+        return EngineOptions(
+            slots=self.slots or defaults.slots,
+            max_waiting=self.max_waiting or defaults.max_waiting,
+        )
 
 
 class WorkerPoolEntry(_Strict):
@@ -66,6 +81,9 @@ class WorkerPoolEntry(_Strict):
     """Per-request timeout towards a worker."""
     cooldown_s: float = Field(default=30.0, ge=0)
     """How long a failed worker is skipped."""
+    max_imbalance: int = Field(default=4, ge=0)
+    """How many more requests in flight a conversation's last worker may have than the
+    least loaded one before the conversation moves (and loses its prefix cache)."""
 
 
 class GraphEntry(_Strict):

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from relaygraph.errors import (
     ConfigError,
     ContextWindowError,
+    EngineOverloadedError,
     LLMError,
     ModelNotFoundError,
     RelayGraphError,
@@ -35,6 +36,8 @@ class APIError(RelayGraphError):
     type: str = "invalid_request_error"
     param: str | None = None
     code: str | None = None
+    retry_after: str | None = None
+    """Seconds the client should wait before retrying (the Retry-After header)."""
 
     def __str__(self) -> str:
         return self.message
@@ -75,6 +78,10 @@ def to_api_error(exc: Exception) -> APIError:
             error = _validation_error(exc)
         case RequestRejectedError():
             error = APIError(exc.status, str(exc), param=exc.param, code=exc.code)
+        case EngineOverloadedError():
+            error = APIError(
+                503, str(exc), type="server_error", code="engine_overloaded", retry_after="1"
+            )
         case TransportError():
             error = APIError(503, f"upstream worker unavailable: {exc}", type="server_error")
         case LLMError():

@@ -23,6 +23,7 @@ from relaygraph.errors import ConfigError
 from relaygraph.graph.results import ResultEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.llm.bridge import iterate_in_thread
 from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
+from relaygraph.llm.types import Usage
 from relaygraph.serving.errors import APIError, to_api_error
 from relaygraph.serving.protocol import ToolChoiceIn, new_id, now, usage_json
 
@@ -86,9 +87,14 @@ class GraphRun:
     answer_format: JsonSchemaFormat | None
 
 
-def _usage(result: RunResult) -> dict[str, int]:
+def _usage(result: RunResult) -> dict[str, Any]:
     steps = result.trace.steps
-    return usage_json(sum(s.prompt_tokens for s in steps), sum(s.completion_tokens for s in steps))
+    return usage_json(
+        Usage(
+            prompt_tokens=sum(s.prompt_tokens for s in steps),
+            completion_tokens=sum(s.completion_tokens for s in steps),
+        )
+    )
 
 
 def _check(result: RunResult, name: str) -> None:

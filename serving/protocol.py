@@ -2,19 +2,32 @@
 
 Requests are lenient the way vLLM's are: OpenAI clients send fields a server may not
 know (``user``, ``metadata``…), so unknown fields are accepted and logged, never fatal.
-Known fields are validated strictly: a negative ``max_tokens`` is a 400, not a default.
+Known fields are validated strictly: a negative ``max_tokens`` or ``seed`` is a 400, not
+a default; a boolean is JSON ``true`` or ``false``, never ``"yes"`` or ``1``; and text
+holding a lone UTF-16 surrogate (JSON ``"\\ud800"``), which no tokenizer can encode, is a
+400 naming the field.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from relaygraph.errors import ConfigError
 from relaygraph.llm.constraints import (
@@ -36,13 +49,69 @@ from relaygraph.llm.types import (
     Message,
     TokenLogprob,
     TopLogprob,
+    Usage,
 )
 
 logger = logging.getLogger("relaygraph.serving")
 
 
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+"""A UTF-16 surrogate alone. JSON's ``"\\ud83d\\ude00"`` decodes to one character, but
+``"\\ud800"`` leaves a code point that UTF-8, and so every tokenizer, refuses."""
+
+
+def _lone_surrogate(value: Any, path: str = "") -> tuple[str, str] | None:
+    r"""The first lone surrogate in ``value`` (text, or lists and dicts of it) as (what,
+    where): where is its path inside ``value``, empty for ``value`` itself; None when all
+    of the text is valid Unicode. JSON schemas and tool calls are dicts, so the path
+    points inside them.
+
+    Example:
+        >>> _lone_surrogate({"properties": {"q": ["ok", "a\ud800"]}})
+        ("'\\ud800' at character 1", 'properties.q.1')
+    """
+    if isinstance(value, str):
+        found = _LONE_SURROGATE.search(value)
+        return (f"{found.group()!a} at character {found.start()}", path) if found else None
+    if isinstance(value, dict):
+        for key in value:
+            if isinstance(key, str) and _LONE_SURROGATE.search(key):
+                return f"in the key {key!a}", path
+        items = [(str(key), item) for key, item in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(str(index), item) for index, item in enumerate(value)]
+    else:  # numbers, booleans, None; a nested request model has checked its own fields
+        return None
+    for key, item in items:
+        if (inner := _lone_surrogate(item, f"{path}.{key}" if path else key)) is not None:
+            return inner
+    return None
+
+
+def _check_unicode(value: Any, field: str) -> None:
+    """Raise a field error for the first lone surrogate in ``value``, naming where it is.
+
+    Raises:
+        PydanticCustomError: Text in ``value`` is not valid Unicode.
+    """
+    found = _lone_surrogate(value)
+    if found is not None:
+        what, where = found
+        at = f" of {field}.{where}" if where else ""
+        problem = f"has a lone UTF-16 surrogate ({what}{at}); text must be valid Unicode"
+        raise PydanticCustomError("unicode_surrogate", "{problem}", {"problem": problem})
+
+
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @field_validator("*")
+    @classmethod
+    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        """Refuse text with a lone surrogate in any field: it would fail as a 500 where the
+        text is first encoded (the tokenizer, a JSON reply), far from the field to blame."""
+        _check_unicode(value, info.field_name or "")
+        return value
 
     @model_validator(mode="after")
     def _log_ignored(self) -> _Lenient:
@@ -52,7 +121,7 @@ class _Lenient(BaseModel):
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 def _check_schema(schema: dict[str, Any], where: str) -> dict[str, Any]:
@@ -69,7 +138,7 @@ class JsonSchemaIn(_Lenient):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] = Field(alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
     @field_validator("schema_")
     @classmethod
@@ -141,7 +210,7 @@ class FunctionIn(_Lenient):
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
     @field_validator("parameters")
     @classmethod
@@ -178,12 +247,13 @@ class SamplingFields(_Lenient):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    """Non-negative: the sampler's generator refuses a negative seed."""
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    return_token_ids: bool = False
+    return_token_ids: StrictBool = False
     """vLLM extension: include the completion's token ids in each choice."""
-    return_tokens_as_token_ids: bool = False
+    return_tokens_as_token_ids: StrictBool = False
     """vLLM extension: write logprob tokens as ``token_id:<id>``."""
     response_format: ResponseFormatIn | None = None
     structured_outputs: StructuredOutputsIn | None = None
@@ -238,6 +308,14 @@ class ChatMessageIn(_Lenient):
     tool_calls: list[dict[str, Any]] | None = None
     tool_call_id: str | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _parts_valid_unicode(cls, value: Any) -> Any:
+        """Check the parts' text before pydantic tries each type of the union: a part's
+        error would come with one for the string type first (``content.str``)."""
+        _check_unicode(value, "content")
+        return value
+
     @field_validator("tool_calls")
     @classmethod
     def _calls_name_functions(cls, value: list[dict[str, Any]] | None) -> Any:
@@ -265,9 +343,9 @@ class ChatMessageIn(_Lenient):
 
 class _ChatFields(_Lenient):
     messages: list[ChatMessageIn] = Field(min_length=1)
-    continue_final_message: bool = False
+    continue_final_message: StrictBool = False
     """vLLM extension: the last (assistant) message is the start of the reply to continue."""
-    add_generation_prompt: bool = True
+    add_generation_prompt: StrictBool = True
     """vLLM extension: must be False with continue_final_message."""
 
     def chat_prompt(self) -> ChatPrompt:
@@ -286,11 +364,11 @@ class _ChatFields(_Lenient):
 class ChatCompletionRequest(SamplingFields, _ChatFields):
     max_tokens: int | None = Field(default=None, gt=0)
     max_completion_tokens: int | None = Field(default=None, gt=0)
-    logprobs: bool = False
+    logprobs: StrictBool = False
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[ToolIn] | None = Field(default=None, max_length=128)
     tool_choice: Literal["auto", "none", "required"] | ToolChoiceIn | None = None
-    parallel_tool_calls: bool = True
+    parallel_tool_calls: StrictBool = True
 
     @model_validator(mode="after")
     def _choice_names_a_tool(self) -> ChatCompletionRequest:
@@ -325,7 +403,7 @@ class CompletionRequest(SamplingFields):
     max_tokens: int = Field(default=16, gt=0)
     """OpenAI's default for the legacy completions endpoint."""
     logprobs: int | None = Field(default=None, ge=0, le=20)
-    echo: bool = False
+    echo: StrictBool = False
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
     """vLLM extension: log-probabilities of the prompt tokens, with this many alternatives."""
     prompt_logprobs_start: int | None = Field(default=None, ge=1)
@@ -339,9 +417,9 @@ class TokenizeRequest(_Lenient):
     model: str
     prompt: str | None = None
     messages: list[ChatMessageIn] | None = None
-    add_special_tokens: bool = True
-    add_generation_prompt: bool = True
-    continue_final_message: bool = False
+    add_special_tokens: StrictBool = True
+    add_generation_prompt: StrictBool = True
+    continue_final_message: StrictBool = False
 
     def chat_prompt(self) -> ChatPrompt:
         chat = _ChatFields(
@@ -354,7 +432,8 @@ class TokenizeRequest(_Lenient):
     @model_validator(mode="after")
     def _one_input(self) -> TokenizeRequest:
         if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of prompt or messages")
+            given = "both" if self.prompt is not None else "neither"
+            raise ValueError(f"exactly one of prompt or messages is required; got {given}")
         return self
 
 
@@ -442,11 +521,13 @@ def prompt_logprobs_entries(
     return out
 
 
-def usage_json(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage_json(usage: Usage) -> dict[str, Any]:
+    """OpenAI's ``usage``, with ``prompt_tokens_details.cached_tokens`` (prefix-cache hits)."""
     return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cached_tokens},
     }
 
 

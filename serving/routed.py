@@ -111,7 +111,7 @@ def _body(
         "created": now(),
         "model": request.model,
         "choices": [body],
-        "usage": usage_json(usage.prompt_tokens, usage.completion_tokens),
+        "usage": usage_json(usage),
         "relaygraph": {
             "answered_by": result.model,
             "reason": result.reason,

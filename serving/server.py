@@ -15,7 +15,7 @@ from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.graph.loader import load_graph
 from relaygraph.llm.openai_compat import OpenAICompatLLM
 from relaygraph.llm.pool import WorkerPool
-from relaygraph.llm.registry import load_llm
+from relaygraph.llm.registry import EngineOptions, load_llm
 from relaygraph.routing.calibration import Calibration
 from relaygraph.routing.models import Cascade, Rung
 from relaygraph.routing.uncertainty import ESTIMATORS
@@ -59,14 +59,14 @@ def build_models(config: ServeConfig) -> dict[str, Served]:
     served: dict[str, Served] = {}
     loaded: dict[str, LLM] = {}
 
-    def llm(spec: str) -> LLM:
+    def llm(spec: str, engine: EngineOptions | None = None) -> LLM:
         if spec not in loaded:
-            loaded[spec] = load_llm(spec)
+            loaded[spec] = load_llm(spec, engine=engine)
         return loaded[spec]
 
     for name, entry in config.models.items():
         if isinstance(entry, LLMEntry):
-            served[name] = llm(entry.llm)
+            served[name] = llm(entry.llm, entry.engine())
         elif isinstance(entry, CascadeEntry):
             served[name] = build_cascade(entry, llm)
         elif isinstance(entry, GraphEntry):
@@ -79,7 +79,12 @@ def build_models(config: ServeConfig) -> dict[str, Served]:
                 )
                 for url in entry.workers
             ]
-            served[name] = WorkerPool(workers, name=entry.model, cooldown_s=entry.cooldown_s)
+            served[name] = WorkerPool(
+                workers,
+                name=entry.model,
+                cooldown_s=entry.cooldown_s,
+                max_imbalance=entry.max_imbalance,
+            )
     return served
 
 

@@ -111,5 +111,42 @@ def test_a_worker_that_dies_mid_request_fails_over(smollm2: LocalLLM) -> None:
                 for _ in range(2):
                     assert pool.complete("The sky is", PARAMS).text
                 assert pool.healthy() == [False, True]
+            # A stream whose worker dies before the first chunk fails over too.
+            streaming = WorkerPool([worker(f"http://127.0.0.1:{port}/v1"), worker(live.base_url)])
+            with contextlib.closing(streaming):
+                expected = smollm2.complete("The sky is", PARAMS).text
+                for _ in range(2):
+                    assert (
+                        "".join(c.text for c in streaming.stream("The sky is", PARAMS)) == expected
+                    )
+                assert streaming.healthy() == [False, True]
     finally:
         listener.close()
+
+
+def test_requests_go_to_the_least_loaded_worker_and_conversations_stick(
+    smollm2: LocalLLM,
+) -> None:
+    with (
+        BackgroundServer({"smollm2-135m": smollm2}) as a,
+        BackgroundServer({"smollm2-135m": smollm2}) as b,
+    ):
+        pool = WorkerPool([worker(a.base_url), worker(b.base_url)], max_imbalance=0)
+        with contextlib.closing(pool):
+            holding = pool.stream("Tell me a long story.", GenerationParams(max_tokens=300))
+            next(iter(holding))  # one worker has a request in flight
+            busy = pool.outstanding().index(1)
+            chat = [{"role": "user", "content": "Name a colour."}]
+            pool.complete(chat, PARAMS)
+            assert pool.outstanding()[busy] == 1  # the call went to the idle worker
+            holding.close()  # type: ignore[attr-defined]
+            assert pool.outstanding() == [0, 0]
+            # With equal loads, every turn of the conversation returns to its worker
+            # (rotation alone would alternate).
+            served = []
+            for turn in range(4):
+                transcript = [*chat, {"role": "assistant", "content": "Red."}] * (turn + 1)
+                with contextlib.closing(pool.stream(transcript, PARAMS)) as stream:  # type: ignore[type-var]
+                    next(iter(stream))
+                    served.append(pool.outstanding().index(1))
+            assert len(set(served)) == 1
