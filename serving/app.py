@@ -44,20 +44,25 @@ from relaygraph.serving.graphs import (
 )
 from relaygraph.serving.guard import Guard
 from relaygraph.serving.metrics import CONTENT_TYPE, ReportsLoad, ServerMetrics
-from relaygraph.serving.protocol import (
+
+# FastAPI reads the routes' request types from their annotations at runtime.
+from relaygraph.serving.protocol import (  # noqa: TC001
     ChatCompletionRequest,
     CompletionRequest,
     DetokenizeRequest,
     SamplingFields,
     TokenizeRequest,
+)
+from relaygraph.serving.responses import (
     assistant_json,
     chat_logprobs,
+    load_json,
     new_id,
     now,
     usage_json,
 )
 from relaygraph.serving.routed import routed_completion
-from relaygraph.serving.streaming import SSEStream, disconnected, load_json, timeout_error
+from relaygraph.serving.streaming import SSEStream, disconnected, timeout_error
 from relaygraph.serving.traces import TraceStore
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from relaygraph.llm.types import Score, TextPrompt, TokenPrompt
 from relaygraph.serving.errors import APIError
-from relaygraph.serving.protocol import completion_logprobs, prompt_logprobs_entries
+from relaygraph.serving.responses import completion_logprobs, prompt_logprobs_entries
 
 if TYPE_CHECKING:
     from relaygraph.llm.protocol import LLM

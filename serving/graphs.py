@@ -25,7 +25,8 @@ from relaygraph.llm.bridge import iterate_in_thread
 from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
 from relaygraph.llm.types import Usage
 from relaygraph.serving.errors import APIError, to_api_error
-from relaygraph.serving.protocol import ToolChoiceIn, new_id, now, usage_json
+from relaygraph.serving.protocol import ToolChoiceIn
+from relaygraph.serving.responses import new_id, now, usage_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

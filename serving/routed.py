@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from relaygraph.llm.types import TextPrompt, to_prompt
 from relaygraph.serving.errors import APIError
-from relaygraph.serving.protocol import (
-    ChatCompletionRequest,
+from relaygraph.serving.protocol import ChatCompletionRequest
+from relaygraph.serving.responses import (
     assistant_json,
     chat_logprobs,
     completion_logprobs,

@@ -10,14 +10,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from relaygraph.serving.errors import APIError, to_api_error
-from relaygraph.serving.protocol import chunk_json, new_id, now, usage_json
+from relaygraph.serving.responses import chunk_json, load_json, new_id, now, usage_json
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
 
     from starlette.requests import Request
 
-    from relaygraph.llm.types import CompletionChunk, LoadReport
+    from relaygraph.llm.types import CompletionChunk
     from relaygraph.serving.metrics import ServerMetrics
     from relaygraph.serving.protocol import SamplingFields
 
@@ -105,8 +105,3 @@ async def disconnected(client: Request) -> None:
     """Return when the client closes the connection (its body is already read)."""
     while (await client.receive())["type"] != "http.disconnect":
         pass
-
-
-def load_json(load: LoadReport | None) -> dict[str, Any]:
-    """The ``relaygraph.load`` extension field of a response or a stream's last chunk."""
-    return {} if load is None else {"relaygraph": {"load": load.model_dump()}}
