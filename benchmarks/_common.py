@@ -130,14 +130,15 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 @contextmanager
-def worker(model: str, port: int = 0) -> Iterator[str]:
+def worker(model: str, port: int = 0, slots: int = 8) -> Iterator[str]:
     """A `relaygraph worker` for ``model`` in its own process on 127.0.0.1; yields its URL.
 
     Its own process, so a benchmark's client work does not compete with it for the GIL.
-    ``port`` 0 takes any free port.
+    ``port`` 0 takes any free port; ``slots`` sequences are decoded together.
     """
+    command = ["worker", "--model", model, "--port", str(port), "--slots", str(slots)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "relaygraph.cli", "worker", "--model", model, "--port", str(port)],
+        [sys.executable, "-m", "relaygraph.cli", *command],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | {"HF_HUB_OFFLINE": "1"},

@@ -175,12 +175,15 @@ def _wait_ready(
 def serve_relaygraph(port: int, threads: int, slots: int, context: int) -> None:
     """The ``relaygraph`` peer: `LocalLLM` behind `BackgroundServer`, until SIGTERM."""
     from relaygraph.llm import LocalLLM
+    from relaygraph.serving.config import SecurityConfig
     from relaygraph.serving.server import BackgroundServer
 
     llm = LocalLLM.load(MODEL, context_window=context, max_batch=slots, n_threads=threads)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with BackgroundServer({MODEL: llm}, port=port):
+    # As `relaygraph worker` does: every client here is one address with many streams.
+    security = SecurityConfig(max_concurrency_per_key=64)
+    with BackgroundServer({MODEL: llm}, port=port, security=security):
         while not stop.wait(0.5):
             pass
 

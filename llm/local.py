@@ -12,9 +12,7 @@ slots, prefix reuse, batched decoding, all on the process's one engine thread).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import queue
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -29,14 +27,20 @@ from relaygraph.llm.catalog import ChatFormat, packaged_model
 from relaygraph.llm.chat_template import PLAIN_STOP, PLAIN_TEMPLATE, ChatTemplate
 from relaygraph.llm.engine_thread import on_engine
 from relaygraph.llm.grammar import GrammarEngine, grammar_for
+from relaygraph.llm.job_results import (
+    Submit,
+    astream_chunks,
+    completion_of,
+    score_of,
+    stream_chunks,
+)
+from relaygraph.llm.jobs import Job, Request, SchedulerLoad
 from relaygraph.llm.llamacpp import LlamaRuntime
 from relaygraph.llm.protocol import BaseLLM
-from relaygraph.llm.sampling import log_softmax
-from relaygraph.llm.scheduler import Job, Request, Scheduler, SchedulerLoad
+from relaygraph.llm.scheduler import Scheduler
 from relaygraph.llm.tool_format import prompt_with_tools
 from relaygraph.llm.types import (
     ChatPrompt,
-    Choice,
     Completion,
     CompletionChunk,
     GenerationParams,
@@ -46,14 +50,11 @@ from relaygraph.llm.types import (
     Score,
     TextPrompt,
     TokenPrompt,
-    Usage,
     to_prompt,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
-
-    from relaygraph.llm.generation import Step
 
 
 _DEFAULT_PARAMS = GenerationParams()
@@ -307,7 +308,9 @@ class LocalLLM(BaseLLM):
             for job in (j for group in jobs for j in group):
                 if not job.done.done():  # an error or interrupt in this thread
                     job.cancel()
-        return [self._completion(r, js, began) for r, js in zip(requests, jobs, strict=True)]
+        return [
+            completion_of(self._name, r, js, began) for r, js in zip(requests, jobs, strict=True)
+        ]
 
     async def acomplete(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
@@ -326,7 +329,7 @@ class LocalLLM(BaseLLM):
             for job in jobs:
                 if not job.done.done() or job.done.cancelled():
                     job.cancel()
-        return self._completion(request, jobs, began)
+        return completion_of(self._name, request, jobs, began)
 
     def _sample_groups(self, params: GenerationParams) -> list[range]:
         """The request's samples in groups that fit the slots (each group is one job)."""
@@ -344,23 +347,7 @@ class LocalLLM(BaseLLM):
         if params.n != 1:
             raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
         request = self._request(prompt, params)
-
-        def chunks() -> Iterator[CompletionChunk]:
-            events: queue.SimpleQueue[CompletionChunk | None] = queue.SimpleQueue()
-            job = self._scheduler.submit(
-                request, params, on_step=lambda job, step: events.put(self._chunk(job, step))
-            )
-            job.done.add_done_callback(lambda _: events.put(None))
-            try:
-                while (chunk := events.get()) is not None:
-                    yield chunk
-                job.done.result()  # a failure ends the stream with its error
-            finally:
-                if not job.done.done():
-                    job.cancel()
-                    wait([job.done])
-
-        return chunks()
+        return stream_chunks(self._submitter(request, params), self._name)
 
     async def astream(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
@@ -370,37 +357,11 @@ class LocalLLM(BaseLLM):
         if params.n != 1:
             raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
         request = self._request(prompt, params)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[CompletionChunk | None] = asyncio.Queue()
+        async for chunk in astream_chunks(self._submitter(request, params), self._name):
+            yield chunk
 
-        def put(item: CompletionChunk | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening
-                loop.call_soon_threadsafe(events.put_nowait, item)
-
-        job = self._scheduler.submit(
-            request, params, on_step=lambda job, step: put(self._chunk(job, step))
-        )
-        job.done.add_done_callback(lambda _: put(None))
-        try:
-            while (chunk := await events.get()) is not None:
-                yield chunk
-            job.done.result()
-        finally:
-            if not job.done.done():
-                job.cancel()
-
-    def _chunk(self, job: Job, step: Step) -> CompletionChunk:
-        finished = step.sequence.finished
-        return CompletionChunk(
-            model=self._name,
-            text=step.text,
-            token_ids=[step.token_id],
-            logprobs=[step.logprob] if step.logprob else None,
-            tool_calls=step.tool_calls or None,
-            finish_reason=step.sequence.finish_reason,
-            usage=job.usage() if finished else None,
-            load=job.load() if finished else None,
-        )
+    def _submitter(self, request: Request, params: GenerationParams) -> Submit:
+        return lambda on_step: self._scheduler.submit(request, params, on_step=on_step)
 
     def _request(self, prompt: PromptInput | Prompt, params: GenerationParams) -> Request:
         p = prompt_with_tools(to_prompt(prompt), params)
@@ -435,34 +396,6 @@ class LocalLLM(BaseLLM):
                 tokenizer = self._runtime.grammar_tokenizer(sorted(self.end_token_ids))
                 self._grammars = GrammarEngine(tokenizer, self._runtime.n_vocab)
             return self._grammars
-
-    def _completion(self, request: Request, jobs: list[Job], began: float) -> Completion:
-        sequences = [s for job in jobs for s in job.sequences]
-        choices = [
-            Choice(
-                index=s.index,
-                text=s.content(),
-                token_ids=s.token_ids,
-                logprobs=s.logprobs if s.params.logprobs else None,
-                finish_reason=s.finish_reason or "length",
-                tool_calls=list(s.splitter.calls) if s.splitter and s.splitter.calls else None,
-            )
-            for s in sequences
-        ]
-        load = jobs[0].load()
-        for job in jobs[1:]:
-            load += job.load()
-        return Completion(
-            model=self._name,
-            choices=choices,
-            usage=Usage(
-                prompt_tokens=len(request.prompt_ids),
-                completion_tokens=sum(len(s.token_ids) for s in sequences),
-                cached_tokens=jobs[0].cached_tokens,
-            ),
-            latency_s=max(job.ended for job in jobs) - began,
-            load=load,
-        )
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -533,7 +466,9 @@ class LocalLLM(BaseLLM):
         """
         began = time.perf_counter()
         job = self._submit_scoring(prompt, continuation, top_logprobs)
-        return self._score(job.done.result(), top_logprobs, began)
+        return score_of(
+            self._name, job.done.result(), self._scheduler.vocabulary, top_logprobs, began
+        )
 
     async def ascore(
         self,
@@ -549,7 +484,7 @@ class LocalLLM(BaseLLM):
         finally:
             if not job.done.done() or job.done.cancelled():
                 job.cancel()
-        return self._score(job, top_logprobs, began)
+        return score_of(self._name, job, self._scheduler.vocabulary, top_logprobs, began)
 
     def _submit_scoring(
         self, prompt: PromptInput | Prompt, continuation: str | Sequence[int], top_logprobs: int
@@ -565,22 +500,4 @@ class LocalLLM(BaseLLM):
         self._check_fits(len(full), 0)
         return self._scheduler.submit(
             Request(full, stop=()), _SCORING, samples=range(0), score_from=len(prompt_ids) - 1
-        )
-
-    def _score(self, job: Job, top_logprobs: int, began: float) -> Score:
-        full, start = job.tokens, (job.score_from or 0) + 1
-        rows = np.concatenate(job.rows)
-        vocabulary = self._scheduler.vocabulary
-        tokens = [
-            vocabulary.token_logprob(log_softmax(row), token, top_logprobs)
-            for token, row in zip(full[start:], rows[:-1], strict=True)
-        ]
-        return Score(
-            model=self._name,
-            prompt_tokens=start,
-            tokens=tokens,
-            next_top=vocabulary.top(log_softmax(rows[-1]), top_logprobs),
-            latency_s=time.perf_counter() - began,
-            cached_tokens=job.cached_tokens,
-            load=job.load(),
         )

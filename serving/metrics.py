@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from prometheus_client.metrics_core import Metric
 
-    from relaygraph.llm.scheduler import SchedulerLoad
+    from relaygraph.llm.jobs import SchedulerLoad
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _STREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)

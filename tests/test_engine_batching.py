@@ -35,6 +35,10 @@ def settle(llm: LocalLLM, timeout_s: float = 5.0) -> None:
 
 
 def test_sixteen_interleaved_streams_match_one_at_a_time(smollm2: LocalLLM) -> None:
+    # From a clean cache: KV that earlier tests computed for a shared prefix (the chat
+    # template's system turn) in passes of another size can differ in the last bits, and
+    # a near tie then flips (see docs/guides/server.md, "Under load").
+    smollm2.clear_cache()
     alone = [smollm2.complete(p, GREEDY).text for p in PROMPTS]
 
     def streamed(prompt: str) -> str:
