@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, TypeAlias
 import numpy as np
 
 from relaygraph.llm.sampling import log_softmax
-from relaygraph.llm.types import Choice, Completion, CompletionChunk, Score, Usage
+from relaygraph.llm.types import (
+    Choice,
+    Completion,
+    CompletionChunk,
+    Score,
+    Usage,
+    combined_load,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,9 +47,6 @@ def completion_of(model: str, request: Request, jobs: list[Job], began: float) -
         )
         for s in sequences
     ]
-    load = jobs[0].load()
-    for job in jobs[1:]:
-        load += job.load()
     return Completion(
         model=model,
         choices=choices,
@@ -52,7 +56,7 @@ def completion_of(model: str, request: Request, jobs: list[Job], began: float) -
             cached_tokens=jobs[0].cached_tokens,
         ),
         latency_s=max(job.ended for job in jobs) - began,
-        load=load,
+        load=combined_load(*(job.load() for job in jobs)),
     )
 
 
@@ -101,9 +105,8 @@ def stream_chunks(submit: Submit, model: str) -> Iterator[CompletionChunk]:
             yield chunk
         job.done.result()  # a failure ends the stream with its error
     finally:
-        if not job.done.done():
-            job.cancel()
-            wait([job.done])
+        job.cancel()
+        wait([job.done])
 
 
 async def astream_chunks(submit: Submit, model: str) -> AsyncIterator[CompletionChunk]:
@@ -123,5 +126,4 @@ async def astream_chunks(submit: Submit, model: str) -> AsyncIterator[Completion
             yield chunk
         job.done.result()
     finally:
-        if not job.done.done():
-            job.cancel()
+        job.cancel()

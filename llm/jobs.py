@@ -78,7 +78,12 @@ class Job:
         return max(1, len(self.samples))
 
     def cancel(self) -> None:
-        """Stop at the next step, keeping what was generated; ``done`` resolves then."""
+        """Stop at the next step, keeping what was generated; ``done`` resolves then.
+
+        Nothing to do once the job has settled by itself; a job whose future an awaiting
+        task cancelled is still in the engine, and leaves at the next step."""
+        if self.done.done() and not self.done.cancelled():
+            return
         self.cancelled = True
         ENGINE.wake()
 
@@ -120,5 +125,3 @@ class SchedulerLoad:
     cached_tokens: int
     """Of those, the ones read from the prefix cache."""
     passes: int
-    batched_tokens: int
-    """Tokens evaluated in all passes since the start."""

@@ -304,10 +304,9 @@ class LocalLLM(BaseLLM):
                     jobs[number].append(job)
                     outstanding.add(job.done)
             wait(outstanding)
-        finally:
+        finally:  # after an error or interrupt in this thread, nothing keeps running
             for job in (j for group in jobs for j in group):
-                if not job.done.done():  # an error or interrupt in this thread
-                    job.cancel()
+                job.cancel()
         return [
             completion_of(self._name, r, js, began) for r, js in zip(requests, jobs, strict=True)
         ]
@@ -327,8 +326,7 @@ class LocalLLM(BaseLLM):
             await asyncio.gather(*(asyncio.wrap_future(j.done) for j in jobs))
         finally:
             for job in jobs:
-                if not job.done.done() or job.done.cancelled():
-                    job.cancel()
+                job.cancel()
         return completion_of(self._name, request, jobs, began)
 
     def _sample_groups(self, params: GenerationParams) -> list[range]:
@@ -411,10 +409,7 @@ class LocalLLM(BaseLLM):
             raise ConfigError("the prompt is empty", parameter="prompt_ids")
         self.encode(TokenPrompt(token_ids=tuple(full)))  # validates the ids
         self._check_fits(len(full), 0)
-        job = self._scheduler.submit(
-            Request(full, stop=()), _SCORING, samples=range(0), score_from=len(prompt_ids) - 1
-        )
-        return np.concatenate(job.done.result().rows)
+        return np.concatenate(self._scoring(full, len(prompt_ids)).done.result().rows)
 
     @property
     def end_token_ids(self) -> frozenset[int]:
@@ -482,8 +477,7 @@ class LocalLLM(BaseLLM):
         try:
             await asyncio.wrap_future(job.done)
         finally:
-            if not job.done.done() or job.done.cancelled():
-                job.cancel()
+            job.cancel()
         return score_of(self._name, job, self._scheduler.vocabulary, top_logprobs, began)
 
     def _submit_scoring(
@@ -498,6 +492,10 @@ class LocalLLM(BaseLLM):
         self.encode(cont)  # validates the ids against the vocabulary
         full = prompt_ids + cont
         self._check_fits(len(full), 0)
+        return self._scoring(full, len(prompt_ids))
+
+    def _scoring(self, full: list[int], n_prompt: int) -> Job:
+        """Queue the evaluation of ``full``, keeping logits from position n_prompt - 1."""
         return self._scheduler.submit(
-            Request(full, stop=()), _SCORING, samples=range(0), score_from=len(prompt_ids) - 1
+            Request(full, stop=()), _SCORING, samples=range(0), score_from=n_prompt - 1
         )

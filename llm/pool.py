@@ -127,15 +127,17 @@ class WorkerPool(BaseLLM):
         return healthy + [i for i in indices if not up[i]]
 
     @contextmanager
-    def _serving(self, index: int, conversation: str | None) -> Generator[None]:
+    def _serving(self, index: int) -> Generator[None]:
         """Count a request as outstanding on worker ``index`` while it runs."""
-        with self._lock:
-            self._outstanding[index] += 1
+        self._begin(index)
         try:
             yield
         finally:
-            with self._lock:
-                self._outstanding[index] -= 1
+            self._done(index)
+
+    def _begin(self, index: int) -> None:
+        with self._lock:
+            self._outstanding[index] += 1
 
     def _remember(self, conversation: str | None, index: int) -> None:
         if conversation is None:
@@ -163,7 +165,7 @@ class WorkerPool(BaseLLM):
         last: TransportError | None = None
         for index in self._order(conversation):
             try:
-                with self._serving(index, conversation):
+                with self._serving(index):
                     result = call(self.workers[index])
             except TransportError as exc:
                 self._mark_down(index, exc)
@@ -186,8 +188,7 @@ class WorkerPool(BaseLLM):
         conversation = conversation_key(prompt)
         last: TransportError | None = None
         for index in self._order(conversation):
-            with self._lock:
-                self._outstanding[index] += 1
+            self._begin(index)
             chunks = self.workers[index].stream(prompt, params)
             try:
                 first = next(iter(chunks))

@@ -95,20 +95,11 @@ def load_llm(
         remote = parse_remote(name)
         key = api_key if api_key is not None else os.environ.get("RELAYGRAPH_API_KEY")
         return OpenAICompatLLM(remote.base_url, remote.model, api_key=key)
-    if name.endswith(".gguf"):
-        if not Path(name).is_file():
-            raise ModelNotFoundError(
-                f"GGUF file {name} does not exist", parameter="model", value=name
-            )
+    if name.endswith(".gguf") and not Path(name).is_file():
+        raise ModelNotFoundError(f"GGUF file {name} does not exist", parameter="model", value=name)
+    if name.endswith(".gguf") or name in PACKAGED_MODELS:
         return LocalLLM.load(
-            Path(name),
-            context_window=context_window,
-            max_batch=options.slots,
-            max_waiting=options.max_waiting,
-        )
-    if name in PACKAGED_MODELS:
-        return LocalLLM.load(
-            name,
+            Path(name) if name.endswith(".gguf") else name,
             context_window=context_window,
             max_batch=options.slots,
             max_waiting=options.max_waiting,

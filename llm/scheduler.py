@@ -97,7 +97,7 @@ class Scheduler:
         self._clock = 0
         self._waiting: deque[Job] = deque()
         self._running: list[Job] = []
-        self._counts = {"prompt": 0, "cached": 0, "passes": 0, "batched": 0}
+        self._counts = {"prompt": 0, "cached": 0, "passes": 0}
         engine.register(self)
 
     @property
@@ -144,7 +144,6 @@ class Scheduler:
             prompt_tokens=self._counts["prompt"],
             cached_tokens=self._counts["cached"],
             passes=self._counts["passes"],
-            batched_tokens=self._counts["batched"],
         )
 
     # -- engine thread ----------------------------------------------------------------
@@ -252,10 +251,11 @@ class Scheduler:
         work = self._plan()
         if not work:
             return
+        jobs = {id(w.job): w.job for w in work}.values()
         try:
             rows = self._runtime.decode([w.item for w in work])
         except Exception as exc:
-            for job in {id(w.job): w.job for w in work}.values():
+            for job in jobs:
                 self._fail(job, exc)
             return
         total = sum(len(w.item.tokens) for w in work)
@@ -263,13 +263,12 @@ class Scheduler:
         for w, logits in zip(work, rows, strict=True):
             w.apply(logits)
             own[id(w.job)] = own.get(id(w.job), 0) + len(w.item.tokens)
-        for job in {id(w.job): w.job for w in work}.values():
+        for job in jobs:
             job.passes += 1
             job.shared_tokens += total - own[id(job)]
             if job.score_from is not None and job.position == len(job.tokens):
                 self._finish(job)
         self._counts["passes"] += 1
-        self._counts["batched"] += total
 
     def _plan(self) -> list[_Work]:
         """A token of every decoding sequence, the last prompt token of every request whose

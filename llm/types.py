@@ -296,6 +296,12 @@ class Usage(BaseModel):
         )
 
 
+def combined_load(*loads: LoadReport | None) -> LoadReport | None:
+    """The sum of the load reports given, skipping absent ones (None when all are)."""
+    present = [load for load in loads if load is not None]
+    return sum(present[1:], present[0]) if present else None
+
+
 class LoadReport(BaseModel):
     """How busy the engine was while it served a request: what a caller needs to tell
     its own cost from the load others put on a shared worker (the speculative decoder's

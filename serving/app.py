@@ -29,6 +29,7 @@ from relaygraph.llm.types import (
     Prompt,
     TextPrompt,
     Usage,
+    combined_load,
     to_prompt,
 )
 from relaygraph.routing.models import Cascade
@@ -233,7 +234,7 @@ class OpenAIServer:
         if request.stream:
             return await self._stream(llm, prompt, params, request, client, chat=True)
         completion = await self.timed(llm.acomplete(prompt, params), client)
-        self._count(request.model, completion.usage)
+        self.metrics.count_tokens(request.model, completion.usage)
         choices = []
         for c in completion.choices:
             choice: dict[str, Any] = {
@@ -295,9 +296,8 @@ class OpenAIServer:
                 )
             )
             usage += completion.usage
-            if completion.load is not None:
-                load = completion.load if load is None else load + completion.load
-        self._count(request.model, usage)
+            load = combined_load(load, completion.load)
+        self.metrics.count_tokens(request.model, usage)
         return {
             "id": new_id("cmpl"),
             "object": "text_completion",
@@ -306,11 +306,6 @@ class OpenAIServer:
             "choices": choices,
             "usage": usage_json(usage),
         } | load_json(load)
-
-    def _count(self, model: str, usage: Usage) -> None:
-        self.metrics.count_tokens(
-            model, usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
-        )
 
     async def tokenize(self, request: TokenizeRequest) -> dict[str, Any]:
         llm = self.model(request.model)
@@ -356,8 +351,10 @@ class OpenAIServer:
             await chunks.aclose()  # type: ignore[attr-defined]
             raise
         self.metrics.time_to_first_token.labels(request.model).observe(time.monotonic() - began)
-        stream = SSEStream(chunks, request, deadline=began + self.timeout_s, metrics=self.metrics)
-        events = stream.events(first, chat=chat, timeout_s=self.timeout_s)
+        stream = SSEStream(
+            chunks, request, began=began, timeout_s=self.timeout_s, metrics=self.metrics
+        )
+        events = stream.events(first, chat=chat)
         return StreamingResponse(events, media_type="text/event-stream")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from relaygraph.llm.types import Score, TextPrompt, TokenPrompt
+from relaygraph.llm.types import Score, TextPrompt, TokenPrompt, combined_load
 from relaygraph.serving.errors import APIError
 from relaygraph.serving.responses import completion_logprobs, prompt_logprobs_entries
 
@@ -25,8 +25,7 @@ async def scored_completion(
     completion = await llm.acomplete(TokenPrompt(token_ids=tuple(ids)), params)
     if score is None:
         return None, completion
-    if score.load is not None and completion.load is not None:
-        completion = completion.model_copy(update={"load": score.load + completion.load})
+    completion = completion.model_copy(update={"load": combined_load(score.load, completion.load)})
     return score.tokens, completion
 
 

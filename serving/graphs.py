@@ -88,13 +88,11 @@ class GraphRun:
     answer_format: JsonSchemaFormat | None
 
 
-def _usage(result: RunResult) -> dict[str, Any]:
+def _usage(result: RunResult) -> Usage:
     steps = result.trace.steps
-    return usage_json(
-        Usage(
-            prompt_tokens=sum(s.prompt_tokens for s in steps),
-            completion_tokens=sum(s.completion_tokens for s in steps),
-        )
+    return Usage(
+        prompt_tokens=sum(s.prompt_tokens for s in steps),
+        completion_tokens=sum(s.completion_tokens for s in steps),
     )
 
 
@@ -111,8 +109,7 @@ def _check(result: RunResult, name: str) -> None:
 
 def _record(result: RunResult, name: str, traces: TraceStore, metrics: ServerMetrics) -> None:
     traces.add(result.trace)
-    usage = _usage(result)
-    metrics.count_tokens(name, usage["prompt_tokens"], usage["completion_tokens"])
+    metrics.count_tokens(name, _usage(result))
 
 
 async def graph_completion(
@@ -137,7 +134,7 @@ async def graph_completion(
                 "finish_reason": "stop",
             }
         ],
-        "usage": _usage(result),
+        "usage": usage_json(_usage(result)),
         "relaygraph": {"trace_id": result.trace.run_id, "answers": result.answers},
     }
 
@@ -195,7 +192,7 @@ async def graph_events(
                         "created": created,
                         "model": request.model,
                         "choices": [],
-                        "usage": _usage(result),
+                        "usage": usage_json(_usage(result)),
                     }
                     yield f"data: {json.dumps(usage, separators=(',', ':'))}\n\n"
     except Exception as exc:  # headers are sent: report in-band, as OpenAI does

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
     from relaygraph.llm.jobs import SchedulerLoad
+    from relaygraph.llm.types import Usage
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 _STREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -91,11 +92,11 @@ class ServerMetrics:
         if engines:
             self.registry.register(_EngineCollector(engines))
 
-    def count_tokens(self, model: str, prompt: int, completion: int, cached: int = 0) -> None:
-        self.tokens.labels(model, "prompt").inc(prompt)
-        self.tokens.labels(model, "completion").inc(completion)
-        if cached:
-            self.tokens.labels(model, "cached").inc(cached)
+    def count_tokens(self, model: str, usage: Usage) -> None:
+        self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+        self.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        if usage.cached_tokens:
+            self.tokens.labels(model, "cached").inc(usage.cached_tokens)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -81,7 +81,7 @@ async def routed_completion(
     params = request.generation_params(limit, logprobs=wants_logprobs, top_logprobs=top)
     result = await asyncio.to_thread(cascade.route, prompt, params)
     usage = result.completion.usage
-    metrics.count_tokens(request.model, usage.prompt_tokens, usage.completion_tokens)
+    metrics.count_tokens(request.model, usage)
     metrics.routed.labels(request.model, result.model).inc()
     return _body(result, request, chat=chat, logprobs=wants_logprobs)
 

@@ -28,32 +28,33 @@ def sse(payload: Mapping[str, Any] | str) -> str:
 
 
 class SSEStream:
-    """One streamed completion's SSE events, bounded by the request's deadline."""
+    """One streamed completion's SSE events, bounded by the request's timeout
+    (``timeout_s`` from ``began``, a `time.monotonic` reading)."""
 
     def __init__(
         self,
         chunks: AsyncIterator[CompletionChunk],
         request: SamplingFields,
         *,
-        deadline: float,
+        began: float,
+        timeout_s: float,
         metrics: ServerMetrics,
     ) -> None:
         self._chunks = chunks
         self._request = request
-        self._deadline = deadline
+        self._deadline = began + timeout_s
+        self._timeout_s = timeout_s
         self._metrics = metrics
 
-    async def _next(self, timeout_s: float) -> CompletionChunk | None:
+    async def _next(self) -> CompletionChunk | None:
         """The next chunk; over the deadline, the stream is cancelled and ends in error."""
         left = self._deadline - time.monotonic()
         try:
             return await asyncio.wait_for(anext(self._chunks, None), max(left, 0.0))
         except TimeoutError:
-            raise timeout_error(timeout_s) from None
+            raise timeout_error(self._timeout_s) from None
 
-    async def events(
-        self, first: CompletionChunk | None, *, chat: bool, timeout_s: float
-    ) -> AsyncIterator[str]:
+    async def events(self, first: CompletionChunk | None, *, chat: bool) -> AsyncIterator[str]:
         """SSE lines; closing this generator (client gone) cancels generation."""
         request = self._request
         ident, created = new_id("chatcmpl" if chat else "cmpl"), now()
@@ -83,7 +84,7 @@ class SSEStream:
                 )
                 calls += len(chunk.tool_calls or ())
                 yield sse(payload | load_json(chunk.load))
-                chunk = await self._next(timeout_s)
+                chunk = await self._next()
                 inter_token.observe(time.monotonic() - last)
                 last = time.monotonic()
             if request.stream_options and request.stream_options.include_usage and usage:
