@@ -52,13 +52,15 @@ def worker(
     engine: Annotated[
         str, typer.Option(help="relaygraph (embedded engine) or vllm (vLLM's server).")
     ] = "relaygraph",
-    slots: Annotated[int, typer.Option(help="Sequences the embedded engine decodes together.")] = 8,
+    slots: Annotated[
+        int | None, typer.Option(help="Sequences the embedded engine decodes together [8].")
+    ] = None,
     max_waiting: Annotated[
-        int, typer.Option(help="Requests that may wait for a slot before 503s.")
-    ] = 128,
+        int | None, typer.Option(help="Requests that may wait for a slot before 503s [128].")
+    ] = None,
     max_concurrency: Annotated[
-        int, typer.Option(help="Requests in flight per client (429 above).")
-    ] = 64,
+        int | None, typer.Option(help="Requests in flight per client (429 above) [64].")
+    ] = None,
 ) -> None:
     """Start a worker for one model and print its URL (for pools and speculative decoding)."""
     import subprocess
@@ -70,10 +72,15 @@ def worker(
 
     if engine not in ("relaygraph", "vllm"):
         raise RelayGraphError(f"--engine must be relaygraph or vllm, not {engine!r}")
+    if engine == "vllm" and (slots, max_waiting, max_concurrency) != (None, None, None):
+        raise RelayGraphError(
+            "--slots, --max-waiting and --max-concurrency set relaygraph's engine and server; "
+            "vLLM takes its own options (--max-num-seqs and the like) on its command line"
+        )
     settings = ServeConfig(
         models={model: LLMEntry(llm=model, slots=slots, max_waiting=max_waiting)},
         # A worker's clients are servers and pools, many requests from one address.
-        security=SecurityConfig(max_concurrency_per_key=max_concurrency),
+        security=SecurityConfig(max_concurrency_per_key=max_concurrency or 64),
     )
     bind = safe_host(host, settings.security)
     chosen = port or free_port(bind)

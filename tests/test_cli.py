@@ -179,6 +179,11 @@ def _stop(process: subprocess.Popen[str]) -> str:
     return process.communicate(timeout=30)[1]
 
 
+def test_a_vllm_worker_refuses_the_embedded_engines_options() -> None:
+    result = run("worker", "--engine", "vllm", "--slots", "4", "--model", "smollm2-135m")
+    assert result.returncode != 0 and "--max-num-seqs" in result.stderr.replace("\n", " ")
+
+
 @pytest.mark.server
 def test_worker_prints_its_url_and_serves() -> None:
     import httpx
