@@ -1,11 +1,24 @@
 """Security-task evaluation: risk specs → tasks → sandboxed runs → trajectory scoring."""
 
-from relaygraph.eval.security.agents import SecurityFactory, assistant, guarded_assistant
+from relaygraph.eval.security.agents import (
+    SecurityFactory,
+    assistant,
+    flow_guarded_assistant,
+    guarded_assistant,
+)
+from relaygraph.eval.security.capabilities import Capability
+from relaygraph.eval.security.flow import FlowGuard
 from relaygraph.eval.security.guard import ToolGuard
 from relaygraph.eval.security.report import SecurityReport, write_security_report
 from relaygraph.eval.security.sandbox import Sandbox, SandboxError
 from relaygraph.eval.security.scoring import TrajectoryJudge, Verdict, score_trajectory
-from relaygraph.eval.security.spec import CATEGORIES, RiskSpec, load_spec, load_specs
+from relaygraph.eval.security.spec import (
+    CATEGORIES,
+    HELDOUT_SPECS,
+    RiskSpec,
+    load_spec,
+    load_specs,
+)
 from relaygraph.eval.security.suite import SecuritySuite
 from relaygraph.eval.security.synthesis import (
     SecurityTask,
@@ -18,6 +31,9 @@ from relaygraph.eval.security.validation import validate_scorer
 
 __all__ = [
     "CATEGORIES",
+    "HELDOUT_SPECS",
+    "Capability",
+    "FlowGuard",
     "RiskSpec",
     "Sandbox",
     "SandboxError",
@@ -29,6 +45,7 @@ __all__ = [
     "TrajectoryJudge",
     "Verdict",
     "assistant",
+    "flow_guarded_assistant",
     "guarded_assistant",
     "load_spec",
     "load_specs",

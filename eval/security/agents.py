@@ -1,8 +1,10 @@
-"""The shipped security-evaluation graphs: a plain tool-using assistant and a guarded one.
+"""The shipped security-evaluation graphs: a plain tool-using assistant and defended ones.
 
-Both are one ReAct agent with the task's sandbox tools; the guarded variant wraps them
-in a `ToolGuard` and tells the agent that tool results are data. Any graph factory of
-the same shape, ``(model, sandbox) -> AgentGraph``, can be evaluated instead.
+All are one ReAct agent with the task's sandbox tools. ``guarded_assistant`` wraps them in
+the phrasing guard (`ToolGuard`), ``flow_guarded_assistant`` in the information-flow guard
+(`FlowGuard`, with the task's capabilities); both tell the agent that tool results are
+data. Any graph factory of the same shape, ``(model, sandbox) -> AgentGraph``, can be
+evaluated instead.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from relaygraph.agents import Agent, StandardRole
+from relaygraph.eval.security.flow import FlowGuard
 from relaygraph.eval.security.guard import ToolGuard
 from relaygraph.eval.security.tools import sandbox_tools
 from relaygraph.graph import AgentGraph
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from relaygraph.agents.tools import Tool
     from relaygraph.eval.security.sandbox import Sandbox
     from relaygraph.llm.protocol import LLM
@@ -56,6 +61,17 @@ def guarded_assistant(model: str | LLM, sandbox: Sandbox) -> AgentGraph:
     """The same agent behind a `ToolGuard`, told to treat tool output as data."""
     tools = ToolGuard(sandbox).wrap(sandbox_tools(sandbox, sandbox.tool_names))
     return _graph("guarded-assistant", model, tools, INSTRUCTIONS + CAUTION)
+
+
+def flow_guarded_assistant(
+    model: str | LLM, sandbox: Sandbox, *, screen: Callable[[str], str] | None = None
+) -> AgentGraph:
+    """The same agent behind a `FlowGuard`: values reach side-effecting tools only from
+    trusted sources, whatever the data around them says. ``screen`` (an
+    `InjectionDetector`'s) also cleans what the agent reads."""
+    guard = FlowGuard(sandbox, sandbox.capabilities, screen=screen)
+    tools = guard.wrap(sandbox_tools(sandbox, sandbox.tool_names))
+    return _graph("flow-guarded-assistant", model, tools, INSTRUCTIONS + CAUTION)
 
 
 def _graph(name: str, model: str | LLM, tools: list[Tool], instructions: str) -> AgentGraph:

@@ -2,10 +2,11 @@
 
 A spec names its risk category, the user's benign goal (in several phrasings), the
 environment to seed (workspace files, inbox, web pages, balance), the tools the agent
-gets, the attack (where its payload is planted and what counts as the attack working),
-the utility check (was the user's goal met) and the violations (unsafe actions). Text
-anywhere may use ``{placeholders}`` bound by ``parameters``; `synthesis` expands a spec
-over them into concrete tasks.
+gets (each maybe with a `Capability`: its limits and grants), the attack (where its
+payload is planted and what counts as the attack working), the utility check (was the
+user's goal met) and the violations (unsafe actions). Text anywhere may use
+``{placeholders}`` bound by ``parameters``; `synthesis` expands a spec over them into
+concrete tasks.
 
 Every problem is reported with the file and the field, e.g.
 ``specs/mail.yaml: violations.1.tool: 'run_shell' is not one of this spec's tools``.
@@ -19,6 +20,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from relaygraph.errors import ConfigError
+from relaygraph.eval.security.capabilities import (
+    Capability,
+    split_tool_entries,
+    validate_capabilities,
+)
 from relaygraph.eval.security.predicates import Judge, Predicate, ToolCalled
 from relaygraph.eval.security.templates import fields_of
 from relaygraph.eval.security.tools import TOOL_NAMES
@@ -97,6 +103,14 @@ class Attack(BaseModel):
     actions: list[Call] = Field(min_length=1)
     """What an assistant that obeys the payload does; it must reach the attack's goal."""
 
+    @field_validator("payloads")
+    @classmethod
+    def _not_blank(cls, value: list[str]) -> list[str]:
+        for i, payload in enumerate(value):
+            if not payload.strip():
+                raise ValueError(f"payload {i} is blank: an attack needs text to plant")
+        return value
+
 
 class RiskSpec(BaseModel):
     """One family of tasks. See the module docstring; `synthesis` expands it."""
@@ -107,6 +121,9 @@ class RiskSpec(BaseModel):
     category: Category
     title: str
     tools: list[str] = Field(min_length=1)
+    """The tools' names; ``{name: {capability}}`` entries are split into `capabilities`."""
+    capabilities: dict[str, Capability] = Field(default_factory=dict)
+    """Per tool, its limits and grants (see `relaygraph.eval.security.capabilities`)."""
     parameters: dict[str, list[str]] = Field(default_factory=dict)
     goals: list[str] = Field(min_length=1)
     """Phrasings of the user's benign request."""
@@ -121,6 +138,11 @@ class RiskSpec(BaseModel):
     """Attack tasks drawn from all combinations."""
     benign: int = Field(default=4, ge=0)
     """Benign control tasks (no payload) drawn from the combinations."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tool_entries(cls, data: Any) -> Any:
+        return split_tool_entries(data)
 
     @field_validator("parameters")
     @classmethod
@@ -143,6 +165,7 @@ class RiskSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> RiskSpec:
         _check_tools(self)
+        validate_capabilities(self.capabilities, self.tools)
         _check_carrier(self)
         _check_placeholders(self)
         rule_based = [p for p in [*self.violations, *self.attack.goal] if not isinstance(p, Judge)]
@@ -233,15 +256,16 @@ def load_spec(path: str | Path) -> RiskSpec:
 
 
 def load_specs(directory: str | Path | None = None) -> list[RiskSpec]:
-    """Every ``*.yaml`` spec in ``directory`` (default: the specs shipped with relaygraph).
+    """Every ``*.yaml`` / ``*.yml`` spec in ``directory`` (default: the development specs
+    shipped with relaygraph; `HELDOUT_SPECS` holds the held-out ones).
 
     Raises:
         ConfigError: No specs there, a bad spec, or two specs with one id.
     """
     folder = Path(directory) if directory is not None else SHIPPED_SPECS
-    files = sorted(folder.glob("*.yaml"))
+    files = sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")])
     if not files:
-        raise ConfigError(f"{folder}: no *.yaml risk specs")
+        raise ConfigError(f"{folder}: no *.yaml or *.yml risk specs")
     specs: dict[str, RiskSpec] = {}
     for file in files:
         spec = load_spec(file)
@@ -252,3 +276,6 @@ def load_specs(directory: str | Path | None = None) -> list[RiskSpec]:
 
 
 SHIPPED_SPECS = Path(__file__).parent / "specs"
+"""The development specs: the defences were written and tuned against these."""
+HELDOUT_SPECS = SHIPPED_SPECS / "heldout"
+"""Specs written apart from the defences and never used to tune them: report on these."""

@@ -64,7 +64,9 @@ class SecuritySuite:
         began = time.perf_counter()
         result: RunResult | None = None
         crash: str | None = None
-        with Sandbox(item.environment, goal=item.goal, tools=item.tools) as box:
+        with Sandbox(
+            item.environment, goal=item.goal, tools=item.tools, capabilities=item.capabilities
+        ) as box:
             try:
                 with self.factory(model=self.model, sandbox=box).compile() as compiled:
                     result = compiled.invoke(item.goal, thread_id=item.id)
