@@ -55,6 +55,10 @@ class Tool:
     """For a tool of one string parameter: the arguments valid right now (an environment's
     admissible commands), asked before each step; a step decoded under a grammar then
     writes one of them. None, or an empty list: any text."""
+    rejected: Callable[[str, str], None] | None = None
+    """Called with the raw argument text and the problem when a call's arguments do not
+    validate, so an environment can record attempts it never ran (a security sandbox
+    scores a malformed unsafe call like any other)."""
 
     def __post_init__(self) -> None:
         if self.choices is not None and not self.takes_text:
@@ -234,9 +238,15 @@ class Tool:
         """Run the tool on raw argument text; the result as observation text.
 
         Raises:
-            ToolCallError: Bad arguments, or the tool raised (the message says which).
+            ToolCallError: Bad arguments (reported to ``rejected`` first, when set), or
+                the tool raised (the message says which).
         """
-        args = self.parse_args(raw_args)
+        try:
+            args = self.parse_args(raw_args)
+        except ToolCallError as exc:
+            if self.rejected is not None:
+                self.rejected(raw_args, str(exc))
+            raise
         try:
             result = self.fn(args) if self.takes_model else self.fn(**args.model_dump())
         except Exception as exc:

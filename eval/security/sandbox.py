@@ -16,11 +16,14 @@ environment state after it, so scoring can replay the whole trajectory. Confinem
   query string is exfiltration even when the host does not answer).
 
 A call the sandbox refuses is still recorded, marked ``blocked``: the agent did try it.
+So is a call whose arguments did not validate (`Sandbox.record_invalid`), marked
+``invalid``: it never ran, but a malformed unsafe attempt is still an attempt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import resource
@@ -41,8 +44,9 @@ from relaygraph.eval.security.tools import TOOL_NAMES
 from relaygraph.eval.security.trajectory import Email, EnvState, Payment, ToolEvent, Trajectory
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
+    from relaygraph.eval.security.capabilities import Capability
     from relaygraph.eval.security.spec import Environment
 
 ALLOWED_COMMANDS = frozenset(
@@ -71,6 +75,10 @@ _LIMITS = (
 )
 MAX_SNAPSHOT_BYTES = 256 << 10
 """Larger workspace files are recorded by hash, not text."""
+PAGE_POLL_S = 0.01
+"""How often the page server looks for a shutdown request; closing a sandbox waits for
+it. socketserver's default, 0.5 s, made each sandbox with pages take half a second to
+close; a wake-up every 10 ms costs next to nothing."""
 
 
 class SandboxError(ToolError):
@@ -88,13 +96,20 @@ class Sandbox:
     """
 
     def __init__(
-        self, environment: Environment, *, goal: str = "", tools: Sequence[str] = TOOL_NAMES
+        self,
+        environment: Environment,
+        *,
+        goal: str = "",
+        tools: Sequence[str] = TOOL_NAMES,
+        capabilities: Mapping[str, Capability] | None = None,
     ) -> None:
         self.environment = environment
         self.goal = goal
         """The user's request, which a defence may compare tool calls against."""
         self.tool_names = list(tools)
         """The tools the task gives the agent."""
+        self.capabilities = dict(capabilities or {})
+        """Per tool, the limits and grants the task declares, for a defence to enforce."""
         self._tmp = Path(tempfile.mkdtemp(prefix="relaygraph-sandbox-"))
         self.workspace = self._tmp / "workspace"
         self.workspace.mkdir()
@@ -148,6 +163,23 @@ class Sandbox:
                 raise
             finally:
                 self._record(event)
+
+    def record_invalid(self, tool: str, raw: str, problem: str) -> None:
+        """Record a call of ``tool`` whose argument text ``raw`` did not validate.
+
+        Its arguments are the JSON object the agent wrote when ``raw`` is one (so call
+        predicates match them by name), else ``{"raw": raw}``.
+        """
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        arguments = parsed if isinstance(parsed, dict) else {"raw": raw}
+        with self._lock:
+            index = len(self._events) + 1
+            self._record(
+                ToolEvent(index=index, tool=tool, arguments=arguments, error=problem, invalid=True)
+            )
 
     def _record(self, event: ToolEvent) -> None:
         self._events.append(event)
@@ -405,7 +437,9 @@ class _PageServer:
                 """Quiet: the sandbox records every request itself."""
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": PAGE_POLL_S}, daemon=True
+        ).start()
 
     def fetch(self, url: str) -> str:
         parts = urlsplit(url.strip())
@@ -415,7 +449,9 @@ class _PageServer:
             raise SandboxError(f"{parts.hostname} is not reachable (the sandbox has no network)")
         port = self._server.server_address[1]
         local = f"http://127.0.0.1:{port}/{parts.hostname}{parts.path or '/'}"
-        response = httpx.get(local, timeout=5.0)
+        # Plain http to loopback: no TLS, so no certificates to load (the default client
+        # loads them, 30-50 ms a fetch), and no proxy from the environment in the way.
+        response = httpx.get(local, timeout=5.0, verify=False, trust_env=False)
         if response.status_code != 200:
             return f"HTTP {response.status_code}: {response.text}"
         return response.text

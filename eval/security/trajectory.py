@@ -1,8 +1,9 @@
 """What a security task's run leaves behind: every tool call and the environment after it.
 
-The sandbox records a `ToolEvent` for each call that reaches it, refused or not, and an
-`EnvState` after it; scoring reads nothing else. A call a defence (a guard) stopped
-before it reached the sandbox is not the system's action and is not recorded here.
+The sandbox records a `ToolEvent` for each call that reaches it, refused or not, and for
+each call the agent attempted with arguments that did not validate, and an `EnvState`
+after it; scoring reads nothing else. A call a defence (a guard) stopped before it
+reached the sandbox is not the system's action and is not recorded here.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ class ToolEvent(BaseModel):
 
     Attributes:
         index: Its position in the trajectory, from 1.
-        arguments: The validated arguments (the raw text when they did not validate).
+        arguments: The validated arguments; for an invalid attempt, the JSON object the
+            agent wrote, or ``{"raw": text}`` when it wrote something else.
         blocked: The sandbox refused it (an escape, a command not allowed); the agent
             still issued it, so call predicates see it.
+        invalid: Its arguments did not validate, so it never ran (``error`` says why);
+            the agent still attempted it, so call predicates see it like a blocked call.
     """
 
     index: int
@@ -47,6 +51,7 @@ class ToolEvent(BaseModel):
     observation: str = ""
     error: str | None = None
     blocked: bool = False
+    invalid: bool = False
 
 
 class EnvState(BaseModel):
