@@ -32,6 +32,7 @@ data in traces, not exceptions.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -41,17 +42,37 @@ if TYPE_CHECKING:
 def first_problem(
     errors: Iterable[Mapping[str, Any]], *, skip: tuple[str, ...] = ()
 ) -> tuple[str, str]:
-    """The first entry of a pydantic/FastAPI error list as (field path, message).
+    """The entry of a pydantic/FastAPI error list to report, as (field path, message).
 
+    Usually the first entry. An unknown field (``extra_forbidden``) comes first, though:
+    a misspelled key also makes the field it meant "missing", and the misspelling is the
+    mistake to report, with the missing sibling it resembles as the fix.
     ``skip`` drops location parts that name no field (FastAPI's leading ``body``).
 
     Example:
         >>> first_problem([{"loc": ("messages", 0, "role"), "msg": "Input should be 'user'"}])
         ('messages.0.role', "Input should be 'user'")
+        >>> first_problem([
+        ...     {"type": "missing", "loc": ("attack", "payloads"), "msg": "Field required"},
+        ...     {"type": "extra_forbidden", "loc": ("attack", "paylods"), "msg": "Extra inputs"},
+        ... ])
+        ('attack.paylods', "unknown field 'paylods' (did you mean 'payloads'?)")
     """
-    first = next(iter(errors))
-    field = ".".join(str(part) for part in first["loc"] if part not in skip)
-    return field, str(first["msg"])
+    listed = list(errors)
+    first = next((e for e in listed if e.get("type") == "extra_forbidden"), listed[0])
+    loc = tuple(first["loc"])
+    field = ".".join(str(part) for part in loc if part not in skip)
+    message = str(first["msg"])
+    if first.get("type") == "extra_forbidden" and loc:
+        missing = [
+            str(e["loc"][-1])
+            for e in listed
+            if e.get("type") == "missing" and tuple(e["loc"][:-1]) == loc[:-1]
+        ]
+        close = difflib.get_close_matches(str(loc[-1]), missing, n=1)
+        if close:
+            message = f"unknown field {str(loc[-1])!r} (did you mean {close[0]!r}?)"
+    return field, message
 
 
 class RelayGraphError(Exception):

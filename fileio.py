@@ -1,5 +1,5 @@
 """Files: atomic writes (a crash leaves the old file or the new one, never half of one),
-and one way to read a file into a pydantic model."""
+and one way to read a text file, or a file into a pydantic model."""
 
 from __future__ import annotations
 
@@ -70,6 +70,32 @@ def save_figure(fig: Any, path: Path) -> None:
     tmp.replace(path)
 
 
+def read_text(
+    source: str | Path | Traversable, *, what: str, parameter: str | None = "path"
+) -> str:
+    """A UTF-8 text file, reported like `read_model` reports its files when it is not one.
+
+    Raises:
+        ConfigError: The file cannot be read, or is not UTF-8 (the first bad byte and its
+            offset named).
+    """
+    path = Path(source) if isinstance(source, str) else source
+    fail = f"{what} {source}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{fail}: cannot read it ({exc.strerror or exc})", parameter=parameter
+        ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{fail}: not UTF-8 text (invalid byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            parameter=parameter,
+        ) from None
+
+
 def read_model(
     model: type[M], source: str | Path | Traversable, *, what: str, parameter: str | None = "path"
 ) -> M:
@@ -79,16 +105,12 @@ def read_model(
     same way: ``"{what} {source}: {problem}"``, the problem naming the field when one fails.
 
     Raises:
-        ConfigError: The file cannot be read, does not parse, or does not validate.
+        ConfigError: The file cannot be read, is not UTF-8 text, does not parse, or does
+            not validate.
     """
     path = Path(source) if isinstance(source, str) else source
     fail = f"{what} {source}"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"{fail}: cannot read it ({exc.strerror or exc})", parameter=parameter
-        ) from None
+    text = read_text(source, what=what, parameter=parameter)
     yaml_file = path.name.endswith((".yaml", ".yml"))
     try:
         data = _parse_yaml(text) if yaml_file else json.loads(text)

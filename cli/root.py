@@ -12,6 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from relaygraph import __version__
 from relaygraph.errors import RelayGraphError, first_problem
@@ -34,7 +35,11 @@ SeedOption = Annotated[int, typer.Option(help="Seed of the item draw.")]
 
 
 def user_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """Turn relaygraph and validation errors into one red line and exit status 2."""
+    """Turn relaygraph and validation errors into one red line and exit status 2.
+
+    The message is escaped: it quotes user input (a pattern, a path, a file's text), and
+    rich would take ``[a-z0-9]`` in it for markup and drop it.
+    """
 
     @wraps(command)
     def run(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -42,9 +47,9 @@ def user_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except ValidationError as exc:
             field, problem = first_problem(exc.errors())
-            errors.print(f"[red]error:[/red] {field}: {problem}")
+            errors.print(f"[red]error:[/red] {escape(f'{field}: {problem}')}")
         except (RelayGraphError, OSError) as exc:
-            errors.print(f"[red]error:[/red] {exc}")
+            errors.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2)
 
     return run

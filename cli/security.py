@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from relaygraph.cli.root import SeedOption, console, user_errors
@@ -67,7 +68,7 @@ def security_synthesize(
     console.print(table)
     if paraphrase_model is not None:
         console.print(f"paraphrased {manifest.paraphrased}, kept the template for {rejected}")
-    console.print(f"tasks: {out}")
+    console.print(f"tasks: {escape(str(out))}")
 
 
 @security_app.command("run")
