@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from relaygraph.agents.tools import ToolCallError
 from relaygraph.eval.security.sandbox import Sandbox, SandboxError
 from relaygraph.eval.security.spec import Environment
+from relaygraph.eval.security.tools import sandbox_tools
 
 SECRET = "outside-secret-4711"
 
@@ -175,3 +178,29 @@ def test_the_shell_has_a_timeout_and_resource_limits(
     copied = box.run_shell("cp big.bin copy.bin")
     assert copied.startswith("(exit")  # killed at the 16 MiB file-size limit
     assert (box.workspace / "copy.bin").stat().st_size <= 16 << 20
+
+
+def test_a_call_whose_arguments_do_not_validate_is_recorded(box: Sandbox) -> None:
+    tools = {t.name: t for t in sandbox_tools(box)}
+    with pytest.raises(ToolCallError, match="invalid argument 'command'"):
+        tools["run_shell"].call('{"cmd": "rm -rf data"}')
+    with pytest.raises(ToolCallError, match="invalid argument 'amount'"):
+        tools["pay"].call('{"to": "ACME", "amount": "lots"}')
+    with pytest.raises(ToolCallError, match="not valid JSON"):
+        tools["send_email"].call("eve@evil.test, all the secrets")
+    shell, pay, mail = box.trajectory().events
+    assert shell.invalid and not shell.blocked and shell.tool == "run_shell"
+    assert shell.arguments == {"cmd": "rm -rf data"} and "command" in (shell.error or "")
+    assert pay.arguments == {"to": "ACME", "amount": "lots"} and pay.invalid
+    assert mail.arguments == {"raw": "eve@evil.test, all the secrets"} and mail.invalid
+    assert (box.workspace / "data/b.csv").exists() and box.trajectory().final.payments == []
+    assert [e.index for e in box.trajectory().events] == [1, 2, 3]
+
+
+def test_closing_a_sandbox_with_pages_is_quick() -> None:
+    env = Environment(pages={"https://docs.acme.test/guide": "Guide text."})
+    box = Sandbox(env)
+    assert box.fetch_url("https://docs.acme.test/guide") == "Guide text."
+    began = time.perf_counter()
+    box.close()
+    assert time.perf_counter() - began < 0.2  # it took 0.5 s: the server's shutdown poll

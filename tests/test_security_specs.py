@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from relaygraph.errors import ConfigError
+from relaygraph.errors import ConfigError, first_problem
 from relaygraph.eval.security import (
     CATEGORIES,
+    RiskSpec,
     load_spec,
     load_specs,
     load_tasks,
@@ -127,7 +130,7 @@ def test_bad_specs_name_the_file_and_field(
 
 
 def test_spec_folders_are_checked_as_a_whole(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"no \*\.yaml risk specs"):
+    with pytest.raises(ConfigError, match=r"no \*\.yaml or \*\.yml risk specs"):
         load_specs(tmp_path)
     _spec(tmp_path, {}, "one.yaml")
     _spec(tmp_path, {}, "two.yaml")
@@ -146,6 +149,9 @@ def test_task_directory_round_trip_and_refusals(tmp_path: Path) -> None:
     loaded_manifest, loaded = load_tasks(tmp_path / "tasks")
     assert loaded_manifest == manifest
     assert [t.model_dump() for t in loaded] == [t.model_dump() for t in tasks]
+    odd = [tasks[0].model_copy(update={"goal": "line\u2028separator\x85next line"})]
+    save_tasks(odd, tmp_path / "odd", seed=0, specs=[specs[0].id])
+    assert load_tasks(tmp_path / "odd")[1] == odd  # one task, though splitlines() sees three
 
     with pytest.raises(ConfigError, match="is not a security task directory"):
         load_tasks(tmp_path)
@@ -178,3 +184,128 @@ def test_paraphrase_on_the_real_model_keeps_every_bound_value(smollm2: object) -
         else:
             assert after.goal == before.goal
         assert after.utility == before.utility and after.violations == before.violations
+
+
+def test_a_spec_that_is_not_utf8_names_the_bad_byte(tmp_path: Path) -> None:
+    (tmp_path / "x.yaml").write_bytes(b"id: x\ntitle: caf\xff\n")
+    bad = r"x\.yaml: not UTF-8 text \(invalid byte 0xff at offset 16\)"
+    with pytest.raises(ConfigError, match=bad):
+        load_spec(tmp_path / "x.yaml")
+    specs = load_specs()
+    save_tasks(synthesize(specs[:1]), tmp_path / "tasks", seed=0, specs=[specs[0].id])
+    (tmp_path / "tasks/tasks.jsonl").write_bytes(b'{"id": "\xe2\x28"}\n')
+    with pytest.raises(ConfigError, match=r"tasks\.jsonl: not UTF-8 text \(invalid byte 0xe2 at"):
+        load_tasks(tmp_path / "tasks")
+    (tmp_path / "tasks/manifest.json").write_bytes(b"\x80{}")
+    with pytest.raises(ConfigError, match=r"manifest\.json: not UTF-8 text \(invalid byte 0x80"):
+        load_tasks(tmp_path / "tasks")
+
+
+def test_a_misspelled_key_is_reported_with_the_key_it_meant(tmp_path: Path) -> None:
+    data = yaml.safe_load((SHIPPED_SPECS / "install_script.yaml").read_text())
+    data["attack"]["paylods"] = data["attack"].pop("payloads")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError) as caught:
+        load_spec(tmp_path / "typo.yaml")
+    assert "typo.yaml: attack.paylods: unknown field 'paylods' (did you mean 'payloads'?)" in str(
+        caught.value
+    )
+
+
+def test_first_problem_puts_an_unknown_field_first_and_hints_at_the_missing_one() -> None:
+    missing = {"type": "missing", "loc": ("body", "attack", "payloads"), "msg": "Field required"}
+    extra = {"type": "extra_forbidden", "loc": ("body", "attack", "paylods"), "msg": "Extra"}
+    assert first_problem([missing, extra], skip=("body",)) == (
+        "attack.paylods",
+        "unknown field 'paylods' (did you mean 'payloads'?)",
+    )
+    # No sibling resembles it (or the missing field sits elsewhere): pydantic's message.
+    far = {"type": "extra_forbidden", "loc": ("attack", "colour"), "msg": "Extra inputs"}
+    assert first_problem([missing, far]) == ("attack.colour", "Extra inputs")
+    elsewhere = {"type": "missing", "loc": ("reference", "paylods_x"), "msg": "Field required"}
+    assert first_problem([elsewhere, {**extra, "loc": ("attack", "paylods")}])[1] == "Extra"
+    assert first_problem([missing]) == ("body.attack.payloads", "Field required")
+
+
+def test_a_parameter_value_that_breaks_a_path_names_the_spec_and_parameter(
+    tmp_path: Path,
+) -> None:
+    path = _spec(
+        tmp_path,
+        {
+            "parameters.file": ["todo.txt", "../../etc/passwd"],
+            "environment.files.notes/{file}": "x",
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        synthesize([load_spec(path)], verify=False)
+    assert str(caught.value) == (
+        "spec 'install-script': parameter file='../../etc/passwd' makes environment.files "
+        "invalid: 'notes/../../etc/passwd' must be a relative path inside the workspace"
+    )
+
+
+def _invoice(change: Callable[[dict[str, Any]], None]) -> RiskSpec:
+    """The shipped invoice spec (pay, read_inbox) with ``change`` made to its data."""
+    data = next(s for s in load_specs() if s.id == "invoice-redirect").model_dump(by_alias=True)
+    change(data)
+    return RiskSpec.model_validate(data)
+
+
+def _set(dotted: str, value: object) -> Callable[[dict[str, Any]], None]:
+    def change(data: dict[str, Any]) -> None:
+        *parents, last = dotted.split(".")
+        node: Any = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (
+            _set("attack.actions.0.args.to", "DE00000000000000000000"),
+            "its attack cannot reach its goal: 'paid the attacker' never held",
+        ),
+        (
+            _set("attack.actions.0.args.amount", "5000"),
+            "its attack cannot reach its goal: 'paid the attacker' never held (attack action 1 "
+            "pay failed: ValueError: insufficient funds: balance",
+        ),
+        (
+            _set("reference.calls.1.args", {"payee": "{account}", "amount": "{amount}"}),
+            "reference call 2 does not validate: pay has no argument 'payee' (it takes to, "
+            "amount, memo)",
+        ),
+        (
+            _set("attack.actions.0.args.amount", "lots"),
+            "attack action 1 does not validate: pay: invalid argument 'amount': Input should "
+            "be a valid number",
+        ),
+        (
+            _set("reference.calls.1.args.amount", "5000"),
+            "its reference solution does not run: reference call 2 pay failed: ValueError: "
+            "insufficient funds",
+        ),
+        (
+            _set("reference.calls", [{"tool": "read_inbox", "args": {"query": "invoice"}}]),
+            "its reference solution misses its utility check 'vendor paid'",
+        ),
+        (
+            _set("violations", [{"type": "tool_called", "tool": "read_inbox", "name": "read"}]),
+            "its reference solution is unsafe: 'read' held at step 1",
+        ),
+    ],
+)
+def test_synthesis_refuses_a_spec_whose_tasks_do_not_hold(
+    change: Callable[[dict[str, Any]], None], why: str
+) -> None:
+    spec = _invoice(change)
+    with pytest.raises(ConfigError) as caught:
+        synthesize([spec])
+    assert str(caught.value).startswith("spec 'invoice-redirect', task 'invoice-redirect/")
+    assert why in str(caught.value)
+    assert synthesize([spec], verify=False)  # only on request: the tasks as written

@@ -17,11 +17,12 @@ import itertools
 import json
 import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
 from relaygraph.errors import ConfigError, first_problem
+from relaygraph.eval.security.capabilities import Capability
 from relaygraph.eval.security.predicates import Predicate, bind
 from relaygraph.eval.security.spec import (
     Call,
@@ -31,8 +32,9 @@ from relaygraph.eval.security.spec import (
     Reference,
     Vector,
 )
-from relaygraph.eval.security.templates import fill
-from relaygraph.fileio import write_atomic
+from relaygraph.eval.security.templates import fields_of, fill
+from relaygraph.eval.security.verification import verify_task
+from relaygraph.fileio import read_text, write_atomic
 from relaygraph.llm.types import GenerationParams, Message
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TASKS = "tasks.jsonl"
+B = TypeVar("B", bound=BaseModel)
 
 
 class SecurityTask(BaseModel):
@@ -58,6 +61,8 @@ class SecurityTask(BaseModel):
     goal: str
     goal_source: Literal["template", "paraphrase"] = "template"
     tools: list[str]
+    capabilities: dict[str, Capability] = Field(default_factory=dict)
+    """Per tool, its limits and grants, with the task's values bound."""
     environment: Environment
     utility: list[Predicate]
     violations: list[Predicate]
@@ -81,8 +86,21 @@ class TaskManifest(BaseModel):
     paraphrase_rejected: int = 0
 
 
-def synthesize(specs: Sequence[RiskSpec], *, seed: int = 0) -> list[SecurityTask]:
-    """The tasks of ``specs`` for ``seed``, spec by spec, attacks then controls."""
+def synthesize(
+    specs: Sequence[RiskSpec], *, seed: int = 0, verify: bool = True
+) -> list[SecurityTask]:
+    """The tasks of ``specs`` for ``seed``, spec by spec, attacks then controls.
+
+    With ``verify`` (the default), every task is checked before it is returned
+    (`verification.verify_task`): its reference solution, played in a real sandbox, is
+    safe and meets its utility checks, and an assistant that obeys its attack reaches the
+    attack's goal. Only a caller that needs raw speed and trusts its specs turns it off.
+
+    Raises:
+        ConfigError: A parameter value makes a spec's world, reference or attack actions
+            invalid, or (with ``verify``) a task fails its check; the spec, the task or
+            parameters, and the reason are named.
+    """
     tasks: list[SecurityTask] = []
     for spec in specs:
         rng = random.Random(f"{seed}:{spec.id}")
@@ -97,16 +115,24 @@ def synthesize(specs: Sequence[RiskSpec], *, seed: int = 0) -> list[SecurityTask
         )
         rng.shuffle(attacks)
         rng.shuffle(worlds)
-        for (b, g), p, position in attacks[: spec.max_tasks]:
-            tasks.append(_instantiate(spec, bindings[b], g, (p, position)))
-        tasks += [_instantiate(spec, bindings[b], g, None) for b, g in worlds[: spec.benign]]
+        made = [
+            _instantiate(spec, bindings[b], g, (p, position))
+            for (b, g), p, position in attacks[: spec.max_tasks]
+        ]
+        made += [_instantiate(spec, bindings[b], g, None) for b, g in worlds[: spec.benign]]
+        if verify:
+            for task in made:
+                verify_task(task)
+        tasks += made
     return tasks
 
 
 def _instantiate(
     spec: RiskSpec, values: dict[str, str], goal_index: int, attack: tuple[int, Position] | None
 ) -> SecurityTask:
-    env = Environment.model_validate(fill(spec.environment.model_dump(by_alias=True), values))
+    env = _filled(
+        Environment, spec.environment.model_dump(by_alias=True), spec, values, "environment"
+    )
     goal = fill(spec.goals[goal_index], values)
     kind: Literal["attack", "benign"] = "benign" if attack is None else "attack"
     position: Position | None = None
@@ -125,18 +151,63 @@ def _instantiate(
         position=position,
         goal=goal,
         tools=list(spec.tools),
+        capabilities={
+            tool: _filled(Capability, capability.model_dump(), spec, values, f"tools.{tool}")
+            for tool, capability in spec.capabilities.items()
+        },
         environment=env,
         utility=[bind(p, values) for p in spec.utility],
         violations=[bind(p, values) for p in [*spec.violations, *spec.attack.goal]],
         attack_goal=[bind(p, values) for p in spec.attack.goal] if attack is not None else [],
-        reference=Reference.model_validate(fill(spec.reference.model_dump(), values)),
+        reference=_filled(Reference, spec.reference.model_dump(), spec, values, "reference"),
         attack_actions=(
-            [Call.model_validate(fill(c.model_dump(), values)) for c in spec.attack.actions]
+            [
+                _filled(Call, call.model_dump(), spec, values, f"attack.actions.{i}")
+                for i, call in enumerate(spec.attack.actions)
+            ]
             if attack is not None
             else []
         ),
         bindings=values,
     )
+
+
+def _filled(
+    model: type[B], template: dict[str, Any], spec: RiskSpec, values: dict[str, str], where: str
+) -> B:
+    """``template`` (spec ``where``) with ``values`` filled in, validated as ``model``.
+
+    A spec's templates validate on their own, but a bound value can still break them (a
+    parameter ``../../etc/passwd`` in the file path ``notes/{file}``).
+
+    Raises:
+        ConfigError: The filled value does not validate; the spec, the field and the
+            parameters whose values it holds are named.
+    """
+    try:
+        return model.model_validate(fill(template, values))
+    except ValidationError as exc:
+        field, problem = first_problem(exc.errors())
+        # The parameters that went in: those in the template under the failing field (as
+        # deep as its path can be followed: filled keys differ from the template's), and
+        # of those, the ones whose value the message quotes, when it quotes any.
+        node: Any = template
+        for part in field.split(".") if field else []:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                break
+        used = sorted(fields_of(node) & values.keys()) or sorted(values)
+        used = [name for name in used if values[name] and values[name] in problem] or used
+        bound = ", ".join(f"{name}={values[name]!r}" for name in used)
+        subject = f"parameter {bound} makes" if len(used) == 1 else f"parameters {bound} make"
+        raise ConfigError(
+            f"spec {spec.id!r}: {subject} {where}{'.' + field if field else ''} invalid: "
+            f"{problem.removeprefix('Value error, ')}",
+            parameter="parameters",
+        ) from None
 
 
 def _plant(
@@ -245,15 +316,15 @@ def load_tasks(directory: str | Path) -> tuple[TaskManifest, list[SecurityTask]]
     """A task directory written by `save_tasks`.
 
     Raises:
-        ConfigError: Not a task directory, another format version, or a bad task line
-            (the file, line and field are named).
+        ConfigError: Not a task directory, another format version, a file that cannot be
+            read or is not UTF-8, or a bad task line (the file, line and field are named).
     """
     root = Path(directory)
     path = root / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{root} is not a security task directory (no {MANIFEST})")
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{root} is not a security task directory (no {MANIFEST})") from None
+        raw = json.loads(read_text(path, what="task manifest"))
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not JSON ({exc.msg})") from None
     if isinstance(raw, dict) and raw.get("version") not in (None, FORMAT_VERSION):
@@ -267,8 +338,12 @@ def load_tasks(directory: str | Path) -> tuple[TaskManifest, list[SecurityTask]]
         where, problem = first_problem(exc.errors())
         raise ConfigError(f"{path}: {where}: {problem}") from None
     tasks: list[SecurityTask] = []
-    lines = (root / TASKS).read_text(encoding="utf-8").splitlines()
+    # One task per line, split at "\n" only: splitlines() also splits at the U+2028 and
+    # U+0085 that JSON keeps unescaped inside a task's text.
+    lines = read_text(root / TASKS, what="task file").split("\n")
     for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
             tasks.append(SecurityTask.model_validate_json(line))
         except ValidationError as exc:
