@@ -242,12 +242,21 @@ HEADLINES: tuple[Headline, ...] = (
     ),
     Headline(
         result="security",
-        what="Attack success of a scripted assistant that obeys every injected payload: "
-        "with the guard",
-        value="scripted_obeying/guarded/overall/attack_success_rate",
+        what="Attack success on held-out specs, scripted assistant that obeys every payload: "
+        "behind the information-flow guard",
+        value="splits/held_out/scripted_obeying/flow/overall/attack_success_rate",
         fmt="{:.1%}",
-        peer="scripted_obeying/assistant/overall/attack_success_rate",
-        peer_name="without the guard",
+        peer="splits/held_out/scripted_obeying/phrasing/overall/attack_success_rate",
+        peer_name="behind the phrasing guard",
+        args="--no-model",
+    ),
+    Headline(
+        result="security",
+        what="Benign utility on held-out specs behind the information-flow guard",
+        value="splits/held_out/scripted_reference/flow/overall/utility_benign",
+        fmt="{:.1%}",
+        peer="splits/held_out/scripted_reference/none/overall/utility_benign",
+        peer_name="without a defence",
         args="--no-model",
     ),
     Headline(
