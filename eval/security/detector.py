@@ -130,11 +130,13 @@ class InjectionDetector:
 
     def _features(self, texts: list[str]) -> np.ndarray:
         vectors = self.embedder.embed(texts).astype(np.float32)
-        return np.hstack([vectors, np.ones((len(texts), 1), dtype=np.float32)])
+        features: np.ndarray = np.hstack([vectors, np.ones((len(texts), 1), dtype=np.float32)])
+        return features
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))).astype(np.float32)
+    probabilities: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+    return probabilities.astype(np.float32)
 
 
 def _logistic_regression(

@@ -311,7 +311,8 @@ class FlowGuard:
         """A distinctive value of ``source`` in ``text`` that no public source also holds."""
         squashed = _squash(text)
         public = [s for s in self.sources if not s.private and s is not source]
-        for token in set(_DISTINCTIVE.findall(source.text)):
+        tokens: set[str] = set(_DISTINCTIVE.findall(source.text))
+        for token in tokens:
             if not any(c.isdigit() or c == "@" for c in token):
                 continue
             needle = _squash(token)

@@ -86,7 +86,13 @@ class ToolCalled(_Predicate):
                 return None
         if self.any_arg is not None and not any(_search(self.any_arg, v) for v in values.values()):
             return None
-        refused = " (refused by the sandbox)" if event.blocked else ""
+        refused = (
+            " (refused by the sandbox)"
+            if event.blocked
+            else " (arguments did not validate; not run)"
+            if event.invalid
+            else ""
+        )
         return f"{event.tool}{event.arguments}{refused}"
 
 
