@@ -17,6 +17,7 @@ from relaygraph.cli.runs import (
     print_security,
     print_summary,
 )
+from relaygraph.errors import ConfigError
 from relaygraph.llm.catalog import DEFAULT_MODEL
 from relaygraph.llm.registry import load_llm
 
@@ -32,8 +33,12 @@ def security_synthesize(
     *,
     out: Annotated[Path, typer.Option(help="Task directory to write.")],
     specs: Annotated[
-        Path | None, typer.Option(help="Folder of *.yaml risk specs; default: shipped.")
+        Path | None,
+        typer.Option(help="Folder of *.yaml risk specs; default: the shipped development set."),
     ] = None,
+    held_out: Annotated[
+        bool, typer.Option("--held-out", help="Use the shipped held-out specs instead.")
+    ] = False,
     seed: SeedOption = 0,
     paraphrase_model: Annotated[
         str | None,
@@ -45,9 +50,17 @@ def security_synthesize(
 ) -> None:
     """Expand risk specs into concrete tasks (attacks and benign controls), deterministic
     for a seed."""
-    from relaygraph.eval.security import load_specs, paraphrase, save_tasks, synthesize
+    from relaygraph.eval.security import (
+        HELDOUT_SPECS,
+        load_specs,
+        paraphrase,
+        save_tasks,
+        synthesize,
+    )
 
-    loaded = load_specs(specs)
+    if held_out and specs is not None:
+        raise ConfigError("give --specs or --held-out, not both", parameter="held_out")
+    loaded = load_specs(HELDOUT_SPECS if held_out else specs)
     tasks = synthesize(loaded, seed=seed)
     rejected = 0
     if paraphrase_model is not None:

@@ -263,3 +263,19 @@ def test_the_detector_is_fitted_on_development_specs_and_screens_lines() -> None
     assert sum(injected) / len(injected) >= 0.6 and sum(clean) / len(clean) <= 0.05
     payload = next(line.text for line, f in zip(lines, flags, strict=True) if f and line.injected)
     assert detector.screen(f"Quarterly report\n{payload}\n") == f"Quarterly report\n{FLAGGED}\n"
+
+
+def test_cli_synthesizes_the_heldout_specs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from relaygraph.cli import app
+    from relaygraph.eval.security import load_tasks
+
+    base = ["eval", "security", "synthesize", "--out", str(tmp_path / "t")]
+    done = CliRunner().invoke(app, [*base, "--held-out"])
+    assert done.exit_code == 0, done.output
+    manifest, tasks = load_tasks(tmp_path / "t")
+    assert set(manifest.specs) == {s.id for s in load_specs(HELDOUT_SPECS)}
+    assert any(t.capabilities for t in tasks)
+    both = CliRunner().invoke(app, [*base, "--held-out", "--specs", str(tmp_path)])
+    assert both.exit_code == 2 and "not both" in both.output
