@@ -86,9 +86,11 @@ class Source:
     private: bool = False
     """A workspace file the request does not name: its data stays in the workspace."""
     squashed: str = ""
+    spaced: str = ""
 
     def __post_init__(self) -> None:
         self.squashed = _squash(self.text)
+        self.spaced = " ".join(self.text.lower().split())
         if not self.records:
             self.records = self.text.splitlines()
 
@@ -165,9 +167,13 @@ class FlowGuard:
                 self.secrets.setdefault(value.lower(), label)
 
     def origins(self, value: str) -> list[Source]:
-        """The sources that contain ``value`` verbatim (ignoring case and spacing)."""
-        needle = _squash(value)
-        return [s for s in self.sources if needle and needle in s.squashed]
+        """The sources that contain ``value`` as a whole word or words (ignoring case and
+        runs of spaces): ``bob@acme.test`` is not in ``jimbob@acme.test``."""
+        needle = " ".join(value.lower().split())
+        if not needle:
+            return []
+        whole = re.compile(rf"(?<![\w.@+-]){re.escape(needle)}(?![\w@+-]|\.\w)")
+        return [s for s in self.sources if whole.search(s.spaced)]
 
     def _trusted(self, value: str) -> bool:
         return any(s.trusted for s in self.origins(value))
