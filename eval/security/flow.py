@@ -28,7 +28,6 @@ it is counted in ``Sandbox.guard_blocked``.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ from relaygraph.eval.security.capabilities import (
     normal_path,
     shell_words,
 )
-from relaygraph.eval.security.guard import GuardBlockedError
+from relaygraph.eval.security.guard import screened_tools
 from relaygraph.eval.security.secrets import carries_credential, is_sensitive_path, secret_values
 
 if TYPE_CHECKING:
@@ -127,19 +126,11 @@ class FlowGuard:
 
     def wrap(self, tools: Sequence[Tool]) -> list[Tool]:
         """The same tools, screened."""
-        return [self._wrap(t) for t in tools]
+        return screened_tools(tools, self.sandbox, self.check_call, self._after, "the flow guard")
 
-    def _wrap(self, inner: Tool) -> Tool:
-        def screened(**arguments: Any) -> str:
-            reason = self.check_call(inner.name, arguments)
-            if reason is not None:
-                self.sandbox.guard_blocked += 1
-                raise GuardBlockedError(f"blocked by the flow guard: {reason}")
-            output = str(inner.fn(**arguments))
-            self.observe(inner.name, arguments, output)
-            return self.screen(output) if self.screen is not None else output
-
-        return dataclasses.replace(inner, fn=screened)
+    def _after(self, tool: str, arguments: dict[str, Any], output: str) -> str:
+        self.observe(tool, arguments, output)
+        return self.screen(output) if self.screen is not None else output
 
     # -- sources -----------------------------------------------------------------------
 

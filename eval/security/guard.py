@@ -58,6 +58,33 @@ class GuardBlockedError(ToolError):
     """A call the guard stopped; the message is what the agent is told."""
 
 
+def screened_tools(
+    tools: Sequence[Tool],
+    sandbox: Sandbox,
+    check: Callable[[str, dict[str, Any]], str | None],
+    after: Callable[[str, dict[str, Any], str], str],
+    guard: str,
+) -> list[Tool]:
+    """``tools`` with every call checked before it runs and every output passed through
+    ``after`` (which returns what the agent reads).
+
+    A refused call never runs: it raises `GuardBlockedError` naming ``guard`` and the
+    reason, and is counted in ``sandbox.guard_blocked``.
+    """
+
+    def screen(inner: Tool) -> Tool:
+        def screened(**arguments: Any) -> str:
+            reason = check(inner.name, arguments)
+            if reason is not None:
+                sandbox.guard_blocked += 1
+                raise GuardBlockedError(f"blocked by {guard}: {reason}")
+            return after(inner.name, arguments, str(inner.fn(**arguments)))
+
+        return dataclasses.replace(inner, fn=screened)
+
+    return [screen(tool) for tool in tools]
+
+
 class ToolGuard:
     """Screens ``sandbox``'s tool traffic for the user's request ``sandbox.goal``."""
 
@@ -70,22 +97,15 @@ class ToolGuard:
 
     def wrap(self, tools: Sequence[Tool]) -> list[Tool]:
         """The same tools, screened."""
-        return [self._wrap(t) for t in tools]
+        return screened_tools(tools, self.sandbox, self.check_call, self._after, "the guard")
 
-    def _wrap(self, inner: Tool) -> Tool:
-        def screened(**arguments: Any) -> str:
-            reason = self.check_call(inner.name, arguments)
-            if reason is not None:
-                self.sandbox.guard_blocked += 1
-                raise GuardBlockedError(f"blocked by the guard: {reason}")
-            output = str(inner.fn(**arguments))
-            if inner.name == "read_file":
-                sensitive = is_sensitive_path(arguments["path"])
-                found = secret_values(output, sensitive_source=sensitive)
-                self.sensitive_values |= {v.lower() for v in found}
-            return self.screen_output(output)
-
-        return dataclasses.replace(inner, fn=screened)
+    def _after(self, tool: str, arguments: dict[str, Any], output: str) -> str:
+        if tool == "read_file":
+            sensitive = is_sensitive_path(arguments["path"])
+            self.sensitive_values |= {
+                v.lower() for v in secret_values(output, sensitive_source=sensitive)
+            }
+        return self.screen_output(output)
 
     def screen_output(self, text: str) -> str:
         """``text`` with instruction-giving lines replaced; what is left becomes trusted."""
