@@ -20,7 +20,7 @@ import json
 from typing import TYPE_CHECKING
 
 from relaygraph.agents.tools import ToolCallError
-from relaygraph.errors import ConfigError
+from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.eval.security.sandbox import Sandbox
 from relaygraph.eval.security.scoring import score_trajectory
 from relaygraph.eval.security.tools import sandbox_tools
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from relaygraph.eval.security.trajectory import Trajectory
 
 
-class _InvalidCallError(Exception):
+class _InvalidCallError(RelayGraphError):
     """A spec's call that no agent could make: its arguments do not fit the tool."""
 
 
