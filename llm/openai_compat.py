@@ -11,31 +11,22 @@ Constraints travel on the wire (`llm.openai_wire`): ``response_format`` and tool
 OpenAI sends them, regex / choice / grammar in vLLM's ``structured_outputs``. A worker that
 cannot honour them answers 4xx, raised as `RequestRejectedError`; none is dropped here.
 
-Retries: 429, 5xx, timeouts and connection errors are retried ``max_retries`` times with
-exponential backoff (honouring ``Retry-After``); other 4xx raise `RequestRejectedError`
-at once. A stream is retried only before its first chunk.
+Connections, retries and errors are `llm.openai_http.WorkerHTTP`'s: 429, 5xx, timeouts
+and connection errors are retried ``max_retries`` times with backoff; other 4xx raise
+`RequestRejectedError` at once; a stream is retried only before its first event.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import time
 from typing import TYPE_CHECKING, Any
-
-import httpx
 
 from relaygraph.errors import (
     ConfigError,
     LLMError,
-    RateLimitedError,
     RequestRejectedError,
-    TransportError,
-    WorkerConnectionError,
-    WorkerServerError,
-    WorkerTimeoutError,
 )
+from relaygraph.llm.openai_http import WorkerHTTP
 from relaygraph.llm.openai_replies import (
     chat_logprobs,
     completion_logprobs,
@@ -105,16 +96,14 @@ class OpenAICompatLLM(BaseLLM):
             raise ConfigError("max_retries must be >= 0", parameter="max_retries")
         self.base_url = base_url.rstrip("/")
         self._model = model
-        self._max_retries = max_retries
-        self._backoff_s = backoff_s
         self._extensions = vllm_extensions
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
-        self._client = httpx.Client(headers=headers, timeout=timeout)
-        self._headers, self._timeout = headers, timeout
-        # An AsyncClient belongs to the event loop it first ran in: one per loop.
-        self._aclient: httpx.AsyncClient | None = None
-        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._http = WorkerHTTP(
+            model,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+        )
         self._context_window: int | None = None
         self._relaygraph: bool | None = None
 
@@ -144,7 +133,7 @@ class OpenAICompatLLM(BaseLLM):
 
     def _read_card(self) -> None:
         """The model's card: its window, and whether a relaygraph server serves it."""
-        models = self._request("GET", f"{self.base_url}/models")
+        models = self._http.request("GET", f"{self.base_url}/models")
         for card in models.get("data", []):
             if card.get("id") == self._model:
                 self._context_window = int(card.get("max_model_len") or 0) or 2048
@@ -158,112 +147,11 @@ class OpenAICompatLLM(BaseLLM):
 
     def close(self) -> None:
         """Close the synchronous HTTP connections."""
-        self._client.close()
+        self._http.close()
 
     async def aclose(self) -> None:
         """Close the asynchronous HTTP connections of the running event loop."""
-        if self._aclient is not None:
-            await self._aclient.aclose()
-            self._aclient = self._aclient_loop = None
-
-    def _async_client(self) -> httpx.AsyncClient:
-        """The async client of the running event loop (a new loop gets a new client)."""
-        loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aclient_loop is not loop:
-            self._aclient = httpx.AsyncClient(headers=self._headers, timeout=self._timeout)
-            self._aclient_loop = loop
-        return self._aclient
-
-    # -- HTTP -------------------------------------------------------------------------
-
-    def _raise_for(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        try:
-            error = response.json().get("error", {})
-            message = error.get("message") or response.text
-        except (json.JSONDecodeError, AttributeError):
-            error, message = {}, response.text
-        status = response.status_code
-        where = f"{response.request.method} {response.request.url}"
-        if status == 429:
-            retry_after = response.headers.get("retry-after")
-            raise RateLimitedError(
-                f"{where} rate limited: {message}",
-                model=self._model,
-                retry_after=float(retry_after) if retry_after else None,
-            )
-        if status >= 500:
-            raise WorkerServerError(
-                f"{where} failed ({status}): {message}", model=self._model, status=status
-            )
-        raise RequestRejectedError(
-            f"{where} rejected ({status}): {message}",
-            model=self._model,
-            status=status,
-            code=error.get("code") or error.get("type"),
-            param=error.get("param"),
-        )
-
-    def _delay(self, attempt: int, error: TransportError) -> float:
-        if isinstance(error, RateLimitedError) and error.retry_after is not None:
-            return error.retry_after
-        return float(self._backoff_s * 2**attempt)
-
-    @contextlib.contextmanager
-    def _translated(self, what: str) -> Iterator[None]:
-        """Turn httpx's transport failures into relaygraph's `TransportError` kinds."""
-        try:
-            yield
-        except httpx.TimeoutException as exc:
-            raise WorkerTimeoutError(f"{what} timed out: {exc}", model=self._model) from exc
-        except httpx.TransportError as exc:
-            raise WorkerConnectionError(
-                f"{what} failed to reach the worker: {exc}", model=self._model
-            ) from exc
-
-    def _request(self, method: str, url: str, body: Mapping[str, Any] | None = None) -> Any:
-        for attempt in range(self._max_retries + 1):
-            try:
-                with self._translated(f"{method} {url}"):
-                    response = self._client.request(method, url, json=body)
-                self._raise_for(response)
-                return response.json()
-            except TransportError as error:
-                if attempt == self._max_retries:
-                    raise
-                time.sleep(self._delay(attempt, error))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _arequest(self, url: str, body: Mapping[str, Any]) -> Any:
-        for attempt in range(self._max_retries + 1):
-            try:
-                with self._translated(f"POST {url}"):
-                    response = await self._async_client().post(url, json=body)
-                self._raise_for(response)
-                return response.json()
-            except TransportError as error:
-                if attempt == self._max_retries:
-                    raise
-                await asyncio.sleep(self._delay(attempt, error))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _sse(self, line: str) -> dict[str, Any] | None:
-        """The JSON payload of an SSE ``data:`` line (None for other lines and ``[DONE]``).
-
-        Raises:
-            LLMError: The worker reported an error inside the stream.
-        """
-        if not line.startswith("data:"):
-            return None
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            return None
-        data: dict[str, Any] = json.loads(payload)
-        if "error" in data:
-            message = data["error"].get("message")
-            raise LLMError(f"worker stream failed: {message}", model=self._model)
-        return data
+        await self._http.aclose()
 
     # -- request bodies ---------------------------------------------------------------
 
@@ -355,7 +243,7 @@ class OpenAICompatLLM(BaseLLM):
         p = to_prompt(prompt)
         began = time.perf_counter()
         url, body = self._body(p, params or _DEFAULT_PARAMS, stream=False)
-        return self._parse(self._request("POST", url, body), isinstance(p, ChatPrompt), began)
+        return self._parse(self._http.request("POST", url, body), isinstance(p, ChatPrompt), began)
 
     async def acomplete(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
@@ -363,7 +251,7 @@ class OpenAICompatLLM(BaseLLM):
         p = to_prompt(prompt)
         began = time.perf_counter()
         url, body = self._body(p, params or _DEFAULT_PARAMS, stream=False)
-        return self._parse(await self._arequest(url, body), isinstance(p, ChatPrompt), began)
+        return self._parse(await self._http.arequest(url, body), isinstance(p, ChatPrompt), began)
 
     def _chunk(self, data: Mapping[str, Any], chat: bool, calls: ToolCallDeltas) -> CompletionChunk:
         """One chunk of a stream; tool-call fragments gather in ``calls`` and come out
@@ -401,30 +289,13 @@ class OpenAICompatLLM(BaseLLM):
         return self._stream(url, body, isinstance(p, ChatPrompt))
 
     def _stream(self, url: str, body: dict[str, Any], chat: bool) -> Iterator[CompletionChunk]:
-        for attempt in range(self._max_retries + 1):
-            started = False
-            try:
-                with (
-                    self._translated(f"stream from {url}"),
-                    self._client.stream("POST", url, json=body) as response,
-                ):
-                    if response.status_code >= 400:
-                        response.read()
-                        self._raise_for(response)
-                    held: CompletionChunk | None = None
-                    calls = ToolCallDeltas()
-                    for line in response.iter_lines():
-                        if (data := self._sse(line)) is not None:
-                            ready, held = merge_usage(self._chunk(data, chat, calls), held)
-                            started = started or bool(ready)
-                            yield from ready
-                    if held is not None:
-                        yield held
-                    return
-            except TransportError as error:
-                if started or attempt == self._max_retries:  # never replay text already sent
-                    raise
-                time.sleep(self._delay(attempt, error))
+        held: CompletionChunk | None = None
+        calls = ToolCallDeltas()
+        for data in self._http.events(url, body):
+            ready, held = merge_usage(self._chunk(data, chat, calls), held)
+            yield from ready
+        if held is not None:
+            yield held
 
     async def astream(
         self, prompt: PromptInput | Prompt, params: GenerationParams | None = None
@@ -434,22 +305,14 @@ class OpenAICompatLLM(BaseLLM):
         if params.n != 1:
             raise ConfigError("streaming supports n=1 only", parameter="n", value=params.n)
         url, body = self._body(p, params, stream=True)
-        with self._translated(f"stream from {url}"):
-            async with self._async_client().stream("POST", url, json=body) as response:
-                if response.status_code >= 400:
-                    await response.aread()
-                    self._raise_for(response)
-                held: CompletionChunk | None = None
-                calls = ToolCallDeltas()
-                async for line in response.aiter_lines():
-                    if (data := self._sse(line)) is not None:
-                        ready, held = merge_usage(
-                            self._chunk(data, isinstance(p, ChatPrompt), calls), held
-                        )
-                        for chunk in ready:
-                            yield chunk
-                if held is not None:
-                    yield held
+        held: CompletionChunk | None = None
+        calls = ToolCallDeltas()
+        async for data in self._http.aevents(url, body):
+            ready, held = merge_usage(self._chunk(data, isinstance(p, ChatPrompt), calls), held)
+            for chunk in ready:
+                yield chunk
+        if held is not None:
+            yield held
 
     def _require_extensions(self, what: str) -> None:
         if not self._extensions:
@@ -467,7 +330,7 @@ class OpenAICompatLLM(BaseLLM):
             body = {"model": self._model, "prompt": prompt.text}
         else:
             return list(prompt.token_ids)
-        return list(self._request("POST", f"{self.root_url}/tokenize", body)["tokens"])
+        return list(self._http.request("POST", f"{self.root_url}/tokenize", body)["tokens"])
 
     def encode(self, prompt: PromptInput | Prompt) -> list[int]:
         self._require_extensions("encode")
@@ -476,12 +339,12 @@ class OpenAICompatLLM(BaseLLM):
     def tokenize(self, text: str) -> list[int]:
         self._require_extensions("tokenize")
         body = {"model": self._model, "prompt": text, "add_special_tokens": False}
-        return list(self._request("POST", f"{self.root_url}/tokenize", body)["tokens"])
+        return list(self._http.request("POST", f"{self.root_url}/tokenize", body)["tokens"])
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         self._require_extensions("detokenize")
         body = {"model": self._model, "tokens": list(token_ids)}
-        return str(self._request("POST", f"{self.root_url}/detokenize", body)["prompt"])
+        return str(self._http.request("POST", f"{self.root_url}/detokenize", body)["prompt"])
 
     def score(
         self,
@@ -510,7 +373,7 @@ class OpenAICompatLLM(BaseLLM):
             self._read_card()
         if self._relaygraph:  # score only the continuation: the worker reuses its cache
             body["prompt_logprobs_start"] = len(prompt_ids)
-        data = self._request("POST", f"{self.base_url}/completions", body)
+        data = self._http.request("POST", f"{self.base_url}/completions", body)
         choice = data["choices"][0]
         positions = choice.get("prompt_logprobs") or data.get("prompt_logprobs")
         if positions is None:
