@@ -124,6 +124,17 @@ HEADLINES: tuple[Headline, ...] = (
         value="zero_cost_overhead/overhead_p50_ms",
         fmt="{:.2f}",
         unit="ms",
+        args="--only own",
+    ),
+    Headline(
+        result="serving",
+        what="Streaming throughput through the server, SmolLM2, 48 tokens a stream: "
+        "16 concurrent clients",
+        value="concurrent_streams/2/server/tokens_per_s",
+        unit="tok/s",
+        peer="concurrent_streams/0/server/tokens_per_s",
+        peer_name="one client",
+        args="--only own",
     ),
     Headline(
         result="serving",
