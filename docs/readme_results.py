@@ -236,6 +236,23 @@ HEADLINES: tuple[Headline, ...] = (
         fmt="{:.2f}x",
     ),
     Headline(
+        result="speculative_loaded",
+        what="Speculative decoding, 4 edges sharing one worker, held-out prompts to repeat: "
+        "tuned adaptive window's speedup over the target alone (request seconds)",
+        value="workloads/repeat/held_out/comparisons/tuned_adaptive_vs_target_alone/seconds_ratio",
+        fmt="{:.2f}x",
+        interval="workloads/repeat/held_out/comparisons/tuned_adaptive_vs_target_alone/"
+        "seconds_ratio_ci95",
+    ),
+    Headline(
+        result="speculative_loaded",
+        what="The same on held-out agent steps (HotPotQA and ALFWorld)",
+        value="workloads/agent/held_out/comparisons/tuned_adaptive_vs_target_alone/seconds_ratio",
+        fmt="{:.2f}x",
+        interval="workloads/agent/held_out/comparisons/tuned_adaptive_vs_target_alone/"
+        "seconds_ratio_ci95",
+    ),
+    Headline(
         result="eval_headline",
         what="HotPotQA, {runs/hotpotqa-embedded/summary/items} hard distractor questions, "
         "embedded SmolLM2-135M: exact match",
