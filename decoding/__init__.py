@@ -2,7 +2,8 @@
 
 from relaygraph.decoding.base import Decoder, DirectDecoder
 from relaygraph.decoding.drafts import Drafter, ModelDrafter, PromptLookupDrafter
-from relaygraph.decoding.speculative import CloudUnavailableError, NetworkLink, SpeculativeLLM
+from relaygraph.decoding.network import NetworkLink
+from relaygraph.decoding.speculative import CloudUnavailableError, SpeculativeLLM
 from relaygraph.decoding.window import AdaptiveWindow, CostPrior, FixedWindow, WindowPolicy
 
 __all__ = [

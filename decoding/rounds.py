@@ -62,6 +62,39 @@ def per_round_record(rounds: Sequence[Round]) -> dict[str, list[Any]]:
     }
 
 
+def speculative_record(
+    rounds: Sequence[Round],
+    *,
+    draft: str,
+    target: str,
+    window_policy: str,
+    verification: str,
+    target_calls: int,
+) -> dict[str, Any]:
+    """A speculative request's ``Completion.decoding``: totals over its rounds and each
+    round's figures (`per_round_record`)."""
+    drafted = sum(r.drafted for r in rounds)
+    accepted = sum(r.accepted for r in rounds)
+    return {
+        "decoder": "speculative",
+        "draft": draft,
+        "target": target,
+        "window_policy": window_policy,
+        "verification": verification,
+        "rounds": len(rounds),
+        "windows": [r.window for r in rounds],
+        "drafted": drafted,
+        "accepted": accepted,
+        "acceptance_rate": round(accepted / drafted, 4) if drafted else None,
+        "decoded": sum(r.decoded for r in rounds),
+        "target_calls": target_calls,
+        "draft_s": round(sum(r.draft_s for r in rounds), 6),
+        "verify_s": round(sum(r.verify_s for r in rounds), 6),
+        "network_s": round(sum(r.network_s for r in rounds), 6),
+        "per_round": per_round_record(rounds),
+    }
+
+
 def rounds_of(record: Mapping[str, Sequence[float]]) -> list[Round]:
     """The rounds of a `per_round_record`. Fields that records older than them lack read
     as 0: before rounds without a proposal were decoded, each verified one token."""

@@ -53,13 +53,14 @@ from relaygraph.decoding.drafts import (
     Proposal,
     resumes_at,
 )
-from relaygraph.decoding.rounds import Round, per_round_record
+from relaygraph.decoding.network import NetworkLink
+from relaygraph.decoding.rounds import Round, speculative_record
 from relaygraph.decoding.verify import verify_greedy, verify_masked, verify_sampled
 from relaygraph.decoding.window import EARLIER_ROUNDS, WindowPolicy
 from relaygraph.errors import ConfigError, ContextWindowError, TransportError
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import BaseLLM
-from relaygraph.llm.stops import TextAssembler
+from relaygraph.llm.stops import DetokenizedText
 from relaygraph.llm.streaming import collect
 from relaygraph.llm.tool_format import ToolCallSplitter, prompt_with_tools
 from relaygraph.llm.types import (
@@ -73,7 +74,7 @@ from relaygraph.llm.types import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
 
     from relaygraph.llm.constraints import ToolCall
     from relaygraph.llm.grammar import TokenMatcher
@@ -89,68 +90,6 @@ Fallback = Literal["draft", "error"]
 class CloudUnavailableError(TransportError):
     """The target failed mid-request (down, or slower than its timeout) and no fallback
     was configured."""
-
-
-class _Text:
-    """The answer's text as tokens arrive, cut at the first stop string.
-
-    Decoded from all the answer's tokens each time (a character may span two tokens,
-    and a remote model only detokenizes), holding back a trailing partial character.
-    """
-
-    def __init__(
-        self, detokenize: Callable[[Sequence[int]], str], ends: frozenset[int], stop: Sequence[str]
-    ) -> None:
-        self._detokenize, self._ends = detokenize, ends
-        self._ids: list[int] = []
-        self._decoded = 0
-        self._assembler = TextAssembler(stop)
-
-    @property
-    def stopped(self) -> bool:
-        return self._assembler.stopped
-
-    def add(self, ids: Sequence[int], *, final: bool) -> str:
-        """The text that became safe to emit after ``ids``."""
-        self._ids.extend(t for t in ids if t not in self._ends)
-        full = self._detokenize(self._ids)
-        stable = full if final else full.rstrip("\ufffd")
-        delta = self._assembler.feed(stable[self._decoded :].encode())
-        self._decoded = max(self._decoded, len(stable))
-        return delta + (self._assembler.finish() if final else "")
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkLink:
-    """The edge-cloud link's injected delay, paid on every target call.
-
-    Attributes:
-        rtt_s: Round-trip time.
-        jitter_s: Standard deviation of a normal added to each one-way delay (clipped at 0).
-        bandwidth_bps: Bits per second each way; None: unlimited. A call sends 4 bytes
-            per token of the prefix and window (the OpenAI API resends the prefix) and
-            receives about 100 bytes per scored position.
-        seed: Seeds the jitter.
-    """
-
-    rtt_s: float = 0.0
-    jitter_s: float = 0.0
-    bandwidth_bps: float | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.rtt_s < 0 or self.jitter_s < 0:
-            raise ConfigError("rtt_s and jitter_s must be >= 0", parameter="rtt_s")
-        if self.bandwidth_bps is not None and self.bandwidth_bps <= 0:
-            raise ConfigError("bandwidth_bps must be > 0", parameter="bandwidth_bps")
-
-    def delay(self, sent_tokens: int, scored: int, rng: random.Random) -> float:
-        """Seconds one call spends on the link, both ways."""
-        one_way = [max(0.0, self.rtt_s / 2 + rng.gauss(0.0, self.jitter_s)) for _ in range(2)]
-        transfer = 0.0
-        if self.bandwidth_bps is not None:
-            transfer = 8 * (4 * sent_tokens + 100 * scored) / self.bandwidth_bps
-        return sum(one_way) + transfer
 
 
 @dataclass(slots=True)
@@ -315,7 +254,7 @@ class SpeculativeLLM(BaseLLM):
         verification = "greedy" if params.temperature == 0 else "sampling"
         if not exact:
             verification = "greedy (the target gives top-k log-probabilities only)"
-        text = _Text(self.detokenize, self.end_token_ids, params.stop)
+        text = DetokenizedText(self.detokenize, self.end_token_ids, params.stop)
         splitter = ToolCallSplitter() if params.calls_tools else None
         produced: list[int] = []
         finish: FinishReason = "length"
@@ -344,7 +283,18 @@ class SpeculativeLLM(BaseLLM):
                 break
         if not request.fallback:  # rounds without a working cloud say nothing of its costs
             self._earlier.extend(request.rounds)
-        stats.update(self._stats(request, verification))
+        stats.update(
+            speculative_record(
+                request.rounds,
+                draft=self.draft.name,
+                target=self.target.name,
+                window_policy=self.window.name,
+                verification=verification,
+                target_calls=request.target_calls,
+            )
+        )
+        if request.fallback:
+            stats["fallback"] = request.fallback
         yield CompletionChunk(
             model=self.name,
             finish_reason=finish,
@@ -494,32 +444,6 @@ class SpeculativeLLM(BaseLLM):
         )
         out = self.target.complete(TokenPrompt(token_ids=tuple(request.ids)), wanted)
         return out.choices[0].token_ids, out.load
-
-    def _stats(self, request: _Request, verification: str) -> dict[str, Any]:
-        rounds = request.rounds
-        drafted = sum(r.drafted for r in rounds)
-        accepted = sum(r.accepted for r in rounds)
-        stats: dict[str, Any] = {
-            "decoder": "speculative",
-            "draft": self.draft.name,
-            "target": self.target.name,
-            "window_policy": self.window.name,
-            "verification": verification,
-            "rounds": len(rounds),
-            "windows": [r.window for r in rounds],
-            "drafted": drafted,
-            "accepted": accepted,
-            "acceptance_rate": round(accepted / drafted, 4) if drafted else None,
-            "decoded": sum(r.decoded for r in rounds),
-            "target_calls": request.target_calls,
-            "draft_s": round(sum(r.draft_s for r in rounds), 6),
-            "verify_s": round(sum(r.verify_s for r in rounds), 6),
-            "network_s": round(sum(r.network_s for r in rounds), 6),
-            "per_round": per_round_record(rounds),
-        }
-        if request.fallback:
-            stats["fallback"] = request.fallback
-        return stats
 
 
 def _reported(load: LoadReport | None) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Tokens arrive as byte pieces; a multi-byte character can span two tokens, and a stop
 string can span several. `TextAssembler` turns pieces into text deltas that are safe to
-show: it holds back any tail that could still become a stop string.
+show: it holds back any tail that could still become a stop string. `DetokenizedText` does
+the same from token ids, for a model that only detokenizes (a remote one).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import codecs
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 
 class TextAssembler:
@@ -77,3 +78,32 @@ class TextAssembler:
         delta = self._text[self._emitted : upto]
         self._emitted = upto
         return delta
+
+
+class DetokenizedText:
+    """The answer's text as tokens arrive, cut at the first stop string.
+
+    Decoded from all the answer's tokens each time (a character may span two tokens,
+    and a remote model only detokenizes), holding back a trailing partial character.
+    """
+
+    def __init__(
+        self, detokenize: Callable[[Sequence[int]], str], ends: frozenset[int], stop: Sequence[str]
+    ) -> None:
+        self._detokenize, self._ends = detokenize, ends
+        self._ids: list[int] = []
+        self._decoded = 0
+        self._assembler = TextAssembler(stop)
+
+    @property
+    def stopped(self) -> bool:
+        return self._assembler.stopped
+
+    def add(self, ids: Sequence[int], *, final: bool) -> str:
+        """The text that became safe to emit after ``ids``."""
+        self._ids.extend(t for t in ids if t not in self._ends)
+        full = self._detokenize(self._ids)
+        stable = full if final else full.rstrip("\ufffd")
+        delta = self._assembler.feed(stable[self._decoded :].encode())
+        self._decoded = max(self._decoded, len(stable))
+        return delta + (self._assembler.finish() if final else "")

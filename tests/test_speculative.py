@@ -19,11 +19,8 @@ from scipy.stats import chisquare
 
 from relaygraph.agents import Agent
 from relaygraph.decoding.drafts import PromptLookupDrafter
-from relaygraph.decoding.speculative import (
-    CloudUnavailableError,
-    NetworkLink,
-    SpeculativeLLM,
-)
+from relaygraph.decoding.network import NetworkLink
+from relaygraph.decoding.speculative import CloudUnavailableError, SpeculativeLLM
 from relaygraph.decoding.window import EARLIER_ROUNDS, AdaptiveWindow, FixedWindow, Round
 from relaygraph.errors import ConfigError
 from relaygraph.graph import AgentGraph

@@ -13,7 +13,9 @@ command may name), ``hosts`` (sites ``fetch_url`` may reach), ``programs`` (what
 information-flow rules (`relaygraph.eval.security.flow`) allow: ``recipients`` and
 ``payees`` the user trusts beyond those they named, and ``from_data``: the user delegates
 choosing the recipient or payee to the data they asked about (an invoice, a payables
-sheet), which is allowed only while that data names exactly one candidate.
+sheet), which is allowed only while that data names exactly one candidate. A declared
+limit is the user's say-so too: inside declared ``paths`` a tool may change files the
+request does not name, and any declared host may be fetched.
 """
 
 from __future__ import annotations
