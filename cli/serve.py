@@ -61,6 +61,10 @@ def worker(
     max_concurrency: Annotated[
         int | None, typer.Option(help="Requests in flight per client (429 above) [64].")
     ] = None,
+    chunk_tokens: Annotated[
+        int | None,
+        typer.Option(help="Most tokens one forward pass of the embedded engine takes [512]."),
+    ] = None,
 ) -> None:
     """Start a worker for one model and print its URL (for pools and speculative decoding)."""
     import subprocess
@@ -72,13 +76,16 @@ def worker(
 
     if engine not in ("relaygraph", "vllm"):
         raise RelayGraphError(f"--engine must be relaygraph or vllm, not {engine!r}")
-    if engine == "vllm" and (slots, max_waiting, max_concurrency) != (None, None, None):
+    engine_options = (slots, max_waiting, max_concurrency, chunk_tokens)
+    if engine == "vllm" and engine_options != (None, None, None, None):
         raise RelayGraphError(
-            "--slots, --max-waiting and --max-concurrency set relaygraph's engine and server; "
-            "vLLM takes its own options (--max-num-seqs and the like) on its command line"
+            "--slots, --max-waiting, --max-concurrency and --chunk-tokens set relaygraph's "
+            "engine and server; vLLM takes its own options (--max-num-seqs and the like) on "
+            "its command line"
         )
+    entry = LLMEntry(llm=model, slots=slots, max_waiting=max_waiting, chunk_tokens=chunk_tokens)
     settings = ServeConfig(
-        models={model: LLMEntry(llm=model, slots=slots, max_waiting=max_waiting)},
+        models={model: entry},
         # A worker's clients are servers and pools, many requests from one address.
         security=SecurityConfig(max_concurrency_per_key=max_concurrency or 64),
     )

@@ -88,7 +88,7 @@ class LocalLLM(BaseLLM):
         'The capital of France is Paris.'
     """
 
-    _instances: ClassVar[dict[tuple[str, int, int, int, int], LocalLLM]] = {}
+    _instances: ClassVar[dict[tuple[str, int, int, int, int, int], LocalLLM]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
@@ -101,6 +101,7 @@ class LocalLLM(BaseLLM):
         max_batch: int = 8,
         n_threads: int | None = None,
         max_waiting: int = 128,
+        chunk_tokens: int = 512,
     ) -> None:
         if context_window < 16:
             raise ConfigError("context_window must be >= 16", parameter="context_window")
@@ -121,8 +122,19 @@ class LocalLLM(BaseLLM):
             raise ConfigError(
                 "max_waiting must be >= 1", parameter="max_waiting", value=max_waiting
             )
+        if not max_batch < chunk_tokens <= self._runtime.n_batch:
+            raise ConfigError(
+                f"chunk_tokens must be above max_batch ({max_batch}) and at most "
+                f"{self._runtime.n_batch}",
+                parameter="chunk_tokens",
+                value=chunk_tokens,
+            )
         self._scheduler = Scheduler(
-            self._runtime, name=name, grammars=lambda: self.grammars, max_waiting=max_waiting
+            self._runtime,
+            name=name,
+            grammars=lambda: self.grammars,
+            max_waiting=max_waiting,
+            chunk_tokens=chunk_tokens,
         )
         self._end_ids: frozenset[int] | None = None
         self._end_of_turn_id: int | None = None
@@ -156,6 +168,7 @@ class LocalLLM(BaseLLM):
         max_batch: int = 8,
         n_threads: int | None = None,
         max_waiting: int = 128,
+        chunk_tokens: int = 512,
     ) -> LocalLLM:
         """The process-wide instance for a packaged model name or a GGUF path (loaded once
         per setting).
@@ -164,7 +177,7 @@ class LocalLLM(BaseLLM):
             ConfigError: Unknown model name or missing file.
         """
         threads = n_threads or os.cpu_count() or 1
-        key = (str(model), context_window, max_batch, threads, max_waiting)
+        key = (str(model), context_window, max_batch, threads, max_waiting, chunk_tokens)
         with cls._instances_lock:
             instance = cls._instances.get(key)
             if instance is None:
@@ -183,6 +196,7 @@ class LocalLLM(BaseLLM):
                     max_batch=max_batch,
                     n_threads=threads,
                     max_waiting=max_waiting,
+                    chunk_tokens=chunk_tokens,
                 )
                 cls._instances[key] = instance
             return instance

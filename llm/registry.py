@@ -67,6 +67,9 @@ class EngineOptions:
     """Sequences decoded together (each with its own KV cache and cached prefix)."""
     max_waiting: int = 128
     """Requests that may wait for a slot before more are refused."""
+    chunk_tokens: int = 512
+    """Most tokens one forward pass evaluates: smaller prefill chunks stall running
+    streams less while a long prompt comes in; larger ones prefill faster."""
 
 
 def load_llm(
@@ -79,7 +82,7 @@ def load_llm(
     """The `LLM` a model name stands for (embedded models are loaded once per process).
 
     ``api_key`` for remote workers defaults to ``$RELAYGRAPH_API_KEY``; ``engine`` sets an
-    embedded model's slots and queue (a worker's are its own: refused for one).
+    embedded model's slots, queue and pass size (a worker's are its own: refused for one).
 
     Raises:
         ModelNotFoundError: The name matches no packaged model, file or remote form.
@@ -103,6 +106,7 @@ def load_llm(
             context_window=context_window,
             max_batch=options.slots,
             max_waiting=options.max_waiting,
+            chunk_tokens=options.chunk_tokens,
         )
     known = ", ".join(sorted(PACKAGED_MODELS))
     raise ModelNotFoundError(

@@ -55,15 +55,19 @@ class LLMEntry(_Strict):
     """Embedded models: sequences decoded together (default 8)."""
     max_waiting: int | None = Field(default=None, ge=1)
     """Embedded models: requests that may wait for a slot before 503s (default 128)."""
+    chunk_tokens: int | None = Field(default=None, ge=2, le=512)
+    """Embedded models: most tokens one forward pass evaluates (default 512); smaller
+    stalls running streams less while a long prompt is prefilled."""
 
     def engine(self) -> EngineOptions | None:
         """The engine options this entry sets (None: the defaults)."""
-        if self.slots is None and self.max_waiting is None:
+        if self.slots is None and self.max_waiting is None and self.chunk_tokens is None:
             return None
         defaults = EngineOptions()
         return EngineOptions(
             slots=self.slots or defaults.slots,
             max_waiting=self.max_waiting or defaults.max_waiting,
+            chunk_tokens=self.chunk_tokens or defaults.chunk_tokens,
         )
 
 

@@ -173,3 +173,34 @@ def test_gemma_batched_greedy_text_is_within_the_documented_tolerance(gemma3: Lo
     together = [c.text for c in gemma3.complete_batch(prompts, params)]
     agree = sum(a == b for a, b in zip(alone, together, strict=True))
     assert agree >= 6, (alone, together)
+
+
+def test_chunk_tokens_sets_how_much_prompt_one_pass_takes() -> None:
+    from relaygraph.errors import ConfigError
+    from relaygraph.llm.registry import EngineOptions, load_llm
+    from relaygraph.serving.config import LLMEntry
+
+    prompt = "The lighthouse keeper counted the ships that passed. " * 30
+    params = GenerationParams(max_tokens=1)
+    passes = {}
+    for chunk in (64, 512):
+        llm = LocalLLM(
+            packaged_model("smollm2-135m").locate(),
+            name=f"smollm2-chunk{chunk}",
+            max_batch=2,
+            context_window=1024,
+            chunk_tokens=chunk,
+        )
+        out = llm.complete(prompt, params)
+        assert out.load is not None
+        passes[chunk] = out.load.passes
+        prompt_tokens = out.usage.prompt_tokens
+    assert passes[512] == 2  # the body in one pass, the last prompt token apart
+    assert passes[64] == 1 + -(-(prompt_tokens - 1) // 64)
+    with pytest.raises(ConfigError, match="chunk_tokens"):
+        LocalLLM(packaged_model("smollm2-135m").locate(), name="x", max_batch=8, chunk_tokens=8)
+    entry = LLMEntry(llm="smollm2-135m", chunk_tokens=128)
+    assert entry.engine() == EngineOptions(chunk_tokens=128)
+    configured = load_llm("smollm2-135m", engine=EngineOptions(slots=2, chunk_tokens=128))
+    assert configured is not load_llm("smollm2-135m", engine=EngineOptions(slots=2))
+    assert configured.complete(prompt, params).load.passes == 1 + -(-(prompt_tokens - 1) // 128)  # type: ignore[union-attr]
