@@ -65,6 +65,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
+from relaygraph.fileio import save_figure
 from relaygraph.graph.loader import load_factory
 from relaygraph.graph.runs import ITEMS, MANIFEST, read_items
 from relaygraph.graph.trace import Trace
@@ -465,8 +466,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title(f"{MODEL}: agents through a relaygraph worker vs in process")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def run_part(

@@ -46,6 +46,7 @@ from rich.progress import track
 
 from relaygraph.eval.hotpotqa import HotpotExample, answer_score, load_hotpotqa
 from relaygraph.eval.hotpotqa.agents import POLICIES, seed_memory, team_graph
+from relaygraph.fileio import save_figure
 from relaygraph.llm.counting import TokenCounter
 from relaygraph.llm.protocol import LLM
 from relaygraph.llm.registry import load_llm
@@ -309,8 +310,7 @@ def plot(result: dict[str, Any], path: Any) -> None:
         str(b) for b in sorted({r["budget"] for r in rows})))  # fmt: skip
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main() -> None:

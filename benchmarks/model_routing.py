@@ -69,6 +69,7 @@ from relaygraph.eval.routing import (
     recovered_share,
 )
 from relaygraph.eval.runner import sample_items
+from relaygraph.fileio import save_figure
 from relaygraph.llm.registry import load_llm
 from relaygraph.routing import Cascade, Rung
 from relaygraph.routing.calibration import Calibration, expected_calibration_error, fit_calibration
@@ -334,8 +335,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set(ylabel="accuracy gain over random (95% CI)", title="gain over random routing")
     ax.legend(fontsize=8)
     fig.suptitle(f"{result['small']} → {result['large']}, facts ({a['test_questions']} test qs)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main() -> None:

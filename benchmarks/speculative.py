@@ -83,6 +83,7 @@ from relaygraph.decoding.drafts import resumes_at
 from relaygraph.decoding.sim import LatencyProfile, SimConfig, fit_profile, simulate
 from relaygraph.decoding.window import EARLIER_ROUNDS, CostPrior, Round
 from relaygraph.eval.hotpotqa import load_hotpotqa
+from relaygraph.fileio import save_figure
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.catalog import packaged_model
 from relaygraph.llm.protocol import LLM
@@ -428,8 +429,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set(xscale="log", xlabel="edges per cloud server", ylabel="throughput / cloud-only",
            title="simulated fleets, RTT 10 ms")  # fmt: skip
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main() -> None:

@@ -101,6 +101,7 @@ from relaygraph.decoding import (
     WindowPolicy,
 )
 from relaygraph.eval.hotpotqa import load_hotpotqa
+from relaygraph.fileio import save_figure
 from relaygraph.graph.runs import read_items
 from relaygraph.graph.trace import Trace
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
@@ -758,8 +759,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
 
 
 def main() -> None:
