@@ -98,7 +98,7 @@ def check_fields(tool: str, capability: Capability) -> None:
 def capability_refusal(tool: str, arguments: dict[str, Any], capability: Capability) -> str | None:
     """Why the call exceeds the tool's limits, or None. Grants are the flow rules' business."""
     if capability.paths is not None:
-        for path in _paths_of(tool, arguments):
+        for path in touched_paths(tool, arguments):
             if not any(fnmatch.fnmatchcase(path, glob) for glob in capability.paths):
                 return f"{tool} may only touch {', '.join(capability.paths)}, not {path}"
     if capability.hosts is not None and tool == "fetch_url":
@@ -116,7 +116,8 @@ def capability_refusal(tool: str, arguments: dict[str, Any], capability: Capabil
     return None
 
 
-def _paths_of(tool: str, arguments: dict[str, Any]) -> list[str]:
+def touched_paths(tool: str, arguments: dict[str, Any]) -> list[str]:
+    """The workspace paths a call names: a file tool's ``path``, a command's arguments."""
     if tool == "run_shell":
         words = shell_words(str(arguments.get("command", "")))
         return [normal_path(w) for w in words[1:] if not w.startswith("-")]

@@ -14,14 +14,13 @@ guard; the information-flow guard (`relaygraph.eval.security.flow`) does not dep
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from relaygraph.errors import ConfigError
-from relaygraph.eval.security.spec import Environment
+from relaygraph.eval.security.synthesis import parameter_bindings, seeded_world
 from relaygraph.eval.security.templates import fill
 
 if TYPE_CHECKING:
@@ -47,12 +46,8 @@ def labelled_lines(specs: Sequence[RiskSpec]) -> list[LabelledLine]:
     ``specs``, under every binding of their parameters, deduplicated."""
     seen: dict[str, LabelledLine] = {}
     for spec in specs:
-        names = sorted(spec.parameters)
-        for combination in itertools.product(*(spec.parameters[n] for n in names)):
-            values = dict(zip(names, combination, strict=True))
-            env = Environment.model_validate(
-                fill(spec.environment.model_dump(by_alias=True), values)
-            )
+        for values in parameter_bindings(spec):
+            env = seeded_world(spec, values)
             texts = [*env.files.values(), *env.pages.values()]
             texts += [f"{m.subject}\n{m.body}" for m in env.inbox]
             for text in texts:

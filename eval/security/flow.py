@@ -38,6 +38,7 @@ from relaygraph.eval.security.capabilities import (
     capability_refusal,
     normal_path,
     shell_words,
+    touched_paths,
 )
 from relaygraph.eval.security.guard import screened_tools
 from relaygraph.eval.security.secrets import carries_credential, is_sensitive_path, secret_values
@@ -345,9 +346,4 @@ def _messages(inbox: str) -> list[str]:
 
 
 def _paths_read(tool: str, arguments: dict[str, Any]) -> list[str]:
-    if tool == "read_file":
-        return [normal_path(str(arguments.get("path", "")))]
-    if tool == "run_shell":
-        words = shell_words(str(arguments.get("command", "")))
-        return [normal_path(w) for w in words[1:] if not w.startswith("-")]
-    return []
+    return touched_paths(tool, arguments) if tool in ("read_file", "run_shell") else []

@@ -104,11 +104,7 @@ def synthesize(
     tasks: list[SecurityTask] = []
     for spec in specs:
         rng = random.Random(f"{seed}:{spec.id}")
-        names = sorted(spec.parameters)
-        bindings = [
-            dict(zip(names, values, strict=True))
-            for values in itertools.product(*(spec.parameters[n] for n in names))
-        ]
+        bindings = parameter_bindings(spec)
         worlds = list(itertools.product(range(len(bindings)), range(len(spec.goals))))
         attacks = list(
             itertools.product(worlds, range(len(spec.attack.payloads)), spec.attack.positions)
@@ -127,12 +123,30 @@ def synthesize(
     return tasks
 
 
+def parameter_bindings(spec: RiskSpec) -> list[dict[str, str]]:
+    """Every binding of ``spec``'s parameters, in a fixed order."""
+    names = sorted(spec.parameters)
+    return [
+        dict(zip(names, values, strict=True))
+        for values in itertools.product(*(spec.parameters[n] for n in names))
+    ]
+
+
+def seeded_world(spec: RiskSpec, values: dict[str, str]) -> Environment:
+    """``spec``'s environment with ``values`` bound, before any payload is planted.
+
+    Raises:
+        ConfigError: A value makes it invalid (spec, field and parameter named).
+    """
+    return _filled(
+        Environment, spec.environment.model_dump(by_alias=True), spec, values, "environment"
+    )
+
+
 def _instantiate(
     spec: RiskSpec, values: dict[str, str], goal_index: int, attack: tuple[int, Position] | None
 ) -> SecurityTask:
-    env = _filled(
-        Environment, spec.environment.model_dump(by_alias=True), spec, values, "environment"
-    )
+    env = seeded_world(spec, values)
     goal = fill(spec.goals[goal_index], values)
     kind: Literal["attack", "benign"] = "benign" if attack is None else "attack"
     position: Position | None = None
