@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from relaygraph.llm.protocol import LLM
 
-AnswerFormat = Literal["react", "plain"]
+AnswerFormat = Literal["react", "plain", "extract"]
 ReactDecoding = Literal["auto", "grammar", "guided"]
 ToolCalling = Literal["react", "native"]
 
@@ -55,7 +55,10 @@ class Agent:
         context_budget: Token cap on the routed context; None: no cap.
         stage: The task stage the agent works in (plan, retrieve, answer, verify…), which
             stage-aware context policies route by; None: no stage.
-        answer_format: ``react`` (Thought/Action) or ``plain`` (the reply is the answer).
+        answer_format: ``react`` (Thought/Action), ``plain`` (the reply is the answer) or
+            ``extract`` (the answer is the name or number of the context that the model
+            scores likeliest; see `relaygraph.agents.extraction`). A run that gives the
+            graph's answer a JSON format makes a finishing agent write it, as ``plain``.
         output_schema: A pydantic model the final answer must parse into (JSON).
         parse_retries: Retries with a format reminder when a reply cannot be parsed.
         tool_choice: The tool policy: ``auto`` (the agent decides), ``required`` (it must
@@ -125,11 +128,13 @@ class Agent:
             raise ConfigError(
                 f"agent {self.name!r}: context_budget must be >= 1", parameter="context_budget"
             )
-        if self.answer_format not in ("react", "plain"):
+        if self.answer_format not in ("react", "plain", "extract"):
             raise ConfigError(
-                f"agent {self.name!r}: answer_format must be react or plain",
+                f"agent {self.name!r}: answer_format must be react, plain or extract",
                 parameter="answer_format",
             )
+        if self.answer_format == "extract":
+            self._check_extract()
         for attr, allowed in (
             ("react_decoding", ("auto", "grammar", "guided")),
             ("tool_calling", ("react", "native")),
@@ -154,6 +159,23 @@ class Agent:
                 f"agent {self.name!r}: tool_choice requires {self.required_calls} tool calls "
                 f"per turn, but max_steps={self.max_steps} leaves no step to finish",
                 parameter="min_tool_calls",
+            )
+
+    def _check_extract(self) -> None:
+        """An extracted answer is scored by the agent's own model: a policy that would
+        pick another model or decoder, or a schema the span cannot satisfy, is refused."""
+        for attr, default in (("model_policy", FixedModel), ("decoder", DirectDecoder)):
+            if not isinstance(getattr(self, attr), default):
+                raise ConfigError(
+                    f"agent {self.name!r}: answer_format='extract' scores candidates with the "
+                    f"agent's own model; {attr} does not apply to it",
+                    parameter=attr,
+                )
+        if self.output_schema is not None:
+            raise ConfigError(
+                f"agent {self.name!r}: an extracted answer is a span of text, not JSON; "
+                "drop output_schema or use answer_format='react'",
+                parameter="output_schema",
             )
 
     def _required_call_ends_turn(self) -> bool:
@@ -185,9 +207,9 @@ class Agent:
                     parameter="tools",
                 )
             tools[t.name] = t
-        if self.answer_format == "plain" and tools:
+        if self.answer_format != "react" and tools:
             raise ConfigError(
-                f"agent {self.name!r}: a plain-answer agent cannot call tools; "
+                f"agent {self.name!r}: a {self.answer_format}-answer agent cannot call tools; "
                 "use answer_format='react'",
                 parameter="answer_format",
             )

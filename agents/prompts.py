@@ -20,7 +20,7 @@ def system_prompt(agent: BoundAgent, *, act_only: bool) -> str:
     lines = [f"You are {spec.name}, the {spec.role} in a team of agents."]
     if spec.instructions:
         lines.append(spec.instructions.strip())
-    if spec.answer_format == "plain":
+    if spec.answer_format != "react":
         lines.append("Reply with your answer only.")
         return "\n".join(lines)
     if spec.tool_calling == "native":

@@ -55,6 +55,9 @@ class ModelRecord(BaseModel):
     """The token cap cut a grammar step's thought, and a second call decoded the action."""
     action_scores: dict[str, float] | None = None
     """Guided decoding: each candidate action's log-probability."""
+    answer_scores: dict[str, float] | None = None
+    """An extracted answer: each candidate span's score (see `relaygraph.agents.extraction`);
+    empty when the context held no candidate and the answer was generated."""
     cascade: list[CascadeStep] | None = None
     """A cascade's rungs, in the order they answered."""
     policy_details: dict[str, Any] = Field(default_factory=dict)

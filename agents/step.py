@@ -125,7 +125,7 @@ def _parse(
         step = reply
         if isinstance(step.action, FinalAnswer) and not step.action.text:
             raise ReActParseError("the reply was empty; call a tool or give the answer")
-    elif spec.answer_format == "plain":
+    elif spec.answer_format != "react":
         step = ReActStep("", FinalAnswer(reply.strip()), reply)
     else:
         step = parse_react(reply)

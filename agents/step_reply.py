@@ -6,6 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from relaygraph.agents.extraction import (
+    ANSWER_PREFILL,
+    NEUTRAL_TASK,
+    answer_candidates,
+    calibrated,
+)
 from relaygraph.agents.prompts import step_prompt
 from relaygraph.agents.react import (
     ACTION_TOKENS,
@@ -55,7 +61,9 @@ class StepCaller:
 
     def reply(self, max_tokens: int) -> str | StepOutput:
         spec = self.agent.spec
-        if spec.answer_format == "plain":
+        if spec.answer_format == "extract" and self.agent.answer_schema is None:
+            return self._extract(max_tokens)
+        if spec.answer_format != "react":  # plain, or extract under a run's JSON format
             return self._call("", max_tokens, (), self.agent.answer_schema)
         if self._grammar_decoding():
             self.record.model.react_decoding = "grammar"
@@ -172,6 +180,61 @@ class StepCaller:
             self.record.latency_s += score.latency_s
         self.record.model.action_scores = scores
         return max(scores, key=lambda name: scores[name])
+
+    def _extract(self, max_tokens: int) -> str | StepOutput:
+        """The context's name or number (or yes/no) that the question makes likeliest as
+        the answer (see `answer_candidates`).
+
+        Each candidate is scored after the answer prompt and after the same prompt
+        without the question (`calibrated`); both passes reuse their prompt's cache, so
+        the cost is the two prompts and the candidates' tokens, which is what is charged.
+        A context with no candidate gets a generated answer, as ``plain`` would. A
+        streaming caller receives the chosen answer as one piece.
+        """
+        agent, record = self.agent, self.record
+        candidates = answer_candidates(self.inp.task, self.context)
+        if not candidates:
+            record.model.answer_scores = {}
+            return self._call("", max_tokens, (), None)
+        asked = self._prompt(ANSWER_PREFILL)
+        neutral = step_prompt(
+            agent, NEUTRAL_TASK, self.context, act_only=True, prefill=ANSWER_PREFILL
+        )
+        prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
+        candidate_tokens = sum(len(agent.llm.tokenize(c)) for c in candidates)
+        allowed, note = self.inp.budget.admit(
+            agent.role, agent.llm.name, prompt_tokens + 2 * candidate_tokens, 1
+        )
+        record.budget = BudgetRecord.of(note)
+        if allowed <= 0:
+            return fail_step(record, "budget", note)
+        try:
+            scores = {
+                prompt_name: {c: agent.llm.score(prompt, c) for c in candidates}
+                for prompt_name, prompt in (("asked", asked), ("neutral", neutral))
+            }
+        except LLMError as exc:
+            return fail_step(
+                record, "model", f"answer_format='extract' needs a model that scores text: {exc}"
+            )
+        for score in (s for by_candidate in scores.values() for s in by_candidate.values()):
+            evaluated = score.prompt_tokens - score.cached_tokens + len(score.tokens)
+            self.inp.budget.charge(agent.role, agent.llm.name, evaluated, 0, score.latency_s)
+            record.prompt_tokens += evaluated
+            record.latency_s += score.latency_s
+        ranked = {
+            c: calibrated(scores["asked"][c].total_logprob, scores["neutral"][c].total_logprob)
+            for c in candidates
+        }
+        best = max(candidates, key=ranked.__getitem__)
+        record.model.answer_scores = {c: round(s, 4) for c, s in ranked.items()}
+        record.prompt = list(asked.messages)
+        record.prefill = ANSWER_PREFILL
+        record.model.name, record.model.policy = agent.llm.name, "fixed"
+        record.model.reason = "extracted: the best-scoring span of the context"
+        if self.inp.on_token is not None:  # a streaming caller gets the answer whole
+            self.inp.on_token(best)
+        return best
 
     def _prompt(self, prefill: str) -> ChatPrompt:
         """This step's prompt, the reply starting with ``prefill``."""

@@ -28,7 +28,7 @@ from relaygraph.routing import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from relaygraph.agents.agent import ReactDecoding
+    from relaygraph.agents.agent import AnswerFormat, ReactDecoding
     from relaygraph.eval.hotpotqa.data import HotpotExample
     from relaygraph.llm.protocol import LLM
 
@@ -117,8 +117,46 @@ TEAM_BUDGET = 384
 """Tokens of routed context per agent step: about a third of a question's ten paragraphs."""
 
 
-def seed_memory(memory: SharedMemory, example: HotpotExample) -> None:
-    """Put a question's paragraphs into its namespace, one `fact` entry per sentence.
+def reader(model: str | LLM, example: HotpotExample) -> AgentGraph:
+    """One agent that reads the question's gold paragraphs and writes a short answer.
+
+    The reading-comprehension setting (the paragraphs that hold the answer, no search),
+    where the packaged models answer some questions; `reader_extract` is the same agent
+    extracting its answer instead of writing it.
+    """
+    return _reader(model, example, "plain")
+
+
+def reader_extract(model: str | LLM, example: HotpotExample) -> AgentGraph:
+    """`reader` whose answer is the name or number of the paragraphs that the question
+    makes likeliest (``answer_format="extract"``)."""
+    return _reader(model, example, "extract")
+
+
+def _reader(model: str | LLM, example: HotpotExample, answer_format: AnswerFormat) -> AgentGraph:
+    memory = SharedMemory()
+    seed_memory(memory, example, titles=set(example.gold_titles))
+    graph = AgentGraph(f"hotpotqa-reader-{answer_format}", model=model, max_steps=1, memory=memory)
+    graph.add_agent(
+        Agent(
+            name="reader",
+            role=StandardRole.SOLVER,
+            instructions="Answer the question from the context with a short answer: a name, "
+            "a date, a number, yes or no.",
+            answer_format=answer_format,
+            max_steps=1,
+            max_tokens=32,
+            context_policy=FullContext(),
+        )
+    )
+    return graph.set_entry("reader").set_finish("reader")
+
+
+def seed_memory(
+    memory: SharedMemory, example: HotpotExample, *, titles: set[str] | None = None
+) -> None:
+    """Put a question's paragraphs (those of ``titles``; None: all) into its namespace,
+    one `fact` entry per sentence.
 
     Entry ids are ``<question id>/p<paragraph>s<sentence>``; metadata holds the title and
     sentence index, so routed context can be scored against supporting facts.
@@ -132,6 +170,7 @@ def seed_memory(memory: SharedMemory, example: HotpotExample) -> None:
                 "metadata": {"title": paragraph.title, "sent_id": s},
             }
             for p, paragraph in enumerate(example.context)
+            if titles is None or paragraph.title in titles
             for s, sentence in enumerate(paragraph.sentences)
             if sentence.strip()
         ]

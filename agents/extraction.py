@@ -1,0 +1,143 @@
+"""Extractive answers: the answer is a name or number the context holds, chosen by the model.
+
+A small model that reads "The river Seine flows through Paris." often cannot *write*
+"Seine" as the answer to a question that needs it: it copies the first sentence or drifts.
+It can still *rank*: scored as continuations of the answer prompt, the right span of the
+context is usually the likeliest. This is the multiple-choice reading used to evaluate
+small models (each choice scored, the best taken), with the choices drawn from the
+context: capitalised names and numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+_CONNECTORS = r"(?:of|the|de|du|la|le|von|van|der|da|di|y)"
+_WORD = r"(?:[A-Z]\.|[A-Z][\w'\u2019-]*)"  # an initial ("F.") or a capitalised word
+_NAME = re.compile(rf"{_WORD}(?:\s+(?:{_CONNECTORS}\s+)*(?:{_WORD}|\d+\b))*")
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[,.]\d+)*(?:\s?%)?")
+_LEADING = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "in",
+        "on",
+        "at",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "he",
+        "she",
+        "they",
+        "his",
+        "her",
+        "their",
+        "there",
+        "when",
+        "where",
+        "while",
+        "after",
+        "before",
+        "during",
+        "from",
+        "for",
+        "by",
+        "with",
+        "as",
+        "if",
+        "but",
+        "and",
+        "or",
+        "so",
+        "which",
+        "what",
+        "who",
+        "whom",
+        "whose",
+        "how",
+        "why",
+        "is",
+        "are",
+        "was",
+        "were",
+        "did",
+        "do",
+        "does",
+        "can",
+        "could",
+    }
+)
+_SPLIT_WORDS = re.compile(r"\s+")
+
+
+def candidate_spans(context: str, *, exclude: Iterable[str] = ()) -> list[str]:
+    """Names (runs of capitalised words, with connectors such as "of") and numbers of
+    ``context``, first occurrence first, each once.
+
+    A sentence's first word is capitalised whatever it is, so leading function words
+    ("The", "In", "It") are dropped from a name. Spans that equal one of ``exclude``
+    (case-insensitive; the question's own names, say) are left out.
+    """
+    excluded = {e.casefold() for e in exclude}
+    seen: dict[str, None] = {}
+    for match in sorted(
+        [*_NAME.finditer(context), *_NUMBER.finditer(context)], key=lambda m: m.start()
+    ):
+        words = _SPLIT_WORDS.split(match.group().rstrip("'\u2019"))
+        while words and words[0].casefold() in _LEADING:
+            words = words[1:]
+        span = " ".join(words).strip()
+        if span and span.casefold() not in excluded and span[0].isalnum():
+            seen.setdefault(span, None)
+    return list(seen)
+
+
+_AUXILIARY = re.compile(
+    r"\s*(is|are|was|were|do|does|did|can|could|has|have|had|will|would|should)\b", re.I
+)
+_CHOICE = re.compile(r"\bor\b")
+
+
+def answer_candidates(question: str, context: str) -> list[str]:
+    """What an extracted answer may be: yes or no for a question that starts with an
+    auxiliary verb and offers no choice ("Are both bands from Canada?"); otherwise the
+    context's names and numbers, without those the question itself mentions."""
+    if _AUXILIARY.match(question) and not _CHOICE.search(question):
+        return ["yes", "no"]
+    return candidate_spans(context, exclude=question_names(question))
+
+
+def question_names(question: str) -> list[str]:
+    """The names a question mentions, which are rarely its answer unless it offers a
+    choice ("Which is older, X or Y?")."""
+    if _CHOICE.search(question):
+        return []
+    return candidate_spans(question)
+
+
+ANSWER_PREFILL = "Answer: "
+"""Where a candidate is scored: as the start of the reply's answer."""
+NEUTRAL_TASK = "Answer the question."
+"""The task of the calibration prompt: the same context, no question."""
+
+
+def calibrated(question: float, neutral: float) -> float:
+    """A candidate's score: how much the question raises its log-probability over the
+    same context without the question.
+
+    Scored raw, a small model prefers names it would say anyway (the first or the most
+    frequent one of the context, and short ones); the difference cancels that prior, the
+    surface-form competition correction of Holtzman et al. (2021). A long name pays for
+    its tokens under both prompts, so length is no handicap. Chosen among raw and
+    calibrated, total and per-token scores on a tuning sample
+    (benchmarks/extractive_answers.py).
+    """
+    return question - neutral

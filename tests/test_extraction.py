@@ -1,0 +1,158 @@
+"""Extracted answers: candidates, the agent's contract, and the real model choosing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from relaygraph.agents import Agent
+from relaygraph.agents.extraction import answer_candidates, calibrated, candidate_spans
+from relaygraph.errors import ConfigError
+from relaygraph.graph import AgentGraph
+from relaygraph.llm.constraints import JsonSchemaFormat
+from relaygraph.llm.scripted import ScriptedLLM
+from relaygraph.memory import SharedMemory
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+FACTS = "Paris: Paris is the capital of France. The river Seine flows through Paris."
+
+
+def test_candidates_are_names_and_numbers_once_each() -> None:
+    text = (
+        "The Seine is a 777 km river in northern France. In 1998, 12.5% of the "
+        "United States of America voted for John F. Kennedy. The Seine is long."
+    )
+    assert candidate_spans(text) == [
+        "Seine",
+        "777",
+        "France",
+        "1998",
+        "12.5%",
+        "United States of America",
+        "John F. Kennedy",
+    ]
+
+
+def test_a_sentence_break_ends_a_name() -> None:
+    assert candidate_spans("It is in France. The river is long.") == ["France"]
+
+
+def test_the_question_names_are_not_candidates_unless_it_offers_a_choice() -> None:
+    context = "Eiffel Tower: The Eiffel Tower is in Paris. The Seine flows through Paris."
+    assert answer_candidates("Which river flows by the Eiffel Tower?", context) == [
+        "Paris",
+        "Seine",
+    ]
+    assert "Eiffel Tower" in answer_candidates("Is the Eiffel Tower or Paris older?", context)
+
+
+def test_a_yes_no_question_is_answered_yes_or_no() -> None:
+    assert answer_candidates("Are Paris and Rome both capitals?", FACTS) == ["yes", "no"]
+    assert answer_candidates("Is Paris or Rome larger?", FACTS) != ["yes", "no"]
+
+
+def test_calibration_removes_what_the_context_alone_makes_likely() -> None:
+    # "Paris" is likelier in absolute terms but the question adds nothing to it.
+    paris = calibrated(question=-1.0, neutral=-1.0)
+    seine = calibrated(question=-2.0, neutral=-5.0)
+    assert seine > paris
+
+
+class _Answer(BaseModel):
+    answer: str
+
+
+class _OtherModelOrDecoder:
+    """Stands in for a cascade or a speculative decoder: never called here."""
+
+    name = "other"
+
+    def generate(self, *args: object) -> object:
+        raise AssertionError("not called: the agent is refused first")
+
+
+def search(query: str) -> str:
+    """Search."""
+    return query
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "parameter"),
+    [
+        ("tools", [search], "answer_format"),
+        ("output_schema", _Answer, "output_schema"),
+        ("decoder", _OtherModelOrDecoder(), "decoder"),
+        ("model_policy", _OtherModelOrDecoder(), "model_policy"),
+    ],
+)
+def test_an_extracting_agent_refuses_what_it_cannot_honour(
+    field: str, value: object, parameter: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        agent = Agent(name="solver", answer_format="extract", **{field: value})  # type: ignore[arg-type]
+        agent.bind(ScriptedLLM(["x"]))
+    assert caught.value.parameter == parameter
+
+
+def test_a_model_that_cannot_score_fails_the_step_clearly() -> None:
+    memory = SharedMemory()
+    memory.scope("run").add(FACTS, kind="fact")
+    graph = AgentGraph("extract", model=ScriptedLLM(["unused"]), memory=memory)
+    graph.add_agent(Agent(name="solver", answer_format="extract"))
+    result = (
+        graph.set_entry("solver")
+        .set_finish("solver")
+        .compile()
+        .invoke("Which river?", thread_id="run")
+    )
+    assert not result.ok and result.error is not None
+    assert "needs a model that scores text" in result.error.message
+
+
+def test_a_run_answer_format_makes_an_extracting_finisher_write_json() -> None:
+    graph = AgentGraph("extract", model=ScriptedLLM(['{"river": "Seine"}']))
+    graph.add_agent(Agent(name="solver", answer_format="extract"))
+    compiled = graph.set_entry("solver").set_finish("solver").compile()
+    schema = {"type": "object", "properties": {"river": {"type": "string"}}}
+    result = compiled.invoke("Which river?", answer_format=JsonSchemaFormat(json_schema=schema))
+    assert result.ok and result.structured == {"solver": {"river": "Seine"}}
+    assert result.trace.steps[0].model.answer_scores is None  # written, not extracted
+
+
+@pytest.mark.slow
+def test_the_real_model_extracts_the_answer_with_its_scores() -> None:
+    memory = SharedMemory()
+    memory.scope("run").add(FACTS, kind="fact")
+    graph = AgentGraph("extract", model="smollm2-135m", memory=memory)
+    graph.add_agent(Agent(name="solver", answer_format="extract"))
+    tokens: list[str] = []
+    compiled = graph.set_entry("solver").set_finish("solver").compile()
+    events = list(compiled.stream("Which river flows through Paris?", thread_id="run", tokens=True))
+    result = events[-1].result  # type: ignore[attr-defined]
+    step = result.trace.steps[-1]
+    tokens = [e.text for e in events if type(e).__name__ == "TokenEvent"]
+    assert result.answer == "Seine" and tokens == ["Seine"]
+    assert step.model.answer_scores is not None
+    assert set(step.model.answer_scores) == {"France", "Seine"}  # Paris is the question's
+    assert max(step.model.answer_scores, key=step.model.answer_scores.__getitem__) == "Seine"
+    assert step.output == "Seine" and step.prefill == "Answer: " and step.prompt_tokens > 0
+
+
+@pytest.mark.slow
+def test_make_demo_research_team_answers_its_questions() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "research_team.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"HF_HUB_OFFLINE": "1", "COLUMNS": "80"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answers = [line for line in result.stdout.splitlines() if "? -> " in line]
+    assert [line.split(" -> ", 1)[1].strip() for line in answers] == ["Seine", "Italy", "Thames"]
