@@ -1,5 +1,6 @@
-"""Load for benchmarks/serving.py's ``peers`` section: a seeded prompt set, a closed-loop
-streaming client at a given concurrency, and the repeated-prefix probe.
+"""Load for benchmarks/serving.py's ``peers`` and ``agents`` sections: a seeded prompt set,
+a closed-loop streaming client at a given concurrency, the repeated-prefix probe, and
+recorded agent conversations replayed by concurrent agents.
 
 Every server gets the same requests: greedy chat completions, the same ``max_tokens``,
 no ``ignore_eos`` (each server stops where the model does). Tokens produced are what the
@@ -117,10 +118,13 @@ class Reply:
         return self.chunks
 
 
-def _body(prompt: str, max_tokens: int, *, stream: bool) -> dict[str, Any]:
+Messages = list[dict[str, str]]
+
+
+def _body(prompt: str | Messages, max_tokens: int, *, stream: bool) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": "smollm2-135m",
-        "messages": [{"role": "user", "content": prompt}],
+        "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
         "max_tokens": max_tokens,
         "temperature": 0,
         "seed": 0,
@@ -132,7 +136,7 @@ def _body(prompt: str, max_tokens: int, *, stream: bool) -> dict[str, Any]:
 
 
 async def stream_one(
-    client: httpx.AsyncClient, base_url: str, prompt: str, max_tokens: int
+    client: httpx.AsyncClient, base_url: str, prompt: str | Messages, max_tokens: int
 ) -> Reply:
     began = time.perf_counter()
     stamps: list[float] = []
@@ -222,20 +226,61 @@ async def run_level(
 ) -> Level:
     """All ``prompts`` through ``concurrency`` clients, each sending its next request when
     its last one ends (closed loop), in the prompts' order."""
-    pending = list(reversed(prompts))
+    single_requests = [
+        [AgentStep(messages=[{"role": "user", "content": p.text}], max_tokens=max_tokens)]
+        for p in prompts
+    ]
+    return await run_conversations(base_url, single_requests, concurrency, on_reply)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStep:
+    """One recorded model call of an agent: its chat messages and its token cap."""
+
+    messages: Messages
+    max_tokens: int
+
+
+def agent_conversations(path: Path) -> list[list[AgentStep]]:
+    """The agent steps recorded by benchmarks/speculative_loaded.py (HotPotQA and ALFWorld
+    runs on SmolLM2), grouped by the item they came from, each group in step order.
+
+    A step's recorded prefill (the start of the agent's reply) is left out: chat
+    completions have no portable way to send one, and every server gets the same requests.
+    """
+    saved = json.loads(path.read_text())
+    groups: dict[str, list[AgentStep]] = {}
+    for step in saved["steps"]:
+        groups.setdefault(step["group"], []).append(
+            AgentStep(messages=step["messages"], max_tokens=step["max_tokens"])
+        )
+    return list(groups.values())
+
+
+async def run_conversations(
+    base_url: str,
+    conversations: list[list[AgentStep]],
+    concurrency: int,
+    on_reply: Callable[[Reply], None] = lambda _: None,
+) -> Level:
+    """``concurrency`` agents sharing the server, each taking the next conversation and
+    sending its steps one after another (a step when the last reply has ended), as
+    agents do: their prompts grow by an observation and share the prefix before it."""
+    pending = list(reversed(conversations))
     level = Level(concurrency)
     limits = httpx.Limits(max_connections=concurrency + 2, max_keepalive_connections=concurrency)
     timeout = httpx.Timeout(900.0, connect=30.0)
     async with httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False) as client:
 
-        async def client_loop() -> None:
+        async def agent() -> None:
             while pending:
-                reply = await stream_one(client, base_url, pending.pop().text, max_tokens)
-                level.replies.append(reply)
-                on_reply(reply)
+                for step in pending.pop():
+                    reply = await stream_one(client, base_url, step.messages, step.max_tokens)
+                    level.replies.append(reply)
+                    on_reply(reply)
 
         began = time.perf_counter()
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        await asyncio.gather(*(agent() for _ in range(concurrency)))
         level.wall_s = time.perf_counter() - began
     return level
 

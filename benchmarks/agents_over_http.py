@@ -23,14 +23,16 @@ over a workload is the ratio of the deltas of its ``/metrics`` counters
 ``relaygraph_engine_cached_tokens`` and ``relaygraph_engine_prompt_tokens``; the in-process
 engine's hit rate, read from the same counters of its scheduler, is recorded beside it.
 
-Decoding is greedy, so both sides should give the same answers: the agreement is the share
-of items with the same score, the same prediction, and the same steps. They decode alike
-only where the agents do: ``react_decoding="auto"``, every shipped agent's, is the step
-grammar for an in-process model and guided decoding (free text, then one scoring call per
-action name when it does not parse) for a remote one, so the two sides may make different
-model calls. Each side's ``decoding`` records how its steps were decoded, and the engine's
-prompt tokens show what the calls cost; ``--hotpot-graph
-relaygraph.eval.hotpotqa.agents:react_guided`` makes HotPotQA decode alike on both sides.
+Decoding is greedy and ``react_decoding="auto"`` (every shipped agent's) is the step
+grammar on both sides (in process, and on a relaygraph worker), so both make the same
+model calls until a near tie parts them: llama.cpp's kernels give slightly different
+logits for passes of different sizes (benchmarks/pass_invariance.py), and cached prefixes
+were computed in passes of other sizes on each side. The agreement is the share of items
+with the same score, the same prediction, and the same steps; the ratio on the items
+where both sides did alike (same steps, same answer) is the serving overhead alone, where
+the totals also count the extra steps of runs that parted. Each side's ``decoding``
+records how its steps were decoded, and the engine's prompt tokens show what the calls
+cost.
 
 Goal (issue 30): over HTTP at most 1.15x the in-process time. Before the cross-request
 prefix cache it was 1.8x on HotPotQA and 4.4x on ALFWorld (eval_headline.json).
@@ -361,8 +363,17 @@ def agreement(a_dir: Path, b_dir: Path) -> dict[str, Any]:
     if not shared:
         return {"shared_items": 0}
     differing = [i for i in shared if a[i].prediction != b[i].prediction]
+    # Where both sides made the same steps to the same answer they did the same work, so
+    # their time ratio is the serving overhead alone; elsewhere greedy runs parted (a
+    # near tie decided by pass-size kernel differences, see pass_invariance.py).
+    alike = [i for i in shared if a[i].prediction == b[i].prediction and a[i].steps == b[i].steps]
+    alike_seconds = [sum(side[i].latency_s for i in alike) for side in (a, b)]
     return {
         "shared_items": len(shared),
+        "alike_items": len(alike),
+        "http_vs_in_process_alike": round(alike_seconds[1] / alike_seconds[0], 3)
+        if alike
+        else None,
         "same_score": _share(a[i].success == b[i].success for i in shared),
         "same_prediction": _share(a[i].prediction == b[i].prediction for i in shared),
         "same_steps": _share(a[i].steps == b[i].steps for i in shared),
@@ -411,17 +422,20 @@ def before_cache() -> dict[str, float]:
 
 def table(workloads: dict[str, Any]) -> Table:
     t = Table(title=f"agents over HTTP vs in process ({MODEL}; goal <= {GOAL}x)")
-    for column in ("workload", "in process s", "HTTP s", "ratio", "median ratio", "worker hit rate",
-                   "in-process hit rate", "same answers"):  # fmt: skip
+    for column in ("workload", "in process s", "HTTP s", "ratio", "median ratio",
+                   "ratio where alike", "worker hit rate", "in-process hit rate",
+                   "same answers"):  # fmt: skip
         t.add_column(column, justify="left" if column == "workload" else "right")
     for name, w in workloads.items():
         same = w["agreement"].get("same_answer", w["agreement"].get("same_prediction"))
+        alike = w["agreement"].get("http_vs_in_process_alike")
         t.add_row(
             name,
             f"{w['in_process']['seconds']:.1f}",
             f"{w['http']['seconds']:.1f}",
             f"{w['http_vs_in_process']:.2f}x",
             f"{w['http_vs_in_process_median']:.2f}x",
+            "-" if alike is None else f"{alike:.2f}x ({w['agreement']['alike_items']} items)",
             _pct(w["http"]["cache"]["hit_rate"]),
             _pct(w["in_process"]["cache"]["hit_rate"]),
             _pct(same),

@@ -21,13 +21,24 @@ Sections (``--only`` runs one; a partial run keeps the other's results in the JS
   results/serving_peers.png. Needs ``pip install -e '.[bench]'`` and
   ``benchmarks/build_llama_server.sh`` (llama-server; about 10 minutes on 2 cores).
 
+``agents``
+  The same servers under an agent workload: the model calls that HotPotQA and ALFWorld
+  agents made (recorded by benchmarks/speculative_loaded.py in
+  benchmarks/data/agent_steps.json: a conversation per item, its prompts growing by an
+  observation a step) replayed by 1 and 4 agents sharing the server, each sending its
+  next step when its last reply has ended: wall time, time to first token, tokens, and
+  relaygraph / llama-server. Every server gets the same requests (greedy, each step's own
+  ``max_tokens``), so what differs is serving: batching and reuse of the conversation's
+  cached prefix. Written under ``agents``.
+
 A smoke run of the peers: ``--only peers --peer-concurrency 1 4 --peer-requests 8
 --prefix-repeats 1 --out /tmp/serving.json``.
 
 Usage:
-    python benchmarks/serving.py [--only own|peers] [--requests 300] [--tokens 48]
+    python benchmarks/serving.py [--only own|peers|agents] [--requests 300] [--tokens 48]
         [--peer-concurrency 1 4 8 16] [--peer-requests 64] [--prefix-repeats 3]
-        [--peers relaygraph llama-server llama-cpp-python] [--out PATH]
+        [--peers relaygraph llama-server llama-cpp-python] [--agents 1 4]
+        [--agent-repeats 2] [--out PATH]
 """
 
 from __future__ import annotations
@@ -51,6 +62,7 @@ if TYPE_CHECKING:
 # `peers` section runs relaygraph in a child process and its client needs neither.
 
 MESSAGES = [{"role": "user", "content": "Write a short story about a lighthouse."}]
+AGENT_STEPS = Path(__file__).resolve().parent / "data" / "agent_steps.json"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -281,6 +293,61 @@ def peers(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     }
 
 
+def agents(args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    """The ``agents`` section: recorded agent conversations replayed against each server."""
+    from _peer_servers import PeerSettings, running
+    from _serving_load import AgentStep, agent_conversations, run_conversations
+
+    settings = PeerSettings(gguf=args.gguf or _packaged_gguf())
+    conversations = agent_conversations(AGENT_STEPS) * args.agent_repeats
+    steps = sum(len(c) for c in conversations)
+    results: dict[str, Any] = {}
+    for name in args.peers:
+        console.print(f"[bold]{name}[/]: starting")
+        with running(name, settings) as peer:
+            # Warm-up on a conversation of its own: connections and first-call allocations,
+            # without caching any prompt the replay sends.
+            warm = [[AgentStep(messages=[{"role": "user", "content": "Hello."}], max_tokens=8)]]
+            asyncio.run(run_conversations(peer.base_url, warm, 1))
+            levels = []
+            for count in args.agents:
+                level = asyncio.run(run_conversations(peer.base_url, conversations, count))
+                levels.append(level.summary())
+                console.print(f"  {count} agents: {levels[-1]['wall_s']} s, {_brief(levels[-1])}")
+        results[name] = {"levels": levels}
+    ratios = None
+    if "relaygraph" in results and "llama-server" in results:
+        ratios = [
+            {
+                "agents": ours["concurrency"],
+                "wall_s": round(ours["wall_s"] / theirs["wall_s"], 3),
+                "tokens_per_s": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
+                "ttft_p50_ms": round(ours["ttft_p50_ms"] / theirs["ttft_p50_ms"], 3),
+            }
+            for ours, theirs in zip(
+                results["relaygraph"]["levels"], results["llama-server"]["levels"], strict=True
+            )
+        ]
+    return {
+        "machine": machine(),
+        "settings": {
+            "model": "smollm2-135m",
+            "gguf": settings.gguf.name,
+            "threads": settings.threads,
+            "slots": settings.slots,
+            "context_per_slot": settings.context_per_slot,
+            "agent_steps": str(AGENT_STEPS.relative_to(ROOT)),
+            "conversations": len(conversations),
+            "steps": steps,
+            "repeats": args.agent_repeats,
+            "agents": args.agents,
+            "greedy": True,
+        },
+        "servers": results,
+        "relaygraph_vs_llama_server": ratios,
+    }
+
+
 def _packaged_gguf() -> Path:
     from relaygraph.llm.catalog import packaged_model
 
@@ -361,7 +428,7 @@ def main() -> None:
     from _peer_servers import PEERS, missing
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["own", "peers"], help="run one section")
+    parser.add_argument("--only", choices=["own", "peers", "agents"], help="run one section")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
@@ -372,11 +439,13 @@ def main() -> None:
     parser.add_argument("--peer-seed", type=int, default=0)
     parser.add_argument("--prefix-tokens", type=int, default=1200)
     parser.add_argument("--prefix-repeats", type=int, default=3, help="0 skips the test")
+    parser.add_argument("--agents", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--agent-repeats", type=int, default=2, help="passes over the steps")
     parser.add_argument("--gguf", type=Path, help="default: the packaged SmolLM2-135M")
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     args = parser.parse_args()
 
-    if args.only in (None, "peers"):  # before the `own` section's minutes, not after
+    if args.only in (None, "peers", "agents"):  # before the `own` section's minutes
         problems = [f"{name}: {why}" for name in args.peers if (why := missing(name))]
         if problems:
             raise SystemExit("cannot run the peers section:\n" + "\n".join(problems))
@@ -417,6 +486,10 @@ def main() -> None:
         figure = args.out.with_name(f"{args.out.stem}_peers.png")
         plot_peers(result["peers"], figure)
         console.print(f"wrote {figure}")
+    if args.only in (None, "agents"):
+        result["agents"] = agents(args, console)
+        for row in result["agents"]["relaygraph_vs_llama_server"] or []:
+            console.print(f"relaygraph / llama-server: {row}")
     write_json(args.out, result)
     console.print(f"wrote {args.out}")
 
