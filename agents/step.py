@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import jsonschema
 from pydantic import ValidationError
 
+from relaygraph import telemetry
+from relaygraph.agents import spans
 from relaygraph.agents.react import FinalAnswer, ReActParseError, ReActStep, ToolCall, parse_react
 from relaygraph.agents.record import ContextRecord, ReasoningRecord, StepRecord
 from relaygraph.agents.step_io import StepBudget, StepInput, StepOutput, fail_step
@@ -62,19 +64,19 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
     if decision.model is not None:
         agent = replace(agent, llm=decision.model)
 
-    selection = spec.context_policy.select(
-        ContextRequest(
-            agent=agent.name,
-            role=agent.role,
-            query=inp.task,
-            items=inp.items,
-            budget_tokens=spec.context_budget,
-            count_tokens=inp.count_tokens,
-            stage=spec.stage,
-            step=inp.run_step,
-            memory=inp.memory,
-        )
+    context_request = ContextRequest(
+        agent=agent.name,
+        role=agent.role,
+        query=inp.task,
+        items=inp.items,
+        budget_tokens=spec.context_budget,
+        count_tokens=inp.count_tokens,
+        stage=spec.stage,
+        step=inp.run_step,
+        memory=inp.memory,
     )
+    selection = spec.context_policy.select(context_request)
+    spans.record_context(telemetry.current_span(), context_request, selection)
     if spec.context_budget is not None and selection.tokens > spec.context_budget:
         return fail_step(
             record,
@@ -186,16 +188,20 @@ def _act(
     note("action", f"{call.tool}[{call.arguments}]")
     tool = agent.tools.get(call.tool)
     began = time.perf_counter()
-    if tool is None:
-        known = ", ".join([*agent.tools, "finish"])
-        observation = f"Error: there is no action {call.tool!r}; use one of: {known}"
-        record.tool_error = observation
-    else:
-        try:
-            observation = tool.call(call.arguments)
-        except ToolCallError as exc:
-            observation = f"Error: {exc}"
-            record.tool_error = str(exc)
+    # A ReAct action has no id of its own: the run step names it (one call per step).
+    description = tool.description if tool else None
+    with spans.tool_span(call.tool, f"step-{inp.run_step}", description) as span:
+        if tool is None:
+            known = ", ".join([*agent.tools, "finish"])
+            observation = f"Error: there is no action {call.tool!r}; use one of: {known}"
+            record.tool_error = observation
+        else:
+            try:
+                observation = tool.call(call.arguments)
+            except ToolCallError as exc:
+                observation = f"Error: {exc}"
+                record.tool_error = str(exc)
+        spans.record_tool(span, call.arguments, observation, record.tool_error)
     record.latency_s += time.perf_counter() - began
     record.observation = observation
     note("observation", observation)

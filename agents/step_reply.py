@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from relaygraph import telemetry
+from relaygraph.agents import spans
 from relaygraph.agents.extraction import (
     ANSWER_PREFILL,
     NEUTRAL_TASK,
@@ -278,13 +280,14 @@ class StepCaller:
             parallel_tool_calls=False,
             **constraints,
         )
-        try:
-            result = agent.spec.model_policy.generate(
-                ModelCall(agent.name, agent.role, prompt, params, agent.llm, self.inp.on_token),
-                agent.spec.decoder,
-            )
-        except (LLMError, ConfigError) as exc:
-            return fail_step(record, "model", f"model call failed: {exc}")
+        call = ModelCall(agent.name, agent.role, prompt, params, agent.llm, self.inp.on_token)
+        with spans.chat_span(call) as span:
+            try:
+                result = agent.spec.model_policy.generate(call, agent.spec.decoder)
+            except (LLMError, ConfigError) as exc:
+                telemetry.fail(span, type(exc).__name__, str(exc))
+                return fail_step(record, "model", f"model call failed: {exc}")
+            spans.record_reply(span, call, result)
         completion = result.completion
         usage = completion.usage
         self.inp.budget.charge(

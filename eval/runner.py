@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from relaygraph.eval.report import write_report
+from relaygraph.eval.spans import item_span, record_item
 from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore, fingerprint
 
 if TYPE_CHECKING:
@@ -102,17 +103,19 @@ def run_suite(
 
 def _run_one(suite: Suite[Item], item: Item, store: RunStore) -> None:
     began = time.perf_counter()
-    try:
-        record, trace = suite.run(item)
-    except Exception as exc:  # one item's failure is scored, never the end of the run
-        record = ItemRecord(
-            id=suite.item_id(item),
-            groups=suite.groups(item),
-            success=0.0,
-            error=f"{type(exc).__name__}: {exc}",
-            latency_s=time.perf_counter() - began,
-        )
-        trace = None
+    with item_span(suite.name, suite.item_id(item), suite.groups(item)) as span:
+        try:
+            record, trace = suite.run(item)
+        except Exception as exc:  # one item's failure is scored, never the end of the run
+            record = ItemRecord(
+                id=suite.item_id(item),
+                groups=suite.groups(item),
+                success=0.0,
+                error=f"{type(exc).__name__}: {exc}",
+                latency_s=time.perf_counter() - began,
+            )
+            trace = None
+        record_item(span, suite.headline, record)
     store.record(record, trace)
 
 

@@ -20,6 +20,7 @@ from relaygraph.errors import RelayGraphError
 from relaygraph.graph.budget import BudgetLedger
 from relaygraph.graph.builder import END
 from relaygraph.graph.results import RunView
+from relaygraph.graph.spans import record_update, step_span
 
 # LangGraph reads a node's state annotation at run time to infer its input schema.
 from relaygraph.graph.state import RunState  # noqa: TC001
@@ -51,12 +52,15 @@ class _AgentNode:
     agent: BoundAgent
 
     def __call__(self, state: RunState, config: RunnableConfig) -> dict[str, Any]:
-        try:
-            return self.nodes.step(self.agent, state, config)
-        except RelayGraphError as exc:  # bad input met mid-run: end the run, keep the checkpoint
-            name, role = self.agent.name, self.agent.role
-            record = StepRecord(step=len(state["records"]), agent=name, role=role, turn_step=0)
-            return self.nodes.fail(name, record, "model", str(exc))
+        name, role = self.agent.name, self.agent.role
+        with step_span(name, role, config) as span:
+            try:
+                update = self.nodes.step(self.agent, state, config)
+            except RelayGraphError as exc:  # bad input mid-run: end the run, keep the checkpoint
+                record = StepRecord(step=len(state["records"]), agent=name, role=role, turn_step=0)
+                update = self.nodes.fail(name, record, "model", str(exc))
+            record_update(span, update)
+            return update
 
 
 class AgentNodes:

@@ -23,11 +23,13 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, StateGraph
 
+from relaygraph import telemetry
 from relaygraph.agents.record import StepRecord
 from relaygraph.errors import ConfigError
 from relaygraph.graph.builder import END
 from relaygraph.graph.nodes import STREAM_TOKENS, AgentNodes
 from relaygraph.graph.results import ResultEvent, RunEvent, RunResult, StepEvent, TokenEvent
+from relaygraph.graph.spans import finish_run, run_span
 from relaygraph.graph.state import RunState, initial_state
 from relaygraph.graph.trace import Route, RunFailure, Trace
 from relaygraph.llm.constraints import JsonObjectFormat, JsonSchemaFormat
@@ -35,7 +37,7 @@ from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.types import GenerationParams
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterator
+    from collections.abc import Collection, Generator, Iterator
 
     from langchain_core.runnables import RunnableConfig
 
@@ -188,7 +190,6 @@ class CompiledAgentGraph:
         answer_format: AnswerFormat | None = None,
     ) -> Iterator[RunEvent]:
         config = self._config(thread_id, tokens=tokens)
-        values: dict[str, Any] | None = None
         payload: Any = None
         if task is not None:
             fmt = self.check_answer_format(answer_format)
@@ -198,6 +199,25 @@ class CompiledAgentGraph:
                 self.check_tools(tools),
                 fmt.model_dump(mode="json") if fmt else None,
             )
+        span = run_span(self.name, thread_id)
+        try:
+            values = yield from self._stream_values(payload, config, span, tokens=tokens)
+            if values is None:
+                raise ConfigError(f"thread {thread_id!r} has no state to return")
+            result = self._result(values, thread_id)
+            finish_run(span, result)
+        except BaseException as exc:  # the run raised, or its consumer left mid-run
+            telemetry.fail(span, type(exc).__name__, str(exc))
+            raise
+        finally:
+            span.end()
+        yield ResultEvent(result=result)
+
+    def _stream_values(
+        self, payload: Any, config: RunnableConfig, span: telemetry.Span, *, tokens: bool
+    ) -> Generator[RunEvent, None, dict[str, Any] | None]:
+        """Run LangGraph, yielding step and token events; return the run's last state."""
+        values: dict[str, Any] | None = None
         try:
             # "sync": each step's checkpoint is written before the next step starts, so a
             # killed process loses at most the step that was running.
@@ -209,7 +229,9 @@ class CompiledAgentGraph:
                 stream_mode=["updates", "values", "custom"] if tokens else ["updates", "values"],
                 durability="sync" if self.durable else None,
             )
-            for mode, data in cast("Iterator[tuple[str, Any]]", stream):
+            # Steps run inside the run's span, so their spans are its children.
+            steps = cast("Iterator[tuple[str, Any]]", stream)
+            for mode, data in telemetry.iterate_within(span, steps):
                 if mode == "values":
                     values = data
                 elif mode == "custom":
@@ -226,9 +248,7 @@ class CompiledAgentGraph:
                     "message": "LangGraph's recursion limit was reached",
                     "agent": None,
                 }
-        if values is None:
-            raise ConfigError(f"thread {thread_id!r} has no state to return")
-        yield ResultEvent(result=self._result(values, thread_id))
+        return values
 
     def _result(self, values: dict[str, Any], thread_id: str) -> RunResult:
         error = RunFailure.model_validate(values["error"]) if values.get("error") else None

@@ -65,6 +65,7 @@ from relaygraph.serving.responses import (
 from relaygraph.serving.routed import routed_completion
 from relaygraph.serving.streaming import SSEStream, disconnected, timeout_error
 from relaygraph.serving.traces import TraceStore
+from relaygraph.serving.tracing import TraceContext
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -443,6 +444,8 @@ def create_app(
         max_concurrency=security.max_concurrency_per_key,
         metrics=metrics,
     )
+    # Outside the Guard, so a refused request is traced too and the caller can find it.
+    app.add_middleware(TraceContext)
     if security.cors_origins:  # off unless configured; outermost, so preflights skip the keys
         app.add_middleware(
             CORSMiddleware,
