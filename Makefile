@@ -29,6 +29,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --no-deps --no-build-isolation "fast-downward-textworld==20.6.4" "jericho==3.3.1"
 	$(PY) -m pip install --no-deps "textworld==1.7.0" "alfworld==0.4.2"
 	$(PY) -m pip install "tatsu==5.8.3" "mementos>=1.3.1" "termcolor>=2" "prompt_toolkit>=3" "hashids" "more_itertools" "networkx" "tqdm"
+	# Headless Chromium and chromedriver from Debian's packages, for the viewer's browser
+	# tests (in CI a missing browser fails here; elsewhere those tests skip and say why).
+	bash scripts/install_browser.sh
 	touch $(STAMP)
 
 demo: install

@@ -36,6 +36,10 @@ class ContextRecord(BaseModel):
     dropped: list[str] = Field(default_factory=list)
     """Ids of candidates left out."""
     reason: str = ""
+    costs: dict[str, int] = Field(default_factory=dict)
+    """Tokens of each item the policy counted (every shown item among them), by id."""
+    scores: dict[str, float] = Field(default_factory=dict)
+    """The policy's score of each candidate it ranked, by id (similarity, RCR utility)."""
 
 
 class ModelRecord(BaseModel):
@@ -87,6 +91,14 @@ class BudgetRecord(BaseModel):
     verdict: Literal["ok", "cut", "refused"] = "ok"
     note: str = "ok"
     """The budget's words: ``ok``, ``cut to N tokens by ...``, ``refused: ...``."""
+    tokens_before: int | None = None
+    """Tokens the role had left when the step began (None: unlimited)."""
+    tokens_after: int | None = None
+    """Tokens the role had left when the step ended."""
+    seconds_before: float | None = None
+    """Seconds the role had left when the step began (None: unlimited)."""
+    seconds_after: float | None = None
+    """Seconds the role had left when the step ended."""
 
     @classmethod
     def of(cls, note: str) -> BudgetRecord:

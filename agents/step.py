@@ -35,12 +35,31 @@ __all__ = ["StepBudget", "StepInput", "StepOutput", "run_step"]
 
 
 def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
-    """Execute one step of ``agent``; see the module docstring for the failure rules."""
+    """Execute one step of ``agent``; see the module docstring for the failure rules.
+
+    The record notes the role's budget before and after the step.
+    """
+    tokens_left, seconds_left = inp.budget.remaining(agent.role)
+    output = _run_step(agent, inp, tokens_left, seconds_left)
+    tokens_after, seconds_after = inp.budget.remaining(agent.role)
+    output.record.budget = output.record.budget.model_copy(
+        update={
+            "tokens_before": tokens_left,
+            "tokens_after": tokens_after,
+            "seconds_before": seconds_left,
+            "seconds_after": seconds_after,
+        }
+    )
+    return output
+
+
+def _run_step(
+    agent: BoundAgent, inp: StepInput, tokens_left: int | None, seconds_left: float | None
+) -> StepOutput:
     spec = agent.spec
     record = StepRecord(
         step=inp.run_step, agent=agent.name, role=agent.role, turn_step=inp.turn_step
     )
-    tokens_left, seconds_left = inp.budget.remaining(agent.role)
     decision = spec.reasoning_policy.decide(
         ReasoningState(
             agent=agent.name,
@@ -90,6 +109,8 @@ def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
         tokens=selection.tokens,
         dropped=selection.dropped,
         reason=selection.reason,
+        costs=selection.costs,
+        scores=selection.scores,
     )
     record.decoding.decoder = spec.decoder.name
     act_only = decision.action == "act"

@@ -11,6 +11,7 @@ group                  commands                                                 
 ``relaygraph``         ``models`` ``generate`` ``export``                          `models`
                        ``run``                                                     `run`
                        ``serve`` ``worker``                                        `serve`
+                       ``ui``                                                      `ui`
 ``trace``              ``show``                                                    `run`
 ``eval``               ``hotpotqa`` ``alfworld`` ``report`` ``compare``            `eval`
                        ``holdout`` ``calibrate``
@@ -25,7 +26,7 @@ option by name), and no module here postpones its annotations (``from __future__
 annotations``): typer reads them at run time.
 """
 
-from relaygraph.cli import models, run, serve
+from relaygraph.cli import models, run, serve, ui
 from relaygraph.cli.distill import distill_app
 from relaygraph.cli.eval import eval_app
 from relaygraph.cli.reasoning import reasoning_app
@@ -39,6 +40,7 @@ for command in (
     run.run,
     serve.serve,
     serve.worker,
+    ui.ui,
     models.export,
 ):
     app.command()(command)

@@ -23,12 +23,19 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    ui: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Show these runs in the viewer at /ui, behind the API keys (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Serve models, worker pools and agent graphs behind an OpenAI-compatible API."""
     import uvicorn
 
     from relaygraph.serving.config import LLMEntry, ServeConfig, load_config
     from relaygraph.serving.server import app_from_config, safe_host
+    from relaygraph.ui import mount_viewer
 
     if config is not None and model:
         raise RelayGraphError("give --config or --model, not both")
@@ -37,8 +44,13 @@ def serve(
         if config is not None
         else ServeConfig(models={m: LLMEntry(llm=m) for m in model or [DEFAULT_MODEL]})
     )
+    if ui:
+        settings = settings.model_copy(update={"ui": [*settings.ui, *ui]})
     bind = safe_host(host, settings.security)
     served_app = app_from_config(settings)
+    if settings.ui:
+        mount_viewer(served_app, settings)
+        console.print(f"viewer on http://{bind}:{port}/ui/")
     console.print(f"serving {', '.join(settings.models)} on http://{bind}:{port}/v1")
     uvicorn.run(served_app, host=bind, port=port, log_level="info")
 

@@ -54,14 +54,9 @@ def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
     )
 
 
-def summary_table(comparison: Comparison, names: tuple[str, str]) -> Table:
-    """Headline figures of both runs, with B - A."""
+def summary_rows(comparison: Comparison) -> list[tuple[str, str, str, str]]:
+    """Headline figures of both runs as (figure, A, B, B - A) text rows."""
     a, b = comparison.a, comparison.b
-    table = Table(title=f"{a.suite}: {comparison.shared} items in both runs")
-    table.add_column("")
-    table.add_column(names[0], justify="right")
-    table.add_column(names[1], justify="right")
-    table.add_column("B - A", justify="right")
     rows = [("model", a.model, b.model, ""), ("graph", a.graph, b.graph, "")]
     figures = {"success": (a.success, b.success)}
     figures |= {m: (a.metrics[m], b.metrics.get(m, 0.0)) for m in a.metrics}
@@ -74,7 +69,17 @@ def summary_table(comparison: Comparison, names: tuple[str, str]) -> Table:
     }
     for name, (x, y) in figures.items():
         rows.append((name, f"{x:.3f}", f"{y:.3f}", f"{y - x:+.3f}"))
-    for row in rows:
+    return rows
+
+
+def summary_table(comparison: Comparison, names: tuple[str, str]) -> Table:
+    """Headline figures of both runs, with B - A."""
+    table = Table(title=f"{comparison.a.suite}: {comparison.shared} items in both runs")
+    table.add_column("")
+    table.add_column(names[0], justify="right")
+    table.add_column(names[1], justify="right")
+    table.add_column("B - A", justify="right")
+    for row in summary_rows(comparison):
         table.add_row(*row)
     return table
 

@@ -129,6 +129,10 @@ class ContextSelection:
     dropped: list[str] = field(default_factory=list)
     policy: str = ""
     reason: str = ""
+    costs: dict[str, int] = field(default_factory=dict)
+    """Tokens of each item the policy counted, by id (every chosen item among them)."""
+    scores: dict[str, float] = field(default_factory=dict)
+    """The policy's score of each candidate it ranked, by id (empty for unranked policies)."""
 
     def render(self) -> str:
         return "\n".join(render_item(i) for i in self.items)
@@ -167,8 +171,9 @@ class FullContext:
         costs = [request.cost(i) for i in items]
         total = sum(costs)
         budget = request.budget_tokens
+        by_id = {item.id: cost for item, cost in zip(items, costs, strict=True)}
         if budget is None or total <= budget:
-            return ContextSelection(items, total, policy=self.name, reason="fits")
+            return ContextSelection(items, total, policy=self.name, reason="fits", costs=by_id)
         keep = [True] * len(items)
         order = [i for i, item in enumerate(items) if item.kind != "task"]
         order += [i for i, item in enumerate(items) if item.kind == "task"]
@@ -185,6 +190,7 @@ class FullContext:
             dropped=dropped,
             policy=self.name,
             reason=f"dropped the {len(dropped)} oldest items to fit {budget} tokens",
+            costs=by_id,
         )
 
 
@@ -207,11 +213,12 @@ class RecencyWindow:
         items = request.candidates()
         budget = request.budget_tokens
         chosen: list[ContextItem] = []
+        costs: dict[str, int] = {}
         total = 0
         for item in reversed(items):
             if self.max_items is not None and len(chosen) >= self.max_items:
                 break
-            cost = request.cost(item)
+            cost = costs[item.id] = request.cost(item)
             if budget is not None and total + cost > budget:
                 break  # a window: older items may not jump over a newer one that did not fit
             chosen.append(item)
@@ -224,6 +231,7 @@ class RecencyWindow:
             dropped=[i.id for i in items if i.id not in kept],
             policy=self.name,
             reason=f"newest {len(chosen)} of {len(items)} items",
+            costs=costs,
         )
 
 
@@ -244,11 +252,12 @@ class TopKSimilarity:
         ranked = ranked_by_similarity(request, self.pool)
         budget = request.budget_tokens
         chosen: list[ContextItem] = []
+        costs: dict[str, int] = {}
         total = 0
         for item, _ in ranked:
             if self.k is not None and len(chosen) >= self.k:
                 break
-            cost = request.cost(item)
+            cost = costs[item.id] = request.cost(item)
             if budget is not None and total + cost > budget:
                 continue  # a smaller, less similar item may still fit
             chosen.append(item)
@@ -261,6 +270,8 @@ class TopKSimilarity:
             dropped=[i.id for i, _ in ranked if i.id not in kept],
             policy=self.name,
             reason=f"{len(chosen)} most similar of {len(ranked)} candidates",
+            costs=costs,
+            scores={item.id: score for item, score in ranked},
         )
 
 

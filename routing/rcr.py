@@ -165,6 +165,8 @@ class RCRContext:
             policy=self.name,
             reason=f"{len(items)} of {len(candidates)} candidates by role/stage/recency/relevance"
             + (f"; {oversized} larger than the whole budget" if oversized else ""),
+            costs={candidates[i].id: cost for i, cost in zip(costed, costs, strict=True)},
+            scores={candidates[i].id: utility[i] for i in costed},
         )
 
     def score(

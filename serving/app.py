@@ -1,6 +1,7 @@
 """The OpenAI-compatible FastAPI app: ``/v1/models``, ``/v1/chat/completions``,
 ``/v1/completions`` (with vLLM's ``prompt_logprobs``), ``/tokenize``, ``/detokenize``,
-``/v1/traces/{id}``, ``/health`` and ``/metrics``.
+``/v1/traces`` (the newest, for ``relaygraph ui --server``), ``/v1/traces/{id}``,
+``/health`` and ``/metrics``.
 
 `create_app` wires the routes of one `OpenAIServer` (which owns the served models and
 graphs) into FastAPI, behind the `Guard` (keys, body size, concurrency), with handlers
@@ -191,6 +192,22 @@ class OpenAIServer:
             for name, cascade in self.cascades.items()
         ]
         return {"object": "list", "data": cards}
+
+    async def list_traces(self, limit: int = 100) -> dict[str, Any]:
+        """The newest traces in memory, newest first, one summary line each."""
+        rows = [
+            {
+                "id": t.run_id,
+                "graph": t.graph,
+                "task": t.task,
+                "answer": t.answer,
+                "steps": len(t.steps),
+                "error": t.error.message if t.error else None,
+                "latency_s": sum(s.latency_s for s in t.steps),
+            }
+            for t in self.traces.recent(max(1, min(limit, 1000)))
+        ]
+        return {"object": "list", "data": rows}
 
     async def get_trace(self, trace_id: str) -> dict[str, Any]:
         trace = self.traces.get(trace_id)
@@ -389,6 +406,7 @@ def create_app(
     app.add_api_route("/health", server.health, methods=["GET"])
     app.add_api_route("/metrics", server.metrics_text, methods=["GET"])
     app.add_api_route("/v1/models", server.list_models, methods=["GET"])
+    app.add_api_route("/v1/traces", server.list_traces, methods=["GET"])
     app.add_api_route("/v1/traces/{trace_id}", server.get_trace, methods=["GET"])
     app.add_api_route(
         "/v1/chat/completions", server.chat_completions, methods=["POST"], response_model=None

@@ -236,6 +236,9 @@ class ServeConfig(_Strict):
     """Where graph traces are also written as JSON (they are always kept in memory)."""
     max_traces: int = Field(default=1000, gt=0)
     """Traces kept in memory for GET /v1/traces/{id}."""
+    ui: list[Path] = Field(default_factory=list)
+    """Run folders and trace files the viewer at /ui shows, behind the API keys (empty:
+    no viewer; ``relaygraph serve --ui PATH`` adds to it)."""
 
 
 def load_config(path: str | Path) -> ServeConfig:

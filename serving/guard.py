@@ -5,7 +5,10 @@ An ASGI middleware, so it answers before any route runs: 413 for a body over the
 wrong key (compared in constant time) or a credential not sent as ``Authorization:
 Bearer <key>``, 400 for more than one Authorization header, 429 when a key already has
 its maximum of requests in flight (counted from before its body is read, so a slow body
-cannot slip past the limit). ``/health`` and ``/metrics`` are open.
+cannot slip past the limit). ``/health`` and ``/metrics`` are open. Under ``/ui`` (the
+viewer that ``relaygraph serve --ui`` mounts), a browser may also send the key as the
+password of HTTP Basic authentication, and a 401 asks for it (``WWW-Authenticate``), so
+a person can open the viewer without a tool that sets headers.
 
 It is also the last word on errors: an exception no route handler answered becomes an
 OpenAI-format 500 here, so the connection stays usable (see `Guard.__call__`).
@@ -13,6 +16,8 @@ OpenAI-format 500 here, so the connection stays usable (see `Guard.__call__`).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("relaygraph.serving")
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+BROWSER_PREFIX = "/ui"
+"""Paths for people in a browser: the key may come by HTTP Basic authentication."""
 OTHER_ROUTE = "other"
 """The metrics label of every path that matches no route."""
 CLIENT_GONE = 499
@@ -129,10 +136,12 @@ class Guard:
             return
         identity = (scope.get("client") or ("local", 0))[0]
         if self._keys:
+            path = scope["path"]
+            browser = path == BROWSER_PREFIX or path.startswith(BROWSER_PREFIX + "/")
             try:
-                token = self._authenticate(scope["headers"])
+                token = self._authenticate(scope["headers"], basic=browser)
             except APIError as refusal:
-                await _reject(send, refusal)
+                await _reject(send, refusal, challenge=browser)
                 return
             identity = "key:" + hmac.new(b"relaygraph", token, "sha256").hexdigest()[:16]
         if self._in_flight.get(identity, 0) >= self._max_concurrency:
@@ -161,8 +170,11 @@ class Guard:
             if not self._in_flight[identity]:
                 del self._in_flight[identity]
 
-    def _authenticate(self, raw_headers: list[tuple[bytes, bytes]]) -> bytes:
-        """The configured key the request's one ``Authorization: Bearer <key>`` carries.
+    def _authenticate(
+        self, raw_headers: list[tuple[bytes, bytes]], *, basic: bool = False
+    ) -> bytes:
+        """The configured key the request's one ``Authorization: Bearer <key>`` carries
+        (or, with ``basic``, ``Authorization: Basic`` whose password is the key).
 
         Every key is compared, in constant time, so timing tells nothing about which
         came close.
@@ -183,7 +195,9 @@ class Guard:
             raise _unauthorized("missing API key; send Authorization: Bearer <key>")
         scheme, _, token = values[0].strip().partition(b" ")
         token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
+        if basic and scheme.lower() == b"basic":
+            token = _basic_password(token)
+        elif scheme.lower() != b"bearer" or not token:
             raise _unauthorized(
                 "the API key must use the Bearer scheme; send Authorization: Bearer <key>"
             )
@@ -193,6 +207,23 @@ class Guard:
         if not matched:
             raise _unauthorized("invalid API key; send Authorization: Bearer <key>")
         return token
+
+
+def _basic_password(credentials: bytes) -> bytes:
+    """The password of HTTP Basic credentials (``base64(user:password)``); the user name
+    is not checked: the key alone admits.
+
+    Raises:
+        APIError: 401 for credentials that are not base64 of ``user:password``.
+    """
+    try:
+        decoded = base64.b64decode(credentials, validate=True)
+    except (binascii.Error, ValueError):
+        raise _unauthorized("malformed Basic credentials") from None
+    _user, colon, password = decoded.partition(b":")
+    if not colon or not password:
+        raise _unauthorized("send the API key as the password of Basic authentication")
+    return password
 
 
 def _unauthorized(message: str) -> APIError:
@@ -249,7 +280,9 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _reject(send: Send, error: APIError, *, retry_after: str | None = None) -> None:
+async def _reject(
+    send: Send, error: APIError, *, retry_after: str | None = None, challenge: bool = False
+) -> None:
     payload = json.dumps(error.body()).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
@@ -257,5 +290,7 @@ async def _reject(send: Send, error: APIError, *, retry_after: str | None = None
     ]
     if retry_after is not None:
         headers.append((b"retry-after", retry_after.encode()))
+    if challenge and error.status == 401:  # a browser then asks its user for the key
+        headers.append((b"www-authenticate", b'Basic realm="relaygraph", charset="UTF-8"'))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})

@@ -1,4 +1,4 @@
-"""Traces of graph requests, kept for ``GET /v1/traces/{id}``."""
+"""Traces of graph requests, kept for ``GET /v1/traces`` and ``GET /v1/traces/{id}``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ class TraceStore:
         if self._directory is not None:
             trace.save(self._directory / f"{trace.run_id}.json")
         return trace.run_id
+
+    def recent(self, limit: int = 100) -> list[Trace]:
+        """The newest traces in memory, newest first."""
+        with self._lock:
+            return list(reversed(self._traces.values()))[:limit]
 
     def get(self, trace_id: str) -> Trace | None:
         if not _ID.match(trace_id):  # ids are uuid4 hex; anything else is not a file name

@@ -1,0 +1,126 @@
+"""What the pages show, shaped for the templates: a trace's timeline, a step's
+speculative rounds, a run's filtered items. No HTML here: the templates write it, and
+they escape every string (see `relaygraph.ui.app`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from relaygraph.agents.record import StepRecord
+    from relaygraph.graph.runs import ItemRecord
+    from relaygraph.graph.trace import Trace
+
+Outcome = Literal["all", "correct", "wrong", "error"]
+OUTCOMES: tuple[Outcome, ...] = ("all", "correct", "wrong", "error")
+
+TIMELINE_WIDTH = 900
+"""Width of the timeline's bar area, in SVG units."""
+ROW_HEIGHT = 26
+LABEL_WIDTH = 140
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One step on the timeline: its row (the agent), where it starts and how long it ran."""
+
+    step: int
+    agent: str
+    row: int
+    start_s: float
+    seconds: float
+    x: float
+    width: float
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    """The steps as bars, one row per agent, on a shared time axis."""
+
+    agents: list[str]
+    bars: list[Bar]
+    total_s: float
+    ticks: list[tuple[float, float]]
+    """(x, seconds) of the axis' tick marks."""
+
+    @property
+    def height(self) -> int:
+        return ROW_HEIGHT * len(self.agents) + 30
+
+
+def timeline(trace: Trace) -> Timeline:
+    """The trace's steps laid end to end.
+
+    A step records how long it took, not when it began; a run's steps follow one
+    another (the graph runs one agent at a time), so a step starts where the previous
+    one ended. Worked example: latencies 1.0, 0.5, 2.0 s give bars at 0-1, 1-1.5 and
+    1.5-3.5 s of a 3.5 s axis.
+    """
+    agents = list(dict.fromkeys(s.agent for s in trace.steps))
+    total = sum(s.latency_s for s in trace.steps)
+    scale = TIMELINE_WIDTH / total if total > 0 else 0.0
+    bars, clock = [], 0.0
+    for s in trace.steps:
+        bars.append(
+            Bar(
+                step=s.step,
+                agent=s.agent,
+                row=agents.index(s.agent),
+                start_s=clock,
+                seconds=s.latency_s,
+                x=LABEL_WIDTH + clock * scale,
+                # a zero-length step still shows as a sliver
+                width=max(s.latency_s * scale, 2.0),
+                failed=s.error is not None,
+            )
+        )
+        clock += s.latency_s
+    ticks = [(LABEL_WIDTH + TIMELINE_WIDTH * k / 4, total * k / 4) for k in range(5)]
+    return Timeline(agents, bars, total, ticks)
+
+
+def speculative_rounds(step: StepRecord) -> list[dict[str, Any]]:
+    """The step's speculative rounds, one dict per round (empty for other decoders)."""
+    per_round = step.decoding.report.get("per_round")
+    if not isinstance(per_round, dict) or not per_round:
+        return []
+    columns = {k: v for k, v in per_round.items() if isinstance(v, list)}
+    count = max((len(v) for v in columns.values()), default=0)
+    return [{k: v[i] if i < len(v) else None for k, v in columns.items()} for i in range(count)]
+
+
+def decoding_totals(step: StepRecord) -> dict[str, Any]:
+    """The decoder's report without its per-round lists."""
+    return {k: v for k, v in step.decoding.report.items() if k != "per_round"}
+
+
+def outcome(item: ItemRecord) -> Outcome:
+    """An item's outcome: an error, a correct answer (full success) or a wrong one."""
+    if item.error is not None:
+        return "error"
+    return "correct" if item.success >= 1.0 else "wrong"
+
+
+def group_values(items: Sequence[ItemRecord]) -> dict[str, list[str]]:
+    """Every group key of the items (question type, level, task type) and its values."""
+    values: dict[str, set[str]] = {}
+    for item in items:
+        for key, value in item.groups.items():
+            values.setdefault(key, set()).add(value)
+    return {key: sorted(v) for key, v in sorted(values.items())}
+
+
+def filter_items(
+    items: Sequence[ItemRecord], show: Outcome, groups: dict[str, str]
+) -> list[ItemRecord]:
+    """The items with outcome ``show`` (any for ``all``) and every given group value."""
+    return [
+        item
+        for item in items
+        if (show == "all" or outcome(item) == show)
+        and all(item.groups.get(key) == value for key, value in groups.items() if value)
+    ]
