@@ -202,32 +202,14 @@ class StepCaller:
         neutral = step_prompt(
             agent, NEUTRAL_TASK, self.context, act_only=True, prefill=ANSWER_PREFILL
         )
-        prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
-        candidate_tokens = sum(len(agent.llm.tokenize(c)) for c in candidates)
-        allowed, note = self.inp.budget.admit(
-            agent.role, agent.llm.name, prompt_tokens + 2 * candidate_tokens, 1
-        )
-        record.budget = BudgetRecord.of(note)
-        if allowed <= 0:
-            return fail_step(record, "budget", note)
         try:
-            scores = {
-                prompt_name: {c: agent.llm.score(prompt, c) for c in candidates}
-                for prompt_name, prompt in (("asked", asked), ("neutral", neutral))
-            }
-        except LLMError as exc:
+            ranked = self._rank(candidates, asked, neutral)
+        except (LLMError, ConfigError) as exc:
             return fail_step(
                 record, "model", f"answer_format='extract' needs a model that scores text: {exc}"
             )
-        for score in (s for by_candidate in scores.values() for s in by_candidate.values()):
-            evaluated = score.prompt_tokens - score.cached_tokens + len(score.tokens)
-            self.inp.budget.charge(agent.role, agent.llm.name, evaluated, 0, score.latency_s)
-            record.prompt_tokens += evaluated
-            record.latency_s += score.latency_s
-        ranked = {
-            c: calibrated(scores["asked"][c].total_logprob, scores["neutral"][c].total_logprob)
-            for c in candidates
-        }
+        if isinstance(ranked, StepOutput):
+            return ranked
         best = max(candidates, key=ranked.__getitem__)
         record.model.answer_scores = {c: round(s, 4) for c, s in ranked.items()}
         record.prompt = list(asked.messages)
@@ -237,6 +219,34 @@ class StepCaller:
         if self.inp.on_token is not None:  # a streaming caller gets the answer whole
             self.inp.on_token(best)
         return best
+
+    def _rank(
+        self, candidates: list[str], asked: ChatPrompt, neutral: ChatPrompt
+    ) -> dict[str, float] | StepOutput:
+        """Each candidate's `calibrated` score, the scoring charged to the budget (or the
+        budget's refusal as the step's end)."""
+        agent, record = self.agent, self.record
+        prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
+        candidate_tokens = sum(len(agent.llm.tokenize(c)) for c in candidates)
+        allowed, note = self.inp.budget.admit(
+            agent.role, agent.llm.name, prompt_tokens + 2 * candidate_tokens, 1
+        )
+        record.budget = BudgetRecord.of(note)
+        if allowed <= 0:
+            return fail_step(record, "budget", note)
+        scores = {
+            name: {c: agent.llm.score(prompt, c) for c in candidates}
+            for name, prompt in (("asked", asked), ("neutral", neutral))
+        }
+        for score in (s for by_candidate in scores.values() for s in by_candidate.values()):
+            evaluated = score.prompt_tokens - score.cached_tokens + len(score.tokens)
+            self.inp.budget.charge(agent.role, agent.llm.name, evaluated, 0, score.latency_s)
+            record.prompt_tokens += evaluated
+            record.latency_s += score.latency_s
+        return {
+            c: calibrated(scores["asked"][c].total_logprob, scores["neutral"][c].total_logprob)
+            for c in candidates
+        }
 
     def _prompt(self, prefill: str) -> ChatPrompt:
         """This step's prompt, the reply starting with ``prefill``."""
