@@ -37,7 +37,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.propagate import extract as _extract
@@ -69,6 +69,7 @@ __all__ = [
     "traceresponse",
 ]
 
+T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _SCOPE = "relaygraph"
 _NOOP: contextlib.nullcontext[Span] = contextlib.nullcontext(INVALID_SPAN)
@@ -236,16 +237,18 @@ def start_span(
     return tracer.start_span(name, kind=kind, attributes=attributes)
 
 
-def iterate_within(parent: Span, items: Iterator[Any]) -> Iterator[Any]:
-    """``items``, each produced with ``parent`` as the current span.
+def iterate_within(parent: Span, items: Iterator[T]) -> Iterator[T]:
+    """``items``, each produced with ``parent`` as the current span (``items`` itself
+    when the span is not recorded).
 
     A generator cannot keep a span current across its ``yield``s (its consumer may resume
     it from another thread or context), so the span is made current around each step of
     the iteration instead: what the step starts (a LangGraph node) becomes its child.
     """
-    if not parent.is_recording():
-        yield from items
-        return
+    return _within(parent, items) if parent.is_recording() else items
+
+
+def _within(parent: Span, items: Iterator[T]) -> Iterator[T]:
     while True:
         with trace.use_span(parent, end_on_exit=False):
             try:

@@ -37,6 +37,8 @@ def _messages(messages: list[Message] | tuple[Message, ...]) -> str:
 
 def chat_span(call: ModelCall) -> contextlib.AbstractContextManager[telemetry.Span]:
     """The span of one model call of a step (``chat {model}``), current while it runs."""
+    if not telemetry.enabled():
+        return telemetry.span("")  # the shared no-op: no attributes to build
     params = call.params
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "chat",
@@ -97,6 +99,8 @@ def tool_span(
     name: str, call_id: str, description: str | None
 ) -> contextlib.AbstractContextManager[telemetry.Span]:
     """The span of one tool call (``execute_tool {tool}``), current while it runs."""
+    if not telemetry.enabled():
+        return telemetry.span("")
     attributes: dict[str, AttributeValue] = {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.provider.name": PROVIDER,
@@ -124,20 +128,24 @@ def record_context(
     span: telemetry.Span, request: ContextRequest, selection: ContextSelection
 ) -> None:
     """The context routing decision as a ``relaygraph.context`` event: the items shown,
-    each with its token cost, and those left out."""
+    each with its token cost (and its score, when the policy ranked them), and those
+    left out."""
     if not span.is_recording():
         return
-    span.add_event(
-        "relaygraph.context",
-        {
-            "relaygraph.context.policy": selection.policy,
-            "relaygraph.context.items": [i.id for i in selection.items],
-            "relaygraph.context.item_tokens": [request.cost(i) for i in selection.items],
-            "relaygraph.context.tokens": selection.tokens,
-            "relaygraph.context.dropped": selection.dropped,
-            "relaygraph.context.reason": selection.reason,
-        },
-    )
+    shown = selection.items
+    costs = selection.costs
+    event: dict[str, AttributeValue] = {
+        "relaygraph.context.policy": selection.policy,
+        "relaygraph.context.items": [i.id for i in shown],
+        # a policy that did not count an item leaves its cost to the request's counter
+        "relaygraph.context.item_tokens": [costs.get(i.id) or request.cost(i) for i in shown],
+        "relaygraph.context.tokens": selection.tokens,
+        "relaygraph.context.dropped": selection.dropped,
+        "relaygraph.context.reason": selection.reason,
+    }
+    if shown and all(i.id in selection.scores for i in shown):
+        event["relaygraph.context.item_scores"] = [selection.scores[i.id] for i in shown]
+    span.add_event("relaygraph.context", event)
 
 
 def record_step(span: telemetry.Span, record: StepRecord) -> None:

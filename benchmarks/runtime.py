@@ -12,28 +12,42 @@ Two settings:
 - SmolLM2-135M on the research-team example: the overhead as a share of a step (goal:
   under 2%).
 
-Usage: python benchmarks/runtime.py [--repeats 30] [--real-repeats 3]
+A third measures OpenTelemetry export (`relaygraph.telemetry`) on the zero-cost model:
+the same graph run with export off and on, interleaved, exporting over OTLP/HTTP in
+batches to a local sink that accepts and drops them (the serialisation and the HTTP
+posts happen, on the exporter's thread, as they would against a collector); and the
+cost of the hooks a step passes with export off, timed alone.
+
+Usage: python benchmarks/runtime.py [--repeats 30] [--real-repeats 3] [--only telemetry]
+(``--only telemetry`` updates that section of the existing results file.)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypedDict
 
 from _common import RESULTS, machine, write_json
 from langgraph.graph import END, START, StateGraph
 
+from relaygraph import telemetry
 from relaygraph.agents import Agent
+from relaygraph.agents.spans import chat_span, tool_span
 from relaygraph.graph import AgentGraph
 from relaygraph.graph.loader import load_factory
+from relaygraph.graph.spans import step_span
 from relaygraph.llm import LLM, BaseLLM, LocalLLM
 from relaygraph.llm.scripted import ScriptedLLM
-from relaygraph.llm.types import ChatPrompt, Prompt, PromptInput
+from relaygraph.llm.types import ChatPrompt, GenerationParams, Prompt, PromptInput
+from relaygraph.routing.models import ModelCall
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 Call = tuple[str, tuple[Any, ...]]
@@ -173,16 +187,94 @@ def measure(
     }
 
 
+class _Sink(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that accepts every export and keeps nothing."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a line per export would bury the benchmark's output."""
+
+
+def measure_telemetry(repeats: int) -> dict[str, Any]:
+    """Median ms per step of the zero-cost graph with export off and on, interleaved;
+    and the no-op hooks of one step with export off, in microseconds."""
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
+    off: list[float] = []
+    on: list[float] = []
+    spans_per_run = 0
+
+    def run(export: bool) -> float:
+        nonlocal spans_per_run
+        compiled = zero_cost_graph(ScriptedLLM(scripted_reply)).compile()
+        provider = telemetry.configure(endpoint=endpoint) if export else None
+        began = time.perf_counter()
+        result = compiled.invoke("collect values")
+        wall = time.perf_counter() - began
+        if provider is not None:
+            provider.force_flush()
+            telemetry.shutdown()
+        steps = len(result.trace.steps)
+        spans_per_run = 1 + steps * 2 + sum(1 for s in result.trace.steps if s.observation)
+        return wall / steps
+
+    telemetry.shutdown()
+    run(False), run(True)  # warm-up
+    for repeat in range(repeats):
+        order = (True, False) if repeat % 2 else (False, True)
+        for export in order:
+            (on if export else off).append(run(export))
+    sink.shutdown()
+
+    # The hooks a step passes with export off: its step, model and tool spans.
+    telemetry.shutdown()
+    call = ModelCall("a", "r", ChatPrompt(messages=()), GenerationParams(), ScriptedLLM([]))
+    config: Any = {"configurable": {"thread_id": "t"}}
+    hooks = 10_000
+    began = time.perf_counter()
+    for _ in range(hooks):
+        with step_span("a", "r", config), chat_span(call), tool_span("t", "1", None):
+            pass
+    hook_us = (time.perf_counter() - began) / hooks * 1e6
+    step_off, step_on = statistics.median(off), statistics.median(on)
+    return {
+        "runs": len(off),
+        "spans_per_run": spans_per_run,
+        "export_off_ms_per_step": round(step_off * 1e3, 3),
+        "export_on_ms_per_step": round(step_on * 1e3, 3),
+        "export_overhead_ms_per_step": round((step_on - step_off) * 1e3, 3),
+        "export_overhead_pct_of_step": round((step_on - step_off) / step_off * 100, 2),
+        "off_hooks_us_per_step": round(hook_us, 3),
+        "off_hooks_pct_of_step": round(hook_us / (step_off * 1e6) * 100, 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--real-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS / "runtime.json")
+    parser.add_argument("--only", choices=["all", "telemetry"], default="all")
     args = parser.parse_args()
 
     from rich.console import Console
 
     console = Console()
+    console.print(f"OpenTelemetry export, zero-cost model, {args.repeats} runs off and on...")
+    traced = measure_telemetry(args.repeats) | {"machine": machine()}
+    console.print(traced)
+    if args.only == "telemetry":
+        results = json.loads(args.out.read_text())
+        write_json(args.out, results | {"telemetry": traced})
+        console.print(f"updated {args.out}")
+        return
     console.print(f"zero-cost model, {args.repeats} runs of 8 steps...")
     zero = measure(
         zero_cost_graph, ScriptedLLM(scripted_reply), ["collect values"], args.repeats, lambda: None
@@ -216,6 +308,7 @@ def main() -> None:
             },
             "zero_cost_model": zero,
             "smollm2_research_team": real,
+            "telemetry": traced,
         },
     )
     console.print(f"wrote {args.out}")

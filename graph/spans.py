@@ -56,6 +56,8 @@ def step_span(
     agent: str, role: str, config: RunnableConfig
 ) -> contextlib.AbstractContextManager[telemetry.Span]:
     """One agent step's span, current while the step runs (model and tool calls nest)."""
+    if not telemetry.enabled():
+        return telemetry.span("")  # the shared no-op: no attributes to build
     return telemetry.span(
         f"invoke_agent {agent}",
         attributes={
