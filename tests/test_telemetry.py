@@ -287,6 +287,32 @@ def test_the_server_continues_the_callers_trace(exporter: InMemorySpanExporter) 
     assert response.json()["relaygraph"]["trace_id"] == (run.attributes or {})["relaygraph.run_id"]
 
 
+@pytest.mark.server
+def test_a_streamed_graph_run_joins_the_callers_trace(exporter: InMemorySpanExporter) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    with BackgroundServer({"team": team().compile()}) as server:
+        with httpx.stream(
+            "POST",
+            f"{server.base_url}/chat/completions",
+            json={
+                "model": "team",
+                "stream": True,
+                "messages": [{"role": "user", "content": "What is x?"}],
+            },
+            headers={"traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+            timeout=30,
+        ) as response:
+            body = response.read().decode()
+        spans = wait_for(exporter, "POST /v1/chat/completions")
+    assert response.status_code == 200 and "[DONE]" in body
+    assert response.headers["traceresponse"].split("-")[1] == trace_id
+    [request] = by_name(spans, "POST /v1/chat/completions")
+    [run] = by_name(spans, "invoke_workflow team")
+    assert parent_of(run) == span_id(request)
+    assert len(by_name(spans, "invoke_agent")) == 3
+    assert all(f"{s.context.trace_id:032x}" == trace_id for s in spans if s.context)
+
+
 @pytest.mark.slow
 def test_spans_of_a_real_model_with_speculative_decoding_and_a_cascade(
     exporter: InMemorySpanExporter, smollm2: LocalLLM
