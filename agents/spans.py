@@ -1,5 +1,6 @@
-"""A step's work as OpenTelemetry spans: the model calls (``chat``), tool calls
-(``execute_tool``) and the step's decisions, with GenAI semantic-convention attributes and
+"""A step's work as OpenTelemetry spans: the model calls (``chat``, also used by the
+server for the requests it answers with a model), tool calls (``execute_tool``) and the
+step's decisions, with GenAI semantic-convention attributes and
 relaygraph's own under ``relaygraph.``.
 
 Each function is a no-op on a span that is not recording (export off), so nothing here
@@ -9,81 +10,85 @@ costs a run that does not export. See ``docs/guides/telemetry.md`` for the span 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from relaygraph import telemetry
 
 if TYPE_CHECKING:
     import contextlib
+    from collections.abc import Sequence
 
     from opentelemetry.util.types import AttributeValue
 
     from relaygraph.agents.record import StepRecord
-    from relaygraph.llm.types import Completion, Message
+    from relaygraph.llm.types import Completion, GenerationParams, Message
     from relaygraph.routing.context import ContextRequest, ContextSelection
-    from relaygraph.routing.models import ModelCall, ModelResult
+    from relaygraph.routing.models import ModelResult
 
 PROVIDER = "relaygraph"
 """``gen_ai.provider.name`` of relaygraph's spans: the model runs behind relaygraph's own
 `LLM` contract (the embedded engine, a worker, a cascade), whichever backend serves it."""
 
 
-def _messages(messages: list[Message] | tuple[Message, ...]) -> str:
+def _messages(messages: Sequence[Message]) -> str:
     """Chat messages in the conventions' input-messages JSON shape."""
     return json.dumps(
         [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in messages]
     )
 
 
-def chat_span(call: ModelCall) -> contextlib.AbstractContextManager[telemetry.Span]:
-    """The span of one model call of a step (``chat {model}``), current while it runs."""
+def chat_span(
+    model: str,
+    params: GenerationParams,
+    *,
+    agent: str | None = None,
+    operation: Literal["chat", "text_completion"] = "chat",
+) -> contextlib.AbstractContextManager[telemetry.Span]:
+    """The span of one model call (``chat {model}``), current while it runs: an agent
+    step's, or a served request's (``text_completion`` for ``/v1/completions``)."""
     if not telemetry.enabled():
         return telemetry.span("")  # the shared no-op: no attributes to build
-    params = call.params
     attributes: dict[str, AttributeValue] = {
-        "gen_ai.operation.name": "chat",
+        "gen_ai.operation.name": operation,
         "gen_ai.provider.name": PROVIDER,
-        "gen_ai.request.model": call.model.name,
-        "gen_ai.agent.name": call.agent,
+        "gen_ai.request.model": model,
         "gen_ai.request.max_tokens": params.max_tokens,
         "gen_ai.request.temperature": params.temperature,
     }
+    if agent is not None:
+        attributes["gen_ai.agent.name"] = agent
     if params.stop:
         attributes["gen_ai.request.stop_sequences"] = list(params.stop)
+    if params.n != 1:
+        attributes["gen_ai.request.choice.count"] = params.n
     return telemetry.span(
-        f"chat {call.model.name}", kind=telemetry.SpanKind.CLIENT, attributes=attributes
+        f"{operation} {model}", kind=telemetry.SpanKind.CLIENT, attributes=attributes
     )
 
 
-def record_reply(span: telemetry.Span, call: ModelCall, result: ModelResult) -> None:
-    """What the call returned: response model, usage, finish reasons; the model policy's
-    decision (a cascade's rungs as ``relaygraph.cascade.rung`` events) and the decoder's
-    report (speculative rounds, windows, acceptance)."""
+def record_completion(
+    span: telemetry.Span, completion: Completion, messages: Sequence[Message] = ()
+) -> None:
+    """What a model call returned: response model, usage, finish reasons, the decoder's
+    report (speculative rounds, windows, acceptance); with content recording on, the
+    ``messages`` sent and the replies."""
     if not span.is_recording():
         return
-    completion: Completion = result.completion
     usage = completion.usage
     span.set_attributes(
         {
-            "gen_ai.response.model": result.model,
+            "gen_ai.response.model": completion.model,
             "gen_ai.response.finish_reasons": [c.finish_reason for c in completion.choices],
             "gen_ai.usage.input_tokens": usage.prompt_tokens,
             "gen_ai.usage.output_tokens": usage.completion_tokens,
             "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
-            "relaygraph.model.policy": result.policy,
-            "relaygraph.model.reason": result.reason,
             "relaygraph.latency_s": completion.latency_s,
         }
     )
-    for rung in result.cascade or []:
-        fields = rung.model_dump(exclude_none=True)
-        span.add_event("relaygraph.cascade.rung", _scalars("relaygraph.cascade", fields))
-    if result.cascade:
-        span.set_attribute("relaygraph.cascade.rungs", len(result.cascade))
     if completion.decoding:
         span.set_attributes(_scalars("relaygraph.decoding", completion.decoding))
     if telemetry.record_content():
-        span.set_attribute("gen_ai.input.messages", _messages(call.prompt.messages))
+        span.set_attribute("gen_ai.input.messages", _messages(messages))
         output = [
             {
                 "role": "assistant",
@@ -93,6 +98,28 @@ def record_reply(span: telemetry.Span, call: ModelCall, result: ModelResult) -> 
             for c in completion.choices
         ]
         span.set_attribute("gen_ai.output.messages", json.dumps(output))
+
+
+def record_reply(
+    span: telemetry.Span, result: ModelResult, messages: Sequence[Message] = ()
+) -> None:
+    """`record_completion`, and the model policy's decision: the model that answered,
+    why, and a cascade's rungs as ``relaygraph.cascade.rung`` events."""
+    if not span.is_recording():
+        return
+    record_completion(span, result.completion, messages)
+    span.set_attributes(
+        {
+            "gen_ai.response.model": result.model,
+            "relaygraph.model.policy": result.policy,
+            "relaygraph.model.reason": result.reason,
+        }
+    )
+    for rung in result.cascade or []:
+        fields = rung.model_dump(exclude_none=True)
+        span.add_event("relaygraph.cascade.rung", _scalars("relaygraph.cascade", fields))
+    if result.cascade:
+        span.set_attribute("relaygraph.cascade.rungs", len(result.cascade))
 
 
 def tool_span(

@@ -291,13 +291,13 @@ class StepCaller:
             **constraints,
         )
         call = ModelCall(agent.name, agent.role, prompt, params, agent.llm, self.inp.on_token)
-        with spans.chat_span(call) as span:
+        with spans.chat_span(agent.llm.name, params, agent=agent.name) as span:
             try:
                 result = agent.spec.model_policy.generate(call, agent.spec.decoder)
             except (LLMError, ConfigError) as exc:
                 telemetry.fail(span, type(exc).__name__, str(exc))
                 return fail_step(record, "model", f"model call failed: {exc}")
-            spans.record_reply(span, call, result)
+            spans.record_reply(span, result, prompt.messages)
         completion = result.completion
         usage = completion.usage
         self.inp.budget.charge(

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from relaygraph.agents.spans import chat_span, record_completion
 from relaygraph.errors import ModelNotFoundError, RelayGraphError, first_problem
 from relaygraph.graph.runtime import CompiledAgentGraph
 from relaygraph.llm.tool_format import messages_for_template
@@ -251,7 +252,9 @@ class OpenAIServer:
         )
         if request.stream:
             return await self._stream(llm, prompt, params, request, client, chat=True)
-        completion = await self.timed(llm.acomplete(prompt, params), client)
+        with chat_span(request.model, params) as span:
+            completion = await self.timed(llm.acomplete(prompt, params), client)
+            record_completion(span, completion, prompt.messages)
         self.metrics.count_tokens(request.model, completion.usage)
         choices = []
         for c in completion.choices:
@@ -301,7 +304,9 @@ class OpenAIServer:
                 return await self._stream(llm, prompt, params, request, client, chat=False)
             ids = llm.encode(prompt)
             work = scored_completion(llm, ids, params, request)
-            scored, completion = await self.timed(work, client)
+            with chat_span(request.model, params, operation="text_completion") as span:
+                scored, completion = await self.timed(work, client)
+                record_completion(span, completion)
             choices.extend(
                 completion_choices(
                     request,

@@ -3,16 +3,18 @@
 A request to a cascade's name is answered by its first model whose uncertainty stays at
 or under the rung's threshold (the last model's answer always stands). The response is an
 ordinary completion plus a ``relaygraph`` field naming the model that answered and each
-rung's record (estimator, score, calibrated P(right), threshold, decision, cost).
+rung's record (estimator, score, calibrated P(right), threshold, decision, cost); with
+span export on, the same decision is on the request's ``chat`` span.
 Streaming and ``n`` > 1 are refused: the routing decision needs the whole first answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from relaygraph.llm.types import TextPrompt, to_prompt
+from relaygraph.agents.spans import chat_span, record_reply
+from relaygraph.llm.types import ChatPrompt, TextPrompt, to_prompt
 from relaygraph.serving.errors import APIError
 from relaygraph.serving.protocol import ChatCompletionRequest
 from relaygraph.serving.responses import (
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from relaygraph.llm.protocol import LLM
-    from relaygraph.llm.types import ChatPrompt, Prompt
+    from relaygraph.llm.types import Prompt
     from relaygraph.routing.models import Cascade, ModelResult
     from relaygraph.serving.metrics import ServerMetrics
     from relaygraph.serving.protocol import CompletionRequest
@@ -79,7 +81,10 @@ async def routed_completion(
     # Every rung must fit the answer: the smallest room left by any of them.
     limit = min(max_tokens(rung.model, prompt, requested) for rung in cascade.rungs)
     params = request.generation_params(limit, logprobs=wants_logprobs, top_logprobs=top)
-    result = await asyncio.to_thread(cascade.route, prompt, params)
+    operation: Literal["chat", "text_completion"] = "chat" if chat else "text_completion"
+    with chat_span(request.model, params, operation=operation) as span:
+        result = await asyncio.to_thread(cascade.route, prompt, params)
+        record_reply(span, result, prompt.messages if isinstance(prompt, ChatPrompt) else ())
     usage = result.completion.usage
     metrics.count_tokens(request.model, usage)
     metrics.routed.labels(request.model, result.model).inc()

@@ -313,6 +313,58 @@ def test_a_streamed_graph_run_joins_the_callers_trace(exporter: InMemorySpanExpo
     assert all(f"{s.context.trace_id:032x}" == trace_id for s in spans if s.context)
 
 
+@pytest.mark.server
+def test_a_served_model_answers_in_a_model_span(exporter: InMemorySpanExporter) -> None:
+    small = ScriptedLLM(lambda prompt: "Paris", name="small")
+    with BackgroundServer({"small": small}) as server:
+        chat = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": "small", "messages": [{"role": "user", "content": "Capital?"}]},
+            timeout=30,
+        )
+        spans = wait_for(exporter, "POST /v1/chat/completions")
+        exporter.clear()
+        text = httpx.post(
+            f"{server.base_url}/completions",
+            json={"model": "small", "prompt": "Capital of France?", "max_tokens": 8},
+            timeout=30,
+        )
+        spans += wait_for(exporter, "POST /v1/completions")
+    assert chat.status_code == text.status_code == 200, (chat.text, text.text)
+    for route, operation in (("chat/completions", "chat"), ("completions", "text_completion")):
+        [request] = by_name(spans, f"POST /v1/{route}")
+        [call] = by_name(spans, f"{operation} small")
+        assert parent_of(call) == span_id(request)
+        attrs = call.attributes or {}
+        assert attrs["gen_ai.operation.name"] == operation
+        assert attrs["gen_ai.response.model"] == "small"
+        assert attrs["gen_ai.usage.output_tokens"] == 1
+    assert (by_name(spans, "text_completion")[0].attributes or {})["gen_ai.request.max_tokens"] == 8
+
+
+@pytest.mark.server
+def test_a_served_cascade_reports_its_rungs(exporter: InMemorySpanExporter) -> None:
+    small = ScriptedLLM(lambda prompt: "Paris, maybe", name="small")
+    large = ScriptedLLM(lambda prompt: "Paris", name="large")
+    routed = Cascade([Rung(small, Unsure(), threshold=0.5), Rung(large)])
+    with BackgroundServer({"routed": routed}) as server:
+        response = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={"model": "routed", "messages": [{"role": "user", "content": "Capital?"}]},
+            timeout=30,
+        )
+        spans = wait_for(exporter, "POST /v1/chat/completions")
+    assert response.json()["relaygraph"]["answered_by"] == "large"
+    [chat] = by_name(spans, "chat routed")
+    attrs = chat.attributes or {}
+    assert attrs["gen_ai.request.model"] == "routed"
+    assert attrs["gen_ai.response.model"] == "large"
+    assert [e["relaygraph.cascade.decision"] for e in events(chat, "relaygraph.cascade.rung")] == [
+        "escalate",
+        "final",
+    ]
+
+
 @pytest.mark.slow
 def test_spans_of_a_real_model_with_speculative_decoding_and_a_cascade(
     exporter: InMemorySpanExporter, smollm2: LocalLLM
