@@ -200,3 +200,42 @@ def test_serve_mounts_the_viewer_behind_its_keys(runs: dict[str, Path]) -> None:
     # Basic is for people at /ui; the API keeps to Bearer.
     assert client.get("/v1/models", headers={"Authorization": basic}).status_code == 401
     assert "www-authenticate" not in client.get("/v1/models").headers
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_the_command_serves_the_viewer_on_loopback(runs: dict[str, Path]) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    from commands import relaygraph_cli
+
+    from relaygraph.serving.server import free_port
+
+    missing = relaygraph_cli("ui", "no/such/folder")
+    assert missing.returncode == 2 and "no such file or folder" in missing.stderr
+
+    port = free_port("127.0.0.1")
+    command = [sys.executable, "-m", "relaygraph.cli", "ui", str(runs["team"].parent)]
+    child = subprocess.Popen(
+        [*command, "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ | {"HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert child.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert page.status_code == 200 and "0/team" in page.text
+    finally:
+        child.terminate()
+        child.wait(timeout=30)

@@ -58,6 +58,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
     driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(5)  # find_element waits for a page that a click is loading
     yield driver
     driver.quit()
 
@@ -112,6 +113,7 @@ def test_a_person_clicks_from_the_runs_to_an_item_to_a_step(
     assert shoot(browser, tmp_path, "runs").stat().st_size > 10_000
 
     browser.find_element(By.LINK_TEXT, "0/team").click()
+    WebDriverWait(browser, 10).until(lambda d: "/run?" in d.current_url)
     items = browser.find_elements(By.CSS_SELECTOR, "#items tbody tr.item")
     assert len(items) == ITEMS
     assert all("correct" in row.text for row in items)
@@ -125,10 +127,12 @@ def test_a_person_clicks_from_the_runs_to_an_item_to_a_step(
     value = select.find_elements(By.TAG_NAME, "option")[1].get_attribute("value")
     select.find_element(By.CSS_SELECTOR, f'option[value="{value}"]').click()
     browser.find_element(By.CSS_SELECTOR, "#filters button").click()
+    WebDriverWait(browser, 10).until(lambda d: "g.type=" in d.current_url)
     shown = browser.find_elements(By.CSS_SELECTOR, "#items tbody tr.item")
     assert 0 < len(shown) <= ITEMS and all(value in row.text for row in shown)
 
     shown[0].find_element(By.CLASS_NAME, "trace-link").click()
+    WebDriverWait(browser, 10).until(lambda d: "/trace?" in d.current_url)
     bars = browser.find_elements(By.CSS_SELECTOR, "#timeline rect.bar")
     assert len(bars) == 3  # reader, reader, writer
     labels = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#timeline .agent-label")]
@@ -160,6 +164,7 @@ def test_a_trace_file_shows_the_cascade_rounds_and_answer_scores(
 ) -> None:
     browser.get(viewer + "/")
     browser.find_element(By.LINK_TEXT, "0/traces/cascade.json").click()
+    WebDriverWait(browser, 10).until(lambda d: "/trace?" in d.current_url)
     step = browser.find_element(By.ID, "step-0")
     cascade = step.find_element(By.CSS_SELECTOR, "table.cascade").text
     assert "escalate" in cascade and "0.710" in cascade
@@ -179,6 +184,7 @@ def test_an_injected_script_shows_as_text_and_never_runs(
     predictions = browser.find_elements(By.CSS_SELECTOR, "#items td.prediction")
     assert predictions and all("<script>window.pwned = 1</script>" in p.text for p in predictions)
     browser.find_element(By.CLASS_NAME, "trace-link").click()
+    WebDriverWait(browser, 10).until(lambda d: "/trace?" in d.current_url)
     answer = browser.find_element(By.ID, "answer").text
     assert answer.startswith("<script>window.pwned = 1</script><img src=x")
     browser.get(viewer + "/compare?a=0/team&b=0/hostile")
@@ -196,6 +202,7 @@ def test_two_runs_compare_item_by_item(
 ) -> None:
     browser.get(viewer + "/")
     browser.find_element(By.CSS_SELECTOR, "#compare-form button").click()
+    WebDriverWait(browser, 10).until(lambda d: "/compare?" in d.current_url)
     summary = browser.find_element(By.ID, "summary").text
     assert "success" in summary and "-1.000" in summary
     assert len(browser.find_elements(By.CSS_SELECTOR, "#differing tbody tr")) == ITEMS
@@ -222,4 +229,5 @@ def test_live_traces_appear_as_requests_finish(
     assert "And the Prado?" in newest and "Paris <b>bold</b>" in newest
     shoot(browser, tmp_path, "live")
     browser.find_elements(By.CSS_SELECTOR, f"{rows} a")[0].click()
+    WebDriverWait(browser, 10).until(lambda d: "/live/trace?" in d.current_url)
     assert browser.find_element(By.ID, "answer").text == "Paris <b>bold</b>"

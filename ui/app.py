@@ -59,6 +59,8 @@ def _templates() -> Jinja2Templates:
 
 def _seconds(s: float) -> str:
     """A duration as a person reads it: ms below a second, minutes above one."""
+    if s < 0.01:
+        return f"{s * 1000:.1f} ms"
     if s < 1:
         return f"{s * 1000:.0f} ms"
     return f"{s:.2f} s" if s < 120 else f"{s / 60:.1f} min"
