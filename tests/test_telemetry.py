@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from relaygraph import telemetry
 from relaygraph.agents import Agent
 from relaygraph.decoding import FixedWindow, PromptLookupDrafter, SpeculativeLLM
+from relaygraph.errors import ConfigError
 from relaygraph.eval.runner import run_suite
 from relaygraph.graph import AgentGraph
 from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore
@@ -143,6 +144,13 @@ def test_a_two_agent_run_is_a_tree_of_genai_spans(exporter: InMemorySpanExporter
     # the route after the researcher's turn is an event on its last step
     [route] = events(steps[1], "relaygraph.route")
     assert list(route["relaygraph.route.targets"]) == ["solver"]
+
+
+def test_only_otlp_over_http_is_spoken(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    with pytest.raises(ConfigError, match="http/protobuf"):
+        telemetry.configure(endpoint="http://127.0.0.1:4317")
+    assert not telemetry.enabled()
 
 
 def test_content_is_recorded_only_when_asked() -> None:
