@@ -249,13 +249,22 @@ def iterate_within(parent: Span, items: Iterator[T]) -> Iterator[T]:
 
 
 def _within(parent: Span, items: Iterator[T]) -> Iterator[T]:
-    while True:
-        with trace.use_span(parent, end_on_exit=False):
-            try:
-                item = next(items)
-            except StopIteration:
-                return
-        yield item
+    # What an exception means for the span is the caller's to say (a recursion limit is a
+    # run's structured error, not a crash), so use_span records none.
+    try:
+        while True:
+            with trace.use_span(
+                parent, end_on_exit=False, record_exception=False, set_status_on_exception=False
+            ):
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+            yield item
+    finally:  # a consumer that leaves early releases what ``items`` holds (a LangGraph run)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def fail(target: Span, kind: str, message: str) -> None:

@@ -26,6 +26,7 @@ from relaygraph.decoding import FixedWindow, PromptLookupDrafter, SpeculativeLLM
 from relaygraph.errors import ConfigError
 from relaygraph.eval.runner import run_suite
 from relaygraph.graph import AgentGraph
+from relaygraph.graph.results import StepEvent
 from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore
 from relaygraph.graph.trace import Trace
 from relaygraph.llm import LocalLLM
@@ -190,6 +191,18 @@ class Unsure:
 
     def estimate(self, model: Any, prompt: Any, completion: Any, params: Any = None) -> Any:
         return UncertaintyEstimate(self.name, 0.9, 0.1, 0)
+
+
+def test_a_run_left_mid_way_ends_its_span(exporter: InMemorySpanExporter) -> None:
+    events = team().compile().stream("What is x?")
+    first = next(events)
+    assert isinstance(first, StepEvent)
+    events.close()  # the consumer leaves after the first step
+    spans = list(exporter.get_finished_spans())
+    [run] = by_name(spans, "invoke_workflow team")
+    assert len(by_name(spans, "invoke_agent")) == 1
+    assert run.status.status_code.name == "ERROR"
+    assert (run.attributes or {})["error.type"] == "GeneratorExit"
 
 
 def test_a_cascade_reports_its_rungs(exporter: InMemorySpanExporter) -> None:
