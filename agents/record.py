@@ -153,6 +153,8 @@ class StepRecord(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
+    started_at: float | None = None
+    """When the step began (Unix time): a timeline's place for steps that ran in parallel."""
     cost: float = 0.0
     parse_retries: int = 0
     error: StepFailure | None = None

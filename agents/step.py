@@ -37,10 +37,12 @@ __all__ = ["StepBudget", "StepInput", "StepOutput", "run_step"]
 def run_step(agent: BoundAgent, inp: StepInput) -> StepOutput:
     """Execute one step of ``agent``; see the module docstring for the failure rules.
 
-    The record notes the role's budget before and after the step.
+    The record notes when the step began and the role's budget before and after it.
     """
+    started_at = time.time()
     tokens_left, seconds_left = inp.budget.remaining(agent.role)
     output = _run_step(agent, inp, tokens_left, seconds_left)
+    output.record.started_at = started_at
     tokens_after, seconds_after = inp.budget.remaining(agent.role)
     output.record.budget = output.record.budget.model_copy(
         update={

@@ -239,3 +239,28 @@ def test_the_command_serves_the_viewer_on_loopback(runs: dict[str, Path]) -> Non
     finally:
         child.terminate()
         child.wait(timeout=30)
+
+
+def test_the_timeline_places_steps_at_their_start() -> None:
+    from relaygraph.agents.record import StepRecord
+    from relaygraph.ui.views import LABEL_WIDTH, TIMELINE_WIDTH, timeline
+
+    def step(n: int, agent: str, latency: float, start: float | None) -> StepRecord:
+        return StepRecord(
+            step=n, agent=agent, role="r", turn_step=0, latency_s=latency, started_at=start
+        )
+
+    # Two branches in parallel: b and c both start when a ends, c runs longer.
+    parallel = Trace(
+        run_id="r", thread_id="t", graph="g", task="q",
+        steps=[step(0, "a", 1.0, 100.0), step(1, "b", 1.0, 101.0), step(2, "c", 3.0, 101.0)],
+    )  # fmt: skip
+    drawn = timeline(parallel)
+    assert drawn.total_s == 4.0 and [b.start_s for b in drawn.bars] == [0.0, 1.0, 1.0]
+    assert drawn.bars[2].x == LABEL_WIDTH + TIMELINE_WIDTH / 4
+    assert drawn.bars[2].width == TIMELINE_WIDTH * 3 / 4 and drawn.agents == ["a", "b", "c"]
+    # A trace from before steps recorded their start: end to end.
+    old = parallel.model_copy(
+        update={"steps": [s.model_copy(update={"started_at": None}) for s in parallel.steps]}
+    )
+    assert [b.start_s for b in timeline(old).bars] == [0.0, 1.0, 2.0]

@@ -53,18 +53,19 @@ class Timeline:
 
 
 def timeline(trace: Trace) -> Timeline:
-    """The trace's steps laid end to end.
+    """The trace's steps on a time axis, one row per agent.
 
-    A step records how long it took, not when it began; a run's steps follow one
-    another (the graph runs one agent at a time), so a step starts where the previous
-    one ended. Worked example: latencies 1.0, 0.5, 2.0 s give bars at 0-1, 1-1.5 and
-    1.5-3.5 s of a 3.5 s axis.
+    A step starts at its ``started_at`` (seconds after the first step's), so steps of
+    parallel branches overlap. A trace written before steps recorded their start lays
+    them end to end instead. Worked example: latencies 1.0, 0.5, 2.0 s without start
+    times give bars at 0-1, 1-1.5 and 1.5-3.5 s of a 3.5 s axis.
     """
     agents = list(dict.fromkeys(s.agent for s in trace.steps))
-    total = sum(s.latency_s for s in trace.steps)
+    starts = _starts(trace.steps)
+    total = max((t + s.latency_s for t, s in zip(starts, trace.steps, strict=True)), default=0.0)
     scale = TIMELINE_WIDTH / total if total > 0 else 0.0
-    bars, clock = [], 0.0
-    for s in trace.steps:
+    bars = []
+    for clock, s in zip(starts, trace.steps, strict=True):
         bars.append(
             Bar(
                 step=s.step,
@@ -78,9 +79,21 @@ def timeline(trace: Trace) -> Timeline:
                 failed=s.error is not None,
             )
         )
-        clock += s.latency_s
     ticks = [(LABEL_WIDTH + TIMELINE_WIDTH * k / 4, total * k / 4) for k in range(5)]
     return Timeline(agents, bars, total, ticks)
+
+
+def _starts(steps: Sequence[StepRecord]) -> list[float]:
+    """Each step's start in seconds after the first one's."""
+    recorded = [s.started_at for s in steps if s.started_at is not None]
+    if steps and len(recorded) == len(steps):
+        first = min(recorded)
+        return [t - first for t in recorded]
+    starts, clock = [], 0.0
+    for s in steps:
+        starts.append(clock)
+        clock += s.latency_s
+    return starts
 
 
 def speculative_rounds(step: StepRecord) -> list[dict[str, Any]]:
