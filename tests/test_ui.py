@@ -131,10 +131,12 @@ def test_no_file_outside_the_roots_is_read(runs: dict[str, Path], tmp_path: Path
     root = tmp_path / "root"
     root.mkdir()
     (root / "link.json").symlink_to(secret)  # a symlink pointing out is refused too
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG secret-graph")
     run = root / "run"
     run.mkdir()
     for name in ("run.json", "by_group.png"):
         (run / name).write_bytes((runs["team"] / name).read_bytes())
+    (run / "leak.png").symlink_to(tmp_path / "secret.png")
     items = (runs["team"] / "items.jsonl").read_text().splitlines()
     forged = json.loads(items[0]) | {"trace": "../../secret.json"}
     (run / "items.jsonl").write_text(json.dumps(forged) + "\n")
@@ -148,6 +150,7 @@ def test_no_file_outside_the_roots_is_read(runs: dict[str, Path], tmp_path: Path
         ("/plot", {"r": "0/run", "name": "../run/run.json"}),
         ("/plot", {"r": "0/run", "name": "run.json"}),
         ("/plot", {"r": "0/..", "name": "secret.json"}),
+        ("/plot", {"r": "0/run", "name": "leak.png"}),
     ]:
         page = client.get(path, params=params)
         assert page.status_code == 404, (path, params)

@@ -127,11 +127,12 @@ class Catalog:
         """A plot of the run, by a name `Run.plots` lists.
 
         Raises:
-            NotFoundError: The run has no such plot.
+            NotFoundError: The run has no such plot, or it links out of the run.
         """
-        if name not in run.plots:
+        path = (run.path / name).resolve()
+        if name not in run.plots or not path.is_relative_to(run.path):
             raise NotFoundError(f"run {run.key!r} has no plot {name!r}")
-        return run.path / name
+        return path
 
     def resolve(self, key: str) -> Path:
         """The path a key names, inside its root.
