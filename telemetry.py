@@ -13,8 +13,8 @@ cost before. Export turns on
 - or by an application that set OpenTelemetry's global tracer provider itself, whose
   spans relaygraph's then join.
 
-The tracer is process-wide because OpenTelemetry's model is (one provider per process,
-spans parented through context variables); `configure` replaces it and `shutdown` flushes
+The tracer is process-wide, as OpenTelemetry's own is (one provider per process, spans
+parented through context variables); `configure` replaces it and `shutdown` flushes
 it and turns export off again. The span tree and the attributes are described in
 ``docs/guides/telemetry.md``; the spans themselves are made by the layers that do the work
 (`graph`, `agents`, `eval`, `serving`).
@@ -80,7 +80,7 @@ class _State:
     """The resolved tracer (None: export is off), and whether spans carry content."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered: resolving from the environment configures
         self.resolved = False
         self.tracer: trace.Tracer | None = None
         self.provider: TracerProvider | None = None
@@ -169,30 +169,32 @@ def _env_flag(name: str) -> bool:
 
 
 def _resolve() -> trace.Tracer | None:
-    """The tracer, looked up once: configured, from the environment, global, or none."""
+    """The tracer, looked up once: configured, from the environment, global, or none.
+
+    Held under the lock throughout, so threads that start spans at once configure one
+    exporter between them.
+    """
     with _state.lock:
         if _state.resolved:
             return _state.tracer
-    if _env_flag("OTEL_SDK_DISABLED"):
-        tracer = None
-    elif os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    ):
-        try:
-            configure()
-        except ConfigError as exc:  # a bad variable must not fail the run it observes
-            _log.error("OpenTelemetry export stays off: %s", exc)
-            shutdown()
-        return _state.tracer
-    elif isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        tracer = None  # nobody set a global provider: off
-    else:
-        tracer = trace.get_tracer(_SCOPE)
-    with _state.lock:
-        if not _state.resolved:
-            _state.tracer, _state.content = tracer, _env_flag(_CONTENT_ENV)
-            _state.resolved = True
-        return _state.tracer
+        if _env_flag("OTEL_SDK_DISABLED"):
+            tracer = None
+        elif os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ):
+            try:
+                configure()
+            except ConfigError as exc:  # a bad variable must not fail the run it observes
+                _log.error("OpenTelemetry export stays off: %s", exc)
+                shutdown()
+            return _state.tracer
+        elif isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+            tracer = None  # nobody set a global provider: off
+        else:
+            tracer = trace.get_tracer(_SCOPE)
+        _state.tracer, _state.content = tracer, _env_flag(_CONTENT_ENV)
+        _state.resolved = True
+        return tracer
 
 
 def enabled() -> bool:
