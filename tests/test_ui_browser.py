@@ -231,3 +231,16 @@ def test_live_traces_appear_as_requests_finish(
     browser.find_elements(By.CSS_SELECTOR, f"{rows} a")[0].click()
     WebDriverWait(browser, 10).until(lambda d: "/live/trace?" in d.current_url)
     assert browser.find_element(By.ID, "answer").text == "Paris <b>bold</b>"
+
+
+def test_the_live_page_says_when_the_server_is_gone(
+    browser: webdriver.Chrome, runs: dict[str, Path]
+) -> None:
+    from relaygraph.serving.server import free_port
+
+    gone = f"http://127.0.0.1:{free_port('127.0.0.1')}"  # nothing listens there
+    with BackgroundServer(app=create_ui_app([runs["team"].parent], server=gone)) as viewer:
+        browser.get(f"http://{viewer.host}:{viewer.port}/live")
+        WebDriverWait(browser, 10).until(
+            lambda d: "cannot read the server's traces" in d.find_element(By.ID, "live-status").text
+        )

@@ -3,15 +3,21 @@
 (function () {
   "use strict";
   const body = document.getElementById("live-rows");
+  const status = document.getElementById("live-status");
   if (!body) return;
   const source = body.dataset.src;
   const every = Number(body.dataset.pollMs) || 2000;
   async function refresh() {
     try {
       const response = await fetch(source, { cache: "no-store" });
-      if (response.ok) body.innerHTML = await response.text();
+      if (response.ok) {
+        body.innerHTML = await response.text();
+        status.textContent = "";
+      } else {
+        status.textContent = `cannot read the server's traces (HTTP ${response.status}); trying again`;
+      }
     } catch (err) {
-      // the viewer went away; the next tick tries again
+      status.textContent = "the viewer does not answer; trying again";
     }
     setTimeout(refresh, every);
   }
