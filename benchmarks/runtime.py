@@ -16,10 +16,10 @@ A third measures OpenTelemetry export (`relaygraph.telemetry`) on the zero-cost 
 the same graph run with export off and on, interleaved, exporting over OTLP/HTTP in
 batches to a local sink that accepts and drops them (the serialisation and the HTTP
 posts happen, on the exporter's thread, as they would against a collector); and the
-cost of the hooks a step passes with export off, timed alone.
+cost of the hooks a step passes with export off, timed alone. ``--only telemetry``
+measures this alone and updates that section of the existing results file.
 
 Usage: python benchmarks/runtime.py [--repeats 30] [--real-repeats 3] [--only telemetry]
-(``--only telemetry`` updates that section of the existing results file.)
 """
 
 from __future__ import annotations
