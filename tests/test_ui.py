@@ -265,3 +265,13 @@ def test_the_timeline_places_steps_at_their_start() -> None:
         update={"steps": [s.model_copy(update={"started_at": None}) for s in parallel.steps]}
     )
     assert [b.start_s for b in timeline(old).bars] == [0.0, 1.0, 2.0]
+
+
+def test_a_root_may_be_one_run_or_one_trace_file(runs: dict[str, Path]) -> None:
+    client = TestClient(create_ui_app([runs["team"], runs["trace"]]))
+    page = client.get("/")
+    assert set(links(page.text, "run")) == {"/run?r=0%2F"}
+    assert links(page.text, "trace") == ["/trace?file=1%2F"]
+    assert client.get("/run", params={"r": "0/"}).text.count('<tr class="item correct">') == ITEMS
+    assert "cascade-team" in client.get("/trace", params={"file": "1/"}).text
+    assert client.get("/trace", params={"file": "1/../team/run.json"}).status_code == 404
