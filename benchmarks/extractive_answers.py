@@ -30,6 +30,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 from typing import Any
@@ -241,13 +242,18 @@ def main() -> None:
         "model": args.model,
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
     }
-    if "tune" in args.parts:
-        result["tune"] = tune(args.model, args.tune_limit)
-    if "report" in args.parts:
-        result["report"] = report(args.model, args.report_limit)
-    if "demo" in args.parts:
-        result["demo"] = demo(args.model)
-    write_json(args.out, result)
+    # A part's figures are written as soon as it ends; a later run of some parts keeps
+    # the others' from the last run.
+    if args.out.is_file() and set(args.parts) != set(PARTS):
+        result = {**json.loads(args.out.read_text()), **result}
+    for part, run in (
+        ("tune", lambda: tune(args.model, args.tune_limit)),
+        ("report", lambda: report(args.model, args.report_limit)),
+        ("demo", lambda: demo(args.model)),
+    ):
+        if part in args.parts:
+            result[part] = run()
+            write_json(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     table = Table("part", "figure")
     if "tune" in result:
