@@ -157,6 +157,25 @@ HEADLINES: tuple[Headline, ...] = (
         args="--only peers --peer-requests 32",
     ),
     Headline(
+        result="serving",
+        what="Agent workload: recorded HotPotQA and ALFWorld agent calls replayed by 1 agent "
+        "(wall time): relaygraph's server",
+        value="agents/servers/relaygraph/levels/concurrency=1/wall_s",
+        unit="s",
+        peer="agents/servers/llama-server/levels/concurrency=1/wall_s",
+        peer_name="llama-server",
+        args="--only agents --peers relaygraph llama-server",
+    ),
+    Headline(
+        result="serving",
+        what="The same replay by 4 agents sharing the server (wall time): relaygraph's server",
+        value="agents/servers/relaygraph/levels/concurrency=4/wall_s",
+        unit="s",
+        peer="agents/servers/llama-server/levels/concurrency=4/wall_s",
+        peer_name="llama-server",
+        args="--only agents --peers relaygraph llama-server",
+    ),
+    Headline(
         result="agents_over_http",
         what="HotPotQA ReAct, 20 questions, SmolLM2 through a `relaygraph worker`",
         value="workloads/hotpotqa/http/seconds",
@@ -164,6 +183,15 @@ HEADLINES: tuple[Headline, ...] = (
         unit="s",
         peer="workloads/hotpotqa/in_process/seconds",
         peer_name="in process",
+        args="--parts hotpotqa",
+    ),
+    Headline(
+        result="agents_over_http",
+        what="The same, on the items both sides did alike (same steps, same answer): "
+        "time through the worker over time in process",
+        value="workloads/hotpotqa/agreement/http_vs_in_process_alike",
+        fmt="{:.2f}x",
+        args="--parts hotpotqa",
     ),
     Headline(
         result="structured",
