@@ -129,15 +129,14 @@ NEUTRAL_TASK = "Answer the question."
 """The task of the calibration prompt: the same context, no question."""
 
 
-def calibrated(question: float, neutral: float) -> float:
+def calibrated(question: float, neutral: float, tokens: int) -> float:
     """A candidate's score: how much the question raises its log-probability over the
-    same context without the question.
+    same context without the question, per token.
 
     Scored raw, a small model prefers names it would say anyway (the first or the most
     frequent one of the context, and short ones); the difference cancels that prior, the
-    surface-form competition correction of Holtzman et al. (2021). A long name pays for
-    its tokens under both prompts, so length is no handicap. Chosen among raw and
+    surface-form competition correction of Holtzman et al. (2021). Chosen among raw and
     calibrated, total and per-token scores on a tuning sample
     (benchmarks/extractive_answers.py).
     """
-    return question - neutral
+    return (question - neutral) / max(tokens, 1)

@@ -244,7 +244,11 @@ class StepCaller:
             record.prompt_tokens += evaluated
             record.latency_s += score.latency_s
         return {
-            c: calibrated(scores["asked"][c].total_logprob, scores["neutral"][c].total_logprob)
+            c: calibrated(
+                scores["asked"][c].total_logprob,
+                scores["neutral"][c].total_logprob,
+                len(scores["asked"][c].tokens),
+            )
             for c in candidates
         }
 

@@ -11,8 +11,8 @@ Parts:
 
 1. ``tune`` (the shipped ``distractor-100`` sample): the scoring rule. Each candidate's
    log-probability under the reader's answer prompt and under the calibration prompt, and
-   four rules over them: raw total, raw per token, calibrated total (the shipped one),
-   calibrated per token. The rule was chosen here, and only here.
+   four rules over them: raw total, raw per token, calibrated total, calibrated per token
+   (the shipped one). The rule was chosen here, and only here.
 2. ``report`` (the ``paragraphs-376`` sample, which tuning never saw): the two reader
    graphs through the evaluation runner (run directories under runs/extractive_bench/,
    resumed when present): EM, F1, the paired difference in F1 with a 95% bootstrap
@@ -59,7 +59,7 @@ from relaygraph.llm.types import GenerationParams
 
 PARTS = ("tune", "report", "demo")
 RULES = ("raw_total", "raw_per_token", "calibrated_total", "calibrated_per_token")
-SHIPPED_RULE = "calibrated_total"
+SHIPPED_RULE = "calibrated_per_token"
 RUNS = ROOT / "runs" / "extractive_bench"
 DEMO_EXPECTED = {
     "Which river flows through the city of the Eiffel Tower?": "Seine",

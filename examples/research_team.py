@@ -77,7 +77,7 @@ def build(model: str = "smollm2-135m", answer_format: AnswerFormat = "extract") 
             role=StandardRole.SOLVER,
             instructions="Answer the task in a few words, using the facts in the context.",
             # Its answer is the name in the context that the question makes likeliest:
-            # a 135M model ranks the found facts' names far better than it writes one.
+            # a 135M model ranks the found facts' names better than it writes one.
             answer_format=answer_format,
             # Role-aware routing: the solver sees the facts the researcher found, not
             # its thoughts, within a small token budget.
