@@ -56,6 +56,8 @@ import httpx
 from _common import RESULTS, ROOT, machine, worker, write_json
 
 if TYPE_CHECKING:
+    from _peer_servers import PeerSettings
+
     from relaygraph.llm import LocalLLM
 
 # relaygraph's engine and server are imported where the `own` section uses them: the
@@ -268,11 +270,7 @@ def peers(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     return {
         "machine": machine(),
         "settings": {
-            "model": "smollm2-135m",
-            "gguf": settings.gguf.name,
-            "threads": settings.threads,
-            "slots": settings.slots,
-            "context_per_slot": settings.context_per_slot,
+            **_served_alike(settings),
             "concurrency": args.peer_concurrency,
             "requests_per_level": args.peer_requests,
             "max_tokens": args.peer_max_tokens,
@@ -331,11 +329,7 @@ def agents(args: argparse.Namespace, console: Any) -> dict[str, Any]:
     return {
         "machine": machine(),
         "settings": {
-            "model": "smollm2-135m",
-            "gguf": settings.gguf.name,
-            "threads": settings.threads,
-            "slots": settings.slots,
-            "context_per_slot": settings.context_per_slot,
+            **_served_alike(settings),
             "agent_steps": str(AGENT_STEPS.relative_to(ROOT)),
             "conversations": len(conversations),
             "steps": steps,
@@ -345,6 +339,17 @@ def agents(args: argparse.Namespace, console: Any) -> dict[str, Any]:
         },
         "servers": results,
         "relaygraph_vs_llama_server": ratios,
+    }
+
+
+def _served_alike(settings: PeerSettings) -> dict[str, Any]:
+    """What every server of a section gets alike, for the JSON."""
+    return {
+        "model": "smollm2-135m",
+        "gguf": settings.gguf.name,
+        "threads": settings.threads,
+        "slots": settings.slots,
+        "context_per_slot": settings.context_per_slot,
     }
 
 
