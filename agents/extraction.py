@@ -2,10 +2,11 @@
 
 A small model that reads "The river Seine flows through Paris." often cannot *write*
 "Seine" as the answer to a question that needs it: it copies the first sentence or drifts.
-It can still *rank*: scored as continuations of the answer prompt, the right span of the
-context is usually the likeliest. This is the multiple-choice reading used to evaluate
-small models (each choice scored, the best taken), with the choices drawn from the
-context: capitalised names and numbers.
+It can still *rank*: scored as continuations of the answer prompt, against the same
+prompt without the question (`calibrated`), the right span of the context often comes
+first. This is the multiple-choice reading used to evaluate small models (each choice
+scored, the best taken), with the choices drawn from the context: capitalised names and
+numbers.
 """
 
 from __future__ import annotations
@@ -20,61 +21,16 @@ _CONNECTORS = r"(?:of|the|de|du|la|le|von|van|der|da|di|y)"
 _WORD = r"(?:[A-Z]\.|[A-Z][\w'\u2019-]*)"  # an initial ("F.") or a capitalised word
 _NAME = re.compile(rf"{_WORD}(?:\s+(?:{_CONNECTORS}\s+)*(?:{_WORD}|\d+\b))*")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[,.]\d+)*(?:\s?%)?")
-_LEADING = frozenset(
-    {
-        "a",
-        "an",
-        "the",
-        "in",
-        "on",
-        "at",
-        "it",
-        "its",
-        "this",
-        "that",
-        "these",
-        "those",
-        "he",
-        "she",
-        "they",
-        "his",
-        "her",
-        "their",
-        "there",
-        "when",
-        "where",
-        "while",
-        "after",
-        "before",
-        "during",
-        "from",
-        "for",
-        "by",
-        "with",
-        "as",
-        "if",
-        "but",
-        "and",
-        "or",
-        "so",
-        "which",
-        "what",
-        "who",
-        "whom",
-        "whose",
-        "how",
-        "why",
-        "is",
-        "are",
-        "was",
-        "were",
-        "did",
-        "do",
-        "does",
-        "can",
-        "could",
-    }
-)
+# fmt: off
+_LEADING = frozenset((
+    "a", "an", "the", "in", "on", "at", "it", "its", "this", "that", "these", "those",
+    "he", "she", "they", "his", "her", "their", "there", "when", "where", "while", "after",
+    "before", "during", "from", "for", "by", "with", "as", "if", "but", "and", "or", "so",
+    "which", "what", "who", "whom", "whose", "how", "why", "is", "are", "was", "were",
+    "did", "do", "does", "can", "could",
+))
+"""Words that start a sentence more often than a name (dropped from a name's front)."""
+# fmt: on
 _SPLIT_WORDS = re.compile(r"\s+")
 
 
