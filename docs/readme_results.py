@@ -194,6 +194,22 @@ HEADLINES: tuple[Headline, ...] = (
         args="--parts hotpotqa",
     ),
     Headline(
+        result="extractive_answers",
+        what="HotPotQA reading comprehension (gold paragraphs, 376 questions tuning never "
+        "saw), SmolLM2-135M: answer F1 of an agent that extracts its answer",
+        value="report/extract/f1",
+        fmt="{:.3f}",
+        peer="report/plain/f1",
+        peer_name="the same agent writing it",
+    ),
+    Headline(
+        result="extractive_answers",
+        what="The same: F1 gained by extracting, paired over questions",
+        value="report/f1_gain",
+        fmt="{:+.3f}",
+        interval="report/f1_gain_interval",
+    ),
+    Headline(
         result="structured",
         what="Decode speed with a JSON-schema token mask on every step (a long text field), "
         "SmolLM2-135M, batch 1",
