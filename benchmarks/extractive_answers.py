@@ -49,13 +49,15 @@ from relaygraph.agents.extraction import ANSWER_PREFILL, NEUTRAL_TASK, answer_ca
 from relaygraph.agents.prompts import step_prompt
 from relaygraph.eval.answers import answer_score
 from relaygraph.eval.hotpotqa import HotpotSuite, load_hotpotqa
-from relaygraph.eval.hotpotqa.agents import reader, reader_extract
+from relaygraph.eval.hotpotqa.agents import reader, reader_extract, seed_memory
 from relaygraph.eval.runner import evaluate
 from relaygraph.fileio import save_figure
 from relaygraph.graph.loader import load_factory
 from relaygraph.graph.runs import read_items
 from relaygraph.llm.registry import load_llm
 from relaygraph.llm.types import GenerationParams
+from relaygraph.memory import SharedMemory
+from relaygraph.routing.context import ContextItem, render_item
 
 PARTS = ("tune", "report", "demo")
 RULES = ("raw_total", "raw_per_token", "calibrated_total", "calibrated_per_token")
@@ -69,14 +71,12 @@ DEMO_EXPECTED = {
 
 
 def context_of(example: Any) -> str:
-    """The reader's context for a question, rendered as its routed memory is."""
-    gold = set(example.gold_titles)
+    """The reader's context for a question: its gold paragraphs seeded as the reader's
+    graph seeds them, rendered line by line as the agent's prompt renders them."""
+    memory = SharedMemory()
+    seed_memory(memory, example, titles=set(example.gold_titles))
     return "\n".join(
-        f"[memory/fact] {p.title}: {sentence.strip()}"
-        for p in example.context
-        if p.title in gold
-        for sentence in p.sentences
-        if sentence.strip()
+        render_item(ContextItem.from_entry(e)) for e in memory.scope(example.id).entries()
     )
 
 
