@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: an unpinned torch pulls the multi-GB CUDA build from the
 	# registry; 2.13.0 resolves to the CPU build here.
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[dev,hf,docs]"
+	$(PY) -m pip install -e ".[dev,hf,docs,distributed]"
 	# ALFWorld's engine: the compiled packages built against this venv (pip's isolated
 	# build cannot build fast-downward here), textworld/alfworld without their dependency
 	# lists (jericho's pulls spaCy, never imported on this path), then what they import.

@@ -9,6 +9,7 @@ command line some other way without being marked fails, so ``make test-fast`` st
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +25,7 @@ from relaygraph.serving.server import BackgroundServer
 
 MODEL_FIXTURES = frozenset({"smollm2", "gemma3"})
 SERVER_FIXTURES = frozenset({"server", "remote_smollm2"})
+POSTGRES_FIXTURES = frozenset({"postgres_server", "postgres_url"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -31,7 +33,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         used = set(getattr(item, "fixturenames", ()))
         if used & SERVER_FIXTURES:
             item.add_marker(pytest.mark.server)
-        if used & (MODEL_FIXTURES | SERVER_FIXTURES):
+        if used & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if used & (MODEL_FIXTURES | SERVER_FIXTURES | POSTGRES_FIXTURES):
             item.add_marker(pytest.mark.slow)
 
 
@@ -104,3 +108,23 @@ def remote_smollm2(server: BackgroundServer) -> Iterator[OpenAICompatLLM]:
     client = OpenAICompatLLM(server.base_url, "smollm2-135m", max_retries=0)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL 16 with pgvector (the pgserver wheel), in a temporary folder and
+    reached over its Unix socket; stopped at the end of the session."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any) -> str:
+    """A fresh, empty database on the session's PostgreSQL, as a ``postgresql://`` URL."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    postgres_server.psql(f"CREATE DATABASE {name};")
+    url: str = postgres_server.get_uri(name)
+    return url
