@@ -4,18 +4,16 @@ structure and returns a runnable `CompiledAgentGraph` over a LangGraph `StateGra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from relaygraph.errors import ConfigError
 from relaygraph.graph.budget import Budget
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from pathlib import Path
-
-    from langgraph.checkpoint.base import BaseCheckpointSaver
 
     from relaygraph.agents.agent import Agent
+    from relaygraph.graph.checkpoints import Checkpointer
     from relaygraph.graph.results import RunView
     from relaygraph.graph.runtime import CompiledAgentGraph
     from relaygraph.llm.protocol import LLM
@@ -114,14 +112,14 @@ class AgentGraph:
         self._finish.add(agent)
         return self
 
-    def compile(
-        self, *, checkpointer: str | Path | BaseCheckpointSaver[Any] | None = None
-    ) -> CompiledAgentGraph:
+    def compile(self, *, checkpointer: Checkpointer = None) -> CompiledAgentGraph:
         """Validate the structure and build the runnable graph.
 
         Args:
-            checkpointer: A sqlite file path for durable, resumable runs, any LangGraph
-                checkpointer, or None (runs are not persisted).
+            checkpointer: Where runs are saved after every step, so they can be resumed:
+                a sqlite file path, a ``postgresql://`` URL (runs that any process
+                pointing at that database can resume), any LangGraph checkpointer, or
+                None (runs are not persisted).
 
         Raises:
             ConfigError: No agents or no entry; an edge to or from an unknown agent; an

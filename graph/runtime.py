@@ -13,13 +13,9 @@ who know LangGraph reach the compiled graph as ``compiled.langgraph`` and the bu
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.errors import GraphRecursionError
 from langgraph.graph import START, StateGraph
 
@@ -27,6 +23,7 @@ from relaygraph import telemetry
 from relaygraph.agents.record import StepRecord
 from relaygraph.errors import ConfigError
 from relaygraph.graph.builder import END
+from relaygraph.graph.checkpoints import Checkpointer, open_checkpointer
 from relaygraph.graph.nodes import STREAM_TOKENS, AgentNodes
 from relaygraph.graph.results import ResultEvent, RunEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.graph.spans import finish_run, run_span
@@ -50,17 +47,6 @@ AnswerFormat = JsonSchemaFormat | JsonObjectFormat
 """A run's format for its answer: a JSON schema, or any JSON object."""
 
 
-def _saver(
-    checkpointer: str | Path | BaseCheckpointSaver[Any] | None,
-) -> tuple[Any, sqlite3.Connection | None]:
-    if checkpointer is None or isinstance(checkpointer, BaseCheckpointSaver):
-        return checkpointer, None
-    path = Path(checkpointer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(path), check_same_thread=False)
-    return SqliteSaver(conn), conn
-
-
 class CompiledAgentGraph:
     """A runnable agent graph: `invoke`, `stream`, `ainvoke`, `resume`.
 
@@ -79,7 +65,7 @@ class CompiledAgentGraph:
         finish: set[str],
         max_steps: int | None,
         budget: Budget,
-        checkpointer: str | Path | BaseCheckpointSaver[Any] | None,
+        checkpointer: Checkpointer,
         memory: SharedMemory | None = None,
     ) -> None:
         self.name = name
@@ -103,14 +89,14 @@ class CompiledAgentGraph:
         for agent in agents:
             builder.add_conditional_edges(agent, self._nodes.router(agent), [*agents, END])
         self.state_graph = builder
-        saver, self._conn = _saver(checkpointer)
+        saver, self._conn = open_checkpointer(checkpointer)
         self.langgraph = builder.compile(checkpointer=saver, name=name)
         self.durable = saver is not None
 
     # -- lifecycle --------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the sqlite checkpoint file this graph opened (if any)."""
+        """Close the checkpoint file or database connection this graph opened (if any)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None

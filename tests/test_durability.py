@@ -21,11 +21,11 @@ from relaygraph.llm.scripted import ScriptedLLM
 SCRIPT = Path(__file__).parent / "scripts" / "durable_graph.py"
 
 
-def launch(tmp_path: Path, mode: str) -> subprocess.Popen[str]:
+def launch(tmp_path: Path, mode: str, db: str) -> subprocess.Popen[str]:
     args = [
         sys.executable,
         str(SCRIPT),
-        str(tmp_path / "runs.sqlite"),
+        db,
         "t-1",
         str(tmp_path / "tools.log"),
         mode,
@@ -46,7 +46,18 @@ def tool_calls(tmp_path: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_completed_step(tmp_path: Path) -> None:
-    first = launch(tmp_path, "start")
+    kill_and_resume(tmp_path, str(tmp_path / "runs.sqlite"))
+
+
+def test_a_run_killed_in_one_process_resumes_in_another_through_postgres(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    kill_and_resume(tmp_path, postgres_url)
+
+
+def kill_and_resume(tmp_path: Path, db: str) -> None:
+    """Kill a run inside its third tool call, resume it in a new process on ``db``."""
+    first = launch(tmp_path, "start", db)
     deadline = time.monotonic() + 60
     while len(tool_calls(tmp_path)) < 3:  # steps 0 and 1 done, step 2 inside its tool
         assert first.poll() is None, first.communicate()[1]
@@ -56,7 +67,7 @@ def test_killed_run_resumes_from_its_last_completed_step(tmp_path: Path) -> None
     first.communicate(timeout=10)  # reap it and close its pipes
     before = tool_calls(tmp_path)
 
-    second = launch(tmp_path, "resume")
+    second = launch(tmp_path, "resume", db)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
     result = json.loads(out.strip().splitlines()[-1])
@@ -97,3 +108,12 @@ def test_a_run_that_ends_in_error_leaves_its_checkpoint_intact(tmp_path: Path) -
     with g.compile(checkpointer=tmp_path / "c.sqlite") as reopened:
         assert reopened.trace("bad") == failed.trace
         assert reopened.resume("bad").error == failed.error
+
+
+def test_an_unreachable_postgres_checkpointer_is_a_clear_error() -> None:
+    g = AgentGraph("g", model=ScriptedLLM(["Thought: x\nAction: finish[1]"]))
+    g.add_agent(Agent(name="a")).set_entry("a").set_finish("a")
+    with pytest.raises(
+        ConfigError, match=r"cannot connect to PostgreSQL at postgresql://me:\*\*\*@"
+    ):
+        g.compile(checkpointer="postgresql://me:secret@127.0.0.1:1/runs")

@@ -1,6 +1,6 @@
-"""A graph with a slow tool and a sqlite checkpointer, run in a subprocess by test_durability.
+"""A graph with a slow tool and a checkpointer, run in a subprocess by test_durability.
 
-Usage: durable_graph.py DB THREAD TOOL_LOG start|resume
+Usage: durable_graph.py DB THREAD TOOL_LOG start|resume (DB: a sqlite path or postgresql:// URL)
 """
 
 from __future__ import annotations
