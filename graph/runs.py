@@ -28,6 +28,7 @@ from relaygraph.graph.budget import RunUsage
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from relaygraph.graph.postgres import SharedRecords
     from relaygraph.graph.trace import Trace
 
 MANIFEST = "run.json"
@@ -99,27 +100,45 @@ def fingerprint(ids: Sequence[str]) -> str:
 
 
 class RunStore:
-    """A run directory, opened for a new run or to resume one.
+    """A run directory, opened for a new run or to resume one; with ``shared``, each item
+    and its trace are also stored in that database under the directory's name, where
+    every replica and the viewer of another machine read them.
 
     Raises (from `open`):
         ConfigError: The directory holds another run (without ``resume``), a run of
             another suite, dataset, graph or model (with ``resume``), or a bad manifest.
     """
 
-    def __init__(self, directory: Path, manifest: RunManifest, done: dict[str, ItemRecord]):
+    def __init__(
+        self,
+        directory: Path,
+        manifest: RunManifest,
+        done: dict[str, ItemRecord],
+        shared: SharedRecords | None = None,
+    ):
         self.directory = directory
         self.manifest = manifest
         self.done = done
+        self.shared = shared
         self._lock = threading.Lock()
+        if shared is not None:
+            self._share_missing(shared)
 
     @classmethod
-    def open(cls, directory: str | Path, manifest: RunManifest, *, resume: bool) -> RunStore:
+    def open(
+        cls,
+        directory: str | Path,
+        manifest: RunManifest,
+        *,
+        resume: bool,
+        shared: SharedRecords | None = None,
+    ) -> RunStore:
         root = Path(directory)
         existing = root / MANIFEST
         if not existing.exists():
             root.mkdir(parents=True, exist_ok=True)
             write_atomic(existing, manifest.model_dump_json(indent=2))
-            return cls(root, manifest, {})
+            return cls(root, manifest, {}, shared)
         if not resume:
             raise ConfigError(
                 f"{root} already holds a run; pass --resume to continue it or choose another --out",
@@ -133,10 +152,11 @@ class RunStore:
                     f"{getattr(manifest, key)!r}; resume with the same settings or another --out",
                     parameter="out",
                 )
-        return cls(root, old, read_items(root, repair=True))
+        return cls(root, old, read_items(root, repair=True), shared)
 
     def record(self, item: ItemRecord, trace: Trace | None) -> None:
-        """Persist one finished item (its trace first, then its JSONL line, fsynced)."""
+        """Persist one finished item (its trace first, then its JSONL line, fsynced; then
+        the shared copy, which a resumed run rewrites if the process died in between)."""
         if trace is not None:
             name = f"{item_file_stem(item.id)}.json"
             trace.save(self.directory / TRACES / name)
@@ -144,6 +164,26 @@ class RunStore:
         with self._lock:
             append_line(self.directory / ITEMS, item.model_dump_json())
             self.done[item.id] = item
+        if self.shared is not None:
+            self.shared.save_item(self.name, item, trace)
+
+    @property
+    def name(self) -> str:
+        """The run's name in a shared database: its directory's name."""
+        return self.directory.resolve().name
+
+    def _share_missing(self, shared: SharedRecords) -> None:
+        # Items a process recorded here but died before sharing (or recorded before the
+        # run had a database) reach it when the run is opened again.
+        stored = shared.items(self.name)
+        for item_id, item in self.done.items():
+            if item_id not in stored:
+                trace = None
+                if item.trace is not None and (self.directory / item.trace).is_file():
+                    from relaygraph.graph.trace import Trace
+
+                    trace = Trace.load(self.directory / item.trace)
+                shared.save_item(self.name, item, trace)
 
 
 def read_manifest(directory: str | Path) -> RunManifest:

@@ -195,7 +195,8 @@ class OpenAIServer:
         return {"object": "list", "data": cards}
 
     async def list_traces(self, limit: int = 100) -> dict[str, Any]:
-        """The newest traces in memory, newest first, one summary line each."""
+        """The newest traces, newest first, one summary line each."""
+        recent = await asyncio.to_thread(self.traces.recent, max(1, min(limit, 1000)))
         rows = [
             {
                 "id": t.run_id,
@@ -206,12 +207,12 @@ class OpenAIServer:
                 "error": t.error.message if t.error else None,
                 "latency_s": sum(s.latency_s for s in t.steps),
             }
-            for t in self.traces.recent(max(1, min(limit, 1000)))
+            for t in recent
         ]
         return {"object": "list", "data": rows}
 
     async def get_trace(self, trace_id: str) -> dict[str, Any]:
-        trace = self.traces.get(trace_id)
+        trace = await asyncio.to_thread(self.traces.get, trace_id)
         if trace is None:
             raise APIError(404, f"no trace {trace_id!r}", type="not_found_error", param="trace_id")
         return trace.model_dump(mode="json")

@@ -232,6 +232,10 @@ class ServeConfig(_Strict):
     """Served name to what answers it."""
     security: SecurityConfig = Field(default_factory=SecurityConfig)
     """Keys and limits."""
+    database: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    """A PostgreSQL URL that replicas share: graph runs are checkpointed there (resumable
+    from any replica by thread id) and traces written there (``GET /v1/traces/{id}`` on
+    any replica finds them). Unset: runs are not persisted and traces stay on this one."""
     trace_dir: Path | None = None
     """Where graph traces are also written as JSON (they are always kept in memory)."""
     max_traces: int = Field(default=1000, gt=0)

@@ -14,6 +14,7 @@ clean) and the answer as content at the end.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from functools import partial
@@ -107,8 +108,11 @@ def _check(result: RunResult, name: str) -> None:
         )
 
 
-def _record(result: RunResult, name: str, traces: TraceStore, metrics: ServerMetrics) -> None:
-    traces.add(result.trace)
+async def _record(
+    result: RunResult, name: str, traces: TraceStore, metrics: ServerMetrics
+) -> None:
+    # Off the event loop: with a shared database, storing the trace is a round trip.
+    await asyncio.to_thread(traces.add, result.trace)
     metrics.count_tokens(name, _usage(result))
 
 
@@ -119,7 +123,7 @@ async def graph_completion(
     request = run.request
     task = task_from_messages(request.chat_prompt().messages)
     result = await run.graph.ainvoke(task, tools=run.tools, answer_format=run.answer_format)
-    _record(result, request.model, traces, metrics)
+    await _record(result, request.model, traces, metrics)
     _check(result, request.model)
     return {
         "id": new_id("chatcmpl"),
@@ -181,7 +185,7 @@ async def graph_events(
                 )
             elif isinstance(event, ResultEvent):
                 result = event.result
-                _record(result, request.model, traces, metrics)
+                await _record(result, request.model, traces, metrics)
                 _check(result, request.model)
                 done = {"event": "result", "trace_id": result.trace.run_id}
                 yield chunk({"content": result.answer or ""}, done, finish="stop")

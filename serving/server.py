@@ -13,6 +13,7 @@ import uvicorn
 
 from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.graph.loader import load_graph
+from relaygraph.graph.postgres import SharedRecords
 from relaygraph.llm.openai_compat import OpenAICompatLLM
 from relaygraph.llm.pool import WorkerPool
 from relaygraph.llm.registry import EngineOptions, load_llm
@@ -70,7 +71,8 @@ def build_models(config: ServeConfig) -> dict[str, Served]:
         elif isinstance(entry, CascadeEntry):
             served[name] = build_cascade(entry, llm)
         elif isinstance(entry, GraphEntry):
-            served[name] = load_graph(entry.graph, model=entry.model).compile()
+            graph = load_graph(entry.graph, model=entry.model)
+            served[name] = graph.compile(checkpointer=config.database)
         else:
             key = os.environ.get(entry.api_key_env) if entry.api_key_env else None
             workers = [
@@ -131,7 +133,8 @@ def build_cascade(entry: CascadeEntry, llm: Callable[[str], LLM]) -> Cascade:
 
 def app_from_config(config: ServeConfig) -> FastAPI:
     """The app serving everything in ``config``."""
-    traces = TraceStore(capacity=config.max_traces, directory=config.trace_dir)
+    shared = SharedRecords(config.database) if config.database else None
+    traces = TraceStore(capacity=config.max_traces, directory=config.trace_dir, shared=shared)
     return create_app(build_models(config), security=config.security, traces=traces)
 
 

@@ -1,0 +1,108 @@
+"""Replicas that share one PostgreSQL: runs, traces and evaluation records any of them
+wrote are found by the others (the deployment recipe in the README, on one machine)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from relaygraph.graph.loader import load_graph
+from relaygraph.graph.postgres import SharedRecords
+from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore
+from relaygraph.graph.trace import Trace
+from relaygraph.serving.config import ServeConfig
+from relaygraph.serving.server import BackgroundServer, app_from_config
+
+TEAM = f"{Path(__file__).resolve().parent.parent / 'examples' / 'research_team.py'}:build"
+
+
+@pytest.fixture
+def replicas(postgres_url: str) -> Iterator[tuple[BackgroundServer, BackgroundServer]]:
+    """Two `relaygraph serve` replicas of one config whose ``database`` is shared."""
+    config = ServeConfig.model_validate(
+        {"database": postgres_url, "models": {"team": {"graph": TEAM, "model": "smollm2-135m"}}}
+    )
+    with (
+        BackgroundServer(app=app_from_config(config)) as first,
+        BackgroundServer(app=app_from_config(config)) as second,
+    ):
+        yield first, second
+
+
+@pytest.mark.server
+def test_a_run_served_by_one_replica_is_found_by_the_other(
+    replicas: tuple[BackgroundServer, BackgroundServer], postgres_url: str
+) -> None:
+    first, second = replicas
+    client = openai.OpenAI(base_url=first.base_url, api_key="unused", max_retries=0)
+    response = client.chat.completions.create(
+        model="team", messages=[{"role": "user", "content": "Which river flows through London?"}]
+    )
+    trace_id = (response.model_extra or {})["relaygraph"]["trace_id"]
+
+    # The other replica finds the trace, and lists it, though it never ran it.
+    found = httpx.get(f"{second.base_url}/traces/{trace_id}")
+    assert found.status_code == 200
+    trace = Trace.model_validate(found.json())
+    assert trace.answer == response.choices[0].message.content
+    listed = httpx.get(f"{second.base_url}/traces").json()
+    assert trace_id in [t["id"] for t in listed["data"]]
+    # The run itself is checkpointed in the shared database: any process reads it back
+    # by its thread id, step for step.
+    with load_graph(TEAM, model="smollm2-135m").compile(checkpointer=postgres_url) as graph:
+        assert graph.trace(trace.thread_id) == trace
+
+
+@pytest.mark.server
+def test_an_unknown_trace_is_a_404_on_every_replica(
+    replicas: tuple[BackgroundServer, BackgroundServer],
+) -> None:
+    for replica in replicas:
+        assert httpx.get(f"{replica.base_url}/traces/{'0' * 32}").status_code == 404
+
+
+def test_evaluation_items_are_kept_once_per_run_and_id(postgres_url: str) -> None:
+    trace = Trace(run_id="a" * 32, thread_id="t", graph="g", task="q", answer="x")
+    with SharedRecords(postgres_url) as records, SharedRecords(postgres_url) as other:
+        records.save_item("run-1", ItemRecord(id="q1", success=0.0), trace)
+        # Recorded again (a resumed or retried item): one row, the last record.
+        other.save_item("run-1", ItemRecord(id="q1", success=1.0), trace)
+        other.save_item("run-1", ItemRecord(id="q2", success=0.0), None)
+        records.save_item("run-2", ItemRecord(id="q1", success=1.0), None)
+        assert {i: r.success for i, r in records.items("run-1").items()} == {"q1": 1.0, "q2": 0.0}
+        assert records.runs() == {"run-1": 2, "run-2": 1}
+        assert other.trace("a" * 32) == trace
+        assert records.trace("b" * 32) is None
+
+
+def test_a_run_directory_shares_its_items_and_catches_up_when_reopened(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    manifest = RunManifest(
+        suite="s",
+        headline="EM",
+        dataset="d",
+        fingerprint="f",
+        items=3,
+        graph="g",
+        model="m",
+        seed=0,
+    )
+    trace = Trace(run_id="c" * 32, thread_id="t", graph="g", task="q", answer="x")
+    out = tmp_path / "hotpot-run"
+    # Two items recorded before the run had a database ...
+    local = RunStore.open(out, manifest, resume=False)
+    local.record(ItemRecord(id="q1", success=1.0), trace)
+    local.record(ItemRecord(id="q2", success=0.0), None)
+    with SharedRecords(postgres_url) as records:
+        # ... reach it when the run is resumed with one; new items go there as they finish.
+        resumed = RunStore.open(out, manifest, resume=True, shared=records)
+        resumed.record(ItemRecord(id="q3", success=1.0), None)
+        shared = records.items("hotpot-run")
+        assert {i: r.success for i, r in shared.items()} == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
+        assert shared == resumed.done
+        assert records.trace("c" * 32) == trace
