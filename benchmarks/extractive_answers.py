@@ -61,7 +61,10 @@ from relaygraph.routing.context import ContextItem, render_item
 
 PARTS = ("tune", "report", "demo")
 RULES = ("raw_total", "raw_per_token", "calibrated_total", "calibrated_per_token")
-SHIPPED_RULE = "calibrated_per_token"
+TYPED = "+typed"
+"""A rule applied only to the candidates of the asked type (when the context has any)."""
+VARIANTS = (*RULES, *(f"{rule}{TYPED}" for rule in RULES))
+SHIPPED_RULE = "calibrated_per_token+typed"
 RUNS = ROOT / "runs" / "extractive_bench"
 DEMO_EXPECTED = {
     "Which river flows through the city of the Eiffel Tower?": "Seine",
@@ -81,12 +84,13 @@ def context_of(example: Any) -> str:
 
 
 def tune(model: str, limit: int) -> dict[str, Any]:
-    """Each rule's F1 on the tuning sample, beside the written answer's."""
+    """Each rule's F1 on the tuning sample, over all the context's candidates and over
+    those of the asked type (`answer_candidates`' ``typed``), beside the written answer's."""
     llm = load_llm(model)
     with reader_extract(llm, load_hotpotqa(limit=1).examples[0]).compile() as graph:
         agent = graph.agents["reader"]
     examples = load_hotpotqa(sample="distractor-100", limit=limit).examples
-    f1: dict[str, list[float]] = {rule: [] for rule in ("plain", *RULES)}
+    f1: dict[str, list[float]] = {rule: [] for rule in ("plain", *VARIANTS)}
     for example in track(examples, description="tune: scoring rules"):
         context = context_of(example)
         asked = step_prompt(agent, example.question, context, act_only=True, prefill=ANSWER_PREFILL)
@@ -96,22 +100,29 @@ def tune(model: str, limit: int) -> dict[str, Any]:
             GenerationParams(max_tokens=32, temperature=0.0),
         ).text.strip()
         f1["plain"].append(answer_score(written, example.answer).f1)
-        candidates = answer_candidates(example.question, context)
+        candidates = answer_candidates(example.question, context, typed=False)
+        typed = answer_candidates(example.question, context)
         if not candidates:  # the agent writes its answer then, as plain does
-            for rule in RULES:
-                f1[rule].append(f1["plain"][-1])
+            for variant in VARIANTS:
+                f1[variant].append(f1["plain"][-1])
             continue
         on_question = {c: llm.score(asked, c) for c in candidates}
         on_neutral = {c: llm.score(neutral, c) for c in candidates}
         for rule in RULES:
-            best = max(candidates, key=lambda c: _rule(rule, on_question[c], on_neutral[c]))
-            f1[rule].append(answer_score(best, example.answer).f1)
+            for variant, among in ((rule, candidates), (f"{rule}{TYPED}", typed)):
+                best = max(among, key=lambda c: _rule(rule, on_question[c], on_neutral[c]))
+                f1[variant].append(answer_score(best, example.answer).f1)
     means = {rule: round(statistics.fmean(values), 4) for rule, values in f1.items()}
     return {
         "sample": "distractor-100",
         "questions": len(examples),
         "f1": means,
-        "best_rule": max(RULES, key=lambda r: means[r]),
+        "typed_questions": sum(
+            answer_candidates(e.question, context_of(e))
+            != answer_candidates(e.question, context_of(e), typed=False)
+            for e in examples
+        ),
+        "best_rule": max(VARIANTS, key=lambda r: means[r]),
         "shipped_rule": SHIPPED_RULE,
     }
 
@@ -208,7 +219,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     if "tune" in result:
         f1 = result["tune"]["f1"]
-        names = ["plain", *RULES]
+        names = ["plain", *VARIANTS]
         axes[0].bar(range(len(names)), [f1[n] for n in names], color="tab:gray")
         axes[0].set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=8)
         axes[0].set_ylabel("answer F1")

@@ -5,7 +5,8 @@ questions on the embedded SmolLM2-135M, then prints each run's steps and the tok
 latency per role. The researcher's tool policy makes it search before it finishes; its
 steps are decoded under a grammar, so each is a valid action; the solver sees only the
 context that role-aware routing picks for it, and answers with the name from it that the
-question makes likeliest. ``build()`` is the factory the CLI takes:
+question makes likeliest, among those the context says are of the asked type ("the river
+Seine" for "Which river ..."). ``build()`` is the factory the CLI takes:
 ``relaygraph run examples/research_team.py:build "Which river flows through Paris?"``.
 """
 

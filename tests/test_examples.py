@@ -40,6 +40,4 @@ def test_quickstart() -> None:
 def test_make_demo_research_team_answers_its_questions() -> None:
     stdout = run_example("research_team.py", columns=80)
     answers = [line.split(" -> ", 1)[1].strip() for line in stdout.splitlines() if "? -> " in line]
-    # The two-hop question (the Eiffel Tower's city, then its river) is still answered
-    # wrong: the 135M model's extracted answer is Paris, not the Seine.
-    assert len(answers) == 3 and answers[1:] == ["Italy", "Thames"]
+    assert answers == ["Seine", "Italy", "Thames"]

@@ -6,7 +6,13 @@ import pytest
 from pydantic import BaseModel
 
 from relaygraph.agents import Agent
-from relaygraph.agents.extraction import answer_candidates, calibrated, candidate_spans
+from relaygraph.agents.extraction import (
+    answer_candidates,
+    answer_types,
+    calibrated,
+    candidate_spans,
+    is_of_type,
+)
 from relaygraph.errors import ConfigError
 from relaygraph.graph import AgentGraph
 from relaygraph.llm.constraints import JsonSchemaFormat
@@ -43,6 +49,43 @@ def test_the_question_names_are_not_candidates_unless_it_offers_a_choice() -> No
         "Seine",
     ]
     assert "Eiffel Tower" in answer_candidates("Is the Eiffel Tower or Paris older?", context)
+
+
+def test_the_asked_type_is_the_noun_after_which_or_what_head_first() -> None:
+    assert answer_types("Which river flows through Paris?") == ["flows", "river"]
+    assert answer_types("The House is in what Hawaii county?") == ["county"]
+    assert answer_types("Directed by which famous director?") == ["director", "famous"]
+    assert answer_types("In what year was she born?") == ["year"]
+    assert answer_types("What is Opry Mills?") == []
+    assert answer_types("Which of Jonny Craig and Pete Doherty sang more?") == []
+    assert answer_types("Who wrote Hamlet?") == []
+
+
+def test_the_context_says_which_names_are_of_a_type() -> None:
+    context = (
+        "The river Seine flows through Paris. The Loire is a long French river. "
+        "Sam Boyd Stadium is in Whitney, near the city of Henderson."
+    )
+    assert is_of_type("Seine", "river", context) and is_of_type("Loire", "rivers", context)
+    assert not is_of_type("Paris", "river", context)
+    assert is_of_type("Sam Boyd Stadium", "stadium", context)
+    assert is_of_type("Henderson", "city", context) and not is_of_type("Whitney", "city", context)
+    assert is_of_type("1998", "year", context) and not is_of_type("777", "year", context)
+
+
+def test_only_the_asked_type_is_a_candidate_when_the_context_names_one() -> None:
+    context = "Eiffel Tower: The Eiffel Tower is in Paris. The river Seine flows through Paris."
+    assert answer_candidates("Which river flows by the Eiffel Tower?", context) == ["Seine"]
+    assert answer_candidates("Which river flows by the Eiffel Tower?", context, typed=False) == [
+        "Paris",
+        "Seine",
+    ]
+    # Nothing in the context is said to be a country: every name stays a candidate.
+    assert answer_candidates("In which country is it?", context) == [
+        "Eiffel Tower",
+        "Paris",
+        "Seine",
+    ]
 
 
 def test_a_yes_no_question_is_answered_yes_or_no() -> None:
@@ -126,7 +169,9 @@ def test_the_real_model_extracts_the_answer_with_its_scores() -> None:
     graph.add_agent(Agent(name="solver", answer_format="extract"))
     tokens: list[str] = []
     compiled = graph.set_entry("solver").set_finish("solver").compile()
-    events = list(compiled.stream("Which river flows through Paris?", thread_id="run", tokens=True))
+    # No name of the context is said to be what the question asks for ("what"), so each
+    # is a candidate.
+    events = list(compiled.stream("What flows through Paris?", thread_id="run", tokens=True))
     result = events[-1].result  # type: ignore[attr-defined]
     step = result.trace.steps[-1]
     tokens = [e.text for e in events if type(e).__name__ == "TokenEvent"]
