@@ -80,6 +80,10 @@ class RowTable:
             return len(self._entries)
         return len(self._namespaces.get(namespace, ()))
 
+    def namespaces(self) -> list[str]:
+        """Namespaces holding at least one entry, sorted."""
+        return sorted(self._namespaces)
+
     def ids_of(self, namespace: str) -> list[str]:
         return list(self._namespaces.get(namespace, ()))
 

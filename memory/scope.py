@@ -1,4 +1,4 @@
-"""`MemoryScope`: one namespace of a `SharedMemory`, so callers need not repeat it."""
+"""`MemoryScope`: one namespace of a shared `Memory`, so callers need not repeat it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     import numpy as np
 
     from relaygraph.memory.entry import Hit
-    from relaygraph.memory.store import SharedMemory, Where
+    from relaygraph.memory.protocol import Memory
+    from relaygraph.memory.store import Where
 
 
 class MemoryScope:
@@ -26,7 +27,7 @@ class MemoryScope:
         'run-42'
     """
 
-    def __init__(self, memory: SharedMemory, namespace: str) -> None:
+    def __init__(self, memory: Memory, namespace: str) -> None:
         if not namespace:
             raise ConfigError("namespace must not be empty", parameter="namespace")
         self._memory = memory
@@ -37,7 +38,7 @@ class MemoryScope:
         return self._namespace
 
     @property
-    def memory(self) -> SharedMemory:
+    def memory(self) -> Memory:
         return self._memory
 
     def entry_id(self, item_id: str) -> str:

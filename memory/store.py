@@ -8,7 +8,6 @@ the lock, so one agent embedding a long batch does not stall the others' searche
 from __future__ import annotations
 
 import threading
-from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
@@ -16,9 +15,16 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import faiss
 import numpy as np
-from pydantic import ValidationError
 
-from relaygraph.errors import ConfigError, first_problem
+from relaygraph.errors import ConfigError
+from relaygraph.memory.checks import (
+    QUERY_CACHE_SIZE,
+    QueryVectors,
+    already_there,
+    check_distinct,
+    embed_rows,
+    validate_entry,
+)
 from relaygraph.memory.embedding import DEFAULT_EMBEDDER, Embedder, SentenceEmbedder
 from relaygraph.memory.entry import Hit, MemoryEntry, MetadataValue
 from relaygraph.memory.index import IndexConfig, IndexKind, make_index
@@ -28,6 +34,9 @@ from relaygraph.memory.scope import MemoryScope
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+# QUERY_CACHE_SIZE is re-exported: it was defined here before the checks moved out.
+__all__ = ["QUERY_CACHE_SIZE", "SharedMemory", "Where"]
 
 Where: TypeAlias = (
     Mapping[str, MetadataValue | Sequence[MetadataValue] | AbstractSet[MetadataValue]]
@@ -40,8 +49,6 @@ matches; a metadata key that shadows a field needs a predicate."""
 
 _FIELDS = frozenset(MemoryEntry.model_fields) - {"metadata"}
 _MISSING = object()
-QUERY_CACHE_SIZE = 64
-"""Query vectors a memory keeps, most recently used first."""
 
 
 def _matches(entry: MemoryEntry, where: Mapping[str, Any]) -> bool:
@@ -55,36 +62,6 @@ def _matches(entry: MemoryEntry, where: Mapping[str, Any]) -> bool:
         elif value != wanted:
             return False
     return True
-
-
-def _validate(item: MemoryEntry | Mapping[str, Any]) -> MemoryEntry:
-    if isinstance(item, MemoryEntry):
-        return item
-    try:
-        return MemoryEntry.model_validate(dict(item))
-    except ValidationError as exc:
-        field, problem = first_problem(exc.errors())
-        raise ConfigError(f"memory entry: {field}: {problem}", parameter=field) from None
-
-
-def _unit_rows(vectors: np.ndarray, dim: int, source: str) -> np.ndarray:
-    """``vectors`` as float32 rows of unit length, checked.
-
-    Normalising here keeps inner product equal to cosine whatever the embedder does.
-    """
-    array = np.asarray(vectors, dtype=np.float32)
-    if array.ndim != 2 or array.shape[1] != dim:
-        raise ConfigError(
-            f"{source} has shape {array.shape}; expected rows of {dim} numbers",
-            parameter=source,
-        )
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    if not np.all(np.isfinite(norms)) or np.any(norms == 0):
-        raise ConfigError(
-            f"{source} holds a zero or non-finite vector, which has no direction to compare",
-            parameter=source,
-        )
-    return np.ascontiguousarray(array / norms)
 
 
 class SharedMemory:
@@ -121,9 +98,7 @@ class SharedMemory:
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
         self._table = RowTable(self._dim)
-        # Agents of one run route by the same query (the task, plus the plan once there is
-        # one) step after step; embedding it is most of a selection's cost.
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query = QueryVectors(self._embedder)
 
     @property
     def embedder(self) -> Embedder:
@@ -145,6 +120,11 @@ class SharedMemory:
         """Entries in ``namespace``, or in all of them."""
         with self._lock:
             return self._table.count(namespace)
+
+    def namespaces(self) -> list[str]:
+        """Namespaces holding at least one entry, sorted."""
+        with self._lock:
+            return self._table.namespaces()
 
     def get(self, entry_id: str) -> MemoryEntry:
         """The entry with this id.
@@ -202,13 +182,9 @@ class SharedMemory:
         Raises:
             ConfigError: An invalid item, or an id repeated or already in memory.
         """
-        entries = [_validate(item) for item in items]
+        entries = [validate_entry(item) for item in items]
         ids = [e.id for e in entries]
-        if len(set(ids)) != len(ids):
-            repeated = Counter(ids).most_common(1)[0][0]
-            raise ConfigError(
-                f"id {repeated!r} appears twice in one add_many", parameter="id", value=repeated
-            )
+        check_distinct(ids)
         with self._lock:
             self._check_new(ids)
         vectors = self._embed([e.text for e in entries])
@@ -222,12 +198,7 @@ class SharedMemory:
     def _check_new(self, ids: Iterable[str]) -> None:
         for entry_id in ids:
             if entry_id in self._table:
-                raise ConfigError(
-                    f"memory already has an entry with id {entry_id!r}; use update() to "
-                    "change it or leave id out to get a fresh one",
-                    parameter="id",
-                    value=entry_id,
-                )
+                raise already_there(entry_id)
 
     def update(self, entry_id: str, **changes: Any) -> MemoryEntry:
         """Replace fields of an entry (``metadata`` as a whole); a new text is re-embedded.
@@ -245,7 +216,7 @@ class SharedMemory:
         while True:
             with self._lock:
                 old = self._table.entry(entry_id)
-            new = _validate({**old.model_dump(), **changes})
+            new = validate_entry({**old.model_dump(), **changes})
             vector = self._embed([new.text]) if new.text != old.text else None
             with self._lock:
                 # Another thread changed the entry while this one embedded: start over
@@ -279,13 +250,7 @@ class SharedMemory:
             return len(ids)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        vectors = _unit_rows(self._embedder.embed(texts), self._dim, "embedder")
-        if len(vectors) != len(texts):
-            raise ConfigError(
-                f"the embedder returned {len(vectors)} vectors for {len(texts)} texts",
-                parameter="embedder",
-            )
-        return vectors
+        return embed_rows(self._embedder, texts)
 
     def _remove(self, ids: list[str]) -> None:
         if not ids:
@@ -298,31 +263,6 @@ class SharedMemory:
             self._index.rebuild(*self._table.live())
 
     # -- searching -------------------------------------------------------------------
-
-    def _query(self, query: str | np.ndarray) -> np.ndarray:
-        """The query as a ``(1, dim)`` unit vector."""
-        if isinstance(query, str):
-            if not query.strip():
-                raise ConfigError("query is blank; give text to search for", parameter="query")
-            with self._lock:
-                cached = self._queries.get(query)
-                if cached is not None:
-                    self._queries.move_to_end(query)
-                    return cached
-            vector = self._embed([query])
-            vector.setflags(write=False)
-            with self._lock:
-                self._queries[query] = vector
-                if len(self._queries) > QUERY_CACHE_SIZE:
-                    self._queries.popitem(last=False)
-            return vector
-        array = np.asarray(query, dtype=np.float32)
-        if array.size != self._dim or array.ndim > 2:
-            raise ConfigError(
-                f"query vector has shape {array.shape}; expected ({self._dim},)",
-                parameter="query",
-            )
-        return _unit_rows(array.reshape(1, self._dim), self._dim, "query")
 
     def search(
         self,
