@@ -74,9 +74,9 @@ def answer_candidates(question: str, context: str, *, typed: bool = True) -> lis
         return ["yes", "no"]
     spans = candidate_spans(context, exclude=question_names(question))
     for kind in answer_types(question) if typed else ():
-        typed = [span for span in spans if is_of_type(span, kind, context)]
-        if typed:
-            return typed
+        of_kind = [span for span in spans if is_of_type(span, kind, context)]
+        if of_kind:
+            return of_kind
     return spans
 
 

@@ -26,19 +26,24 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import html
 import json
 import logging
-import math
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from mkdocs.plugins import event_priority
 from mkdocs.structure.files import File
+
+# docs/ is no package: MkDocs puts this file's folder on sys.path while it loads the hook,
+# and mypy, checking the repository as `relaygraph`, sees docs/ as a namespace package.
+if TYPE_CHECKING:
+    from relaygraph.docs import result_tables as tables
+else:
+    import result_tables as tables
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -47,12 +52,8 @@ NOTES = ROOT / "docs" / "results" / "notes"
 MIRROR = ROOT / "build" / "docs"
 PAGES = "results"  # where the generated pages live in the site
 
-MAX_ROWS = 60
-"""Rows of one table before the rest is left to the JSON (a sweep has hundreds)."""
 MAX_COLUMNS = 12
 """Wider record tables are shown one record at a time."""
-MAX_INLINE = 12
-"""Lists of numbers up to this long are shown in full; longer ones as a count."""
 MAX_FIELDS = 40
 """Records with more fields than this are shown as sections, not as one table's columns."""
 PROVENANCE_KEYS = ("machine", "commit", "versions")
@@ -155,150 +156,6 @@ def benchmarks(results: Path = RESULTS) -> list[Benchmark]:
     return found
 
 
-# --- escaping and formatting -------------------------------------------------------------
-
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|])")
-"""What Python-Markdown (with tables) unescapes after a backslash; ``<>&`` become entities."""
-
-
-def md_text(value: object) -> str:
-    """A string safe to place in Markdown prose, a heading or a table cell: its HTML is
-    escaped to entities and its Markdown punctuation backslash-escaped, on one line."""
-    text = html.escape(" ".join(str(value).split()), quote=False)
-    return _MD_SPECIAL.sub(r"\\\1", text)
-
-
-def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def fmt(value: object) -> str:
-    """A value as a table cell shows it (HTML-escaped)."""
-    if isinstance(value, list):
-        if len(value) <= MAX_INLINE and all(_scalar(v) for v in value):
-            return "[" + ", ".join(fmt(v) for v in value) + "]"
-        return f"<em>{len(value)} values</em>"
-    if isinstance(value, dict):
-        return f"<em>{len(value)} fields</em>"
-    if value is None or isinstance(value, bool | int | float):
-        return _fmt_number(value)
-    text = str(value)
-    return f"<pre>{esc(text)}</pre>" if "\n" in text else esc(text)
-
-
-def _fmt_number(value: float | None) -> str:
-    """Four significant digits; thousands whole and grouped; nan and inf as Python
-    writes them; booleans as yes/no; None as a dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10000 else str(value)
-    if not math.isfinite(value) or value == 0:
-        return esc(value) if value else "0"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _scalar(value: object) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _inline(value: object) -> bool:
-    """Shown in a cell: a scalar, or a short list of scalars."""
-    return _scalar(value) or (
-        isinstance(value, list) and len(value) <= MAX_INLINE and all(_scalar(v) for v in value)
-    )
-
-
-def _values(value: object) -> bool:
-    """A list of scalars of any length (a table cell counts the long ones)."""
-    return isinstance(value, list) and all(_scalar(v) for v in value)
-
-
-def flatten(record: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
-    """Nested fields as dotted columns, ``depth`` levels down; deeper ones as they are."""
-    flat: dict[str, Any] = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value and depth > 0:
-            flat |= flatten(value, f"{name}.", depth - 1)
-        else:
-            flat[name] = value
-    return flat
-
-
-# --- tables ------------------------------------------------------------------------------
-
-
-def kv_table(items: dict[str, Any]) -> str:
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{fmt(v)}</td></tr>" for k, v in items.items())
-    head = "<thead><tr><th>field</th><th>value</th></tr></thead>"
-    return f"<table>\n{head}\n<tbody>{rows}</tbody>\n</table>"
-
-
-def record_table(records: list[tuple[str | None, dict[str, Any]]]) -> str:
-    """Rows of flattened records; a first column names them when they have names."""
-    columns: list[str] = []
-    for _, record in records:
-        columns += [c for c in record if c not in columns]
-    named = any(name is not None for name, _ in records)
-    head = ("<th></th>" if named else "") + "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = []
-    for name, record in records[:MAX_ROWS]:
-        cells = (f"<td><strong>{esc(name)}</strong></td>" if named else "") + "".join(
-            f"<td>{fmt(record.get(c))}</td>" for c in columns
-        )
-        body.append(f"<tr>{cells}</tr>")
-    table = f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>{''.join(body)}</tbody>\n</table>"
-    if len(records) > MAX_ROWS:
-        table += f"\n\n*The first {MAX_ROWS} of {len(records)} rows; the rest are in the JSON.*"
-    return table
-
-
-def _label(
-    rows: list[tuple[str | None, dict[str, Any]]],
-) -> list[tuple[str | None, dict[str, Any]]]:
-    """Name unnamed records by their first text field that tells them all apart."""
-    if any(name is not None for name, _ in rows):
-        return rows
-    for column in rows[0][1]:
-        values = [r.get(column) for _, r in rows]
-        if all(isinstance(v, str) for v in values) and len(set(values)) == len(values):
-            return [(str(r[column]), {k: v for k, v in r.items() if k != column}) for _, r in rows]
-    return [(f"#{i + 1}", r) for i, (_, r) in enumerate(rows)]
-
-
-def _transpose(
-    rows: list[tuple[str | None, dict[str, Any]]],
-) -> list[tuple[str | None, dict[str, Any]]]:
-    """Fields as rows and records as columns."""
-    named = _label(rows)
-    fields: list[str] = []
-    for _, record in named:
-        fields += [f for f in record if f not in fields]
-    return [(f, {str(n): r.get(f) for n, r in named}) for f in fields]
-
-
-def _records(value: Any, *, nested: bool = False) -> list[tuple[str | None, dict[str, Any]]] | None:
-    """``value`` as table rows, if it is a list or mapping of flat-enough records (or of any
-    records, with ``nested``: a commentary's table picks its columns)."""
-    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-        rows: list[tuple[str | None, dict[str, Any]]] = [(None, flatten(v)) for v in value]
-    elif (
-        isinstance(value, dict)
-        and len(value) > 1
-        and all(isinstance(v, dict) and v for v in value.values())
-    ):
-        rows = [(str(k), flatten(v)) for k, v in value.items()]
-    else:
-        return None
-    cells = [v for _, r in rows for v in r.values()]
-    if not nested and not all(_inline(v) or isinstance(v, list) for v in cells):
-        return None
-    return rows
-
-
 # --- pages -------------------------------------------------------------------------------
 
 
@@ -313,7 +170,7 @@ def commit_line(data: dict[str, Any]) -> str:
     commit = machine.get("commit", data.get("commit"))
     if isinstance(commit, dict) and commit.get("hash"):
         dirty = " (with uncommitted changes)" if commit.get("dirty") else ""
-        return f"<code>{esc(commit['hash'])}</code>{dirty}"
+        return f"<code>{tables.esc(commit['hash'])}</code>{dirty}"
     if "commit" in machine or "commit" in data:
         return "unknown (not a git checkout)"
     return "unknown (recorded before provenance)"
@@ -327,15 +184,15 @@ def provenance(data: dict[str, Any]) -> str:
     flags = machine.pop("cpu_flags", None)
     if "cpu_simd" not in machine:
         machine["cpu_simd"] = "not recorded (before provenance)"
-    parts = [f"**Commit:** {commit_line(data)}", kv_table(machine)]
+    parts = [f"**Commit:** {commit_line(data)}", tables.kv_table(machine)]
     if isinstance(packages, dict):
-        parts.append("Package versions:\n\n" + kv_table(packages))
+        parts.append("Package versions:\n\n" + tables.kv_table(packages))
     else:
         parts.append("Package versions: not recorded (before provenance).")
     if flags:
         parts.append(
             "<details><summary>All CPU flags</summary>"
-            f"<p><code>{esc(' '.join(flags))}</code></p></details>"
+            f"<p><code>{tables.esc(' '.join(flags))}</code></p></details>"
         )
     return "\n\n".join(parts)
 
@@ -344,18 +201,19 @@ def render_section(data: Any, level: int) -> list[str]:
     """Markdown blocks for one part of a result: its provenance and settings first, then
     its scalars as one table, then each nested part under a heading of its name."""
     if not isinstance(data, dict):
-        rows = _records(data)
-        return [record_table(rows) if rows is not None else f"<p>{fmt(data)}</p>"]
+        rows = tables.as_records(data)
+        return [tables.record_table(rows) if rows is not None else f"<p>{tables.fmt(data)}</p>"]
     blocks: list[str] = []
     if "machine" in data:
         blocks += [_heading(level, "Machine and provenance"), provenance(data)]
     if isinstance(data.get("settings"), dict):
-        blocks += [_heading(level, "Settings"), kv_table(flatten(data["settings"], depth=3))]
+        settings = tables.flatten(data["settings"], depth=3)
+        blocks += [_heading(level, "Settings"), tables.kv_table(settings)]
     skip = {*PROVENANCE_KEYS, "settings", "benchmark"}
     rest = {k: v for k, v in data.items() if k not in skip}
-    scalars = {k: v for k, v in rest.items() if _inline(v) or _values(v)}
+    scalars = {k: v for k, v in rest.items() if tables.is_inline(v) or tables.is_values(v)}
     if scalars:
-        blocks.append(kv_table(scalars))
+        blocks.append(tables.kv_table(scalars))
     for key, value in rest.items():
         if key not in scalars:
             blocks += [_heading(level, key), *render_part(value, level)]
@@ -364,27 +222,28 @@ def render_section(data: Any, level: int) -> list[str]:
 
 def render_part(value: Any, level: int) -> list[str]:
     """One nested part: a table of its records, or its own sections one level down."""
-    rows = _records(value)
+    rows = tables.as_records(value)
     if rows is not None and len({c for _, r in rows for c in r}) <= MAX_COLUMNS:
-        return [record_table(rows)]
+        return [tables.record_table(rows)]
     fields = {c for _, r in rows for c in r} if rows is not None else set()
     if rows is not None and len(rows) <= MAX_COLUMNS and len(fields) <= MAX_FIELDS:
         # a few wide records: one column each
-        return [record_table(_transpose(rows))]
+        return [tables.record_table(tables.transposed(rows))]
     if isinstance(value, dict):
         return render_section(value, min(level + 1, 6))
     if rows is None:
-        return [f"<p>{fmt(value)}</p>"]
+        return [f"<p>{tables.fmt(value)}</p>"]
     blocks = []  # many wide records: one table each
-    for name, record in _label(rows)[:MAX_ROWS]:
-        blocks += [_heading(min(level + 1, 6), name or "item"), kv_table(record)]
-    if len(rows) > MAX_ROWS:
-        blocks.append(f"*The first {MAX_ROWS} of {len(rows)} items; the rest are in the JSON.*")
+    for name, record in tables.labelled(rows)[: tables.MAX_ROWS]:
+        blocks += [_heading(min(level + 1, 6), name or "item"), tables.kv_table(record)]
+    if len(rows) > tables.MAX_ROWS:
+        shown = f"The first {tables.MAX_ROWS} of {len(rows)} items"
+        blocks.append(f"*{shown}; the rest are in the JSON.*")
     return blocks
 
 
 def _heading(level: int, text: str) -> str:
-    return f"{'#' * level} {md_text(text)}"
+    return f"{'#' * level} {tables.md_text(text)}"
 
 
 def notes(bench: Benchmark, notes_dir: Path = NOTES) -> str:
@@ -425,9 +284,9 @@ def _lookup(bench: Benchmark, paths: str) -> list[tuple[str | None, dict[str, An
                 value = value[key]
             else:
                 raise ValueError(f"results notes {bench.name}.md: no {path!r} in the JSON")
-        records = _records(value, nested=True)
+        records = tables.as_records(value, nested=True)
         if records is None and isinstance(value, dict):
-            records = [(path, flatten(value))]
+            records = [(path, tables.flatten(value))]
         if records is None:
             raise ValueError(f"results notes {bench.name}.md: {path!r} holds no records")
         rows += records
@@ -444,7 +303,7 @@ def directive_pivot(bench: Benchmark, path: str, fields: str) -> str:
             raise ValueError(f"results notes {bench.name}.md: {path!r} lacks a pivot field")
         row = table.setdefault(str(record[row_field]), {})
         row[str(record[column_field])] = record[value_field]
-    return record_table([(f"{row_field} {name}", cells) for name, cells in table.items()])
+    return tables.record_table([(f"{row_field} {name}", cells) for name, cells in table.items()])
 
 
 def directive_table(bench: Benchmark, path: str, columns: str) -> str:
@@ -459,31 +318,31 @@ def directive_table(bench: Benchmark, path: str, columns: str) -> str:
     if missing:
         raise ValueError(f"results notes {bench.name}.md: {path!r} has no column {missing}")
     picked = [(n, {(label or c): r.get(c) for c, _, label in wanted}) for n, r in rows]
-    return record_table(picked)
+    return tables.record_table(picked)
 
 
 def render_page(bench: Benchmark) -> str:
     """The Markdown page of one result file."""
     title = bench.name.replace("_", " ").capitalize()
     script = bench.script.relative_to(ROOT) if bench.script else None
-    blocks = [f"# {md_text(title)}"]
+    blocks = [f"# {tables.md_text(title)}"]
     if bench.summary:
-        blocks.append(md_text(bench.summary))
-    source = f"Generated from <code>benchmarks/results/{esc(bench.json_path.name)}</code> "
+        blocks.append(tables.md_text(bench.summary))
+    source = f"Generated from <code>benchmarks/results/{tables.esc(bench.json_path.name)}</code> "
     source += f"([download]({quote(bench.json_path.name)}))"
     if script is not None:
-        source += f", written by <code>{esc(script)}</code>"
+        source += f", written by <code>{tables.esc(script)}</code>"
     blocks.append(source + ".")
     if bench.command:
-        blocks += ["## Reproduce", f"<pre><code>{esc(bench.command)}</code></pre>"]
+        blocks += ["## Reproduce", f"<pre><code>{tables.esc(bench.command)}</code></pre>"]
     for image in bench.images:
-        blocks.append(f"![{md_text(image.stem)}]({quote(image.name)})")
+        blocks.append(f"![{tables.md_text(image.stem)}]({quote(image.name)})")
     data = bench.data
     if isinstance(data, dict) and "machine" not in data:
         sections = [k for k, v in data.items() if isinstance(v, dict) and "machine" in v]
         if sections:  # parts run apart, each with its own machine (structured.json)
             for key in sections:
-                blocks += [f"## {md_text(key)}", *render_section(data[key], 3)]
+                blocks += [f"## {tables.md_text(key)}", *render_section(data[key], 3)]
             data = {k: v for k, v in data.items() if k not in sections}
         else:
             blocks += ["## Machine and provenance", "Not recorded in this file."]
@@ -505,10 +364,10 @@ def render_index(found: list[Benchmark]) -> str:
             else next((v for v in data.values() if isinstance(v, dict) and "machine" in v), {})
         )
         machine = _machine(run)
-        rows.append(
-            f"| [{md_text(bench.name)}]({quote(bench.name)}.md) | {md_text(bench.summary)} "
-            f"| {md_text(machine.get('cpu', '—'))} | {commit_line(run) if run else 'unknown'} |"
-        )
+        name, summary = tables.md_text(bench.name), tables.md_text(bench.summary)
+        cpu = tables.md_text(machine.get("cpu", "—"))
+        commit = commit_line(run) if run else "unknown"
+        rows.append(f"| [{name}]({quote(bench.name)}.md) | {summary} | {cpu} | {commit} |")
     return (
         "# Results\n\n"
         "Every page in this section is generated at build time from the JSON a benchmark "

@@ -55,7 +55,7 @@ def _postgres(url: str) -> tuple[BaseCheckpointSaver[Any], psycopg.Connection[An
     conn = connect(url)
     # The saver's queries expect rows as dicts, and prepared statements do not survive
     # the connection poolers (pgbouncer) that sit in front of shared databases.
-    conn.row_factory = dict_row  # type: ignore[assignment]
+    conn.row_factory = dict_row
     conn.prepare_threshold = None
     saver = PostgresSaver(conn)
     # Replicas starting together would race on the migrations table otherwise.
