@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from relaygraph.graph.results import RunView
     from relaygraph.graph.runtime import CompiledAgentGraph
     from relaygraph.llm.protocol import LLM
-    from relaygraph.memory import SharedMemory
+    from relaygraph.memory import Memory
 
 END = "__end__"
 """Route target that ends the run."""
@@ -47,10 +47,11 @@ class AgentGraph:
         max_steps: Cap on agent steps in one run; required (not None) for a graph
             whose cycles have no conditional exit.
         budget: Token, time and cost limits per run and per role.
-        memory: Shared memory for the team. Each run gets the namespace of its thread
-            id; agents' outputs are written back to it after every step, and context
-            policies choose from it (so a run can be seeded by adding entries to that
-            namespace before it starts).
+        memory: Shared memory for the team (in process, or in PostgreSQL where several
+            processes share it: `open_memory`). Each run gets the namespace of its
+            thread id; agents' outputs are written back to it after every step, and
+            context policies choose from it (so a run can be seeded by adding entries to
+            that namespace before it starts).
     """
 
     def __init__(
@@ -60,7 +61,7 @@ class AgentGraph:
         model: str | LLM = "smollm2-135m",
         max_steps: int | None = 50,
         budget: Budget | None = None,
-        memory: SharedMemory | None = None,
+        memory: Memory | None = None,
     ) -> None:
         if max_steps is not None and max_steps < 1:
             raise ConfigError(

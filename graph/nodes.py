@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from relaygraph.agents.agent import BoundAgent
     from relaygraph.graph.budget import Budget
     from relaygraph.graph.builder import Condition
-    from relaygraph.memory import MemoryScope, SharedMemory
+    from relaygraph.memory import Memory, MemoryScope
 
 STREAM_TOKENS = "relaygraph_stream_tokens"
 """The run config key that asks steps to stream their tokens."""
@@ -75,7 +75,7 @@ class AgentNodes:
         finish: set[str],
         max_steps: int | None,
         budget: Budget,
-        memory: SharedMemory | None,
+        memory: Memory | None,
     ) -> None:
         self.agents = agents
         self.finish = finish

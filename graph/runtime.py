@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from relaygraph.agents.agent import BoundAgent
     from relaygraph.graph.budget import Budget
     from relaygraph.graph.builder import Condition
-    from relaygraph.memory import SharedMemory
+    from relaygraph.memory import Memory
 
 AnswerFormat = JsonSchemaFormat | JsonObjectFormat
 """A run's format for its answer: a JSON schema, or any JSON object."""
@@ -66,7 +66,7 @@ class CompiledAgentGraph:
         max_steps: int | None,
         budget: Budget,
         checkpointer: Checkpointer,
-        memory: SharedMemory | None = None,
+        memory: Memory | None = None,
     ) -> None:
         self.name = name
         self.agents = agents

@@ -98,6 +98,10 @@ class GraphEntry(_Strict):
     """Factory spec: path/to/file.py:factory or package.module:factory."""
     model: str | None = None
     """Default model passed to the factory (when it takes one)."""
+    memory: str | None = Field(default=None, pattern=r"^postgres(ql)?://")
+    """A PostgreSQL URL (pgvector) for the graph's shared memory, replacing the factory's:
+    replicas pointing at it write and route over one memory, each run in the namespace of
+    its thread id. Unset: the factory's memory (or none)."""
 
 
 class RungEntry(_Strict):

@@ -17,6 +17,7 @@ from relaygraph.graph.postgres import SharedRecords
 from relaygraph.llm.openai_compat import OpenAICompatLLM
 from relaygraph.llm.pool import WorkerPool
 from relaygraph.llm.registry import EngineOptions, load_llm
+from relaygraph.memory import open_memory
 from relaygraph.routing.calibration import Calibration
 from relaygraph.routing.models import Cascade, Rung
 from relaygraph.routing.uncertainty import ESTIMATORS
@@ -72,6 +73,8 @@ def build_models(config: ServeConfig) -> dict[str, Served]:
             served[name] = build_cascade(entry, llm)
         elif isinstance(entry, GraphEntry):
             graph = load_graph(entry.graph, model=entry.model)
+            if entry.memory is not None:
+                graph.memory = open_memory(entry.memory)
             served[name] = graph.compile(checkpointer=config.database)
         else:
             key = os.environ.get(entry.api_key_env) if entry.api_key_env else None

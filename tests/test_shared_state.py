@@ -14,6 +14,7 @@ from relaygraph.graph.loader import load_graph
 from relaygraph.graph.postgres import SharedRecords
 from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore
 from relaygraph.graph.trace import Trace
+from relaygraph.memory import open_memory
 from relaygraph.serving.config import ServeConfig
 from relaygraph.serving.server import BackgroundServer, app_from_config
 
@@ -24,7 +25,10 @@ TEAM = f"{Path(__file__).resolve().parent.parent / 'examples' / 'research_team.p
 def replicas(postgres_url: str) -> Iterator[tuple[BackgroundServer, BackgroundServer]]:
     """Two `relaygraph serve` replicas of one config whose ``database`` is shared."""
     config = ServeConfig.model_validate(
-        {"database": postgres_url, "models": {"team": {"graph": TEAM, "model": "smollm2-135m"}}}
+        {
+            "database": postgres_url,
+            "models": {"team": {"graph": TEAM, "model": "smollm2-135m", "memory": postgres_url}},
+        }
     )
     with (
         BackgroundServer(app=app_from_config(config)) as first,
@@ -55,6 +59,10 @@ def test_a_run_served_by_one_replica_is_found_by_the_other(
     # by its thread id, step for step.
     with load_graph(TEAM, model="smollm2-135m").compile(checkpointer=postgres_url) as graph:
         assert graph.trace(trace.thread_id) == trace
+    # And what its agents wrote is in the shared memory, under the run's namespace.
+    memory = open_memory(postgres_url)
+    found_facts = [e.text for e in memory.entries(namespace=trace.thread_id)]
+    assert any("Thames" in text for text in found_facts)
 
 
 @pytest.mark.server
