@@ -9,14 +9,15 @@ column names, which come from `MemoryEntry`'s fields, are written into the state
 Builders return the SQL and its parameters in order.
 
 Example:
-    ``{"kind": ["fact", "plan"], "source": 3}`` becomes (roughly)
-    ``kind = ANY(['fact','plan']) AND ((metadata->'source' is a number AND its value =
-    ANY([3])) OR (it is a boolean AND = ANY([]))) `` — the boolean arm is empty because
-    3 is neither 0 nor 1.
+    ``{"kind": ["fact", "plan"], "source": 1}`` becomes
+    ``kind = ANY(%s::text[]) AND (metadata -> %s) = ANY(%s::jsonb[])`` with the
+    parameters ``["fact", "plan"]``, ``"source"`` and ``["1", "true"]``: a stored
+    ``true`` matches 1, as it does in Python.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
@@ -88,36 +89,22 @@ def _field(name: str, values: list[Any]) -> Clause:
 
 
 def _metadata(key: str, values: list[Any]) -> Clause:
-    # Each arm tests the JSON type first: 'metadata -> key' is SQL NULL when the key is
-    # missing, so a missing key fails every arm.
-    kind = sql.SQL("jsonb_typeof(metadata -> {})").format(_P)
-    text = sql.SQL("(metadata ->> {})").format(_P)
-    arms: list[sql.Composable] = []
-    params: list[Any] = []
-    if any(v is None for v in values):
-        arms.append(sql.SQL("{} = 'null'").format(kind))
-        params.append(key)
-    texts = [v for v in values if isinstance(v, str)]
-    if texts:
-        arms.append(sql.SQL("({} = 'string' AND {} = ANY({}::text[]))").format(kind, text, _P))
-        params += [key, key, texts]
-    numbers = [n for n in map(_number, values) if n is not None]
-    if numbers:
-        # Compared as decimals written the way Python writes them (shortest round trip),
-        # which is how the stored JSON wrote them, so two floats are equal exactly when
-        # Python says so; 1 and 1.0 are equal decimals too.
-        decimals = [repr(n) for n in numbers]
-        arms.append(
-            sql.SQL("({} = 'number' AND {}::numeric = ANY({}::numeric[]))").format(kind, text, _P)
-        )
-        params += [key, key, decimals]
-        flags = sorted({bool(n) for n in numbers if n in (0, 1)})
-        if flags:
-            arms.append(
-                sql.SQL("({} = 'boolean' AND {}::boolean = ANY({}::bool[]))").format(kind, text, _P)
-            )
-            params += [key, key, flags]
-    return _joined(arms, params)
+    # jsonb equality already is Python's within a type (numbers compare as decimals, so
+    # 1 equals 1.0, and floats are written the shortest way that reads back, as Python
+    # and the stored JSON write them) and never holds across types; bools are the one
+    # crossing to add. A missing key gives SQL NULL, which equals nothing.
+    wanted: list[str] = []
+    for value in values:
+        number = _number(value)
+        if value is None or isinstance(value, str):
+            wanted.append(json.dumps(value))
+        elif number is not None:
+            wanted.append(repr(number))
+            if number in (0, 1):
+                wanted.append(json.dumps(bool(number)))
+    if not wanted:
+        return _NOTHING, []
+    return sql.SQL("(metadata -> %s) = ANY(%s::jsonb[])"), [key, wanted]
 
 
 def where_sql(where: Mapping[str, MetadataValue | Collection[MetadataValue]]) -> list[Clause]:

@@ -37,7 +37,7 @@ from relaygraph.memory.checks import (
 from relaygraph.memory.embedding import DEFAULT_EMBEDDER, Embedder, SentenceEmbedder
 from relaygraph.memory.entry import Hit, MemoryEntry
 from relaygraph.memory.index import IndexConfig
-from relaygraph.memory.pg_filters import FIELDS, conditions
+from relaygraph.memory.pg_filters import FIELDS, Clause, conditions
 from relaygraph.memory.pg_schema import check_table_name, create, hnsw_index, recorded
 from relaygraph.memory.scope import MemoryScope
 
@@ -45,17 +45,14 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     import psycopg
+    from psycopg import sql
     from psycopg_pool import ConnectionPool
 
     from relaygraph.memory.store import Where
 
 _COLUMNS = (*FIELDS, "metadata")
-_COPY_TYPES = [
-    {"int": "int4", "float": "float8"}.get(
-        getattr(MemoryEntry.model_fields[name].annotation, "__name__", ""), "text"
-    )
-    for name in FIELDS
-]
+_COPY_TYPES = [{"round": "int4", "timestamp": "float8"}.get(name, "text") for name in FIELDS]
+"""Binary COPY's type of each field column (every other field is text)."""
 MAX_EF_SEARCH = 1000
 """pgvector's largest ``hnsw.ef_search``; a larger ``k`` falls back to an exact scan."""
 
@@ -182,10 +179,15 @@ class PostgresMemory:
             register_vector_info(conn, self._vector)
             yield conn
 
-    def _sql(self, template: str, *parts: Any) -> Any:
+    def _sql(self, template: str, *parts: Any, columns_first: bool = False) -> sql.Composed:
+        """``template`` with the table's name for its first ``{}`` (after the entry
+        columns when ``columns_first``) and ``parts`` for the rest."""
         from psycopg import sql
 
-        return sql.SQL(template).format(sql.Identifier(self._table), *parts)
+        table = sql.Identifier(self._table)
+        if columns_first:
+            return sql.SQL(template).format(self._columns(), table, *parts)
+        return sql.SQL(template).format(table, *parts)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -241,21 +243,15 @@ class PostgresMemory:
             return [e for e in self._select(conditions(namespace, None, kinds)) if where(e)]
         return self._select(conditions(namespace, where, kinds))
 
-    def _select(self, clause: tuple[Any, list[Any]]) -> list[MemoryEntry]:
+    def _select(self, clause: Clause) -> list[MemoryEntry]:
         where, params = clause
-        query = self._columns_query(where)
+        query = self._sql("SELECT {} FROM {}{} ORDER BY seq", where, columns_first=True)
         with self._conn() as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute(query, params).fetchall()
         return [_entry(row) for row in rows]
 
-    def _columns_query(self, where: Any) -> Any:
-        from psycopg import sql
-
-        return sql.SQL("SELECT {} FROM {}{} ORDER BY seq").format(
-            sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), sql.Identifier(self._table), where
-        )
-
-    def _columns(self) -> Any:
+    @staticmethod
+    def _columns() -> sql.Composed:
         from psycopg import sql
 
         return sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
@@ -368,11 +364,7 @@ class PostgresMemory:
             # neither change is lost (or report it gone).
 
     def _versioned(self, entry_id: str) -> tuple[MemoryEntry, int]:
-        from psycopg import sql
-
-        query = sql.SQL("SELECT {}, version FROM {} WHERE id = %s").format(
-            self._columns(), sql.Identifier(self._table)
-        )
+        query = self._sql("SELECT {}, version FROM {} WHERE id = %s", columns_first=True)
         with self._conn() as conn, conn.cursor(binary=True) as cur:
             row = cur.execute(query, [entry_id]).fetchone()
         if row is None:
@@ -416,10 +408,12 @@ class PostgresMemory:
         """The ``k`` entries most similar to ``query`` (text, or a vector), best first.
 
         Filters are exact whatever the index, as in `SharedMemory.search`: a filter
-        matching few entries (``IndexConfig.exact_subset_limit``) is scanned exactly;
-        otherwise HNSW searches and filters its candidates, and when that leaves fewer
-        than ``k`` the matching entries are scanned exactly. A predicate ``where`` is
-        applied here, then its entries are scanned exactly.
+        matching few entries (``IndexConfig.exact_subset_limit``) is scanned exactly.
+        Otherwise HNSW searches and then filters its candidates (pgvector filters after
+        the graph search), so its candidate list is widened by the share of entries the
+        filter keeps; a filter too selective for pgvector's widest list is scanned
+        exactly, and so is one that still leaves fewer than ``k``. A predicate ``where``
+        is applied here, then its entries are scanned exactly.
 
         Raises:
             ConfigError: ``k`` < 1, a blank query, or a vector of the wrong size.
@@ -429,44 +423,56 @@ class PostgresMemory:
         q = self._query(query)[0]
         if callable(where):
             ids = [e.id for e in self.entries(namespace, where=where)]
-            return self._nearest(q, k, conditions(None, None, ids=ids), exact=True) if ids else []
+            return self._nearest(q, k, conditions(None, None, ids=ids), None) if ids else []
         clause = conditions(namespace, where)
-        exact = self._config.kind == "exact"
-        if not exact and (namespace is not None or where is not None):
-            matching = self._count(clause)
+        if self._config.kind == "exact":
+            return self._nearest(q, k, clause, None)
+        base = max(self._config.ef_search, k)
+        ef: int | None = base
+        if namespace is not None or where is not None:
+            matching, total = self._share(clause)
             if matching == 0:
                 return []
-            exact = matching <= self._config.exact_subset_limit
-        hits = self._nearest(q, k, clause, exact=exact)
-        if not exact and len(hits) < k:
-            hits = self._nearest(q, k, clause, exact=True)
+            # Expect ef * matching / total of the graph's candidates to pass the filter;
+            # ask for half as many again as k needs.
+            wanted = math.ceil(1.5 * k * max(total, matching) / matching)
+            too_few = matching <= self._config.exact_subset_limit
+            ef = None if too_few or wanted > MAX_EF_SEARCH else max(base, wanted)
+        hits = self._nearest(q, k, clause, ef)
+        if ef is not None and len(hits) < k:
+            hits = self._nearest(q, k, clause, None)
         return hits
 
-    def _count(self, clause: tuple[Any, list[Any]]) -> int:
+    def _share(self, clause: Clause) -> tuple[int, int]:
+        """Entries the filter keeps, and the planner's estimate of all entries (0 before
+        the table was first analysed)."""
         where, params = clause
+        query = self._sql(
+            "SELECT (SELECT count(*) FROM {}{}),"
+            " (SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass)",
+            where,
+        )
         with self._conn() as conn:
-            row = conn.execute(self._sql("SELECT count(*) FROM {}{}", where), params).fetchone()
-        return int(row[0]) if row else 0
+            row = conn.execute(query, [*params, self._table]).fetchone()
+        return (int(row[0]), int(row[1] or 0)) if row else (0, 0)
 
-    def _nearest(
-        self, q: np.ndarray, k: int, clause: tuple[Any, list[Any]], *, exact: bool
-    ) -> list[Hit]:
-        from psycopg import sql
-
+    def _nearest(self, q: np.ndarray, k: int, clause: Clause, ef: int | None) -> list[Hit]:
+        """The top ``k`` by HNSW with candidate list ``ef``, or by an exact scan for None."""
         where, params = clause
-        query = sql.SQL(
-            "SELECT {}, embedding <#> %s FROM {}{} ORDER BY embedding <#> %s LIMIT %s"
-        ).format(self._columns(), sql.Identifier(self._table), where)
+        query = self._sql(
+            "SELECT {}, embedding <#> %s FROM {}{} ORDER BY embedding <#> %s LIMIT %s",
+            where,
+            columns_first=True,
+        )
         with self._conn() as conn, conn.transaction(), conn.cursor(binary=True) as cur:
-            if exact:
+            if ef is None:
                 # Bitmap scans of the namespace index stay allowed; the HNSW index, which
                 # only serves index scans, is out.
                 cur.execute("SELECT set_config('enable_indexscan', 'off', true)")
-            elif k > MAX_EF_SEARCH:
+            elif ef > MAX_EF_SEARCH:
                 return []  # more than HNSW can return: the caller scans exactly
             else:
-                ef = str(max(self._config.ef_search, k))
-                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", [ef])
+                cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
             rows = cur.execute(query, [q, *params, q, k]).fetchall()
         # <#> is the negative inner product; for unit vectors, minus the cosine.
         return [Hit(_entry(row[:-1]), -float(row[-1])) for row in rows]
