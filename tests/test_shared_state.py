@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import yaml
 
 from relaygraph.graph.loader import load_graph
 from relaygraph.graph.postgres import SharedRecords
@@ -18,18 +19,26 @@ from relaygraph.memory import open_memory
 from relaygraph.serving.config import ServeConfig
 from relaygraph.serving.server import BackgroundServer, app_from_config
 
-TEAM = f"{Path(__file__).resolve().parent.parent / 'examples' / 'research_team.py'}:build"
+ROOT = Path(__file__).resolve().parent.parent
+TEAM = f"{ROOT / 'examples' / 'research_team.py'}:build"
+
+
+RECIPE = ROOT / "examples" / "deploy" / "serve.yaml"
+RECIPE_DATABASE = "postgresql://relaygraph@db.internal:5432/relaygraph"
+KEY = "replica-test-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture
-def replicas(postgres_url: str) -> Iterator[tuple[BackgroundServer, BackgroundServer]]:
-    """Two `relaygraph serve` replicas of one config whose ``database`` is shared."""
-    config = ServeConfig.model_validate(
-        {
-            "database": postgres_url,
-            "models": {"team": {"graph": TEAM, "model": "smollm2-135m", "memory": postgres_url}},
-        }
-    )
+def replicas(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[BackgroundServer, BackgroundServer]]:
+    """Two replicas of the README's deployment recipe (examples/deploy/serve.yaml) on
+    this test's database."""
+    monkeypatch.chdir(ROOT)  # the recipe names its graph from the repository root
+    monkeypatch.setenv("RELAYGRAPH_API_KEYS", KEY)
+    recipe = yaml.safe_load(RECIPE.read_text().replace(RECIPE_DATABASE, postgres_url))
+    config = ServeConfig.model_validate(recipe)
     with (
         BackgroundServer(app=app_from_config(config)) as first,
         BackgroundServer(app=app_from_config(config)) as second,
@@ -42,18 +51,19 @@ def test_a_run_served_by_one_replica_is_found_by_the_other(
     replicas: tuple[BackgroundServer, BackgroundServer], postgres_url: str
 ) -> None:
     first, second = replicas
-    client = openai.OpenAI(base_url=first.base_url, api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=first.base_url, api_key=KEY, max_retries=0)
     response = client.chat.completions.create(
-        model="team", messages=[{"role": "user", "content": "Which river flows through London?"}]
+        model="research-team",
+        messages=[{"role": "user", "content": "Which river flows through London?"}],
     )
     trace_id = (response.model_extra or {})["relaygraph"]["trace_id"]
 
     # The other replica finds the trace, and lists it, though it never ran it.
-    found = httpx.get(f"{second.base_url}/traces/{trace_id}")
+    found = httpx.get(f"{second.base_url}/traces/{trace_id}", headers=AUTH)
     assert found.status_code == 200
     trace = Trace.model_validate(found.json())
     assert trace.answer == response.choices[0].message.content
-    listed = httpx.get(f"{second.base_url}/traces").json()
+    listed = httpx.get(f"{second.base_url}/traces", headers=AUTH).json()
     assert trace_id in [t["id"] for t in listed["data"]]
     # The run itself is checkpointed in the shared database: any process reads it back
     # by its thread id, step for step.
@@ -70,7 +80,9 @@ def test_an_unknown_trace_is_a_404_on_every_replica(
     replicas: tuple[BackgroundServer, BackgroundServer],
 ) -> None:
     for replica in replicas:
-        assert httpx.get(f"{replica.base_url}/traces/{'0' * 32}").status_code == 404
+        missing = httpx.get(f"{replica.base_url}/traces/{'0' * 32}", headers=AUTH)
+        assert missing.status_code == 404
+        assert httpx.get(f"{replica.base_url}/traces/{'0' * 32}").status_code == 401
 
 
 def test_evaluation_items_are_kept_once_per_run_and_id(postgres_url: str) -> None:
