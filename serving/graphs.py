@@ -108,9 +108,7 @@ def _check(result: RunResult, name: str) -> None:
         )
 
 
-async def _record(
-    result: RunResult, name: str, traces: TraceStore, metrics: ServerMetrics
-) -> None:
+async def _record(result: RunResult, name: str, traces: TraceStore, metrics: ServerMetrics) -> None:
     # Off the event loop: with a shared database, storing the trace is a round trip.
     await asyncio.to_thread(traces.add, result.trace)
     metrics.count_tokens(name, _usage(result))
