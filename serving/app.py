@@ -407,6 +407,7 @@ def create_app(
                 await aclose()
             if (close := getattr(served, "close", None)) is not None:
                 close()
+        server.traces.close()
 
     app = FastAPI(title="relaygraph", version="1", lifespan=lifespan)
     app.add_api_route("/health", server.health, methods=["GET"])

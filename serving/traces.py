@@ -49,6 +49,11 @@ class TraceStore:
             self._shared.save_trace(trace)
         return trace.run_id
 
+    def close(self) -> None:
+        """Close the shared database's connections (the server's shutdown does)."""
+        if self._shared is not None:
+            self._shared.close()
+
     def recent(self, limit: int = 100) -> list[Trace]:
         """The newest traces, newest first (every replica's, with a shared database)."""
         if self._shared is not None:
