@@ -3,7 +3,7 @@ two runs compared, and the routing hold-out set and its calibration. (Its ``secu
 subgroup is `relaygraph.cli.security`.)"""
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -22,8 +22,12 @@ from relaygraph.llm.catalog import DEFAULT_MODEL
 from relaygraph.llm.registry import load_llm
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from relaygraph.eval.alfworld.games import Split
     from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
+    from relaygraph.eval.recipes import SuiteRecipe
+    from relaygraph.eval.report import Summary
     from relaygraph.routing.calibration import Method
 
 eval_app = typer.Typer(
@@ -35,6 +39,72 @@ HotpotDataOption = Annotated[
 SampleOption = Annotated[
     str, typer.Option(help="Shipped sample: distractor-100 or paragraphs-376.")
 ]
+# A flag and an address option rather than click's optional-value ``--ray [ADDRESS]``:
+# typer does not pass ``flag_value`` on to click.
+RayOption = Annotated[bool, typer.Option("--ray", help="Run the items as Ray tasks.")]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="With --ray: a running cluster (host:port, ray://host:port, auto); "
+        "default: a local Ray started for the run."
+    ),
+]
+RayWorkersOption = Annotated[
+    int | None, typer.Option(min=1, help="With --ray: items run at once (default 1).")
+]
+
+
+def _run(
+    recipe: "SuiteRecipe",
+    items: "Sequence[Any]",
+    out: Path,
+    *,
+    ray: bool,
+    ray_address: str | None,
+    ray_workers: int | None,
+    concurrency: int,
+    dataset: str,
+    graph: str,
+    model: str,
+    seed: int,
+    settings: dict[str, object],
+    resume: bool,
+) -> "Summary":
+    """The run, here on ``concurrency`` threads or on Ray with ``ray_workers`` tasks."""
+    from relaygraph.eval.fanout import RayOptions, evaluate_on_ray
+    from relaygraph.eval.runner import evaluate
+
+    if not ray:
+        if ray_workers is not None or ray_address is not None:
+            raise RelayGraphError(
+                "--ray-workers and --ray-address need --ray; for a local run use --concurrency"
+            )
+        return evaluate(
+            recipe.build(),
+            items,
+            out,
+            dataset=dataset,
+            graph=graph,
+            model=model,
+            seed=seed,
+            settings=settings,
+            resume=resume,
+            concurrency=concurrency,
+        )
+    if concurrency != 1:
+        raise RelayGraphError("--concurrency is for local runs; with --ray use --ray-workers")
+    return evaluate_on_ray(
+        recipe,
+        items,
+        out,
+        dataset=dataset,
+        graph=graph,
+        model=model,
+        seed=seed,
+        settings=settings,
+        resume=resume,
+        options=RayOptions(address=ray_address, workers=ray_workers or 1),
+    )
 
 
 def _hotpot_dataset(data: Path | None, sample: str) -> "HotpotDataset":
@@ -66,30 +136,30 @@ def eval_hotpotqa(
     judge: Annotated[
         str | None, typer.Option(help="Model that grades answers (AQ score); default: none.")
     ] = None,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Run a graph on HotPotQA questions: EM/F1 (and AQ), per-role cost, report, plots."""
-    from relaygraph.eval.hotpotqa import HotpotSuite
-    from relaygraph.eval.hotpotqa.judge import AnswerJudge
-    from relaygraph.eval.runner import evaluate, sample_items
-    from relaygraph.graph.loader import load_factory
+    from relaygraph.eval.recipes import HotpotRecipe
+    from relaygraph.eval.runner import sample_items
 
     dataset = _hotpot_dataset(data, sample)
-    factory = load_factory(graph)
-    llm = load_llm(model)
-    suite = HotpotSuite(factory, llm, AnswerJudge(load_llm(judge)) if judge else None)
-    items = sample_items(dataset.examples, limit, seed)
     target = out or default_out("hotpotqa", model)
-    summary = evaluate(
-        suite,
-        items,
+    summary = _run(
+        HotpotRecipe(graph, model, judge),
+        sample_items(dataset.examples, limit, seed),
         target,
+        ray=ray,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        concurrency=concurrency,
         dataset=dataset.source if data else f"sample:{sample}",
         graph=graph,
         model=model,
         seed=seed,
         settings={"judge": judge, "limit": limit},
         resume=resume,
-        concurrency=concurrency,
     )
     print_summary(target, summary)
 
@@ -119,27 +189,31 @@ def eval_alfworld(
     concurrency: ConcurrencyOption = 1,
     out: OutOption = None,
     resume: ResumeOption = False,
+    ray: RayOption = False,
+    ray_address: RayAddressOption = None,
+    ray_workers: RayWorkersOption = None,
 ) -> None:
     """Play ALFWorld games with a graph: success rate per task type, steps, per-role cost."""
     from relaygraph.eval.alfworld.games import load_games
-    from relaygraph.eval.alfworld.suite import AlfworldSuite
-    from relaygraph.eval.runner import evaluate, sample_items
-    from relaygraph.graph.loader import load_factory
+    from relaygraph.eval.recipes import AlfworldRecipe
+    from relaygraph.eval.runner import sample_items
 
     games = load_games(cast("Split", split), data_dir=data)
-    suite = AlfworldSuite(load_factory(graph), load_llm(model), max_steps=max_steps)
     target = out or default_out("alfworld", model)
-    summary = evaluate(
-        suite,
+    summary = _run(
+        AlfworldRecipe(graph, model, max_steps),
         sample_items(games, limit, seed, stratum=lambda game: game.task_type),
         target,
+        ray=ray,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        concurrency=concurrency,
         dataset=str(data / split) if data else f"shipped:{split}",
         graph=graph,
         model=model,
         seed=seed,
         settings={"limit": limit, "max_steps": max_steps},
         resume=resume,
-        concurrency=concurrency,
     )
     print_summary(target, summary)
 

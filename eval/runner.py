@@ -32,8 +32,8 @@ Item = TypeVar("Item")
 Item_contra = TypeVar("Item_contra", contravariant=True)
 
 
-class Suite(Protocol[Item_contra]):
-    """A benchmark the runner can drive."""
+class SuiteInfo(Protocol[Item_contra]):
+    """What a run directory needs to know of a suite, without running anything."""
 
     @property
     def name(self) -> str:
@@ -53,6 +53,10 @@ class Suite(Protocol[Item_contra]):
         """What the report breaks this item's result down by."""
         ...
 
+
+class Suite(SuiteInfo[Item_contra], Protocol[Item_contra]):
+    """A benchmark the runner can drive."""
+
     def run(self, item: Item_contra) -> tuple[ItemRecord, Trace | None]:
         """Run one item to a scored record (and its trace when a graph ran)."""
         ...
@@ -68,21 +72,14 @@ def run_suite(
 ) -> list[ItemRecord]:
     """Run the items ``store`` does not have yet; return every item's record, in order."""
     todo = [item for item in items if suite.item_id(item) not in store.done]
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[score]}"),
-        TimeRemainingColumn(),
-        disable=not show_progress,
-    )
+    progress = progress_bar(show_progress)
     ids = {suite.item_id(item) for item in items}
     with progress, ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         bar = progress.add_task(
             suite.name,
             total=len(items),
             completed=len(items) - len(todo),
-            score=_score(suite, store, ids),
+            score=running_score(suite.headline, store, ids),
         )
         pending: set[Future[None]] = set()
         queue = iter(todo)
@@ -94,7 +91,7 @@ def run_suite(
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
                 future.result()  # _run_one never raises for an item; a store error does
-                progress.update(bar, advance=1, score=_score(suite, store, ids))
+                progress.update(bar, advance=1, score=running_score(suite.headline, store, ids))
                 next_item = next(queue, None)
                 if next_item is not None:
                     pending.add(pool.submit(_run_one, suite, next_item, store))
@@ -102,6 +99,12 @@ def run_suite(
 
 
 def _run_one(suite: Suite[Item], item: Item, store: RunStore) -> None:
+    record, trace = run_item(suite, item)
+    store.record(record, trace)
+
+
+def run_item(suite: Suite[Item], item: Item) -> tuple[ItemRecord, Trace | None]:
+    """Run one item to its record; whatever escapes the suite becomes a scored failure."""
     began = time.perf_counter()
     with item_span(suite.name, suite.item_id(item), suite.groups(item)) as span:
         try:
@@ -116,16 +119,29 @@ def _run_one(suite: Suite[Item], item: Item, store: RunStore) -> None:
             )
             trace = None
         record_item(span, suite.headline, record)
-    store.record(record, trace)
+    return record, trace
 
 
-def _score(suite: Suite[Item], store: RunStore, ids: set[str]) -> str:
+def progress_bar(show: bool) -> Progress:
+    """The live bar a run shows: items done, the running score, the time left."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[score]}"),
+        TimeRemainingColumn(),
+        disable=not show,
+    )
+
+
+def running_score(headline: str, store: RunStore, ids: set[str]) -> str:
+    """The bar's score text: the mean headline over the finished items among ``ids``."""
     done = [r for r in store.done.values() if r.id in ids]
     if not done:
         return ""
     mean = sum(r.success for r in done) / len(done)
     errors = sum(r.error is not None for r in done)
-    return f"{suite.headline} {mean:.1%}" + (f" · {errors} errors" if errors else "")
+    return f"{headline} {mean:.1%}" + (f" · {errors} errors" if errors else "")
 
 
 def sample_items(
@@ -180,6 +196,38 @@ def evaluate(
         ConfigError: ``out`` holds another run, or (``resume``) a run on other data,
             another graph or model.
     """
+    store = open_run(
+        suite,
+        items,
+        out,
+        dataset=dataset,
+        graph=graph,
+        model=model,
+        seed=seed,
+        settings=settings,
+        resume=resume,
+    )
+    run_suite(suite, items, store, concurrency=concurrency, show_progress=show_progress)
+    return write_report(store.directory)
+
+
+def open_run(
+    suite: SuiteInfo[Item],
+    items: Sequence[Item],
+    out: str | Path,
+    *,
+    dataset: str,
+    graph: str,
+    model: str,
+    seed: int = 0,
+    settings: dict[str, Any] | None = None,
+    resume: bool = False,
+) -> RunStore:
+    """The run directory ``out`` for ``items``, created or (``resume``) reopened.
+
+    Raises:
+        ConfigError: As `evaluate`.
+    """
     manifest = RunManifest(
         suite=suite.name,
         headline=suite.headline,
@@ -191,6 +239,4 @@ def evaluate(
         seed=seed,
         settings=settings or {},
     )
-    store = RunStore.open(out, manifest, resume=resume)
-    run_suite(suite, items, store, concurrency=concurrency, show_progress=show_progress)
-    return write_report(store.directory)
+    return RunStore.open(out, manifest, resume=resume)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from relaygraph.eval.alfworld.agent import run_game
 from relaygraph.graph.runs import ItemRecord
@@ -22,13 +22,17 @@ class AlfworldSuite:
     factory: AlfworldFactory
     model: LLM
     max_steps: int = 50
-    name: str = "alfworld"
-    headline: str = "success rate"
+    name: ClassVar[str] = "alfworld"
+    headline: ClassVar[str] = "success rate"
 
-    def item_id(self, item: AlfworldGame) -> str:
+    # Static: a process that only fans games out (`relaygraph.eval.fanout`) names and
+    # groups them without holding a model.
+    @staticmethod
+    def item_id(item: AlfworldGame) -> str:
         return item.name
 
-    def groups(self, item: AlfworldGame) -> dict[str, str]:
+    @staticmethod
+    def groups(item: AlfworldGame) -> dict[str, str]:
         return {"task_type": item.task_type}
 
     def run(self, item: AlfworldGame) -> tuple[ItemRecord, Trace | None]:

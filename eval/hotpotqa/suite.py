@@ -15,7 +15,7 @@ import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from relaygraph.eval.answers import answer_score
 from relaygraph.eval.hotpotqa.metrics import joint_score, support_score
@@ -50,13 +50,17 @@ class HotpotSuite:
     factory: HotpotFactory
     model: LLM
     judge: AnswerJudge | None = None
-    name: str = "hotpotqa"
-    headline: str = "EM"
+    name: ClassVar[str] = "hotpotqa"
+    headline: ClassVar[str] = "EM"
 
-    def item_id(self, item: HotpotExample) -> str:
+    # Static: a process that only fans items out (`relaygraph.eval.fanout`) names and
+    # groups them without holding a model.
+    @staticmethod
+    def item_id(item: HotpotExample) -> str:
         return item.id
 
-    def groups(self, item: HotpotExample) -> dict[str, str]:
+    @staticmethod
+    def groups(item: HotpotExample) -> dict[str, str]:
         return {"type": item.type, "level": item.level or "unknown"}
 
     def run(self, item: HotpotExample) -> tuple[ItemRecord, Trace | None]:
