@@ -460,7 +460,7 @@ class PostgresMemory:
         """The top ``k`` by HNSW with candidate list ``ef``, or by an exact scan for None."""
         where, params = clause
         query = self._sql(
-            "SELECT {}, embedding <#> %s FROM {}{} ORDER BY embedding <#> %s LIMIT %s",
+            "SELECT {}, embedding <#> %s AS distance FROM {}{} ORDER BY distance LIMIT %s",
             where,
             columns_first=True,
         )
@@ -473,7 +473,9 @@ class PostgresMemory:
                 return []  # more than HNSW can return: the caller scans exactly
             else:
                 cur.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef)])
-            rows = cur.execute(query, [q, *params, q, k]).fetchall()
+            # Ordering by the selected distance computes it once per row; never prepared,
+            # because a generic plan cannot see how selective the filter's values are.
+            rows = cur.execute(query, [q, *params, k], prepare=False).fetchall()
         # <#> is the negative inner product; for unit vectors, minus the cosine.
         return [Hit(_entry(row[:-1]), -float(row[-1])) for row in rows]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from relaygraph.errors import ConfigError
+from relaygraph.memory.checks import missing
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -64,9 +64,7 @@ class RowTable:
         """
         entry = self._entries.get(entry_id)
         if entry is None:
-            raise ConfigError(
-                f"no memory entry has id {entry_id!r}", parameter="id", value=entry_id
-            )
+            raise missing(entry_id)
         return entry
 
     def entries(self, namespace: str | None = None) -> Iterable[MemoryEntry]:
