@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from relaygraph.eval.report import Summary
+    from relaygraph.graph.postgres import SharedRecords
     from relaygraph.graph.trace import Trace
 
 Item = TypeVar("Item")
@@ -189,8 +190,10 @@ def evaluate(
     resume: bool = False,
     concurrency: int = 1,
     show_progress: bool = True,
+    shared: SharedRecords | None = None,
 ) -> Summary:
-    """Run ``items`` into the run directory ``out`` (resuming it), then write its report.
+    """Run ``items`` into the run directory ``out`` (resuming it), then write its report;
+    with ``shared``, each item and its trace also go to that database as they finish.
 
     Raises:
         ConfigError: ``out`` holds another run, or (``resume``) a run on other data,
@@ -206,6 +209,7 @@ def evaluate(
         seed=seed,
         settings=settings,
         resume=resume,
+        shared=shared,
     )
     run_suite(suite, items, store, concurrency=concurrency, show_progress=show_progress)
     return write_report(store.directory)
@@ -222,8 +226,10 @@ def open_run(
     seed: int = 0,
     settings: dict[str, Any] | None = None,
     resume: bool = False,
+    shared: SharedRecords | None = None,
 ) -> RunStore:
-    """The run directory ``out`` for ``items``, created or (``resume``) reopened.
+    """The run directory ``out`` for ``items``, created or (``resume``) reopened, its
+    items also stored in ``shared`` when given.
 
     Raises:
         ConfigError: As `evaluate`.
@@ -239,4 +245,4 @@ def open_run(
         seed=seed,
         settings=settings or {},
     )
-    return RunStore.open(out, manifest, resume=resume)
+    return RunStore.open(out, manifest, resume=resume, shared=shared)
