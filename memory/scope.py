@@ -62,24 +62,24 @@ class MemoryScope:
         return {**item, "namespace": self._namespace}
 
     def add(self, text: str, **fields: Any) -> MemoryEntry:
-        """`SharedMemory.add` into this namespace."""
+        """`Memory.add` into this namespace."""
         self._check(fields.get("namespace"))
         return self._memory.add(text, **{**fields, "namespace": self._namespace})
 
     def add_many(self, items: Sequence[MemoryEntry | Mapping[str, Any]]) -> list[MemoryEntry]:
-        """`SharedMemory.add_many` into this namespace."""
+        """`Memory.add_many` into this namespace."""
         return self._memory.add_many([self._place(item) for item in items])
 
     def search(
         self, query: str | np.ndarray, k: int = 5, *, where: Where | None = None
     ) -> list[Hit]:
-        """`SharedMemory.search` within this namespace."""
+        """`Memory.search` within this namespace."""
         return self._memory.search(query, k, namespace=self._namespace, where=where)
 
     def entries(
         self, *, where: Where | None = None, kinds: Iterable[str] | None = None
     ) -> list[MemoryEntry]:
-        """`SharedMemory.entries` of this namespace."""
+        """`Memory.entries` of this namespace."""
         return self._memory.entries(namespace=self._namespace, where=where, kinds=kinds)
 
     def __len__(self) -> int:
