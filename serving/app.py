@@ -382,6 +382,16 @@ class OpenAIServer:
         return StreamingResponse(events, media_type="text/event-stream")
 
 
+async def _close(models: Mapping[str, Served], traces: TraceStore) -> None:
+    """Close upstream connections, graphs' checkpoint stores and the shared trace store."""
+    for served in models.values():
+        if (aclose := getattr(served, "aclose", None)) is not None:
+            await aclose()
+        if (close := getattr(served, "close", None)) is not None:
+            close()
+    traces.close()
+
+
 def create_app(
     models: Mapping[str, Served],
     *,
@@ -402,12 +412,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        for served in models.values():  # close upstream connections on shutdown
-            if (aclose := getattr(served, "aclose", None)) is not None:
-                await aclose()
-            if (close := getattr(served, "close", None)) is not None:
-                close()
-        server.traces.close()
+        await _close(models, server.traces)
 
     app = FastAPI(title="relaygraph", version="1", lifespan=lifespan)
     app.add_api_route("/health", server.health, methods=["GET"])
