@@ -103,3 +103,8 @@ class Memory(Protocol):
     def scope(self, namespace: str) -> MemoryScope:
         """A view that adds to, searches and lists ``namespace`` only."""
         ...
+
+    def close(self) -> None:
+        """Release what the memory holds open (a database's connections); its entries
+        stay where they are stored."""
+        ...

@@ -108,6 +108,10 @@ class SharedMemory:
     def index_config(self) -> IndexConfig:
         return self._config
 
+    def close(self) -> None:
+        """Nothing to release: the index lives in this process (`Memory` callers close
+        whichever memory they opened alike)."""
+
     # -- reading ---------------------------------------------------------------------
 
     def __len__(self) -> int:

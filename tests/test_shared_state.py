@@ -72,6 +72,7 @@ def test_a_run_served_by_one_replica_is_found_by_the_other(
     # And what its agents wrote is in the shared memory, under the run's namespace.
     memory = open_memory(postgres_url)
     found_facts = [e.text for e in memory.entries(namespace=trace.thread_id)]
+    memory.close()
     assert any("Thames" in text for text in found_facts)
 
 
