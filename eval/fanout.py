@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from relaygraph.graph.runs import RunStore
     from relaygraph.graph.trace import Trace
 
+WAIT_S = 0.5
+"""How long the driver blocks waiting for a result before it checks for an interrupt."""
 PROBE_TIMEOUT_S = 5.0
 """How long a cluster address may take to accept a connection before the run gives up."""
 
@@ -136,6 +138,8 @@ def run_on_ray(
     """
     todo = [item for item in items if recipe.item_id(item) not in store.done]
     ids = {recipe.item_id(item) for item in items}
+    if not todo:  # a finished run resumed: nothing to start Ray for
+        return [store.done[recipe.item_id(item)] for item in items]
     with _ray_session(options) as ray:
         task = ray.remote(_run_remote).options(
             num_cpus=options.cpus_per_item, max_retries=options.max_retries
@@ -156,8 +160,11 @@ def run_on_ray(
                     if len(pending) >= options.workers:
                         break
                 while pending:
-                    [ready], _ = ray.wait(list(pending), num_returns=1)
-                    record, trace = _result(ray, ready, recipe, pending.pop(ready), options)
+                    # In short waits: a blocking wait would hold off Ctrl-C until an item ends.
+                    ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+                    if not ready:
+                        continue
+                    record, trace = _result(ray, ready[0], recipe, pending.pop(ready[0]), options)
                     store.record(record, trace)
                     progress.update(
                         bar, advance=1, score=running_score(recipe.headline, store, ids)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from commands import eval_cli
 
 from relaygraph.errors import ConfigError
 from relaygraph.eval.fanout import RayOptions, evaluate_on_ray, run_on_ray
@@ -267,3 +268,33 @@ def test_options_out_of_range_are_refused(options: dict, parameter: str) -> None
     with pytest.raises(ConfigError) as raised:
         RayOptions(**options)
     assert raised.value.parameter == parameter
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_eval_command_runs_on_a_ray_cluster(ray_cluster: Cluster, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["hotpotqa", "--graph", GRAPH, "--limit", "2", "--out", str(out), "--ray",
+            "--ray-address", ray_cluster.address, "--ray-workers", "2"]  # fmt: skip
+    ran = eval_cli(*args)
+    assert ran.returncode == 0, ran.stderr
+    assert len(_lines(out)) == 2
+    assert (out / "report.md").is_file()
+
+    resumed = eval_cli(*args, "--resume")  # nothing left to run: Ray is not even started
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_lines(out)) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--ray-workers", "2"], "--ray-workers and --ray-address need --ray"),
+     (["--ray", "--concurrency", "2"], "--concurrency is for local runs")],
+)  # fmt: skip
+def test_the_eval_command_refuses_ray_options_that_cannot_apply(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    ran = eval_cli("hotpotqa", "--limit", "1", "--out", str(tmp_path / "run"), *args)
+    assert ran.returncode != 0
+    assert message in ran.stdout + ran.stderr
