@@ -17,7 +17,7 @@ from relaygraph.cli.runs import (
     print_security,
     print_summary,
 )
-from relaygraph.errors import RelayGraphError
+from relaygraph.errors import ConfigError, RelayGraphError
 from relaygraph.llm.catalog import DEFAULT_MODEL
 from relaygraph.llm.registry import load_llm
 
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
     from relaygraph.eval.recipes import SuiteRecipe
     from relaygraph.eval.report import Summary
+    from relaygraph.graph.postgres import SharedRecords
     from relaygraph.routing.calibration import Method
 
 eval_app = typer.Typer(
@@ -52,6 +53,13 @@ RayAddressOption = Annotated[
 RayWorkersOption = Annotated[
     int | None, typer.Option(min=1, help="With --ray: items run at once (default 1).")
 ]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(
+        help="A postgresql:// URL where each item and its trace are also stored as they "
+        "finish (the run directory stays the record a resume reads)."
+    ),
+]
 
 
 def _run(
@@ -69,8 +77,55 @@ def _run(
     seed: int,
     settings: dict[str, object],
     resume: bool,
+    database: str | None,
 ) -> "Summary":
-    """The run, here on ``concurrency`` threads or on Ray with ``ray_workers`` tasks."""
+    """The run, here on ``concurrency`` threads or on Ray with ``ray_workers`` tasks,
+    its items also stored in ``database`` when given."""
+    from relaygraph.database import is_postgres_url
+    from relaygraph.graph.postgres import SharedRecords
+
+    if database is not None and not is_postgres_url(database):
+        raise ConfigError("--database takes a postgresql:// URL", parameter="database")
+    shared = SharedRecords(database) if database is not None else None
+    try:
+        return _run_into(
+            recipe,
+            items,
+            out,
+            ray=ray,
+            ray_address=ray_address,
+            ray_workers=ray_workers,
+            concurrency=concurrency,
+            dataset=dataset,
+            graph=graph,
+            model=model,
+            seed=seed,
+            settings=settings,
+            resume=resume,
+            shared=shared,
+        )
+    finally:
+        if shared is not None:
+            shared.close()
+
+
+def _run_into(
+    recipe: "SuiteRecipe",
+    items: "Sequence[Any]",
+    out: Path,
+    *,
+    ray: bool,
+    ray_address: str | None,
+    ray_workers: int | None,
+    concurrency: int,
+    dataset: str,
+    graph: str,
+    model: str,
+    seed: int,
+    settings: dict[str, object],
+    resume: bool,
+    shared: "SharedRecords | None",
+) -> "Summary":
     from relaygraph.eval.fanout import RayOptions, evaluate_on_ray
     from relaygraph.eval.runner import evaluate
 
@@ -90,6 +145,7 @@ def _run(
             settings=settings,
             resume=resume,
             concurrency=concurrency,
+            shared=shared,
         )
     if concurrency != 1:
         raise RelayGraphError("--concurrency is for local runs; with --ray use --ray-workers")
@@ -104,6 +160,7 @@ def _run(
         settings=settings,
         resume=resume,
         options=RayOptions(address=ray_address, workers=ray_workers or 1),
+        shared=shared,
     )
 
 
@@ -139,6 +196,7 @@ def eval_hotpotqa(
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Run a graph on HotPotQA questions: EM/F1 (and AQ), per-role cost, report, plots."""
     from relaygraph.eval.recipes import HotpotRecipe
@@ -160,6 +218,7 @@ def eval_hotpotqa(
         seed=seed,
         settings={"judge": judge, "limit": limit},
         resume=resume,
+        database=database,
     )
     print_summary(target, summary)
 
@@ -192,6 +251,7 @@ def eval_alfworld(
     ray: RayOption = False,
     ray_address: RayAddressOption = None,
     ray_workers: RayWorkersOption = None,
+    database: DatabaseOption = None,
 ) -> None:
     """Play ALFWorld games with a graph: success rate per task type, steps, per-role cost."""
     from relaygraph.eval.alfworld.games import load_games
@@ -214,6 +274,7 @@ def eval_alfworld(
         seed=seed,
         settings={"limit": limit, "max_steps": max_steps},
         resume=resume,
+        database=database,
     )
     print_summary(target, summary)
 

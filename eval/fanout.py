@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from relaygraph.eval.recipes import SuiteRecipe
     from relaygraph.eval.report import Summary
     from relaygraph.eval.runner import Suite
+    from relaygraph.graph.postgres import SharedRecords
     from relaygraph.graph.runs import RunStore
     from relaygraph.graph.trace import Trace
 
@@ -100,8 +101,10 @@ def evaluate_on_ray(
     settings: dict[str, Any] | None = None,
     resume: bool = False,
     show_progress: bool = True,
+    shared: SharedRecords | None = None,
 ) -> Summary:
-    """`relaygraph.eval.runner.evaluate` with the items run as Ray tasks.
+    """`relaygraph.eval.runner.evaluate` with the items run as Ray tasks (the driver
+    writes the run directory, and ``shared`` when given).
 
     Raises:
         ConfigError: As `evaluate`; Ray is not installed, the cluster cannot be reached,
@@ -117,6 +120,7 @@ def evaluate_on_ray(
         seed=seed,
         settings=settings,
         resume=resume,
+        shared=shared,
     )
     run_on_ray(recipe, items, store, options, show_progress=show_progress)
     return write_report(store.directory)
@@ -144,6 +148,7 @@ def run_on_ray(
         task = ray.remote(_run_remote).options(
             num_cpus=options.cpus_per_item, max_retries=options.max_retries
         )
+        threads = max(1, math.floor(options.cpus_per_item))
         pending: dict[Any, Any] = {}  # the task's ObjectRef -> its item
         queue = iter(todo)
         progress = progress_bar(show_progress)
@@ -156,7 +161,7 @@ def run_on_ray(
                     score=running_score(recipe.headline, store, ids),
                 )
                 for item in queue:
-                    pending[task.remote(recipe, item)] = item
+                    pending[task.remote(recipe, item, threads)] = item
                     if len(pending) >= options.workers:
                         break
                 while pending:
@@ -171,7 +176,7 @@ def run_on_ray(
                     )
                     next_item = next(queue, None)
                     if next_item is not None:
-                        pending[task.remote(recipe, next_item)] = next_item
+                        pending[task.remote(recipe, next_item, threads)] = next_item
         finally:
             for ref in pending:  # an interrupted or failed run leaves nothing running
                 ray.cancel(ref, force=True)
@@ -204,16 +209,17 @@ def _result(
     return result
 
 
-def _run_remote(recipe: SuiteRecipe, item: Any) -> tuple[ItemRecord, Trace | None]:
+def _run_remote(recipe: SuiteRecipe, item: Any, threads: int) -> tuple[ItemRecord, Trace | None]:
     """The Ray task: one item on this worker's suite (never raises for the item itself)."""
-    return run_item(_suite(recipe), item)
+    return run_item(_suite(recipe, threads), item)
 
 
 @functools.lru_cache(maxsize=4)
-def _suite(recipe: SuiteRecipe) -> Suite[Any]:
+def _suite(recipe: SuiteRecipe, threads: int) -> Suite[Any]:
     """The suite of ``recipe``, built once per worker process: its model loads once and
-    serves every item this worker runs."""
-    return recipe.build()
+    serves every item this worker runs, on the ``threads`` CPUs its task holds (not
+    every core of the node, which the other workers' models share)."""
+    return recipe.build(threads)
 
 
 @contextmanager

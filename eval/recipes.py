@@ -16,12 +16,13 @@ from relaygraph.eval.alfworld.suite import AlfworldSuite
 from relaygraph.eval.hotpotqa.judge import AnswerJudge
 from relaygraph.eval.hotpotqa.suite import HotpotSuite
 from relaygraph.graph.loader import load_factory
-from relaygraph.llm.registry import load_llm
+from relaygraph.llm.registry import OPENAI_PREFIX, EngineOptions, load_llm
 
 if TYPE_CHECKING:
     from relaygraph.eval.alfworld.games import AlfworldGame
     from relaygraph.eval.hotpotqa.data import HotpotExample
     from relaygraph.eval.runner import Suite
+    from relaygraph.llm.protocol import LLM
 
 
 class SuiteRecipe(Protocol):
@@ -45,8 +46,9 @@ class SuiteRecipe(Protocol):
         """What the report breaks this item's result down by."""
         ...
 
-    def build(self) -> Suite[Any]:
-        """The suite, with its graph factory and model loaded in this process."""
+    def build(self, threads: int | None = None) -> Suite[Any]:
+        """The suite, with its graph factory and model loaded in this process (an
+        embedded model on ``threads`` CPU threads; None: every core)."""
         ...
 
     def __hash__(self) -> int:
@@ -75,14 +77,14 @@ class HotpotRecipe:
     def groups(self, item: HotpotExample) -> dict[str, str]:
         return HotpotSuite.groups(item)
 
-    def build(self) -> HotpotSuite:
+    def build(self, threads: int | None = None) -> HotpotSuite:
         """Load the factory, the model and the judge (`load_llm` keeps one per process).
 
         Raises:
             ConfigError: A spec that names no factory or model.
         """
-        judge = AnswerJudge(load_llm(self.judge)) if self.judge else None
-        return HotpotSuite(load_factory(self.graph), load_llm(self.model), judge)
+        judge = AnswerJudge(_model(self.judge, threads)) if self.judge else None
+        return HotpotSuite(load_factory(self.graph), _model(self.model, threads), judge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +109,19 @@ class AlfworldRecipe:
     def groups(self, item: AlfworldGame) -> dict[str, str]:
         return AlfworldSuite.groups(item)
 
-    def build(self) -> AlfworldSuite:
+    def build(self, threads: int | None = None) -> AlfworldSuite:
         """Load the factory and the model (`load_llm` keeps one per process).
 
         Raises:
             ConfigError: A spec that names no factory or model.
         """
-        return AlfworldSuite(load_factory(self.graph), load_llm(self.model), self.max_steps)
+        model = _model(self.model, threads)
+        return AlfworldSuite(load_factory(self.graph), model, self.max_steps)
+
+
+def _model(spec: str, threads: int | None) -> LLM:
+    """The model ``spec`` names; an embedded one on ``threads`` CPU threads (a remote
+    worker's threads are its own)."""
+    if threads is None or spec.startswith(OPENAI_PREFIX):
+        return load_llm(spec)
+    return load_llm(spec, engine=EngineOptions(threads=threads))

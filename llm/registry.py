@@ -70,6 +70,18 @@ class EngineOptions:
     chunk_tokens: int = 512
     """Most tokens one forward pass evaluates: smaller prefill chunks stall running
     streams less while a long prompt comes in; larger ones prefill faster."""
+    threads: int | None = None
+    """CPU threads of the model's forward passes; None: every core. Set it where several
+    models share a machine's cores (one per Ray task, say), which would otherwise each
+    take them all and slow one another down."""
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(
+                f"threads must be at least 1 (or None for every core), not {self.threads}",
+                parameter="threads",
+                value=self.threads,
+            )
 
 
 def load_llm(
@@ -107,6 +119,7 @@ def load_llm(
             max_batch=options.slots,
             max_waiting=options.max_waiting,
             chunk_tokens=options.chunk_tokens,
+            n_threads=options.threads,
         )
     known = ", ".join(sorted(PACKAGED_MODELS))
     raise ModelNotFoundError(

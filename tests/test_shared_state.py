@@ -10,10 +10,11 @@ import httpx
 import openai
 import pytest
 import yaml
+from commands import eval_cli
 
 from relaygraph.graph.loader import load_graph
 from relaygraph.graph.postgres import SharedRecords
-from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore
+from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore, read_items
 from relaygraph.graph.trace import Trace
 from relaygraph.memory import open_memory
 from relaygraph.serving.config import ServeConfig
@@ -127,3 +128,23 @@ def test_a_run_directory_shares_its_items_and_catches_up_when_reopened(
         assert {i: r.success for i, r in shared.items()} == {"q1": 1.0, "q2": 0.0, "q3": 1.0}
         assert shared == resumed.done
         assert records.trace("c" * 32) == trace
+
+
+def test_an_evaluation_run_stores_its_items_in_the_database(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    out = tmp_path / "hotpot-db"
+    graph = f"{ROOT / 'tests' / 'scripts' / 'hotpot_graphs.py'}:right"
+    args = ["hotpotqa", "--graph", graph, "--limit", "3", "--out", str(out)]
+    result = eval_cli(*args, "--database", postgres_url)
+    assert result.returncode == 0, result.stderr
+    with SharedRecords(postgres_url) as records:
+        stored = records.items("hotpot-db")
+        assert stored == read_items(out)  # the same three records as the run directory
+        assert all(records.trace(t.run_id) is not None for t in _traces(out))
+    refused = eval_cli(*args, "--resume", "--database", "sqlite:///runs.db")
+    assert refused.returncode == 2 and "--database takes a postgresql:// URL" in refused.stderr
+
+
+def _traces(out: Path) -> list[Trace]:
+    return [Trace.load(path) for path in sorted((out / "traces").glob("*.json"))]
