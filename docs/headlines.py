@@ -206,6 +206,17 @@ HEADLINES: tuple[Headline, ...] = (
         peer_name="exact search",
     ),
     Headline(
+        result="memory_backends",
+        what="Shared memory in PostgreSQL (pgvector HNSW), search p50 at 100,000 entries, "
+        "recall@10 {results/backend=pgvector-hnsw,size=100000/recall_at_10:.1%} "
+        "(FAISS HNSW: {results/backend=faiss-hnsw,size=100000/recall_at_10:.1%})",
+        value="results/backend=pgvector-hnsw,size=100000/search/p50_ms",
+        fmt="{:.2f}",
+        unit="ms",
+        peer="results/backend=faiss-hnsw,size=100000/search/p50_ms",
+        peer_name="the in-process FAISS HNSW memory",
+    ),
+    Headline(
         result="context_routing",
         what="Supporting-fact recall at a 384-token budget: RCR",
         value="routing/rows/rcr@384/sf_recall",
