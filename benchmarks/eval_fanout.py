@@ -197,9 +197,10 @@ def main() -> None:
         {
             "benchmark": "eval_fanout",
             "machine": started,
-            "note": "measured on a shared 2-core machine (others were using its CPU); each "
-            "Ray worker's embedded model computes on every core (load_llm has no thread "
-            "setting), so 2 and 4 workers on 2 cores oversubscribe them. The fleet curve "
+            "note": "each Ray task holds one CPU and its worker's embedded model runs on "
+            "that many threads (EngineOptions.threads), so on this 2-core machine 1 worker "
+            "uses one core, 2 workers both, and 4 workers run two at a time (Ray schedules "
+            "tasks by CPU). The load average at the start is in machine; the fleet curve "
             "is extrapolated, not measured (see the module docstring).",
             "model": MODEL,
             "settings": vars(args),

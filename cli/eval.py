@@ -17,7 +17,7 @@ from relaygraph.cli.runs import (
     print_security,
     print_summary,
 )
-from relaygraph.errors import ConfigError, RelayGraphError
+from relaygraph.errors import RelayGraphError
 from relaygraph.llm.catalog import DEFAULT_MODEL
 from relaygraph.llm.registry import load_llm
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
     from relaygraph.eval.recipes import SuiteRecipe
     from relaygraph.eval.report import Summary
-    from relaygraph.graph.postgres import SharedRecords
     from relaygraph.routing.calibration import Method
 
 eval_app = typer.Typer(
@@ -81,87 +80,30 @@ def _run(
 ) -> "Summary":
     """The run, here on ``concurrency`` threads or on Ray with ``ray_workers`` tasks,
     its items also stored in ``database`` when given."""
-    from relaygraph.database import is_postgres_url
-    from relaygraph.graph.postgres import SharedRecords
-
-    if database is not None and not is_postgres_url(database):
-        raise ConfigError("--database takes a postgresql:// URL", parameter="database")
-    shared = SharedRecords(database) if database is not None else None
-    try:
-        return _run_into(
-            recipe,
-            items,
-            out,
-            ray=ray,
-            ray_address=ray_address,
-            ray_workers=ray_workers,
-            concurrency=concurrency,
-            dataset=dataset,
-            graph=graph,
-            model=model,
-            seed=seed,
-            settings=settings,
-            resume=resume,
-            shared=shared,
-        )
-    finally:
-        if shared is not None:
-            shared.close()
-
-
-def _run_into(
-    recipe: "SuiteRecipe",
-    items: "Sequence[Any]",
-    out: Path,
-    *,
-    ray: bool,
-    ray_address: str | None,
-    ray_workers: int | None,
-    concurrency: int,
-    dataset: str,
-    graph: str,
-    model: str,
-    seed: int,
-    settings: dict[str, object],
-    resume: bool,
-    shared: "SharedRecords | None",
-) -> "Summary":
     from relaygraph.eval.fanout import RayOptions, evaluate_on_ray
     from relaygraph.eval.runner import evaluate
+    from relaygraph.graph.postgres import shared_records
 
-    if not ray:
-        if ray_workers is not None or ray_address is not None:
-            raise RelayGraphError(
-                "--ray-workers and --ray-address need --ray; for a local run use --concurrency"
-            )
-        return evaluate(
-            recipe.build(),
-            items,
-            out,
-            dataset=dataset,
-            graph=graph,
-            model=model,
-            seed=seed,
-            settings=settings,
-            resume=resume,
-            concurrency=concurrency,
-            shared=shared,
+    if not ray and (ray_workers is not None or ray_address is not None):
+        raise RelayGraphError(
+            "--ray-workers and --ray-address need --ray; for a local run use --concurrency"
         )
-    if concurrency != 1:
+    if ray and concurrency != 1:
         raise RelayGraphError("--concurrency is for local runs; with --ray use --ray-workers")
-    return evaluate_on_ray(
-        recipe,
-        items,
-        out,
-        dataset=dataset,
-        graph=graph,
-        model=model,
-        seed=seed,
-        settings=settings,
-        resume=resume,
-        options=RayOptions(address=ray_address, workers=ray_workers or 1),
-        shared=shared,
-    )
+    run = {
+        "dataset": dataset,
+        "graph": graph,
+        "model": model,
+        "seed": seed,
+        "settings": settings,
+        "resume": resume,
+    }
+    with shared_records(database) as shared:
+        if not ray:
+            suite = recipe.build()
+            return evaluate(suite, items, out, concurrency=concurrency, shared=shared, **run)
+        options = RayOptions(address=ray_address, workers=ray_workers or 1)
+        return evaluate_on_ray(recipe, items, out, options=options, shared=shared, **run)
 
 
 def _hotpot_dataset(data: Path | None, sample: str) -> "HotpotDataset":

@@ -217,6 +217,15 @@ HEADLINES: tuple[Headline, ...] = (
         peer_name="the in-process FAISS HNSW memory",
     ),
     Headline(
+        result="eval_fanout",
+        what="HotPotQA evaluation (100 questions, reader graph) on Ray, 2 workers of one CPU "
+        "each on this 2-core machine: items per minute",
+        value="parts/hotpotqa/measured/workers=2/items_per_min",
+        peer="parts/hotpotqa/measured/workers=1/items_per_min",
+        peer_name="1 worker",
+        args="--graph relaygraph.eval.hotpotqa.agents:reader --hotpot-limit 100",
+    ),
+    Headline(
         result="context_routing",
         what="Supporting-fact recall at a 384-token budget: RCR",
         value="routing/rows/rcr@384/sf_recall",

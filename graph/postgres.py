@@ -11,13 +11,17 @@ statement.
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from relaygraph.database import connection_pool
+from relaygraph.database import connection_pool, is_postgres_url, redacted
+from relaygraph.errors import ConfigError
 from relaygraph.graph.runs import ItemRecord
 from relaygraph.graph.trace import Trace
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from psycopg_pool import ConnectionPool
 
 _SCHEMA = """
@@ -121,3 +125,25 @@ class SharedRecords:
                 "SELECT run, count(*) FROM relaygraph_items GROUP BY run ORDER BY run"
             ).fetchall()
         return {run: int(n) for run, n in rows}
+
+
+@contextmanager
+def shared_records(url: str | None) -> Iterator[SharedRecords | None]:
+    """`SharedRecords` at ``url`` for the block, closed after it; None without a URL.
+
+    Raises:
+        ConfigError: A URL that is not ``postgresql://``, or a server that cannot be reached.
+    """
+    if url is None:
+        yield None
+        return
+    if not is_postgres_url(url):
+        raise ConfigError(
+            f"records are shared in PostgreSQL: give a postgresql:// URL, not {redacted(url)}",
+            parameter="database",
+        )
+    records = SharedRecords(url)
+    try:
+        yield records
+    finally:
+        records.close()

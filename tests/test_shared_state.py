@@ -143,7 +143,10 @@ def test_an_evaluation_run_stores_its_items_in_the_database(
         assert stored == read_items(out)  # the same three records as the run directory
         assert all(records.trace(t.run_id) is not None for t in _traces(out))
     refused = eval_cli(*args, "--resume", "--database", "sqlite:///runs.db")
-    assert refused.returncode == 2 and "--database takes a postgresql:// URL" in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "records are shared in PostgreSQL: give a postgresql:// URL" in refused.stderr
+    )
 
 
 def _traces(out: Path) -> list[Trace]:
