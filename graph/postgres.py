@@ -4,8 +4,8 @@ evaluation reads what any other wrote.
 Two tables, created on first use: ``relaygraph_traces`` (one row per run, the trace as
 JSONB) and ``relaygraph_items`` (one row per evaluation item of a run directory, keyed by
 the run's name and the item id, so recording an item twice keeps one row). A process that
-dies mid-write leaves the row written or not, never half of it: each write is one
-statement.
+dies mid-write leaves a record and its trace written or not, never half of them: each
+write is one transaction.
 """
 
 from __future__ import annotations
