@@ -18,6 +18,10 @@ cap the speed-up once workers outnumber items.
 Scores: greedy decoding, so every worker count must give each item the same prediction;
 the JSON records how many items agree with the one-worker run.
 
+The JSON keeps one part per suite; a run of one suite (``--hotpot-limit 0
+--alfworld-limit 12``) keeps the other's part from its last run, and each part records
+the machine state and settings it was measured with (``measured_with``).
+
 Usage:
     python benchmarks/eval_fanout.py [--hotpot-limit 100] [--workers 1 2 4]
         [--alfworld-limit 0] [--graph relaygraph.eval.hotpotqa.agents:react]
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import shutil
 import statistics
 import time
@@ -192,8 +197,15 @@ def main() -> None:
             AlfworldRecipe(args.alfworld_graph, MODEL), games, args.workers,
             "shipped:valid_unseen", args.alfworld_graph,
         )  # fmt: skip
+    out = RESULTS / "eval_fanout.json"
+    # A run of one suite keeps the other's part from the last run; each part names the
+    # machine state and settings it was measured with.
+    for part in parts.values():
+        part["measured_with"] = {"machine": started, "settings": vars(args)}
+    if out.is_file():
+        parts = {**json.loads(out.read_text()).get("parts", {}), **parts}
     write_json(
-        RESULTS / "eval_fanout.json",
+        out,
         {
             "benchmark": "eval_fanout",
             "machine": started,
