@@ -2,6 +2,7 @@
 two runs compared, and the routing hold-out set and its calibration. (Its ``security``
 subgroup is `relaygraph.cli.security`.)"""
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -22,7 +23,7 @@ from relaygraph.llm.catalog import DEFAULT_MODEL
 from relaygraph.llm.registry import load_llm
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from relaygraph.eval.alfworld.games import Split
     from relaygraph.eval.hotpotqa.data import HotpotDataset, SampleName
@@ -90,20 +91,24 @@ def _run(
         )
     if ray and concurrency != 1:
         raise RelayGraphError("--concurrency is for local runs; with --ray use --ray-workers")
-    run = {
-        "dataset": dataset,
-        "graph": graph,
-        "model": model,
-        "seed": seed,
-        "settings": settings,
-        "resume": resume,
-    }
     with shared_records(database) as shared:
-        if not ray:
-            suite = recipe.build()
-            return evaluate(suite, items, out, concurrency=concurrency, shared=shared, **run)
-        options = RayOptions(address=ray_address, workers=ray_workers or 1)
-        return evaluate_on_ray(recipe, items, out, options=options, shared=shared, **run)
+        run: Callable[..., Summary]
+        if ray:
+            options = RayOptions(address=ray_address, workers=ray_workers or 1)
+            run = partial(evaluate_on_ray, recipe, options=options)
+        else:
+            run = partial(evaluate, recipe.build(), concurrency=concurrency)
+        return run(
+            items,
+            out,
+            dataset=dataset,
+            graph=graph,
+            model=model,
+            seed=seed,
+            settings=settings,
+            resume=resume,
+            shared=shared,
+        )
 
 
 def _hotpot_dataset(data: Path | None, sample: str) -> "HotpotDataset":
