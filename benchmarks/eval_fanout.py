@@ -20,7 +20,8 @@ the JSON records how many items agree with the one-worker run.
 
 The JSON keeps one part per suite; a run of one suite (``--hotpot-limit 0
 --alfworld-limit 12``) keeps the other's part from its last run, and each part records
-the machine state and settings it was measured with (``measured_with``).
+the machine state, commit and settings it was measured with (its own ``machine`` and
+``settings``).
 
 Usage:
     python benchmarks/eval_fanout.py [--hotpot-limit 100] [--workers 1 2 4]
@@ -199,9 +200,9 @@ def main() -> None:
         )  # fmt: skip
     out = RESULTS / "eval_fanout.json"
     # A run of one suite keeps the other's part from the last run; each part names the
-    # machine state and settings it was measured with.
+    # machine state (and commit) and settings it was measured with.
     for part in parts.values():
-        part["measured_with"] = {"machine": started, "settings": vars(args)}
+        part |= {"machine": started, "settings": vars(args)}
     if out.is_file():
         parts = {**json.loads(out.read_text()).get("parts", {}), **parts}
     write_json(

@@ -226,6 +226,16 @@ HEADLINES: tuple[Headline, ...] = (
         args="--graph relaygraph.eval.hotpotqa.agents:reader --hotpot-limit 100",
     ),
     Headline(
+        result="eval_fanout",
+        what="ALFWorld evaluation (the 12-game draw, ReAct agent) on Ray, 2 workers of one "
+        "CPU each: games per minute",
+        value="parts/alfworld/measured/workers=2/items_per_min",
+        fmt="{:.2f}",
+        peer="parts/alfworld/measured/workers=1/items_per_min",
+        peer_name="1 worker",
+        args="--hotpot-limit 0 --alfworld-limit 12",
+    ),
+    Headline(
         result="context_routing",
         what="Supporting-fact recall at a 384-token budget: RCR",
         value="routing/rows/rcr@384/sf_recall",
