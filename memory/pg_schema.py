@@ -59,6 +59,9 @@ def _extension(conn: psycopg.Connection[Any]) -> None:
         return
     try:
         with conn.transaction():
+            # IF NOT EXISTS is no guard against another process creating it at the same
+            # moment (a unique violation); the lock makes the second wait and find it.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATION_LOCK])
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     except psycopg.errors.InsufficientPrivilege:
         raise ConfigError(
