@@ -1,4 +1,5 @@
-"""The PostgreSQL memory's tables: creating them once, and checking what they were made for.
+"""The PostgreSQL memory's tables: creating them once, checking what they were made for,
+and the index settings pgvector accepts.
 
 A memory is one table of entries (one row each, its unit vector in a pgvector column);
 ``relaygraph_memories`` records, per table, the embedder and dimension it was created
@@ -14,18 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from relaygraph.database import redacted
 from relaygraph.errors import ConfigError
+from relaygraph.memory.embedding import DEFAULT_EMBEDDER, SentenceEmbedder
+from relaygraph.memory.index import IndexConfig
 
 if TYPE_CHECKING:
     import psycopg
 
-    from relaygraph.memory.index import IndexConfig
+    from relaygraph.memory.embedding import Embedder
 
 REGISTRY = "relaygraph_memories"
 """The table naming each memory table's embedder and dimension."""
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 # Any constant: it names the lock every memory's creation takes, across the database.
 _CREATION_LOCK = 0x7265_6C61_7967_7261
+MAX_EF_SEARCH = 1000
+"""pgvector's largest ``hnsw.ef_search``; a larger ``k`` falls back to an exact scan."""
 
 
 def check_table_name(table: str) -> str:
@@ -38,6 +44,84 @@ def check_table_name(table: str) -> str:
             value=table,
         )
     return table
+
+
+def index_config(index: str | IndexConfig) -> IndexConfig:
+    """The `IndexConfig` that ``index`` names, refused unless pgvector can build it.
+
+    Raises:
+        ConfigError: Not ``"exact"`` or ``"hnsw"``, or HNSW settings out of pgvector's range.
+    """
+    if isinstance(index, IndexConfig):
+        config = index
+    elif index in ("exact", "hnsw"):
+        config = IndexConfig(kind=index)
+    else:
+        raise ConfigError(
+            f"index must be 'exact' or 'hnsw' (or an IndexConfig), not {index!r}",
+            parameter="index",
+            value=index,
+        )
+    if config.kind not in ("exact", "hnsw"):
+        raise ConfigError(
+            f"PostgresMemory indexes by 'exact' or 'hnsw', not {config.kind!r}",
+            parameter="index",
+            value=config.kind,
+        )
+    if config.kind == "hnsw" and not (
+        2 <= config.hnsw_m <= 100
+        and 2 * config.hnsw_m <= config.ef_construction <= 1000
+        and config.ef_search <= MAX_EF_SEARCH
+    ):
+        raise ConfigError(
+            "pgvector's HNSW needs 2 <= hnsw_m <= 100, 2*hnsw_m <= ef_construction <= 1000 "
+            f"and ef_search <= {MAX_EF_SEARCH}; got hnsw_m={config.hnsw_m}, "
+            f"ef_construction={config.ef_construction}, ef_search={config.ef_search}",
+            parameter="index",
+        )
+    return config
+
+
+def open_table(
+    conn: psycopg.Connection[Any],
+    table: str,
+    embedder: Embedder | None,
+    config: IndexConfig,
+    *,
+    url: str,
+) -> Embedder:
+    """The embedder of memory ``table``, which is created for it when missing (with its
+    HNSW index when ``config`` asks for one).
+
+    ``embedder`` None means the one the table was made with, which must be the packaged
+    default, since only its name is recorded.
+
+    Raises:
+        ConfigError: The table holds vectors of another embedder or dimension.
+    """
+    found = recorded(conn, table)
+    if embedder is None:
+        if found is not None and found[0] != DEFAULT_EMBEDDER:
+            raise ConfigError(
+                f"memory table {table!r} holds vectors of embedder {found[0]!r};"
+                " pass that embedder to open it",
+                parameter="embedder",
+                value=found[0],
+            )
+        embedder = SentenceEmbedder()
+    name, dim = create(conn, table, embedder.name, embedder.dim)
+    if (name, dim) != (embedder.name, embedder.dim):
+        raise ConfigError(
+            f"memory table {table!r} at {redacted(url)} holds {dim}-d "
+            f"vectors from embedder {name!r}, but the given embedder is "
+            f"{embedder.name!r} with {embedder.dim} dimensions; open it with the "
+            "embedder that wrote it, or use another table",
+            parameter="embedder",
+            value=embedder.name,
+        )
+    if config.kind == "hnsw":
+        hnsw_index(conn, table, config)
+    return embedder
 
 
 def recorded(conn: psycopg.Connection[Any], table: str) -> tuple[str, int] | None:

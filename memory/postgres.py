@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from relaygraph.database import connection_pool, redacted
+from relaygraph.database import connection_pool
 from relaygraph.errors import ConfigError
 from relaygraph.memory.checks import (
     QueryVectors,
@@ -34,11 +34,18 @@ from relaygraph.memory.checks import (
     missing,
     validate_entry,
 )
-from relaygraph.memory.embedding import DEFAULT_EMBEDDER, Embedder, SentenceEmbedder
 from relaygraph.memory.entry import Hit, MemoryEntry
-from relaygraph.memory.index import IndexConfig
-from relaygraph.memory.pg_filters import FIELDS, Clause, conditions
-from relaygraph.memory.pg_schema import check_table_name, create, hnsw_index, recorded
+from relaygraph.memory.pg_filters import Clause, conditions
+from relaygraph.memory.pg_rows import (
+    COLUMNS,
+    columns,
+    copy_rows,
+    entry_of,
+    statement,
+    storable,
+    update_statement,
+)
+from relaygraph.memory.pg_schema import MAX_EF_SEARCH, check_table_name, index_config, open_table
 from relaygraph.memory.scope import MemoryScope
 
 if TYPE_CHECKING:
@@ -48,19 +55,9 @@ if TYPE_CHECKING:
     from psycopg import sql
     from psycopg_pool import ConnectionPool
 
+    from relaygraph.memory.embedding import Embedder
+    from relaygraph.memory.index import IndexConfig
     from relaygraph.memory.store import Where
-
-_COLUMNS = (*FIELDS, "metadata")
-_COPY_TYPES = [{"round": "int4", "timestamp": "float8"}.get(name, "text") for name in FIELDS]
-"""Binary COPY's type of each field column (every other field is text)."""
-MAX_EF_SEARCH = 1000
-"""pgvector's largest ``hnsw.ef_search``; a larger ``k`` falls back to an exact scan."""
-
-
-def _vector_info(conn: psycopg.Connection[Any]) -> Any:
-    from psycopg.types import TypeInfo
-
-    return TypeInfo.fetch(conn, "vector")
 
 
 class PostgresMemory:
@@ -94,7 +91,7 @@ class PostgresMemory:
         max_connections: int = 8,
     ) -> None:
         self._table = check_table_name(table)
-        self._config = _index_config(index)
+        self._config = index_config(index)
         self._url = url
         self._pool: ConnectionPool = connection_pool(url, max_size=max_connections)
         try:
@@ -119,32 +116,12 @@ class PostgresMemory:
 
     def _open(self, embedder: Embedder | None) -> Embedder:
         from pgvector.psycopg import register_vector
+        from psycopg.types import TypeInfo
 
         with self._pool.connection() as conn:
-            found = recorded(conn, self._table)
-            if embedder is None:
-                if found is not None and found[0] != DEFAULT_EMBEDDER:
-                    raise ConfigError(
-                        f"memory table {self._table!r} holds vectors of embedder {found[0]!r};"
-                        " pass that embedder to open it",
-                        parameter="embedder",
-                        value=found[0],
-                    )
-                embedder = SentenceEmbedder()
-            name, dim = create(conn, self._table, embedder.name, embedder.dim)
-            if (name, dim) != (embedder.name, embedder.dim):
-                raise ConfigError(
-                    f"memory table {self._table!r} at {redacted(self._url)} holds {dim}-d "
-                    f"vectors from embedder {name!r}, but the given embedder is "
-                    f"{embedder.name!r} with {embedder.dim} dimensions; open it with the "
-                    "embedder that wrote it, or use another table",
-                    parameter="embedder",
-                    value=embedder.name,
-                )
-            if self._config.kind == "hnsw":
-                hnsw_index(conn, self._table, self._config)
+            embedder = open_table(conn, self._table, embedder, self._config, url=self._url)
             register_vector(conn)
-            self._vector = _vector_info(conn)
+            self._vector = TypeInfo.fetch(conn, "vector")
         return embedder
 
     @property
@@ -180,14 +157,7 @@ class PostgresMemory:
             yield conn
 
     def _sql(self, template: str, *parts: Any, columns_first: bool = False) -> sql.Composed:
-        """``template`` with the table's name for its first ``{}`` (after the entry
-        columns when ``columns_first``) and ``parts`` for the rest."""
-        from psycopg import sql
-
-        table = sql.Identifier(self._table)
-        if columns_first:
-            return sql.SQL(template).format(self._columns(), table, *parts)
-        return sql.SQL(template).format(table, *parts)
+        return statement(self._table, template, *parts, columns_first=columns_first)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -248,13 +218,7 @@ class PostgresMemory:
         query = self._sql("SELECT {} FROM {}{} ORDER BY seq", where, columns_first=True)
         with self._conn() as conn, conn.cursor(binary=True) as cur:
             rows = cur.execute(query, params).fetchall()
-        return [_entry(row) for row in rows]
-
-    @staticmethod
-    def _columns() -> sql.Composed:
-        from psycopg import sql
-
-        return sql.SQL(", ").join(map(sql.Identifier, _COLUMNS))
+        return [entry_of(row) for row in rows]
 
     def _vectors(self, ids: Sequence[str]) -> np.ndarray:
         where, params = conditions(None, None, ids=list(ids))
@@ -288,7 +252,7 @@ class PostgresMemory:
         """
         import psycopg
 
-        entries = [_storable(validate_entry(item)) for item in items]
+        entries = [storable(validate_entry(item)) for item in items]
         ids = [e.id for e in entries]
         check_distinct(ids)
         if not entries:
@@ -297,27 +261,12 @@ class PostgresMemory:
         vectors = embed_rows(self._embedder, [e.text for e in entries])
         try:
             with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-                self._copy(cur, entries, vectors)
+                copy_rows(cur, self._table, entries, vectors)
         except psycopg.errors.UniqueViolation:
             # Another writer committed one of these ids after the check above.
             self._check_new(ids)
             raise
         return entries
-
-    def _copy(
-        self, cur: psycopg.Cursor[Any], entries: list[MemoryEntry], vectors: np.ndarray
-    ) -> None:
-        from psycopg import sql
-        from psycopg.types.json import Jsonb
-
-        statement = sql.SQL("COPY {} ({}, embedding) FROM STDIN (FORMAT BINARY)").format(
-            sql.Identifier(self._table), self._columns()
-        )
-        with cur.copy(statement) as copy:
-            copy.set_types([*_COPY_TYPES, "jsonb", "vector"])
-            for entry, vector in zip(entries, vectors, strict=True):
-                values = [getattr(entry, name) for name in FIELDS]
-                copy.write_row([*values, Jsonb(entry.metadata), vector])
 
     def _check_new(self, ids: list[str]) -> None:
         where, params = conditions(None, None, ids=ids)
@@ -333,31 +282,25 @@ class PostgresMemory:
         Raises:
             ConfigError: No such entry, a change to ``id``, or an invalid field.
         """
-        from psycopg import sql
         from psycopg.types.json import Jsonb
 
         if "id" in changes:
             raise ConfigError(
                 "an entry's id cannot change; delete it and add a new one", parameter="id"
             )
-        columns = [c for c in _COLUMNS if c != "id"]
+        columns = [c for c in COLUMNS if c != "id"]
         while True:
             old, version = self._versioned(entry_id)
-            new = _storable(validate_entry({**old.model_dump(), **changes}))
+            new = storable(validate_entry({**old.model_dump(), **changes}))
             values: list[Any] = [getattr(new, c) for c in columns if c != "metadata"]
             values.append(Jsonb(new.metadata))
             assigned = [*columns]
             if new.text != old.text:
                 assigned.append("embedding")
                 values.append(embed_rows(self._embedder, [new.text])[0])
-            statement = sql.SQL(
-                "UPDATE {} SET {}, version = version + 1 WHERE id = %s AND version = %s"
-            ).format(
-                sql.Identifier(self._table),
-                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in assigned),
-            )
+            updating = update_statement(self._table, assigned)
             with self._conn() as conn:
-                done = conn.execute(statement, [*values, entry_id, version]).rowcount
+                done = conn.execute(updating, [*values, entry_id, version]).rowcount
             if done:
                 return new
             # Changed or deleted while this one embedded: start over from its version, so
@@ -369,7 +312,7 @@ class PostgresMemory:
             row = cur.execute(query, [entry_id]).fetchone()
         if row is None:
             raise missing(entry_id)
-        return _entry(row[:-1]), int(row[-1])
+        return entry_of(row[:-1]), int(row[-1])
 
     def delete(self, entry_id: str) -> MemoryEntry:
         """Remove an entry; returns it.
@@ -377,16 +320,12 @@ class PostgresMemory:
         Raises:
             ConfigError: No entry has this id.
         """
-        from psycopg import sql
-
-        query = sql.SQL("DELETE FROM {} WHERE id = %s RETURNING {}").format(
-            sql.Identifier(self._table), self._columns()
-        )
+        query = self._sql("DELETE FROM {} WHERE id = %s RETURNING {}", columns())
         with self._conn() as conn, conn.cursor(binary=True) as cur:
             row = cur.execute(query, [entry_id]).fetchone()
         if row is None:
             raise missing(entry_id)
-        return _entry(row)
+        return entry_of(row)
 
     def delete_namespace(self, namespace: str) -> int:
         """Remove every entry of ``namespace``; returns how many there were."""
@@ -477,7 +416,7 @@ class PostgresMemory:
             # because a generic plan cannot see how selective the filter's values are.
             rows = cur.execute(query, [q, *params, k], prepare=False).fetchall()
         # <#> is the negative inner product; for unit vectors, minus the cosine.
-        return [Hit(_entry(row[:-1]), -float(row[-1])) for row in rows]
+        return [Hit(entry_of(row[:-1]), -float(row[-1])) for row in rows]
 
     def similarities(self, query: str | np.ndarray, ids: Sequence[str]) -> np.ndarray:
         """Cosine similarity of ``query`` to each entry of ``ids``, from stored vectors.
@@ -494,51 +433,3 @@ class PostgresMemory:
     def scope(self, namespace: str) -> MemoryScope:
         """A view that adds to, searches and lists ``namespace`` only."""
         return MemoryScope(self, namespace)
-
-
-def _index_config(index: str | IndexConfig) -> IndexConfig:
-    if isinstance(index, IndexConfig):
-        config = index
-    elif index in ("exact", "hnsw"):
-        config = IndexConfig(kind=index)
-    else:
-        raise ConfigError(
-            f"index must be 'exact' or 'hnsw' (or an IndexConfig), not {index!r}",
-            parameter="index",
-            value=index,
-        )
-    if config.kind not in ("exact", "hnsw"):
-        raise ConfigError(
-            f"PostgresMemory indexes by 'exact' or 'hnsw', not {config.kind!r}",
-            parameter="index",
-            value=config.kind,
-        )
-    if config.kind == "hnsw" and not (
-        2 <= config.hnsw_m <= 100
-        and 2 * config.hnsw_m <= config.ef_construction <= 1000
-        and config.ef_search <= MAX_EF_SEARCH
-    ):
-        raise ConfigError(
-            "pgvector's HNSW needs 2 <= hnsw_m <= 100, 2*hnsw_m <= ef_construction <= 1000 "
-            f"and ef_search <= {MAX_EF_SEARCH}; got hnsw_m={config.hnsw_m}, "
-            f"ef_construction={config.ef_construction}, ef_search={config.ef_search}",
-            parameter="index",
-        )
-    return config
-
-
-def _storable(entry: MemoryEntry) -> MemoryEntry:
-    """``entry``, refused when JSON (jsonb) cannot hold one of its metadata values."""
-    for key, value in entry.metadata.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(
-                f"metadata[{key!r}] is {value}; PostgreSQL's jsonb holds only finite numbers",
-                parameter="metadata",
-                value=value,
-            )
-    return entry
-
-
-def _entry(row: Sequence[Any]) -> MemoryEntry:
-    # Rows were validated on their way in; constructing skips validating them again.
-    return MemoryEntry.model_construct(**dict(zip(_COLUMNS, row, strict=True)))
