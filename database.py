@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import importlib
 import re
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from relaygraph.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import psycopg
     from psycopg_pool import ConnectionPool
 
@@ -65,3 +68,31 @@ def connection_pool(url: str, *, max_size: int = 8) -> ConnectionPool:
         pool.close()
         raise ConfigError(f"cannot connect to PostgreSQL at {redacted(url)}") from None
     return pool
+
+
+@contextmanager
+def schema_lock(
+    conn: psycopg.Connection[Any], key: int, *, transaction: bool = True
+) -> Iterator[None]:
+    """Run the block holding PostgreSQL advisory lock ``key``, so that processes creating
+    the same tables at the same moment do it one at a time, and the later ones find them
+    made (``IF NOT EXISTS`` alone still races into unique violations).
+
+    By default the block is one transaction and the lock ends with it. With
+    ``transaction=False`` it is a session lock released when the block ends, for
+    statements that cannot run in a transaction (``CREATE INDEX CONCURRENTLY``).
+
+    Example:
+        >>> with schema_lock(conn, 0x7267):  # doctest: +SKIP
+        ...     conn.execute("CREATE TABLE IF NOT EXISTS t (id text)")
+    """
+    if transaction:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+            yield
+        return
+    conn.execute("SELECT pg_advisory_lock(%s)", [key])
+    try:
+        yield
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", [key])

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from relaygraph.database import connect, is_postgres_url
+from relaygraph.database import connect, is_postgres_url, schema_lock
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,10 +58,8 @@ def _postgres(url: str) -> tuple[BaseCheckpointSaver[Any], psycopg.Connection[An
     conn.row_factory = dict_row
     conn.prepare_threshold = None
     saver = PostgresSaver(conn)
-    # Replicas starting together would race on the migrations table otherwise.
-    conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
-    try:
+    # Replicas starting together would race on the migrations table otherwise; some
+    # migrations create indexes CONCURRENTLY, which no transaction may hold.
+    with schema_lock(conn, _SETUP_LOCK, transaction=False):
         saver.setup()
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
     return saver, conn

@@ -14,7 +14,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from relaygraph.database import connection_pool, is_postgres_url, redacted
+from relaygraph.database import connection_pool, is_postgres_url, redacted, schema_lock
 from relaygraph.errors import ConfigError
 from relaygraph.graph.runs import ItemRecord
 from relaygraph.graph.trace import Trace
@@ -62,8 +62,7 @@ class SharedRecords:
     def __init__(self, url: str, *, max_connections: int = 4) -> None:
         self._pool: ConnectionPool = connection_pool(url, max_size=max_connections)
         self._closed = threading.Event()
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+        with self._pool.connection() as conn, schema_lock(conn, _SCHEMA_LOCK):
             conn.execute(_SCHEMA)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
-from relaygraph.database import redacted
+from relaygraph.database import redacted, schema_lock
 from relaygraph.errors import ConfigError
 from relaygraph.memory.embedding import DEFAULT_EMBEDDER, SentenceEmbedder
 from relaygraph.memory.index import IndexConfig
@@ -142,10 +142,7 @@ def _extension(conn: psycopg.Connection[Any]) -> None:
     if conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone():
         return
     try:
-        with conn.transaction():
-            # IF NOT EXISTS is no guard against another process creating it at the same
-            # moment (a unique violation); the lock makes the second wait and find it.
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATION_LOCK])
+        with schema_lock(conn, _CREATION_LOCK):
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     except psycopg.errors.InsufficientPrivilege:
         raise ConfigError(
@@ -165,8 +162,7 @@ def create(conn: psycopg.Connection[Any], table: str, embedder: str, dim: int) -
     it records (which differs from the arguments when another process made it first)."""
     _extension(conn)
     name = sql.Identifier(table)
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATION_LOCK])
+    with schema_lock(conn, _CREATION_LOCK):
         conn.execute(
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, embedder text NOT NULL,"
@@ -215,8 +211,7 @@ def hnsw_index(conn: psycopg.Connection[Any], table: str, config: IndexConfig) -
     Vectors are unit length, so inner product is cosine. An index made earlier keeps the
     parameters it was made with.
     """
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_CREATION_LOCK])
+    with schema_lock(conn, _CREATION_LOCK):
         conn.execute(
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_ip_ops)"
