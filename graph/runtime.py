@@ -23,7 +23,7 @@ from relaygraph import telemetry
 from relaygraph.agents.record import StepRecord
 from relaygraph.errors import ConfigError
 from relaygraph.graph.builder import END
-from relaygraph.graph.checkpoints import Checkpointer, open_checkpointer
+from relaygraph.graph.checkpoints import Checkpointer, Closeable, open_checkpointer
 from relaygraph.graph.nodes import STREAM_TOKENS, AgentNodes
 from relaygraph.graph.results import ResultEvent, RunEvent, RunResult, StepEvent, TokenEvent
 from relaygraph.graph.spans import finish_run, run_span
@@ -51,7 +51,7 @@ class CompiledAgentGraph:
     """A runnable agent graph: `invoke`, `stream`, `ainvoke`, `resume`.
 
     Built by `AgentGraph.compile()`; close it (or use it as a context manager) to close
-    its sqlite checkpoint file.
+    its sqlite checkpoint file, and whatever it was given to close (`close_with`).
     """
 
     def __init__(
@@ -89,17 +89,23 @@ class CompiledAgentGraph:
         for agent in agents:
             builder.add_conditional_edges(agent, self._nodes.router(agent), [*agents, END])
         self.state_graph = builder
-        saver, self._conn = open_checkpointer(checkpointer)
+        saver, conn = open_checkpointer(checkpointer)
+        self._owned: list[Closeable] = [] if conn is None else [conn]
         self.langgraph = builder.compile(checkpointer=saver, name=name)
         self.durable = saver is not None
 
     # -- lifecycle --------------------------------------------------------------------
 
+    def close_with(self, resource: Closeable) -> None:
+        """Close ``resource`` when this graph closes: something opened for this graph
+        alone, such as the shared memory a server's config names for it."""
+        self._owned.append(resource)
+
     def close(self) -> None:
-        """Close the checkpoint file or database connection this graph opened (if any)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Close the checkpoint file or database connection this graph opened (if any)
+        and what `close_with` gave it, newest first."""
+        while self._owned:
+            self._owned.pop().close()
 
     def __enter__(self) -> CompiledAgentGraph:
         return self

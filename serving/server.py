@@ -73,9 +73,12 @@ def build_models(config: ServeConfig) -> dict[str, Served]:
             served[name] = build_cascade(entry, llm)
         elif isinstance(entry, GraphEntry):
             graph = load_graph(entry.graph, model=entry.model)
-            if entry.memory is not None:
-                graph.memory = open_memory(entry.memory)
-            served[name] = graph.compile(checkpointer=config.database)
+            memory = None if entry.memory is None else open_memory(entry.memory)
+            if memory is not None:
+                graph.memory = memory
+            served[name] = compiled = graph.compile(checkpointer=config.database)
+            if memory is not None:
+                compiled.close_with(memory)  # the app closes its graphs at shutdown
         else:
             key = os.environ.get(entry.api_key_env) if entry.api_key_env else None
             workers = [

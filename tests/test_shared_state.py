@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psycopg_pool
 import pytest
 import yaml
 from commands import eval_cli
@@ -15,10 +16,11 @@ from commands import eval_cli
 from relaygraph.graph.loader import load_graph
 from relaygraph.graph.postgres import SharedRecords
 from relaygraph.graph.runs import ItemRecord, RunManifest, RunStore, read_items
+from relaygraph.graph.runtime import CompiledAgentGraph
 from relaygraph.graph.trace import Trace
 from relaygraph.memory import open_memory
 from relaygraph.serving.config import ServeConfig
-from relaygraph.serving.server import BackgroundServer, app_from_config
+from relaygraph.serving.server import BackgroundServer, app_from_config, build_models
 
 ROOT = Path(__file__).resolve().parent.parent
 TEAM = f"{ROOT / 'examples' / 'research_team.py'}:build"
@@ -30,16 +32,20 @@ KEY = "replica-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
+def recipe(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> ServeConfig:
+    """The README's deployment recipe (examples/deploy/serve.yaml) on this test's database."""
+    monkeypatch.chdir(ROOT)  # the recipe names its graph from the repository root
+    monkeypatch.setenv("RELAYGRAPH_API_KEYS", KEY)
+    text = RECIPE.read_text().replace(RECIPE_DATABASE, postgres_url)
+    return ServeConfig.model_validate(yaml.safe_load(text))
+
+
 @pytest.fixture
 def replicas(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[BackgroundServer, BackgroundServer]]:
-    """Two replicas of the README's deployment recipe (examples/deploy/serve.yaml) on
-    this test's database."""
-    monkeypatch.chdir(ROOT)  # the recipe names its graph from the repository root
-    monkeypatch.setenv("RELAYGRAPH_API_KEYS", KEY)
-    recipe = yaml.safe_load(RECIPE.read_text().replace(RECIPE_DATABASE, postgres_url))
-    config = ServeConfig.model_validate(recipe)
+    """Two replicas of the deployment recipe."""
+    config = recipe(postgres_url, monkeypatch)
     with (
         BackgroundServer(app=app_from_config(config)) as first,
         BackgroundServer(app=app_from_config(config)) as second,
@@ -85,6 +91,20 @@ def test_an_unknown_trace_is_a_404_on_every_replica(
         missing = httpx.get(f"{replica.base_url}/traces/{'0' * 32}", headers=AUTH)
         assert missing.status_code == 404
         assert httpx.get(f"{replica.base_url}/traces/{'0' * 32}").status_code == 401
+
+
+@pytest.mark.server
+def test_a_served_graphs_shared_memory_closes_with_the_server(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = build_models(recipe(postgres_url, monkeypatch))
+    graph = served["research-team"]
+    assert isinstance(graph, CompiledAgentGraph) and graph.memory is not None
+    with BackgroundServer(served):
+        assert graph.memory.count(namespace="none-yet") == 0
+    # Shut down: the connections the config opened for the graph's memory are closed.
+    with pytest.raises(psycopg_pool.PoolClosed):
+        graph.memory.count()
 
 
 def test_evaluation_items_are_kept_once_per_run_and_id(postgres_url: str) -> None:
