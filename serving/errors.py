@@ -2,15 +2,20 @@
 
 `to_api_error` is the one place where library exceptions become HTTP statuses; an
 unexpected exception is logged here and reported as a bare 500, never as a stack trace.
+`add_error_handlers` installs the app's handlers: those errors, FastAPI's request
+validation (one message naming the field) and Starlette's HTTP errors (404s).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from relaygraph.errors import (
     ConfigError,
@@ -23,6 +28,9 @@ from relaygraph.errors import (
     TransportError,
     first_problem,
 )
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
 
 logger = logging.getLogger("relaygraph.serving")
 
@@ -90,3 +98,49 @@ def to_api_error(exc: Exception) -> APIError:
             logger.exception("unhandled error while serving a request", exc_info=exc)
             error = APIError(500, "internal server error", type="server_error")
     return error
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Answer every error ``app`` raises in OpenAI's format."""
+    # Starlette re-raises whatever the catch-all Exception handler answers (to log it as a
+    # crash), so expected errors get handlers of their own.
+    for expected in (APIError, RelayGraphError, ValidationError, Exception):
+        app.add_exception_handler(expected, _error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+async def _error(request: Request, exc: Exception) -> JSONResponse:
+    api_error = to_api_error(exc)
+    headers = {"Retry-After": api_error.retry_after} if api_error.retry_after else None
+    return JSONResponse(api_error.body(), status_code=api_error.status, headers=headers)
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # registered for this type only
+    errors = exc.errors()
+    field, problem = first_problem(errors, skip=("body",))
+    kind = errors[0]["type"]
+    if kind == "json_invalid":  # located at ("body", offset): there is no field to name
+        field, offset = "", errors[0]["loc"][-1]
+        message = f"request body is not valid JSON: {errors[0]['ctx']['error']} at {offset}"
+    elif field:
+        message = f"{field}: {problem}"
+    elif kind in ("model_attributes_type", "dict_type"):
+        # FastAPI reads the body as JSON only when its Content-Type says it is JSON.
+        sent_json = "json" in request.headers.get("content-type", "")
+        message = (
+            "request body must be a JSON object"
+            if sent_json
+            else "request body must be JSON, sent with Content-Type: application/json"
+        )
+    else:  # a rule across fields (tool_choice against tools, one format)
+        message = problem.removeprefix("Value error, ")
+    return JSONResponse(APIError(400, message, param=field or None).body(), status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for this type only
+    kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+    body = APIError(exc.status_code, str(exc.detail), type=kind).body()
+    return JSONResponse(body, status_code=exc.status_code)

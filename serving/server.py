@@ -21,7 +21,7 @@ from relaygraph.memory import open_memory
 from relaygraph.routing.calibration import Calibration
 from relaygraph.routing.models import Cascade, Rung
 from relaygraph.routing.uncertainty import ESTIMATORS
-from relaygraph.serving.app import Served, create_app
+from relaygraph.serving.app import create_app
 from relaygraph.serving.config import (
     CascadeEntry,
     GraphEntry,
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from relaygraph.llm.protocol import LLM
     from relaygraph.routing.uncertainty import UncertaintyEstimator
+    from relaygraph.serving.routes import Served
 
 
 def free_port(host: str = "127.0.0.1") -> int:
