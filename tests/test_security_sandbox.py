@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relaygraph.agents.tools import ToolCallError
-from relaygraph.eval.security.sandbox import Sandbox, SandboxError
+from relaygraph.eval.security.confinement import SandboxError
+from relaygraph.eval.security.sandbox import Sandbox
 from relaygraph.eval.security.spec import Environment
 from relaygraph.eval.security.tools import sandbox_tools
 
@@ -171,7 +172,7 @@ def test_the_workspace_is_deleted_on_exit() -> None:
 def test_the_shell_has_a_timeout_and_resource_limits(
     box: Sandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("relaygraph.eval.security.sandbox.SHELL_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("relaygraph.eval.security.confinement.SHELL_TIMEOUT_S", 0.5)
     os.mkfifo(box.workspace / "pipe")  # cat blocks on a FIFO nobody writes to
     assert box.run_shell("cat pipe") == "(timed out after 0.5 s)"
     (box.workspace / "big.bin").write_bytes(b"x" * (20 << 20))

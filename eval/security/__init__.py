@@ -7,10 +7,11 @@ from relaygraph.eval.security.agents import (
     guarded_assistant,
 )
 from relaygraph.eval.security.capabilities import Capability
+from relaygraph.eval.security.confinement import SandboxError
 from relaygraph.eval.security.flow import FlowGuard
 from relaygraph.eval.security.guard import ToolGuard
 from relaygraph.eval.security.report import SecurityReport, write_security_report
-from relaygraph.eval.security.sandbox import Sandbox, SandboxError
+from relaygraph.eval.security.sandbox import Sandbox
 from relaygraph.eval.security.scoring import TrajectoryJudge, Verdict, score_trajectory
 from relaygraph.eval.security.spec import (
     CATEGORIES,
