@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from relaygraph.decoding.rounds import SpeculativeReport
 from relaygraph.llm.types import Message
 from relaygraph.routing.models import CascadeStep
 from relaygraph.routing.reasoning import ReasoningAction
@@ -62,6 +63,9 @@ class ModelRecord(BaseModel):
     answer_scores: dict[str, float] | None = None
     """An extracted answer: each candidate span's score (see `relaygraph.agents.extraction`);
     empty when the context held no candidate and the answer was generated."""
+    choice_scores: dict[str, float] | None = None
+    """Scored choices (``choice_scoring="calibrated"``): each of the tool's choices'
+    calibrated score; the best one is the action's argument."""
     cascade: list[CascadeStep] | None = None
     """A cascade's rungs, in the order they answered."""
     policy_details: dict[str, Any] = Field(default_factory=dict)
@@ -79,10 +83,17 @@ class ReasoningRecord(BaseModel):
 class DecodingRecord(BaseModel):
     """How the reply's tokens were produced."""
 
+    # A step assigns its completion's report dict; validating it makes it typed.
+    model_config = ConfigDict(validate_assignment=True)
+
     decoder: str = ""
-    report: dict[str, Any] = Field(default_factory=dict)
-    """The decoder's own report where a model did not decode alone (speculative decoding:
-    rounds, windows, drafted and accepted tokens, seconds; see `SpeculativeLLM`)."""
+    report: SpeculativeReport | dict[str, Any] = Field(
+        default_factory=dict, union_mode="left_to_right"
+    )
+    """The model's own report where it did not decode alone: speculative decoding's,
+    typed (rounds, windows, drafted and accepted tokens, seconds; see `SpeculativeLLM`),
+    or another model's ``Completion.decoding`` as it gave it; empty where the model
+    decoded alone."""
 
 
 class BudgetRecord(BaseModel):

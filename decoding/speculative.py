@@ -54,7 +54,7 @@ from relaygraph.decoding.drafts import (
     resumes_at,
 )
 from relaygraph.decoding.network import NetworkLink
-from relaygraph.decoding.rounds import Round, speculative_record
+from relaygraph.decoding.rounds import Round, SpeculativeReport
 from relaygraph.decoding.verify import verify_greedy, verify_masked, verify_sampled
 from relaygraph.decoding.window import EARLIER_ROUNDS, WindowPolicy
 from relaygraph.errors import ConfigError, ContextWindowError, TransportError
@@ -283,18 +283,16 @@ class SpeculativeLLM(BaseLLM):
                 break
         if not request.fallback:  # rounds without a working cloud say nothing of its costs
             self._earlier.extend(request.rounds)
-        stats.update(
-            speculative_record(
-                request.rounds,
-                draft=self.draft.name,
-                target=self.target.name,
-                window_policy=self.window.name,
-                verification=verification,
-                target_calls=request.target_calls,
-            )
+        report = SpeculativeReport.of(
+            request.rounds,
+            draft=self.draft.name,
+            target=self.target.name,
+            window_policy=self.window.name,
+            verification=verification,
+            target_calls=request.target_calls,
+            fallback=request.fallback or None,
         )
-        if request.fallback:
-            stats["fallback"] = request.fallback
+        stats.update(report.model_dump())
         yield CompletionChunk(
             model=self.name,
             finish_reason=finish,

@@ -20,10 +20,12 @@ from scipy.stats import chisquare
 from relaygraph.agents import Agent
 from relaygraph.decoding.drafts import PromptLookupDrafter
 from relaygraph.decoding.network import NetworkLink
+from relaygraph.decoding.rounds import SpeculativeReport
 from relaygraph.decoding.speculative import CloudUnavailableError, SpeculativeLLM
 from relaygraph.decoding.window import EARLIER_ROUNDS, AdaptiveWindow, FixedWindow, Round
 from relaygraph.errors import ConfigError
 from relaygraph.graph import AgentGraph
+from relaygraph.graph.trace import Trace
 from relaygraph.llm import LocalLLM, OpenAICompatLLM
 from relaygraph.llm.sampling import token_distribution
 from relaygraph.llm.types import Completion, GenerationParams, Prompt, PromptInput
@@ -340,5 +342,10 @@ def test_a_graph_step_records_speculative_rounds_in_its_trace(smollm2: LocalLLM)
         result = compiled.invoke("Repeat exactly: the quick brown fox jumps over the lazy dog.")
     [step] = result.trace.steps
     report = step.decoding.report
-    assert report["decoder"] == "speculative" and report["rounds"] >= 1
-    assert report["target"] == "smollm2-135m" and "per_round" in report
+    assert isinstance(report, SpeculativeReport) and report.rounds >= 1
+    assert report.target == "smollm2-135m" and len(report.per_round.window) == report.rounds
+    # On disk the report has the completion's own shape, and it reads back typed.
+    direct = spec.complete("Repeat exactly: one two three.", GenerationParams(max_tokens=8))
+    assert direct.decoding is not None
+    assert step.decoding.model_dump(mode="json")["report"].keys() == direct.decoding.keys()
+    assert Trace.model_validate_json(result.trace.model_dump_json()) == result.trace

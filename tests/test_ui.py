@@ -81,7 +81,9 @@ def test_a_trace_shows_timeline_steps_and_each_decision(client: TestClient) -> N
 
     rich = client.get("/trace", params={"file": "0/traces/cascade.json"}).text
     assert "mean_entropy" in rich and "escalate" in rich  # the cascade's rungs
-    assert '<table class="rounds">' in rich and "acceptance" not in rich
+    assert '<table class="rounds">' in rich  # the speculative rounds
+    # The report's acceptance rate as recorded (none), not one the viewer computed.
+    assert "acceptance_rate <code>None</code>" in rich and "0.75" not in rich
     assert '<td class="num token-cost">45</td>' in rich  # a context item's token cost
     assert '<td class="num">0.620</td>' in rich  # and its routing score
     assert "Lyon" in rich and "2.500" in rich  # extracted answers' scores

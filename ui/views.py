@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from relaygraph.decoding.rounds import SpeculativeReport
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -98,17 +100,21 @@ def _starts(steps: Sequence[StepRecord]) -> list[float]:
 
 def speculative_rounds(step: StepRecord) -> list[dict[str, Any]]:
     """The step's speculative rounds, one dict per round (empty for other decoders)."""
-    per_round = step.decoding.report.get("per_round")
-    if not isinstance(per_round, dict) or not per_round:
+    report = step.decoding.report
+    if not isinstance(report, SpeculativeReport):
         return []
-    columns = {k: v for k, v in per_round.items() if isinstance(v, list)}
+    # What the trace recorded: columns an older trace lacks are left out, not shown empty.
+    columns = report.per_round.model_dump(exclude_unset=True)
     count = max((len(v) for v in columns.values()), default=0)
     return [{k: v[i] if i < len(v) else None for k, v in columns.items()} for i in range(count)]
 
 
 def decoding_totals(step: StepRecord) -> dict[str, Any]:
     """The decoder's report without its per-round lists."""
-    return {k: v for k, v in step.decoding.report.items() if k != "per_round"}
+    report = step.decoding.report
+    if isinstance(report, SpeculativeReport):
+        return report.model_dump(exclude={"per_round"}, exclude_unset=True)
+    return {k: v for k, v in report.items() if k != "per_round"}
 
 
 def outcome(item: ItemRecord) -> Outcome:
