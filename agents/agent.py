@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 AnswerFormat = Literal["react", "plain", "extract"]
 ReactDecoding = Literal["auto", "grammar", "guided"]
 ToolCalling = Literal["react", "native"]
+ChoiceScoring = Literal["decode", "calibrated"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,11 @@ class Agent:
         tool_calling: ``react`` (text Thought/Action) or ``native`` (the model's own tool
             calling: OpenAI ``tools`` to a worker, or the engine's tool grammar); the
             trace records the same step fields either way.
+        choice_scoring: How the argument of a tool limited to `Tool.choices` (a game's
+            valid commands) is picked: ``decode`` (generated, under the step grammar
+            where there is one) or ``calibrated`` (after the thought, each choice is
+            scored, minus its score after a prompt with no task: the likeliest by that
+            margin; see `relaygraph.agents.choice`). Needs exactly one tool, with choices.
     """
 
     name: str
@@ -100,6 +106,7 @@ class Agent:
     max_tool_calls: int | None = None
     react_decoding: ReactDecoding = "auto"
     tool_calling: ToolCalling = "react"
+    choice_scoring: ChoiceScoring = "decode"
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -138,6 +145,7 @@ class Agent:
         for attr, allowed in (
             ("react_decoding", ("auto", "grammar", "guided")),
             ("tool_calling", ("react", "native")),
+            ("choice_scoring", ("decode", "calibrated")),
         ):
             if getattr(self, attr) not in allowed:
                 raise ConfigError(
@@ -145,6 +153,8 @@ class Agent:
                     parameter=attr,
                     value=getattr(self, attr),
                 )
+        if self.choice_scoring == "calibrated":
+            self._check_scored_choices()
         if self.max_tool_calls is not None and not self.required_calls <= self.max_tool_calls:
             raise ConfigError(
                 f"agent {self.name!r}: max_tool_calls={self.max_tool_calls} is below the "
@@ -159,6 +169,22 @@ class Agent:
                 f"agent {self.name!r}: tool_choice requires {self.required_calls} tool calls "
                 f"per turn, but max_steps={self.max_steps} leaves no step to finish",
                 parameter="min_tool_calls",
+            )
+
+    def _check_scored_choices(self) -> None:
+        """Scored choices replace the argument of the agent's one tool with choices."""
+        tools = list(self.tools)
+        if len(tools) != 1 or not isinstance(tools[0], Tool) or tools[0].choices is None:
+            raise ConfigError(
+                f"agent {self.name!r}: choice_scoring='calibrated' needs exactly one tool, "
+                "a Tool with choices",
+                parameter="choice_scoring",
+            )
+        if self.tool_calling != "react" or self.answer_format != "react":
+            raise ConfigError(
+                f"agent {self.name!r}: choice_scoring='calibrated' scores ReAct actions; "
+                "it needs tool_calling='react' and answer_format='react'",
+                parameter="choice_scoring",
             )
 
     def _check_extract(self) -> None:

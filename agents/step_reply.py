@@ -17,6 +17,7 @@ from relaygraph.agents.extraction import (
 from relaygraph.agents.prompts import step_prompt
 from relaygraph.agents.react import (
     ACTION_TOKENS,
+    REPLY_STOPS,
     FinalAnswer,
     ReActParseError,
     ReActStep,
@@ -67,6 +68,8 @@ class StepCaller:
             return self._extract(max_tokens)
         if spec.answer_format != "react":  # plain, or extract under a run's JSON format
             return self._call("", max_tokens, (), self.agent.answer_schema)
+        if spec.choice_scoring == "calibrated" and (choices := self._scored_choices()):
+            return self._scored_act(choices, max_tokens)
         if self._grammar_decoding():
             self.record.model.react_decoding = "grammar"
             return self._constrained(max_tokens)
@@ -122,6 +125,70 @@ class StepCaller:
         base = "Action: " if act_only else f"Thought: {thought.strip()}\nAction: "
         rest = self._call(base, ACTION_TOKENS, (), self._grammar(thought=False))
         return base + rest if isinstance(rest, str) else rest
+
+    def _scored_choices(self) -> list[str]:
+        """The choices of the step's one tool, when it may be called and has some."""
+        tools = list(self.policy.tools.values())
+        if len(tools) != 1 or tools[0].choices is None:
+            return []
+        return list(dict.fromkeys(tools[0].choices()))
+
+    def _scored_act(self, choices: list[str], max_tokens: int) -> str | StepOutput:
+        """A ReAct reply whose argument is the best-scoring of the tool's ``choices``.
+
+        The thought is written freely (one line; none when ``act_only``). Then each
+        candidate is scored after the reply so far and after the same prompt with no
+        task and no context (`calibrated`): by likelihood alone a small model picks the
+        short, frequent commands of its instructions (or ``finish``) whatever the state,
+        a prior the difference cancels (Holtzman et al., 2021). Where the policy lets
+        the agent finish, the action's name is chosen that way first and a ``finish``
+        writes its answer; otherwise the best choice is the tool's argument.
+        """
+        tool = next(iter(self.policy.tools.values()))
+        base = started = "Action:"
+        if not self.act_only:
+            observed = self.inp.last_observation is not None
+            started = "Thought: The observation says" if observed else "Thought:"
+            first = self._call(started, max_tokens, ("\n", *REPLY_STOPS))
+            if not isinstance(first, str):
+                return first
+            base = f"{(started + first).split(chr(10))[0].rstrip()}\nAction:"
+        record = self.record
+        if self.policy.finish:
+            names = self._calibrated([f" {tool.name}[", " finish["], base, "Action:")
+            if not isinstance(names, dict):
+                return names
+            record.model.action_scores = {n.strip(" ["): s for n, s in names.items()}
+            if names[" finish["] > names[f" {tool.name}["]:
+                answer = self._call(f"{base} finish[", ACTION_TOKENS, ("]", "\n"))
+                return f"{base} finish[{answer}]" if isinstance(answer, str) else answer
+        prefill = f"{base} {tool.name}["
+        ranked = self._calibrated([f"{c}]" for c in choices], prefill, f"Action: {tool.name}[")
+        if not isinstance(ranked, dict):
+            return ranked
+        scores = {c: round(ranked[f"{c}]"], 4) for c in choices}
+        record.model.choice_scores = scores
+        reply = f"{prefill}{max(choices, key=scores.__getitem__)}]"
+        # the whole reply, as if written at once: what the trace and distillation read
+        record.prompt, record.prefill, record.output = (
+            list(self._prompt("").messages),
+            started,
+            reply,
+        )
+        return reply
+
+    def _calibrated(
+        self, candidates: list[str], prefill: str, neutral_prefill: str
+    ) -> dict[str, float] | StepOutput:
+        """Each candidate's log-probability after this step's prompt (the reply so far:
+        ``prefill``) minus after the prompt with no task and no context (`_rank`, in
+        total: a command's words are the choice, however many tokens they take)."""
+        neutral = step_prompt(self.agent, "", "", act_only=True, prefill=neutral_prefill)
+        try:
+            return self._rank(candidates, self._prompt(prefill), neutral, per_token=False)
+        except (LLMError, ConfigError) as exc:
+            message = f"choice_scoring='calibrated' needs a model that scores text: {exc}"
+            return fail_step(self.record, "model", message)
 
     def native(self, max_tokens: int) -> ReActStep | StepOutput:
         """One step through the model's own tool calling: a call, or the answer."""
@@ -221,9 +288,15 @@ class StepCaller:
         return best
 
     def _rank(
-        self, candidates: list[str], asked: ChatPrompt, neutral: ChatPrompt
+        self,
+        candidates: list[str],
+        asked: ChatPrompt,
+        neutral: ChatPrompt,
+        *,
+        per_token: bool = True,
     ) -> dict[str, float] | StepOutput:
-        """Each candidate's `calibrated` score, the scoring charged to the budget (or the
+        """Each candidate's `calibrated` score (per token, or in total: the
+        log-probability ratio itself), the scoring charged to the budget (or the
         budget's refusal as the step's end)."""
         agent, record = self.agent, self.record
         prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
@@ -247,7 +320,7 @@ class StepCaller:
             c: calibrated(
                 scores["asked"][c].total_logprob,
                 scores["neutral"][c].total_logprob,
-                len(scores["asked"][c].tokens),
+                len(scores["asked"][c].tokens) if per_token else 1,
             )
             for c in candidates
         }

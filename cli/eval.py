@@ -187,6 +187,14 @@ def eval_alfworld(
         Path | None, typer.Option(help="Folder holding json_2.1.1/<split>; default: shipped.")
     ] = None,
     max_steps: Annotated[int, typer.Option(min=1, help="Commands per game.")] = 50,
+    remaining: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Enter each game this many expert commands before its goal (the "
+            "short-horizon setting; e.g. with --graph ...agent:alfworld_react_scored).",
+        ),
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option(help="Play this many games, drawn (seeded) in proportion to task type."),
@@ -208,7 +216,7 @@ def eval_alfworld(
     games = load_games(cast("Split", split), data_dir=data)
     target = out or default_out("alfworld", model)
     summary = _run(
-        AlfworldRecipe(graph, model, max_steps),
+        AlfworldRecipe(graph, model, max_steps, remaining),
         sample_items(games, limit, seed, stratum=lambda game: game.task_type),
         target,
         ray=ray,
@@ -219,7 +227,7 @@ def eval_alfworld(
         graph=graph,
         model=model,
         seed=seed,
-        settings={"limit": limit, "max_steps": max_steps},
+        settings={"limit": limit, "max_steps": max_steps, "remaining": remaining},
         resume=resume,
         database=database,
     )

@@ -89,7 +89,8 @@ class HotpotRecipe:
 
 @dataclass(frozen=True, slots=True)
 class AlfworldRecipe:
-    """An `AlfworldSuite` by name: graph factory spec, model spec, commands per game.
+    """An `AlfworldSuite` by name: graph factory spec, model spec, commands per game, and
+    the expert commands left when the agent enters (None: the whole game).
 
     Example:
         >>> recipe = AlfworldRecipe("relaygraph.eval.alfworld.agent:alfworld_react",
@@ -100,6 +101,7 @@ class AlfworldRecipe:
     graph: str
     model: str
     max_steps: int = 50
+    remaining: int | None = None
     name: ClassVar[str] = AlfworldSuite.name
     headline: ClassVar[str] = AlfworldSuite.headline
 
@@ -116,7 +118,7 @@ class AlfworldRecipe:
             ConfigError: A spec that names no factory or model.
         """
         model = _model(self.model, threads)
-        return AlfworldSuite(load_factory(self.graph), model, self.max_steps)
+        return AlfworldSuite(load_factory(self.graph), model, self.max_steps, self.remaining)
 
 
 def _model(spec: str, threads: int | None) -> LLM:

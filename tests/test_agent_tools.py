@@ -261,3 +261,55 @@ def test_a_tool_with_choices_is_called_with_one_of_them(smollm2: LocalLLM) -> No
     result = graph.compile().invoke("Put an apple on the desk.")
     assert result.ok, result.error
     assert moves and all(move in valid for move in moves)
+
+
+# -- scored choices ------------------------------------------------------------------------
+
+
+def test_scored_choices_need_one_react_tool_with_choices() -> None:
+    with_choices = Tool.from_function(search, choices=lambda: ["Paris", "Rome"])
+    refused = [
+        {"tools": []},
+        {"tools": [search]},  # a function: no choices
+        {"tools": [Tool.from_function(search)]},
+        {"tools": [with_choices, add]},
+        {"tools": [with_choices], "tool_calling": "native"},
+    ]
+    for settings in refused:
+        with pytest.raises(ConfigError, match="choice_scoring='calibrated'") as caught:
+            Agent(name="worker", choice_scoring="calibrated", **settings)  # type: ignore[arg-type]
+        assert caught.value.parameter == "choice_scoring"
+    with pytest.raises(ConfigError, match="choice_scoring must be one of decode, calibrated"):
+        Agent(name="worker", tools=[with_choices], choice_scoring="best")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_scored_choices_follow_the_task_and_are_recorded(smollm2: LocalLLM) -> None:
+    valid = ["go to desk 1", "open drawer 2", "take apple 1 from table 1"]
+    for task, expected in [
+        ("Take the apple 1 from the table 1.", "take apple 1 from table 1"),
+        ("Open the drawer 2.", "open drawer 2"),
+    ]:
+        moves: list[str] = []
+
+        def act(command: str) -> str:
+            """Run one command in the house; returns what happens."""
+            moves.append(command)  # noqa: B023 - each graph runs before the next is built
+            return f"You {command}."
+
+        tool = Tool.from_function(act, choices=lambda: valid)
+        graph = one_agent(
+            smollm2,
+            tools=[tool],
+            choice_scoring="calibrated",
+            tool_choice="act",
+            max_tool_calls=1,
+            max_tokens=32,
+        )
+        result = graph.compile().invoke(task)
+        assert moves == [expected], task
+        step = result.trace.steps[0]
+        assert step.model.choice_scores is not None and set(step.model.choice_scores) == set(valid)
+        assert max(step.model.choice_scores, key=step.model.choice_scores.__getitem__) == expected
+        assert step.output.endswith(f"\nAction: act[{expected}]")
+        assert step.prompt_tokens > 0 and step.latency_s > 0

@@ -18,6 +18,7 @@ from relaygraph.eval.alfworld.agent import (
     INSTRUCTIONS,
     MAX_TOKENS,
     alfworld_react,
+    alfworld_react_scored,
     run_game,
 )
 from relaygraph.eval.alfworld.demos import build_demos, coherent, load_demos, think
@@ -29,6 +30,9 @@ from relaygraph.llm.scripted import ScriptedLLM
 
 SMALL_GAME = "look_at_obj_in_light-AlarmClock-None-DeskLamp-323/trial_T20190909_044715_250790"
 """A valid_seen bedroom game with a three-command walkthrough; it resets in about 2 s."""
+TWO_BOXES = "pick_two_obj_and_place-Box-None-CoffeeTable-230/trial_T20190908_124255_946115"
+"""A valid_train living-room game; one command from its goal, SmolLM2 with scored choices
+sends the winning one (greedy, so always)."""
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +285,53 @@ def test_a_game_that_runs_out_of_commands_is_lost_not_an_error(
     record, _ = AlfworldSuite(alfworld_react, llm, max_steps=2).run(small_game)
     assert record.success == 0.0 and record.steps == 2
     assert record.error is None and record.prediction == "lost: out of commands"
+
+
+def test_a_game_entered_before_its_goal_shows_the_expert_steps_as_the_agents(
+    small_game: AlfworldGame,
+) -> None:
+    go, use, take = small_game.walkthrough
+    llm = ScriptedLLM(
+        [f"Thought: take it.\nAction: act[{take}]", "Thought: done.\nAction: finish[done]"]
+    )
+    outcome = run_game(alfworld_react, llm, small_game, max_steps=2, remaining=1)
+    assert outcome.won and outcome.finished and outcome.steps == 1  # the agent's only
+    assert outcome.result is not None
+    task = outcome.result.trace.steps[0].prompt[-1].content
+    shown = task[task.index("Done so far:") :].splitlines()
+    assert shown[1].startswith("Thought: ") and shown[2] == f"Action: act[{go}]"
+    assert shown[3].startswith("Observation: You arrive at desk 1.")
+    assert (
+        shown[5] == f"Action: act[{use}]" and shown[6] == "Observation: You turn on the desklamp 1."
+    )
+    assert take not in task  # the command left to play is the agent's to find
+
+
+@pytest.mark.parametrize("remaining", [0, 4])
+def test_remaining_must_leave_the_agent_part_of_the_walkthrough(
+    small_game: AlfworldGame, remaining: int
+) -> None:
+    with pytest.raises(ConfigError, match=r"remaining must be in 1\.\.3") as caught:
+        run_game(alfworld_react, ScriptedLLM([]), small_game, remaining=remaining)
+    assert caught.value.parameter == "remaining"
+
+
+@pytest.mark.slow
+def test_smollm2_with_scored_choices_wins_one_command_from_the_goal(smollm2: LocalLLM) -> None:
+    game = next(g for g in load_games("valid_train") if g.name == TWO_BOXES)
+    record, trace = AlfworldSuite(alfworld_react_scored, smollm2, max_steps=2, remaining=1).run(
+        game
+    )
+    assert record.success == 1.0 and record.steps == 1 and record.error is None
+    assert trace is not None
+    step = trace.steps[0]
+    scores = step.model.choice_scores
+    assert scores is not None and len(scores) > 10  # every admissible command, scored
+    best = max(scores, key=scores.__getitem__)
+    assert best == game.walkthrough[-1]
+    assert step.action == {"type": "tool", "tool": "act", "arguments": best}
+    assert step.output.startswith("Thought: ") and step.output.endswith(f"Action: act[{best}]")
+    assert step.reason and "\n" not in step.reason
 
 
 @pytest.mark.slow

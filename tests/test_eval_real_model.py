@@ -69,3 +69,18 @@ def test_alfworld_run_on_the_real_engine(tmp_path: Path) -> None:
     assert (item.prediction == "won") == (item.success == 1.0)
     assert read_manifest(tmp_path).headline == "success rate"
     assert "success rate" in (tmp_path / "report.md").read_text()
+
+
+def test_alfworld_short_horizon_run_with_scored_choices(tmp_path: Path) -> None:
+    graph = "relaygraph.eval.alfworld.agent:alfworld_react_scored"
+    result = eval_cli(
+        "alfworld", "--graph", graph, "--split", "valid_train", "--remaining", "1",
+        "--max-steps", "2", "--limit", "1", "--out", str(tmp_path), timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (item,) = read_items(tmp_path).values()
+    assert 1 <= item.steps <= 2 and item.error is None  # the agent's commands only
+    assert read_manifest(tmp_path).settings["remaining"] == 1
+    trace = json.loads((tmp_path / str(item.trace)).read_text())
+    assert "Done so far:" in trace["steps"][0]["prompt"][-1]["content"]
+    assert trace["steps"][0]["model"]["choice_scores"]

@@ -6,7 +6,9 @@ with a demonstration of the game's task type in its instructions. Unlike ReAct's
 prompts it may also ``finish`` (every relaygraph agent can); finishing before the
 episode is over simply loses the game. `run_game` plays one game with any factory of
 that shape and reports a `GameOutcome`: won is the engine's own goal check, never the
-agent's claim.
+agent's claim. With ``remaining=k`` a game is entered k expert commands before its
+goal (the expert's earlier commands are played first and shown in the task as the
+agent's own steps): the short-horizon setting where the packaged models win sometimes.
 
 Example:
     >>> game = load_games("valid_unseen", limit=1)[0]                  # doctest: +SKIP
@@ -24,14 +26,15 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel
 
 from relaygraph.agents import Agent, StandardRole, Tool
-from relaygraph.eval.alfworld.demos import DemoSet, load_demos
+from relaygraph.errors import ConfigError
+from relaygraph.eval.alfworld.demos import DemoSet, load_demos, think
 from relaygraph.eval.alfworld.env import AlfworldEnv, AlfworldEnvError
 from relaygraph.eval.alfworld.games import Split, TaskType
 from relaygraph.graph import AgentGraph, RunResult
 from relaygraph.routing.reasoning import ReActPolicy, ReasoningDecision, ReasoningPolicy
 
 if TYPE_CHECKING:
-    from relaygraph.agents.agent import ReactDecoding
+    from relaygraph.agents.agent import ChoiceScoring, ReactDecoding
     from relaygraph.eval.alfworld.games import AlfworldGame
     from relaygraph.llm.protocol import LLM
     from relaygraph.routing.reasoning import ReasoningState
@@ -59,18 +62,27 @@ class EpisodeGuard:
 
     The agent is told when the episode ends and should finish; if it acts again
     instead, or the engine failed, there is nothing left to do, so the next step stops.
+    With ``stop_when_over`` the run stops as soon as the episode ends, for an agent
+    that may not finish before (a tool policy requiring a call per command).
     """
 
     name = "alfworld-episode"
 
-    def __init__(self, env: AlfworldEnv, inner: ReasoningPolicy | None = None) -> None:
+    def __init__(
+        self,
+        env: AlfworldEnv,
+        inner: ReasoningPolicy | None = None,
+        *,
+        stop_when_over: bool = False,
+    ) -> None:
         self.env = env
         self.inner = inner or ReActPolicy()
+        self.stop_when_over = stop_when_over
 
     def decide(self, state: ReasoningState) -> ReasoningDecision:
         if self.env.error is not None:
             return ReasoningDecision("stop", f"the environment failed: {self.env.error}")
-        if self.env.done and self.env.late_commands:
+        if self.env.done and (self.env.late_commands or self.stop_when_over):
             return ReasoningDecision("stop", "the episode is over and the agent did not finish")
         return self.inner.decide(state)
 
@@ -83,13 +95,14 @@ def alfworld_react(
     reasoning_policy: ReasoningPolicy | None = None,
     react_decoding: ReactDecoding = "auto",
     admissible_only: bool = False,
+    choice_scoring: ChoiceScoring = "decode",
 ) -> AgentGraph:
     """One ReAct agent playing ``env``'s game with ``act[command]``.
 
     Args:
         model: The model name or `LLM` the agent uses.
-        env: The environment, reset or not; the agent gets ``env.max_steps`` commands
-            and one more step to finish.
+        env: The environment, reset or not; the agent gets the commands left in its
+            episode and one more step to finish.
         demos: Demonstrations; the one of the game's task type goes into the
             instructions (default: the set that ships with relaygraph).
         reasoning_policy: Decides, each step the episode can go on, whether and with
@@ -98,6 +111,11 @@ def alfworld_react(
         react_decoding: How its steps are decoded (`Agent.react_decoding`).
         admissible_only: Under the step grammar, ``act`` writes one of the game's
             admissible commands (`Tool.choices`) instead of free text.
+        choice_scoring: With ``admissible_only``, how the command is picked among them
+            (`Agent.choice_scoring`). ``calibrated`` also keeps the agent acting until
+            the episode is over (a small model scores ``finish`` too high after its own
+            thoughts): a tool policy of one ``act`` per command, the run stopped when the
+            game ends.
 
     Raises:
         ConfigError: ``demos`` has none for the game's task type.
@@ -108,7 +126,9 @@ def alfworld_react(
         """Run one command in the house, e.g. go to desk 1; returns what happens."""
         return env.step(command).text
 
-    steps = env.max_steps + 1  # every command, then finish
+    commands = env.max_steps - env.steps
+    steps = commands + 1  # every command left, then finish
+    scored = choice_scoring == "calibrated"
     graph = AgentGraph("alfworld-react", model=model, max_steps=steps)
     graph.add_agent(
         Agent(
@@ -120,11 +140,14 @@ def alfworld_react(
                     act, choices=(lambda: env.admissible_commands) if admissible_only else None
                 )
             ],
-            reasoning_policy=EpisodeGuard(env, reasoning_policy),
+            reasoning_policy=EpisodeGuard(env, reasoning_policy, stop_when_over=scored),
             max_steps=steps,
             max_tokens=MAX_TOKENS,
             context_budget=CONTEXT_BUDGET,
             react_decoding=react_decoding,
+            choice_scoring=choice_scoring,
+            tool_choice="act" if scored else "auto",
+            min_tool_calls=commands if scored else 0,
         )
     )
     return graph.set_entry("player").set_finish("player")
@@ -134,6 +157,13 @@ def alfworld_react_admissible(model: str | LLM, env: AlfworldEnv) -> AgentGraph:
     """`alfworld_react` whose ``act`` is decoded as one of the game's admissible commands
     (the step grammar lists them), the setting where an agent picks among valid moves."""
     return alfworld_react(model, env, admissible_only=True)
+
+
+def alfworld_react_scored(model: str | LLM, env: AlfworldEnv) -> AgentGraph:
+    """`alfworld_react` whose ``act`` is the admissible command that the thought makes
+    likeliest, calibrated against the command's prior (``choice_scoring="calibrated"``):
+    the constrained tool policy under which the packaged models win short episodes."""
+    return alfworld_react(model, env, admissible_only=True, choice_scoring="calibrated")
 
 
 def alfworld_react_guided(model: str | LLM, env: AlfworldEnv) -> AgentGraph:
@@ -156,7 +186,8 @@ class GameOutcome(BaseModel):
         split: Its split.
         task_type: Its task type.
         won: The engine's goal check at the end.
-        steps: Commands sent to the environment (invalid ones included).
+        steps: Commands the agent sent to the environment (invalid ones included; the
+            expert's, in a game entered before its goal, are not counted).
         finished: The agent ended with ``finish`` (rather than a limit or an error).
         seconds: Wall time, reset and model calls included.
         error: The engine's failure, when it failed; the game then counts as lost.
@@ -176,33 +207,75 @@ class GameOutcome(BaseModel):
 
 
 def run_game(
-    factory: AlfworldFactory, model: str | LLM, game: AlfworldGame, max_steps: int = 50
+    factory: AlfworldFactory,
+    model: str | LLM,
+    game: AlfworldGame,
+    max_steps: int = 50,
+    *,
+    remaining: int | None = None,
 ) -> GameOutcome:
     """Play ``game`` with the graph ``factory`` builds; the environment is always closed.
 
-    An engine failure (loading, a command, closing) is reported in the outcome's
-    ``error`` and the game counts as lost; it never raises.
+    With ``remaining`` the game starts that many expert commands before its goal (see
+    `enter`); the agent then has ``max_steps`` commands of its own. An engine failure
+    (loading, a command, closing) is reported in the outcome's ``error`` and the game
+    counts as lost; it never raises.
 
     Raises:
-        ConfigError: Bad ``max_steps``, a factory or model that cannot build a graph,
-            or the engine packages are missing.
+        ConfigError: Bad ``max_steps`` or ``remaining``, a factory or model that cannot
+            build a graph, or the engine packages are missing.
     """
     began = time.perf_counter()
-    env = AlfworldEnv(game, max_steps=max_steps)
+    prefix = expert_prefix(game, remaining)
+    env = AlfworldEnv(game, max_steps=len(prefix) + max_steps)
     result: RunResult | None = None
     # An engine failure is kept in env.error (the first one, if several) and reported.
     with contextlib.suppress(AlfworldEnvError), env:
-        first = env.reset()
+        task = enter(env, game, prefix)
         with factory(model=model, env=env).compile() as compiled:
-            result = compiled.invoke(first.text, thread_id=game.name)
+            result = compiled.invoke(task, thread_id=game.name)
     return GameOutcome(
         game=game.name,
         split=game.split,
         task_type=game.task_type,
         won=env.won and env.error is None,
-        steps=env.steps,
+        steps=max(0, env.steps - len(prefix)),
         finished=result is not None and result.answer is not None,
         seconds=time.perf_counter() - began,
         error=str(env.error) if env.error is not None else None,
         result=result,
     )
+
+
+def expert_prefix(game: AlfworldGame, remaining: int | None) -> tuple[str, ...]:
+    """The expert commands played before the agent's turn: all but the last
+    ``remaining`` of the walkthrough (none when ``remaining`` is None).
+
+    Raises:
+        ConfigError: ``remaining`` is not in 1..len(walkthrough).
+    """
+    if remaining is None:
+        return ()
+    if not 1 <= remaining <= len(game.walkthrough):
+        raise ConfigError(
+            f"remaining must be in 1..{len(game.walkthrough)} for {game.name}, got {remaining}",
+            parameter="remaining",
+            value=remaining,
+        )
+    return tuple(game.walkthrough[:-remaining])
+
+
+def enter(env: AlfworldEnv, game: AlfworldGame, prefix: tuple[str, ...]) -> str:
+    """Reset ``env``, play ``prefix``, and return the agent's task: the reset
+    observation, then the steps so far in the demonstrations' format, as if the agent
+    had taken them: each command with its templated thought (`think`, over the whole
+    walkthrough, so the last thought says what the next command is for) and what it
+    returned."""
+    lines = [env.reset().text]
+    if prefix:
+        lines.append("\nDone so far:")
+    thoughts = think(game.goal, game.walkthrough)
+    for thought, command in zip(thoughts, prefix, strict=False):
+        observation = env.step(command).text
+        lines += [f"Thought: {thought}", f"Action: act[{command}]", f"Observation: {observation}"]
+    return "\n".join(lines)

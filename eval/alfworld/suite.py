@@ -17,11 +17,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class AlfworldSuite:
-    """Plays each game with ``factory``'s graph on ``model``, at most ``max_steps`` commands."""
+    """Plays each game with ``factory``'s graph on ``model``, at most ``max_steps`` commands;
+    with ``remaining``, each game entered that many expert commands before its goal
+    (`run_game`)."""
 
     factory: AlfworldFactory
     model: LLM
     max_steps: int = 50
+    remaining: int | None = None
     name: ClassVar[str] = "alfworld"
     headline: ClassVar[str] = "success rate"
 
@@ -36,7 +39,7 @@ class AlfworldSuite:
         return {"task_type": item.task_type}
 
     def run(self, item: AlfworldGame) -> tuple[ItemRecord, Trace | None]:
-        outcome = run_game(self.factory, self.model, item, self.max_steps)
+        outcome = run_game(self.factory, self.model, item, self.max_steps, remaining=self.remaining)
         trace = outcome.result.trace if outcome.result is not None else None
         run_error = outcome.result.error if outcome.result is not None else None
         # Using every command and then hitting the graph's step limit is how a lost game
