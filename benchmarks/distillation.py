@@ -2,6 +2,11 @@
 
 Stages (each resumable; ``--only`` runs one):
 
+0. ``setting``: where the teacher wins (`_distill_setting`): short-horizon ALFWorld
+   episodes, entered k expert commands before the goal, played with scored choices; the
+   teacher's success per k on training games only, with its interval, the k chosen
+   there, and the held-out size that detects a 5-point difference. Written to the JSON's
+   ``setting`` part (each part keeps its own machine and commit).
 1. ``teacher``: the teacher (SmolLM2-135M, ReAct agents) plays ALFWorld ``valid_train``
    games and answers HotPotQA questions of the 376-question sample: the training
    trajectories. It also plays ``valid_unseen`` games and the distractor-100 questions:
@@ -47,6 +52,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from _common import RESULTS, machine, write_json
+from _distill_setting import (
+    GRAPH,
+    SLACK,
+    choose_remaining,
+    heldout_games,
+    heldout_size,
+    play,
+    train_games,
+)
 
 from relaygraph.distill import build_dataset, load_dataset, options, save_dataset
 from relaygraph.distill.dataset import DistillExample, dataset_stats
@@ -75,6 +89,31 @@ episodes (the paper's KL-only loss: cross-entropy on ACT pulls a student toward 
 guided replies' text, away from the teacher's own distribution)."""
 ALFWORLD_STEPS = 15
 """Commands per game: the teacher wins none in 50 either, and 15 keep a game near 25 s."""
+
+
+def setting(args: argparse.Namespace) -> dict[str, Any]:
+    """The teacher's success per k on training games, the k chosen, the held-out size."""
+    llm = load_llm(TEACHER)
+    games = train_games(args.setting_games)
+    rows = [play(llm, TEACHER, games, RUNS / f"setting-k{k}", k) for k in args.remaining_options]
+    chosen = choose_remaining(rows)
+    success = next(r["success"] for r in rows if r["remaining"] == chosen)
+    return {
+        "machine": machine(),
+        "graph": GRAPH,
+        "slack": SLACK,
+        "training_games": len(games),
+        "by_remaining": rows,
+        "chosen_remaining": chosen,
+        "heldout": heldout_size(success, args.seeds) | {"available": len(heldout_games())},
+    }
+
+
+def keep_part(name: str, part: dict[str, Any]) -> None:
+    """Write ``part`` under ``name`` into the results JSON, keeping its other parts."""
+    path = RESULTS / "distillation.json"
+    result = json.loads(path.read_text()) if path.exists() else {"benchmark": "distillation"}
+    write_json(path, result | {name: part})
 
 
 def teacher_runs(args: argparse.Namespace) -> None:
@@ -401,7 +440,11 @@ def add_student_options(parser: argparse.ArgumentParser) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["teacher", "train", "eval"])
+    parser.add_argument("--only", choices=["setting", "teacher", "train", "eval"])
+    parser.add_argument(
+        "--setting-games", type=int, default=60, help="training games per k in the setting"
+    )
+    parser.add_argument("--remaining-options", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--hotpot-train", type=int, default=60)
     parser.add_argument("--hotpot-heldout", type=int, default=20)
     parser.add_argument("--alfworld-train", type=int, default=16)
@@ -423,6 +466,10 @@ def main() -> None:
     args = parser.parse_args()
     if not {"kd", "structured"} <= set(args.losses):
         parser.error("--losses must include kd and structured: the goal compares them")
+    if args.only in (None, "setting"):
+        keep_part("setting", setting(args))
+    if args.only == "setting":
+        return
     if args.only in (None, "teacher"):
         teacher_runs(args)
     if args.only == "teacher":
@@ -459,7 +506,8 @@ def main() -> None:
             for task in ("hotpot", "alfworld")
         },
     }
-    write_json(RESULTS / "distillation.json", result)
+    for name, part in result.items():
+        keep_part(name, part)
     plot(scores, RESULTS / "distillation.png")
 
 
