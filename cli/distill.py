@@ -97,6 +97,13 @@ def distill_train(
             "(--no-prompt-gradient: the prompt runs without gradient, a much cheaper step)."
         ),
     ] = True,
+    curriculum: Annotated[
+        bool,
+        typer.Option(
+            help="Simple to complex: each step draws from the shortest replies, a share "
+            "growing to all of them (Structured Agent Distillation's curriculum)."
+        ),
+    ] = False,
 ) -> None:
     """Train a student (the teacher's blocks, truncated) and write it as GGUF."""
     from typing import get_args

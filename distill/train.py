@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 CONFIG = "config.json"
 LOG = "log.jsonl"
 CHECKPOINT = "checkpoints/latest.pt"
+CURRICULUM_START = 0.3
+"""The share of the data, easiest first, that a curriculum's first step draws from."""
 STUDENT = "student.gguf"
 
 
@@ -93,6 +95,11 @@ class TrainConfig(BaseModel):
     half in a quick timing here), and the student learns to act on its prompt's
     representation, not to change it."""
     seed: int = 0
+    curriculum: bool = False
+    """Simple to complex (Structured Agent Distillation's curriculum): each step draws its
+    examples from the easiest share of the data, by reply length, a share that grows
+    linearly from `CURRICULUM_START` to all of it at the last step (competence-based
+    curriculum, Platanios et al., 2019). Off: a seeded shuffle per pass."""
     checkpoint_every: int = Field(default=25, ge=1)
     reason_kl: float = Field(default=1.0, ge=0)
     act_kl: float = Field(default=1.0, ge=0)
@@ -172,7 +179,7 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     weights = SpanWeights(config.reason_kl, config.act_kl, config.act_ce)
-    order = _order(len(examples), config)
+    order = _order([len(e.target_ids) for e in examples], config)
     loss = math.nan
     progress = Progress(
         TextColumn(f"[bold]{config.loss} student"),
@@ -300,10 +307,21 @@ def _targets(example: DistillExample, index: int, dist: TeacherDistributions | N
     )
 
 
-def _order(n: int, config: TrainConfig) -> list[int]:
-    """Example indices for every step: a seeded shuffle per pass over the data."""
-    needed = config.steps * config.batch
-    order: list[int] = []
+def _order(lengths: Sequence[int], config: TrainConfig) -> list[int]:
+    """Example indices for every step, from the seed alone (a resumed run sees the same):
+    a seeded shuffle per pass over the data, or with ``curriculum`` each step's batch
+    drawn (seeded) from the shortest replies, a share growing to all of them."""
+    n, needed = len(lengths), config.steps * config.batch
+    if config.curriculum:
+        easiest = sorted(range(n), key=lambda i: (lengths[i], i))
+        order: list[int] = []
+        for step in range(config.steps):
+            share = CURRICULUM_START + (1 - CURRICULUM_START) * step / max(config.steps - 1, 1)
+            pool = easiest[: max(config.batch, math.ceil(share * n))]
+            rng = np.random.default_rng([config.seed, step])
+            order += [pool[i] for i in rng.permutation(len(pool))[: config.batch]]
+        return order
+    order = []
     epoch = 0
     while len(order) < needed:
         order += np.random.default_rng([config.seed, epoch]).permutation(n).tolist()

@@ -14,7 +14,7 @@ from relaygraph.distill import build_dataset, save_dataset
 from relaygraph.distill.losses import SpanWeights, Targets, combine, term_counts, terms
 from relaygraph.distill.options import student_config
 from relaygraph.distill.teacher import compute_distributions
-from relaygraph.distill.train import TrainConfig, train
+from relaygraph.distill.train import CURRICULUM_START, TrainConfig, _order, train
 from relaygraph.errors import ConfigError
 from relaygraph.eval.runner import evaluate
 from relaygraph.eval.security import SecuritySuite, assistant, load_specs, synthesize
@@ -234,3 +234,20 @@ def test_the_cli_refuses_an_unknown_loss_or_precision(tmp_path: Path) -> None:
                               option, value)  # fmt: skip
         assert done.returncode == 2
         assert f"{option} must be one of" in done.stderr and value in done.stderr
+
+
+def test_a_curriculum_goes_from_the_shortest_replies_to_all_of_them() -> None:
+    lengths = [40, 5, 30, 10, 20, 50, 15, 25, 35, 45]  # the index order of length: 1 3 6 4 ...
+    config = TrainConfig(loss="sft", steps=10, batch=2, seed=3, curriculum=True)
+    order = _order(lengths, config)
+    assert len(order) == 20 and order == _order(lengths, config)  # the seed alone decides
+    first = order[:2]
+    easiest = sorted(range(10), key=lengths.__getitem__)[: math.ceil(CURRICULUM_START * 10)]
+    assert set(first) <= set(easiest)
+    assert len(set(order)) > len(easiest)  # the pool grows past the easiest share
+    steps = [order[i : i + 2] for i in range(0, 20, 2)]
+    assert all(len(set(s)) == 2 for s in steps)  # no example twice in a batch
+    mean_length = [sum(lengths[i] for i in s) / 2 for s in steps]
+    assert sum(mean_length[:3]) < sum(mean_length[-3:])
+    plain = _order(lengths, config.model_copy(update={"curriculum": False}))
+    assert sorted(plain[:10]) == list(range(10))  # without: every example once per pass

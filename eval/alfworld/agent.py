@@ -96,6 +96,7 @@ def alfworld_react(
     react_decoding: ReactDecoding = "auto",
     admissible_only: bool = False,
     choice_scoring: ChoiceScoring = "decode",
+    temperature: float = 0.0,
 ) -> AgentGraph:
     """One ReAct agent playing ``env``'s game with ``act[command]``.
 
@@ -116,6 +117,8 @@ def alfworld_react(
             the episode is over (a small model scores ``finish`` too high after its own
             thoughts): a tool policy of one ``act`` per command, the run stopped when the
             game ends.
+        temperature: The agent's sampling temperature (0: greedy; scored choices stay
+            the best-scoring command, after a sampled thought).
 
     Raises:
         ConfigError: ``demos`` has none for the game's task type.
@@ -146,6 +149,7 @@ def alfworld_react(
             context_budget=CONTEXT_BUDGET,
             react_decoding=react_decoding,
             choice_scoring=choice_scoring,
+            temperature=temperature,
             tool_choice="act" if scored else "auto",
             min_tool_calls=commands if scored else 0,
         )
