@@ -12,10 +12,11 @@ the held-out set is sized from the chosen success rate (`heldout_size`).
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from relaygraph.eval.alfworld.agent import alfworld_react_scored
+from relaygraph.eval.alfworld.agent import alfworld_react
 from relaygraph.eval.alfworld.demos import load_demos
 from relaygraph.eval.alfworld.games import AlfworldGame, load_games
 from relaygraph.eval.alfworld.suite import AlfworldSuite
@@ -24,6 +25,7 @@ from relaygraph.graph.runs import read_items
 from relaygraph.llm.protocol import LLM
 
 GRAPH = "relaygraph.eval.alfworld.agent:alfworld_react_scored"
+"""The agent, by the name its runs record (`suite` builds it, at any temperature)."""
 SLACK = 1
 """Commands beyond the expert's ``k``: one wrong command may be undone."""
 MIN_TEACHER_SUCCESS = 0.3
@@ -59,26 +61,38 @@ def heldout_games() -> list[AlfworldGame]:
     return [g for g in games if g.name not in demos]
 
 
-def suite(llm: LLM, remaining: int) -> AlfworldSuite:
-    """The setting's suite on ``llm`` for episodes ``remaining`` commands from the goal."""
-    return AlfworldSuite(
-        alfworld_react_scored, llm, max_steps=remaining + SLACK, remaining=remaining
+def suite(llm: LLM, remaining: int, temperature: float = 0.0) -> AlfworldSuite:
+    """The setting's suite on ``llm`` for episodes ``remaining`` commands from the goal
+    (thoughts sampled at ``temperature``; 0: greedy)."""
+    factory = partial(
+        alfworld_react, admissible_only=True, choice_scoring="calibrated", temperature=temperature
     )
+    return AlfworldSuite(factory, llm, max_steps=remaining + SLACK, remaining=remaining)
 
 
 def play(
-    llm: LLM, name: str, games: list[AlfworldGame], out: Path, remaining: int, **run: Any
+    llm: LLM,
+    name: str,
+    games: list[AlfworldGame],
+    out: Path,
+    remaining: int,
+    *,
+    temperature: float = 0.0,
 ) -> dict[str, Any]:
     """``games`` played by ``llm`` into the run ``out`` (resumed): wins, rate, interval."""
     evaluate(
-        suite(llm, remaining),
+        suite(llm, remaining, temperature),
         games,
         out,
         dataset=f"alfworld@{remaining}",
         graph=GRAPH,
         model=name,
         resume=(out / "run.json").exists(),
-        settings={"remaining": remaining, "max_steps": remaining + SLACK, **run},
+        settings={
+            "remaining": remaining,
+            "max_steps": remaining + SLACK,
+            "temperature": temperature,
+        },
     )
     records = read_items(out)
     chosen = [records[g.name] for g in games]

@@ -1,41 +1,46 @@
-"""Structured REASON/ACT distillation against token-level KD and SFT, on real trajectories.
+"""Structured REASON/ACT distillation against token-level KD and SFT, where the teacher wins.
 
-Stages (each resumable; ``--only`` runs one):
+The setting (`_distill_setting`): short-horizon ALFWorld. An episode enters a game k
+expert commands before its goal and gives the agent k + 1 commands; the agent writes a
+one-line thought, then sends the admissible command that the thought makes likeliest
+against the command's prior (`alfworld_react_scored`). The claim tested is Structured
+Agent Distillation's: with the same data and student, segment-aware losses keep more of
+the teacher's task success than token-level KD.
 
-0. ``setting``: where the teacher wins (`_distill_setting`): short-horizon ALFWorld
-   episodes, entered k expert commands before the goal, played with scored choices; the
-   teacher's success per k on training games only, with its interval, the k chosen
-   there, and the held-out size that detects a 5-point difference. Written to the JSON's
-   ``setting`` part (each part keeps its own machine and commit).
-1. ``teacher``: the teacher (SmolLM2-135M, ReAct agents) plays ALFWorld ``valid_train``
-   games and answers HotPotQA questions of the 376-question sample: the training
-   trajectories. It also plays ``valid_unseen`` games and the distractor-100 questions:
-   held-out trajectories, never trained on. Run directories under runs/distillation/.
-2. ``train``: one dataset from the training runs (all episodes: the teacher rarely
-   succeeds), and per seed three students with the same blocks, data, steps and example
-   order, one per loss: ``sft``, ``kd`` (token-level) and ``structured`` (weights
-   ``STRUCTURED_WEIGHTS``, chosen by distillation_weights.py on a tuning split of the
-   training episodes, never on the held-out steps). Three seeds by
-   default: one seed's ranking of the losses did not survive a second. By default a
-   student keeps 24 of the teacher's 30 blocks, without its middle six (``--cut
-   middle``), and trains only its upper twelve (``--frozen 12``): with 12 evenly spaced
-   blocks, trained in full for 40 steps, no student reproduced a single held-out action.
-   Students train without the prompt's gradient unless ``--prompt-gradient``.
-3. ``eval``: on held-out steps, each student's ACT exact match with the teacher given the
-   same prompt, the teacher's perplexity of the student's REASON text, and end-task
-   success with the student as the agent model on held-out HotPotQA questions and
-   ALFWorld ``valid_unseen`` games (the teacher's own held-out runs, over the same items,
-   are its row); student size and tokens/s. Per loss the seeds' mean and spread, and
-   structured against KD on ACT match paired over the same held-out steps, with an
-   interval over held-out episodes; the goal counts as met only where it clears zero.
+Stages (each resumable; ``--only`` runs one; run directories under runs/distillation/):
 
-Writes benchmarks/results/distillation.json and distillation.png.
+0. ``setting``: the teacher's success per k on a draw of training games, with Wilson
+   intervals, the k chosen there, and the held-out size that detects a 5-point
+   difference between two losses.
+1. ``teacher``: at the chosen k the teacher plays the training games (``valid_train``
+   but the tuning games) greedily, and ``--samples`` more times with its thoughts sampled
+   at ``--temperature`` (more data: other thoughts, sometimes other commands); the tuning
+   games and the held-out episodes (every ``valid_unseen`` and ``valid_seen`` game but
+   the demonstrations') greedily. Its held-out run is the teacher's row.
+2. ``tune``: the structured loss's weights: one student per ``--weights`` setting,
+   trained on the training data, plays the tuning games; the best success is kept (ties:
+   the first listed). Held-out games are never played here.
+3. ``train``: per seed one student per loss, on the same blocks, data and steps, and for
+   a seed the same example order: ``sft``, ``kd`` (token-level), ``structured`` (the
+   tuned weights), and with ``--curriculum`` ``structured`` under SAD's simple-to-complex
+   curriculum. The data: the teacher's successful episodes (``--data successful``, as
+   SAD) or all of them.
+4. ``eval``: every student plays the held-out episodes as the agent model: success, and
+   ACT match with the teacher on the first step (every model sees the same first prompt:
+   the expert's steps), seconds per agent step; per loss the seeds' mean and spread; the
+   paired differences (structured - KD, structured - SFT, and the curriculum's against
+   structured), each episode's difference the mean over seeds, with 95% bootstrap
+   intervals over episodes. The goal counts as met only where the interval clears zero.
+
+Writes benchmarks/results/distillation.json (each stage's part keeps its own machine and
+commit) and distillation.png.
 
 Usage:
-    python benchmarks/distillation.py [--only teacher|train|eval] [--hotpot-train 120]
-        [--alfworld-train 24] [--layers 24] [--cut middle] [--frozen 12] [--steps 200]
-        [--batch 8] [--lr 1e-3] [--precision q8_0] [--prompt-gradient] [--seeds 3]
-        [--reason-kl 1 --act-kl 1 --act-ce 0] [--losses sft kd structured]
+    python benchmarks/distillation.py [--only setting|teacher|tune|train|eval]
+        [--setting-games 60] [--remaining-options 1 2] [--samples 3] [--temperature 0.7]
+        [--train-games N] [--tune-games 40] [--heldout-episodes N] [--data successful|all]
+        [--seeds 5]
+        [--curriculum] [--weights 1,1,0 1,1,1 2,1,0] [student options: --layers 24 ...]
 """
 
 from __future__ import annotations
@@ -62,19 +67,12 @@ from _distill_setting import (
     train_games,
 )
 
-from relaygraph.distill import build_dataset, load_dataset, options, save_dataset
-from relaygraph.distill.dataset import DistillExample, dataset_stats
-from relaygraph.distill.evaluate import agent_actions, score_student
-from relaygraph.distill.losses import LOSSES, LossKind, SpanWeights
+from relaygraph.distill import build_dataset, options, save_dataset
+from relaygraph.distill.losses import LossKind, SpanWeights
 from relaygraph.distill.student import Cut, Precision
 from relaygraph.distill.train import TrainConfig, train
-from relaygraph.eval.alfworld.agent import MAX_TOKENS as ALFWORLD_MAX_TOKENS
-from relaygraph.eval.alfworld.agent import alfworld_react
-from relaygraph.eval.alfworld.games import load_games
-from relaygraph.eval.alfworld.suite import AlfworldSuite
-from relaygraph.eval.hotpotqa import HotpotSuite, load_hotpotqa
-from relaygraph.eval.hotpotqa.agents import REACT_MAX_TOKENS, react
-from relaygraph.eval.runner import evaluate, sample_items
+from relaygraph.eval.alfworld.games import AlfworldGame
+from relaygraph.eval.runner import sample_items
 from relaygraph.fileio import save_figure
 from relaygraph.graph.runs import read_items
 from relaygraph.llm.catalog import packaged_model
@@ -83,12 +81,37 @@ from relaygraph.llm.registry import load_llm
 
 TEACHER = "smollm2-135m"
 RUNS = Path("runs/distillation")
-STRUCTURED_WEIGHTS = SpanWeights(reason_kl=1.0, act_kl=1.0, act_ce=0.0)
-"""The best of distillation_weights.py's settings on its tuning split of the training
-episodes (the paper's KL-only loss: cross-entropy on ACT pulls a student toward the
-guided replies' text, away from the teacher's own distribution)."""
-ALFWORLD_STEPS = 15
-"""Commands per game: the teacher wins none in 50 either, and 15 keep a game near 25 s."""
+RESULT = RESULTS / "distillation.json"
+WEIGHT_OPTIONS = (SpanWeights(1, 1, 0), SpanWeights(1, 1, 1), SpanWeights(2, 1, 0))
+"""The structured loss's weight settings the ``tune`` stage compares (reason_kl, act_kl,
+act_ce): the paper's KL-only loss, with ACT cross-entropy, and REASON weighted up."""
+STUDENTS = ("sft", "kd", "structured", "curriculum")
+"""The rows of the comparison: ``curriculum`` is ``structured`` trained simple to complex."""
+PAIRS = (("structured", "kd"), ("structured", "sft"), ("curriculum", "structured"))
+
+
+# -- parts of the results JSON ---------------------------------------------------------
+
+
+def keep_part(name: str, part: Any) -> None:
+    """Write ``part`` under ``name`` into the results JSON, keeping its other parts."""
+    result = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    write_json(RESULT, {"benchmark": "distillation"} | result | {name: part})
+
+
+def saved_part(name: str, stage: str) -> Any:
+    """A part an earlier stage wrote.
+
+    Raises:
+        SystemExit: It is missing: run that stage first.
+    """
+    result = json.loads(RESULT.read_text()) if RESULT.exists() else {}
+    if name not in result:
+        raise SystemExit(f"{RESULT} has no {name!r} part: run --only {stage} first")
+    return result[name]
+
+
+# -- stages ------------------------------------------------------------------------------
 
 
 def setting(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,316 +132,216 @@ def setting(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def keep_part(name: str, part: dict[str, Any]) -> None:
-    """Write ``part`` under ``name`` into the results JSON, keeping its other parts."""
-    path = RESULTS / "distillation.json"
-    result = json.loads(path.read_text()) if path.exists() else {"benchmark": "distillation"}
-    write_json(path, result | {name: part})
-
-
-def teacher_runs(args: argparse.Namespace) -> None:
-    """Train and held-out trajectories of the teacher (resumed when present)."""
-    llm = load_llm(TEACHER)
-    hotpot = HotpotSuite(react, llm)
-    alfworld = AlfworldSuite(alfworld_react, llm, max_steps=ALFWORLD_STEPS)
-    paragraphs = load_hotpotqa(sample="paragraphs-376").examples
-    distractor = load_hotpotqa(sample="distractor-100").examples
-
-    def games(split: Any, limit: int) -> list[Any]:
-        return sample_items(load_games(split), limit, 0, stratum=lambda g: g.task_type)
-
-    plan = [
-        ("hotpot-train", hotpot, sample_items(paragraphs, args.hotpot_train, 0)),
-        ("hotpot-heldout", hotpot, sample_items(distractor, args.hotpot_heldout, 0)),
-        ("alfworld-train", alfworld, games("valid_train", args.alfworld_train)),
-        ("alfworld-heldout", alfworld, games("valid_unseen", args.alfworld_heldout)),
-    ]
-    for name, suite, items in plan:
-        out = RUNS / name
-        resume = (out / "run.json").exists()
-        evaluate(suite, items, out, dataset=name, graph=name, model=TEACHER, resume=resume)
-
-
-def datasets(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The training dataset (a seeded sample of the training runs' steps) and the
-    held-out one, built once."""
-    tokenizer = LocalLLM.load(TEACHER)
-    out = {}
-    for split in ("train", "heldout"):
-        folder = RUNS / f"dataset-{split}"
-        if not (folder / "examples.jsonl").exists():
-            sources = [RUNS / f"hotpot-{split}", RUNS / f"alfworld-{split}"]
-            examples, stats = build_dataset(sources, tokenizer)
-            limit = args.train_examples if split == "train" else args.heldout_examples
-            examples = sample_items(examples, limit, 0)
-            sampled = dataset_stats(
-                examples,
-                episodes=stats.episodes,
-                successful_episodes=stats.successful_episodes,
-                skipped=stats.skipped
-                | {f"not drawn (sample of {limit})": stats.examples - len(examples)},
-            )
-            save_dataset(examples, sampled, folder)
-        out[split] = folder
-    return out["train"], out["heldout"]
-
-
-def students(args: argparse.Namespace, dataset: Path) -> dict[str, list[Path]]:
-    """Students per loss, one per seed: the same blocks, data and steps, and for a seed
-    the same example order across losses (resumed when present)."""
-    made: dict[str, list[Path]] = {loss: [] for loss in args.losses}
-    for seed in range(args.seeds):
-        for loss in args.losses:
-            config = student_config(args, loss, seed)
-            out = RUNS / f"student-{student_name(config)}"
-            if not (out / "result.json").exists():
-                train(config, dataset, out)
-            made[loss].append(out)
-    return made
-
-
-def student_config(
-    args: argparse.Namespace, loss: LossKind, seed: int, weights: SpanWeights | None = None
-) -> TrainConfig:
-    """The students' settings (`add_student_options`) for one loss and seed; the span
-    weights (``weights``, or the options') only where the loss has spans, so SFT and KD
-    runs keep the configuration they resume under."""
-    if loss == "structured":
-        weights = weights or SpanWeights(args.reason_kl, args.act_kl, args.act_ce)
-    else:
-        weights = SpanWeights()
-    return options.student_config(
-        vars(args), loss=loss, seed=seed, teacher=TEACHER, **asdict(weights)
-    )
-
-
-def student_name(config: TrainConfig) -> str:
-    """``<loss>-seed<n>``, with the structured loss's weights when they are not the
-    defaults, so students trained with other weights never stand in for each other."""
-    weights = (config.reason_kl, config.act_kl, config.act_ce)
-    tag = ""
-    if config.loss == "structured" and weights != astuple(SpanWeights()):
-        tag = "-w" + "-".join(f"{w:g}" for w in weights)
-    return f"{config.loss}{tag}-seed{config.seed}"
-
-
-def heldout_tasks(args: argparse.Namespace) -> dict[str, tuple[Any, list[Any]]]:
-    """The held-out task suites and items, built on ``model`` later: a prefix of the
-    teacher's held-out runs (a smaller seeded draw is part of a larger one)."""
-    distractor = load_hotpotqa(sample="distractor-100").examples
-    games = load_games("valid_unseen")
+def game_split(args: argparse.Namespace) -> dict[str, list[AlfworldGame]]:
+    """Training, tuning and held-out games: the tuning games a seeded draw of
+    ``valid_train`` in proportion to task type, the held-out ones the setting's size."""
+    every = train_games(None)
+    tune = sample_items(every, args.tune_games, 1, stratum=lambda g: g.task_type)
+    tuned = {g.name for g in tune}
+    size = args.heldout_episodes or saved_part("setting", "setting")["heldout"]["episodes"]
+    heldout = heldout_games()
+    rest = [g for g in every if g.name not in tuned]
     return {
-        "hotpot": (
-            lambda llm: HotpotSuite(react, llm),
-            sample_items(distractor, min(args.task_questions, args.hotpot_heldout), 0),
-        ),
-        "alfworld": (
-            lambda llm: AlfworldSuite(alfworld_react, llm, max_steps=ALFWORLD_STEPS),
-            sample_items(
-                games, min(args.task_games, args.alfworld_heldout), 0, stratum=lambda g: g.task_type
-            ),
-        ),
+        "train": sample_items(rest, args.train_games, 0, stratum=lambda g: g.task_type),
+        "tune": tune,
+        "heldout": sample_items(heldout, min(size, len(heldout)), 0, stratum=lambda g: g.task_type),
     }
 
 
-def task_scores(run: Path, ids: list[str]) -> dict[str, float]:
-    """Mean success and metrics of a run over the items ``ids``."""
-    records = read_items(run)
-    missing = [i for i in ids if i not in records]
-    if missing:
-        raise SystemExit(f"{run} lacks {len(missing)} of the held-out items; rerun --only teacher")
-    chosen = [records[i] for i in ids]
-    metrics = {
-        k: float(np.mean([r.metrics.get(k, 0.0) for r in chosen])) for k in chosen[0].metrics
+def teacher(args: argparse.Namespace, k: int, games: dict[str, list[AlfworldGame]]) -> Any:
+    """The teacher's runs: training games greedy and sampled, tuning and held-out greedy."""
+    llm = load_llm(TEACHER)
+    rows = {
+        name: play(llm, TEACHER, games[name], RUNS / f"teacher-{name}", k)
+        for name in ("train", "tune", "heldout")
     }
-    return {"success": float(np.mean([r.success for r in chosen])), **metrics, "items": len(ids)}
-
-
-def model_row(
-    args: argparse.Namespace,
-    name: str,
-    model: str,
-    *,
-    teacher: Any,
-    examples: list[Any],
-    actions: dict[str, list[str]],
-) -> dict[str, Any]:
-    """One model's agreement with the teacher on held-out steps and its end-task scores
-    as the agent model. The teacher's task scores come from its held-out runs (stage
-    ``teacher``) over the same items the students play."""
-    llm = load_llm(model)
-    row = agreement(llm, model, teacher, examples, actions, out=RUNS / f"score-{name}.json")
-    for task, (suite_on, items) in heldout_tasks(args).items():
-        suite = suite_on(llm)
-        ids = [suite.item_id(i) for i in items]
-        if name == "teacher":
-            row[task] = task_scores(RUNS / f"{task}-heldout", ids)
-            continue
-        out = RUNS / f"task-{task}-{name}"
-        evaluate(
-            suite,
-            items,
-            out,
-            dataset=f"{task}-heldout",
-            graph="react",
-            model=model,
-            resume=(out / "run.json").exists(),
+    for sample in range(args.samples):
+        rows[f"train-sample{sample}"] = play(
+            llm,
+            TEACHER,
+            games["train"],
+            RUNS / f"teacher-train-sample{sample}",
+            k,
+            temperature=args.temperature,
         )
-        row[task] = task_scores(out, ids)
-    path = Path(model) if model.endswith(".gguf") else packaged_model(TEACHER).locate()
-    row["size_mb"] = round(path.stat().st_size / 1e6, 1)
-    return row
+    return {"machine": machine(), "remaining": k, "runs": rows}
 
 
-def agreement(
-    llm: Any,
-    model: str,
-    teacher: Any,
-    examples: list[Any],
-    actions: dict[str, list[str]],
-    *,
-    out: Path,
-) -> dict[str, Any]:
-    """`score_student` of ``llm`` (loaded from ``model``), kept in ``out`` for the same
-    held-out steps and model file, so an interrupted evaluation resumes where it stopped."""
-    file = Path(model)
-    identity = {
-        "examples": [e.id for e in examples],
-        "model": [
-            model,
-            *((file.stat().st_size, file.stat().st_mtime_ns) if file.is_file() else ()),
-        ],
-    }
-    if out.exists() and (saved := json.loads(out.read_text()))["identity"] == identity:
-        return dict(saved["scores"])
-    scores: dict[str, Any] = score_student(llm, teacher, examples, actions).model_dump()
-    write_json(out, {"identity": identity, "scores": scores})
-    return scores
+def dataset(args: argparse.Namespace) -> Path:
+    """The training dataset: the teacher's training runs (greedy and sampled), all
+    episodes or the successful ones, built once."""
+    folder = RUNS / f"dataset-{args.data}"
+    if not (folder / "examples.jsonl").exists():
+        sources = [RUNS / "teacher-train"]
+        sources += [RUNS / f"teacher-train-sample{s}" for s in range(args.samples)]
+        if missing := [str(s) for s in sources if not (s / "run.json").exists()]:
+            raise SystemExit(f"no teacher runs {missing}: run --only teacher first")
+        examples, stats = build_dataset(
+            sources, LocalLLM.load(TEACHER), only_successful=args.data == "successful"
+        )
+        save_dataset(examples, stats, folder)
+    return folder
 
 
-def scored_steps(examples: list[DistillExample], limit: int) -> list[DistillExample]:
-    """A seeded draw of ``limit`` steps, each with its agent's reply cap, in episode order
-    (each prompt extends the last, and the engines' prefix caches read only the new part)."""
-    # the caps the harness agents reply under, for traces that predate recording them
-    caps = {"reader": REACT_MAX_TOKENS, "player": ALFWORLD_MAX_TOKENS}
-    examples = [e if e.max_tokens else e.model_copy(update={"max_tokens": caps[e.agent]})
-                for e in examples]  # fmt: skip
-    return sorted(sample_items(examples, limit, 0), key=lambda e: (e.source, e.step))
+def student(args: argparse.Namespace, row: str, seed: int, weights: SpanWeights) -> Path:
+    """The student of ``row`` and ``seed``, trained when missing; its folder."""
+    loss: LossKind = "structured" if row == "curriculum" else row  # type: ignore[assignment]
+    config = student_config(args, loss, seed, weights, curriculum=row == "curriculum")
+    out = RUNS / f"student-{args.data}-{student_name(config)}"
+    if not (out / "result.json").exists():
+        train(config, dataset(args), out)
+    return out
+
+
+def tune(args: argparse.Namespace, k: int, games: dict[str, list[AlfworldGame]]) -> Any:
+    """The structured weights that win most tuning games (one student each, seed 0)."""
+    rows = []
+    for weights in args.weights:
+        folder = student(args, "structured", 0, weights)
+        name = folder.name.removeprefix("student-")
+        played = play(
+            load_llm(str(folder / "student.gguf")), name, games["tune"], RUNS / f"tune-{name}", k
+        )
+        rows.append({"weights": asdict(weights), **played})
+    best = max(rows, key=lambda r: r["success"])  # the first of equals
+    return {"machine": machine(), "rows": rows, "best": best["weights"]}
 
 
 def evaluation(
-    args: argparse.Namespace,
-    train_set: Path,
-    examples: list[DistillExample],
-    made: dict[str, list[Path]],
+    args: argparse.Namespace, k: int, games: list[AlfworldGame], weights: SpanWeights
 ) -> dict[str, Any]:
-    """The teacher's row, and per loss each seed's row and their mean and spread, on the
-    held-out steps ``examples``."""
-    teacher = load_llm(TEACHER)
-    actions = agent_actions([*load_dataset(train_set)[0], *examples])
-    scores: dict[str, Any] = {
-        "teacher": model_row(
-            args, "teacher", TEACHER, teacher=teacher, examples=examples, actions=actions
-        )
-    }
-    for loss, folders in made.items():
-        rows = []
-        for folder in folders:
-            row = model_row(
-                args,
-                folder.name.removeprefix("student-"),
-                str(folder / "student.gguf"),
-                teacher=teacher,
-                examples=examples,
-                actions=actions,
-            )
-            row["train"] = json.loads((folder / "result.json").read_text())
-            rows.append(row)
-        scores[loss] = {"by_seed": rows, **across_seeds(rows)}
+    """Every model's held-out play, per-episode outcomes, and the rows per loss."""
+    ids = [g.name for g in games]
+    teacher_run = RUNS / "teacher-heldout"
+    teacher_actions = first_actions(teacher_run, ids)
+    scores: dict[str, Any] = {"teacher": outcome(teacher_run, ids, teacher_actions)}
+    scores["teacher"]["size_mb"] = size_mb(packaged_model(TEACHER).locate())
+    rows = [r for r in STUDENTS if r != "curriculum" or args.curriculum]
+    for row in rows:
+        by_seed = []
+        for seed in range(args.seeds):
+            folder = student(args, row, seed, weights)
+            name = folder.name.removeprefix("student-")
+            model = folder / "student.gguf"
+            play(load_llm(str(model)), name, games, RUNS / f"play-{name}", k)
+            seen = outcome(RUNS / f"play-{name}", ids, teacher_actions)
+            by_seed.append(seen | {"student": name, "size_mb": size_mb(model)})
+        scores[row] = {"by_seed": by_seed, **across_seeds(by_seed)}
     return scores
 
 
-FIGURES: dict[str, Any] = {
-    "act_match": lambda r: r["act_match"],
-    "parsed": lambda r: r["parsed"],
-    "reason_perplexity": lambda r: r["reason_perplexity"],
-    "tokens_per_s": lambda r: r["tokens_per_s"],
-    "hotpot_success": lambda r: r["hotpot"]["success"],
-    "hotpot_f1": lambda r: r["hotpot"]["f1"],
-    "alfworld_success": lambda r: r["alfworld"]["success"],
-}
-"""The figures averaged over a loss's seeds."""
+def first_actions(run: Path, ids: list[str]) -> list[str | None]:
+    """Each episode's first command in ``run`` (None: the agent sent none)."""
+    records = read_items(run)
+    actions: list[str | None] = []
+    for item in ids:
+        record = records[item]
+        steps = json.loads((run / record.trace).read_text())["steps"] if record.trace else []
+        sent = next((s["action"] for s in steps if (s.get("action") or {}).get("tool")), None)
+        actions.append(None if sent is None else sent["arguments"])
+    return actions
+
+
+def outcome(run: Path, ids: list[str], teacher_actions: list[str | None]) -> dict[str, Any]:
+    """A run's per-episode wins and first-step ACT matches with the teacher, the rates,
+    and the seconds per agent step."""
+    records = read_items(run)
+    missing = [i for i in ids if i not in records]
+    if missing:
+        raise SystemExit(f"{run} lacks {len(missing)} of the held-out episodes")
+    chosen = [records[i] for i in ids]
+    won = [r.success == 1.0 for r in chosen]
+    matched = [
+        a is not None and a == t
+        for a, t in zip(first_actions(run, ids), teacher_actions, strict=True)
+    ]
+    steps = sum(r.steps for r in chosen)
+    return {
+        "success": round(float(np.mean(won)), 4),
+        "act_match": round(float(np.mean(matched)), 4),
+        "seconds_per_step": round(sum(r.latency_s for r in chosen) / max(steps, 1), 3),
+        "won": won,
+        "act_matches": matched,
+    }
+
+
+def size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 1e6, 1)
+
+
+FIGURES = ("success", "act_match", "seconds_per_step", "size_mb")
 
 
 def across_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and sample standard deviation of each figure over one loss's seeds."""
-    values = {k: [v for r in rows if (v := get(r)) is not None] for k, get in FIGURES.items()}
+    values = {f: [float(r[f]) for r in rows] for f in FIGURES}
     return {
-        "mean": {k: round(float(np.mean(v)), 4) if v else None for k, v in values.items()},
+        "mean": {f: round(float(np.mean(v)), 4) for f, v in values.items()},
         "sd": {
-            k: round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None for k, v in values.items()
+            f: round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else None for f, v in values.items()
         },
     }
 
 
-def paired_act_match(
-    a: dict[str, Any], b: dict[str, Any], episodes: list[str], resamples: int = 10_000
-) -> dict[str, Any]:
-    """Loss ``a``'s ACT match minus ``b``'s, averaged over seeds, with a 95% bootstrap
-    interval, and the seeds ``a`` wins.
+def paired(a: dict[str, Any], b: dict[str, Any], field: str, resamples: int = 10_000) -> Any:
+    """Row ``a``'s rate of ``field`` (per-episode booleans) minus ``b``'s, each episode's
+    difference the mean over seeds, with a 95% bootstrap interval over episodes (both
+    rows resampled on the same episodes) and the seeds in which ``a`` is ahead.
 
-    The interval resamples whole episodes (``episodes``: each scored step's), paired (a
-    resample draws the same steps for both losses): an episode's steps share a task and
-    a history, so resampling single steps would understate the spread. It covers the
-    choice of held-out episodes, not the choice of seeds."""
-    matches = [np.array([r["act_matches"] for r in x["by_seed"]], dtype=float) for x in (a, b)]
-    difference = matches[0].mean(axis=0) - matches[1].mean(axis=0)
-    names, episode = np.unique(episodes, return_inverse=True)
-    sums, sizes = np.bincount(episode, weights=difference), np.bincount(episode)
-    picks = np.random.default_rng(0).integers(0, len(names), (resamples, len(names)))
-    low, high = np.quantile(sums[picks].sum(axis=1) / sizes[picks].sum(axis=1), [0.025, 0.975])
-    per_seed = matches[0].mean(axis=1) - matches[1].mean(axis=1)
+    An episode is the unit: its steps share a game and a history. The interval covers the
+    choice of held-out episodes; the seeds' spread is reported beside it."""
+    rates = [np.array([r[field] for r in x["by_seed"]], dtype=float) for x in (a, b)]
+    seeds = min(len(rates[0]), len(rates[1]))
+    difference = rates[0][:seeds].mean(axis=0) - rates[1][:seeds].mean(axis=0)
+    picks = np.random.default_rng(0).integers(0, len(difference), (resamples, len(difference)))
+    low, high = np.quantile(difference[picks].mean(axis=1), [0.025, 0.975])
+    per_seed = rates[0][:seeds].mean(axis=1) - rates[1][:seeds].mean(axis=1)
     return {
         "difference": round(float(difference.mean()), 4),
         "ci95": [round(float(low), 4), round(float(high), 4)],
-        "episodes": len(names),
-        "seeds_won": int((per_seed > 0).sum()),
-        "seeds": len(per_seed),
+        "half_width": round(float(high - low) / 2, 4),
+        "episodes": len(difference),
+        "seeds_ahead": int((per_seed > 0).sum()),
+        "seeds": seeds,
     }
 
 
-def plot(scores: dict[str, Any], path: Path) -> None:
-    """Per model a bar (the seeds' mean) and a dot per seed."""
-    names = list(scores)
-    fig, axes = plt.subplots(1, 4, figsize=(15, 3.6))
-    panels = [
-        ("ACT exact match (held-out steps)", "act_match", 1.0),
-        ("free replies that parse (no guidance)", "parsed", 1.0),
-        ("HotPotQA F1 as the agent", "hotpot_f1", 1.0),
-        ("REASON perplexity under teacher", "reason_perplexity", None),
-    ]
-    colors = ["#999999", "#4c72b0", "#dd8452", "#55a868"]
-    for ax, (title, figure, top) in zip(axes, panels, strict=True):
-        rows = [[scores[n]] if n == "teacher" else scores[n]["by_seed"] for n in names]
-        seeds = [[FIGURES[figure](r) or 0.0 for r in group] for group in rows]
-        ax.bar(names, [float(np.mean(v)) for v in seeds], color=colors[: len(names)])
-        for x, values in enumerate(seeds):
-            ax.scatter([x] * len(values), values, color="black", s=10, zorder=3)
-        ax.set_title(title, fontsize=10)
-        if top is not None:
-            ax.set_ylim(0, top)
-        else:
-            ax.set_yscale("log")
-    fig.suptitle("bars: mean over seeds; dots: one student each", fontsize=9)
-    save_figure(fig, path)
+# -- students' settings ------------------------------------------------------------------
+
+
+def student_config(
+    args: argparse.Namespace,
+    loss: LossKind,
+    seed: int,
+    weights: SpanWeights | None = None,
+    **settings: Any,
+) -> TrainConfig:
+    """The students' settings (`add_student_options`) for one loss and seed; span
+    weights only where the loss has spans, so SFT and KD runs resume under theirs."""
+    chosen = (weights or SpanWeights()) if loss == "structured" else SpanWeights()
+    return options.student_config(
+        vars(args), loss=loss, seed=seed, teacher=TEACHER, **asdict(chosen), **settings
+    )
+
+
+def student_name(config: TrainConfig) -> str:
+    """``<loss>[-w<weights>][-curriculum]-seed<n>``: students trained otherwise never
+    stand in for each other."""
+    weights = (config.reason_kl, config.act_kl, config.act_ce)
+    tag = ""
+    if config.loss == "structured" and weights != astuple(SpanWeights()):
+        tag = "-w" + "-".join(f"{w:g}" for w in weights)
+    if config.curriculum:
+        tag += "-curriculum"
+    return f"{config.loss}{tag}-seed{config.seed}"
 
 
 def add_student_options(parser: argparse.ArgumentParser) -> None:
-    """How students are made and trained (shared with distillation_weights.py)."""
+    """How students are made and trained (`TrainConfig`'s fields by name)."""
     parser.add_argument("--layers", type=int, default=24)
     parser.add_argument("--cut", choices=get_args(Cut), default="middle")
     parser.add_argument("--frozen", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--precision", choices=get_args(Precision), default="q8_0")
@@ -429,86 +352,108 @@ def add_student_options(parser: argparse.ArgumentParser) -> None:
         help="backpropagate through the trained blocks' work on the prompt (off: a much "
         "cheaper step; see TrainConfig.prompt_gradient)",
     )
-    for term in ("reason_kl", "act_kl", "act_ce"):
-        parser.add_argument(
-            f"--{term.replace('_', '-')}",
-            type=float,
-            default=getattr(STRUCTURED_WEIGHTS, term),
-            help="weight of this term of the structured loss",
-        )
+
+
+def parse_weights(text: str) -> SpanWeights:
+    """``reason_kl,act_kl,act_ce``, e.g. ``1,1,0``."""
+    values = [float(v) for v in text.split(",")]
+    if len(values) != 3 or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: three weights >= 0, reason_kl,act_kl,act_ce")
+    return SpanWeights(*values)
+
+
+# -- the figure --------------------------------------------------------------------------
+
+
+def plot(scores: dict[str, Any], path: Path) -> None:
+    """Held-out success and first-step ACT match per model: a bar (the seeds' mean) and
+    a dot per seed."""
+    names = list(scores)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for ax, (title, field) in zip(
+        axes,
+        [("held-out success", "success"), ("first-step ACT match with the teacher", "act_match")],
+        strict=True,
+    ):
+        groups = [[scores[n]] if n == "teacher" else scores[n]["by_seed"] for n in names]
+        values = [[float(r[field]) for r in group] for group in groups]
+        ax.bar(names, [float(np.mean(v)) for v in values], color="#4c72b0")
+        for x, seeds in enumerate(values):
+            ax.scatter([x] * len(seeds), seeds, color="black", s=10, zorder=3)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("bars: mean over seeds; dots: one student each", fontsize=9)
+    save_figure(fig, path)
+
+
+# -- the command ---------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["setting", "teacher", "train", "eval"])
-    parser.add_argument(
-        "--setting-games", type=int, default=60, help="training games per k in the setting"
-    )
+    parser.add_argument("--only", choices=["setting", "teacher", "tune", "train", "eval"])
+    parser.add_argument("--setting-games", type=int, default=60)
     parser.add_argument("--remaining-options", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--hotpot-train", type=int, default=60)
-    parser.add_argument("--hotpot-heldout", type=int, default=20)
-    parser.add_argument("--alfworld-train", type=int, default=16)
-    parser.add_argument("--alfworld-heldout", type=int, default=6)
-    parser.add_argument("--train-examples", type=int, default=600)
-    parser.add_argument("--heldout-examples", type=int, default=80)
-    parser.add_argument("--score-examples", type=int, default=80)
-    parser.add_argument("--task-questions", type=int, default=15)
-    parser.add_argument("--task-games", type=int, default=6)
-    add_student_options(parser)
-    parser.add_argument("--seeds", type=int, default=3, help="students per loss")
+    parser.add_argument("--train-games", type=int, help="default: every one not tuned on")
+    parser.add_argument("--samples", type=int, default=3, help="sampled teacher runs")
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--tune-games", type=int, default=40)
     parser.add_argument(
-        "--losses",
-        nargs="+",
-        choices=LOSSES,
-        default=list(LOSSES),
-        help="the losses to train (kd and structured at least: the goal compares them)",
+        "--heldout-episodes", type=int, help="default: the setting's size for 5 points"
     )
+    parser.add_argument("--data", choices=["successful", "all"], default="successful")
+    parser.add_argument("--seeds", type=int, default=5, help="students per loss")
+    parser.add_argument("--curriculum", action="store_true", help="add SAD's curriculum")
+    parser.add_argument("--weights", nargs="+", type=parse_weights, default=list(WEIGHT_OPTIONS))
+    add_student_options(parser)
     args = parser.parse_args()
-    if not {"kd", "structured"} <= set(args.losses):
-        parser.error("--losses must include kd and structured: the goal compares them")
-    if args.only in (None, "setting"):
+    stages = ["setting", "teacher", "tune", "train", "eval"]
+    run = stages if args.only is None else [args.only]
+    if "setting" in run:
         keep_part("setting", setting(args))
     if args.only == "setting":
         return
-    if args.only in (None, "teacher"):
-        teacher_runs(args)
-    if args.only == "teacher":
+    k = saved_part("setting", "setting")["chosen_remaining"]
+    games = game_split(args)
+    if "teacher" in run:
+        keep_part("teacher", teacher(args, k, games))
+    if "tune" in run:
+        keep_part("tune", tune(args, k, games))
+    if args.only in ("teacher", "tune"):
         return
-    train_set, heldout = datasets(args)
-    made = students(args, train_set)
-    if args.only == "train":
-        return
-    steps = scored_steps(load_dataset(heldout)[0], args.score_examples)
-    scores = evaluation(args, train_set, steps, made)
-    teacher_success = {
-        name: float(np.mean([r.success for r in read_items(RUNS / name).values()]))
-        for name in ("hotpot-train", "alfworld-train")
-    }
-    result = {
-        "benchmark": "distillation",
-        "machine": machine(),
-        "settings": vars(args) | {"teacher": TEACHER, "alfworld_steps": ALFWORLD_STEPS},
-        "teacher_success_on_training_runs": teacher_success,
-        "datasets": {
-            split: json.loads((folder / "stats.json").read_text())
-            for split, folder in (("train", train_set), ("heldout", heldout))
-        },
-        "scores": scores,
-    }
-    structured, kd = scores["structured"], scores["kd"]
-    paired = paired_act_match(structured, kd, [e.source for e in steps])
-    result["structured_vs_kd_act_match"] = paired
-    result["goal"] = {
-        # ahead on the mean is not enough: the interval over episodes must clear zero
-        "structured_beats_kd_on_act_match": paired["ci95"][0] > 0,
-        "structured_beats_kd_on_task_success": {
-            task: structured["mean"][f"{task}_success"] > kd["mean"][f"{task}_success"]
-            for task in ("hotpot", "alfworld")
-        },
-    }
-    for name, part in result.items():
-        keep_part(name, part)
-    plot(scores, RESULTS / "distillation.png")
+    weights = SpanWeights(**saved_part("tune", "tune")["best"])
+    if "train" in run:
+        rows = [r for r in STUDENTS if r != "curriculum" or args.curriculum]
+        for seed in range(args.seeds):
+            for row in rows:
+                student(args, row, seed, weights)
+    if "eval" in run:
+        scores = evaluation(args, k, games["heldout"], weights)
+        comparisons = {
+            f"{a}_vs_{b}": {
+                field: paired(scores[a], scores[b], field) for field in ("won", "act_matches")
+            }
+            for a, b in PAIRS
+            if a in scores and b in scores
+        }
+        success = comparisons["structured_vs_kd"]["won"]
+        keep_part(
+            "eval",
+            {
+                "machine": machine(),
+                "settings": {n: v for n, v in vars(args).items() if n != "weights"}
+                | {"teacher": TEACHER, "remaining": k, "weights": asdict(weights)},
+                "dataset": json.loads((dataset(args) / "stats.json").read_text()),
+                "scores": scores,
+                "comparisons": comparisons,
+                "goal": {
+                    # ahead on the mean is not enough: the interval must clear zero
+                    "structured_beats_kd_on_task_success": success["ci95"][0] > 0,
+                    "interval_tight_enough": success["half_width"] <= 0.04,
+                },
+            },
+        )
+        plot(scores, RESULTS / "distillation.png")
 
 
 if __name__ == "__main__":

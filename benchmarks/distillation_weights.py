@@ -5,15 +5,16 @@ distillation benchmark's training dataset by episode (a seeded draw of a quarter
 agent's episodes) into a fit part and a tuning part, trains students on the fit part with
 the benchmark's settings (`distillation.add_student_options`), one per weight setting and
 seed, and scores each one's ACT match on the tuning part's steps. A KD student per seed
-is the reference. The best setting's weights are what ``distillation.py --reason-kl
+is the reference. The best setting's weights are what ``distillation_react.py --reason-kl
 --act-kl --act-ce`` should then be given.
 
-Run after ``distillation.py --only train`` (it reads runs/distillation/dataset-train).
+Run after ``distillation_react.py --only train`` (it reads
+runs/distillation-react/dataset-train).
 Writes benchmarks/results/distillation_weights.json and distillation_weights.png.
 
 Usage:
     python benchmarks/distillation_weights.py [--weights 1,1,0 2,1,0 1,1,1]
-        [--seeds 2] [--tune-steps 48] [distillation.py's student options]
+        [--seeds 2] [--tune-steps 48] [distillation_react.py's student options]
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from _common import RESULTS, machine, write_json
-from distillation import (
+from distillation_react import (
     RUNS,
     TEACHER,
     add_student_options,
