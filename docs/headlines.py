@@ -330,8 +330,8 @@ HEADLINES: tuple[Headline, ...] = (
     Headline(
         result="distillation",
         what="The distillation setting: the teacher's success in ALFWorld games entered "
-        "{setting/chosen_remaining} expert command(s) before the goal, scored choices "
-        "(training games)",
+        "k = {setting/chosen_remaining} expert commands before the goal, with scored "
+        "choices (training games)",
         value="setting/by_remaining/remaining={setting/chosen_remaining}/success",
         fmt="{:.1%}",
         interval="setting/by_remaining/remaining={setting/chosen_remaining}/ci95",
