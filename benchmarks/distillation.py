@@ -31,23 +31,32 @@ Stages (each resumable; ``--only`` runs one; run directories under runs/distilla
    paired differences (structured - KD, structured - SFT, and the curriculum's against
    structured), each episode's difference the mean over seeds, with 95% bootstrap
    intervals over episodes. The goal counts as met only where the interval clears zero.
+5. ``drafts``: the students (seed 0 of each loss) as speculative-decoding drafts for the
+   teacher on agent steps: the teacher's thought on the first prompt of ``--draft-prompts``
+   held-out episodes (what the agent generates; its command is scored), decoded by the
+   teacher alone and through each draft with a fixed window of ``--draft-window``, against
+   prompt lookup and the layer-truncated self-draft (the students' blocks untrained), in
+   the same run: acceptance rate, speedup (the teacher's seconds over the draft's, median
+   of ``--repeats`` passes per prompt), and whether every output is the teacher's own.
 
 Writes benchmarks/results/distillation.json (each stage's part keeps its own machine and
 commit) and distillation.png.
 
 Usage:
-    python benchmarks/distillation.py [--only setting|teacher|tune|train|eval]
+    python benchmarks/distillation.py [--only setting|teacher|tune|train|eval|drafts]
         [--setting-games 60] [--remaining-options 1 2] [--samples 3] [--temperature 0.7]
         [--train-games N] [--tune-games 40] [--heldout-episodes N] [--data successful|all]
         [--seeds 5]
-        [--curriculum] [--weights 1,1,0 1,1,1 2,1,0] [student options: --layers 24 ...]
+        [--curriculum] [--weights 1,1,0 1,1,1 2,1,0] [--draft-prompts 40] [--draft-window 4]
+        [--repeats 3] [student options: --layers 24 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, astuple
+import time
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any, get_args
 
@@ -67,17 +76,25 @@ from _distill_setting import (
     train_games,
 )
 
+from relaygraph.decoding.drafts import PromptLookupDrafter
+from relaygraph.decoding.rounds import SpeculativeReport
+from relaygraph.decoding.speculative import SpeculativeLLM
+from relaygraph.decoding.window import FixedWindow
 from relaygraph.distill import build_dataset, options, save_dataset
 from relaygraph.distill.losses import LossKind, SpanWeights
-from relaygraph.distill.student import Cut, Precision
+from relaygraph.distill.student import Cut, Precision, choose_blocks, read_shape
 from relaygraph.distill.train import TrainConfig, train
+from relaygraph.eval.alfworld.agent import MAX_TOKENS as ALFWORLD_MAX_TOKENS
 from relaygraph.eval.alfworld.games import AlfworldGame
 from relaygraph.eval.runner import sample_items
 from relaygraph.fileio import save_figure
 from relaygraph.graph.runs import read_items
 from relaygraph.llm.catalog import packaged_model
 from relaygraph.llm.local import LocalLLM
+from relaygraph.llm.protocol import LLM
 from relaygraph.llm.registry import load_llm
+from relaygraph.llm.truncate import truncate_layers
+from relaygraph.llm.types import ChatPrompt, Completion, GenerationParams, Message
 
 TEACHER = "smollm2-135m"
 RUNS = Path("runs/distillation")
@@ -306,6 +323,80 @@ def paired(a: dict[str, Any], b: dict[str, Any], field: str, resamples: int = 10
     }
 
 
+def drafts(args: argparse.Namespace, games: list[AlfworldGame], weights: SpanWeights) -> Any:
+    """Each draft's acceptance and lossless speedup on the teacher's agent steps."""
+    teacher_llm = LocalLLM.load(TEACHER)
+    self_draft = RUNS / f"self-draft-{args.layers}-{args.cut}.gguf"
+    if not self_draft.exists():
+        blocks = choose_blocks(
+            read_shape(packaged_model(TEACHER).locate()).blocks, args.layers, args.cut
+        )
+        truncate_layers(packaged_model(TEACHER).locate(), self_draft, keep=blocks)
+    candidates: dict[str, Any] = {
+        "prompt lookup": PromptLookupDrafter(max_ngram=4, min_ngram=3),
+        "self-draft (untrained)": LocalLLM(self_draft, name="self-draft"),
+    }
+    for row in ("sft", "kd", "structured"):
+        folder = student(args, row, 0, weights)
+        candidates[row] = LocalLLM(folder / "student.gguf", name=folder.name)
+    prompts = agent_prompts(RUNS / "teacher-heldout", [g.name for g in games][: args.draft_prompts])
+    params = GenerationParams(max_tokens=ALFWORLD_MAX_TOKENS, stop=("\n",))
+    alone = [timed(teacher_llm, p, params, args.repeats) for p in prompts]
+    rows = {}
+    for name, draft in candidates.items():
+        spec = SpeculativeLLM(draft, teacher_llm, FixedWindow(args.draft_window))
+        runs = [timed(spec, p, params, args.repeats) for p in prompts]
+        reports = [SpeculativeReport.model_validate(r.completion.decoding) for r in runs]
+        drafted = sum(r.drafted for r in reports)
+        rows[name] = {
+            "acceptance_rate": round(sum(r.accepted for r in reports) / max(drafted, 1), 4),
+            "speedup": round(sum(a.seconds for a in alone) / sum(r.seconds for r in runs), 3),
+            "lossless": all(
+                r.completion.text == a.completion.text for r, a in zip(runs, alone, strict=True)
+            ),
+        }
+    return {
+        "machine": machine(),
+        "prompts": len(prompts),
+        "window": args.draft_window,
+        "teacher_seconds": round(sum(a.seconds for a in alone), 3),
+        "drafts": rows,
+    }
+
+
+def agent_prompts(run: Path, ids: list[str]) -> list[ChatPrompt]:
+    """The prompt of each episode's first step in ``run``, with the reply's start: where
+    the agent writes its thought."""
+    records = read_items(run)
+    prompts = []
+    for item in ids:
+        trace = records[item].trace
+        if trace is None:
+            continue
+        step = json.loads((run / trace).read_text())["steps"][0]
+        messages = tuple(Message.model_validate(m) for m in step["prompt"])
+        prompts.append(ChatPrompt(messages=messages, prefill=step["prefill"]))
+    return prompts
+
+
+@dataclass(frozen=True)
+class Timed:
+    completion: Completion
+    seconds: float
+
+
+def timed(llm: LLM, prompt: ChatPrompt, params: GenerationParams, repeats: int) -> Timed:
+    """The median wall time of ``repeats`` greedy completions of ``prompt``, after one
+    untimed (each pass reads the same cached prompt prefix)."""
+    llm.complete(prompt, params)
+    runs = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        completion = llm.complete(prompt, params)
+        runs.append(Timed(completion, time.perf_counter() - began))
+    return sorted(runs, key=lambda t: t.seconds)[len(runs) // 2]
+
+
 # -- students' settings ------------------------------------------------------------------
 
 
@@ -391,7 +482,7 @@ def plot(scores: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=["setting", "teacher", "tune", "train", "eval"])
+    parser.add_argument("--only", choices=["setting", "teacher", "tune", "train", "eval", "drafts"])
     parser.add_argument("--setting-games", type=int, default=60)
     parser.add_argument("--remaining-options", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--train-games", type=int, help="default: every one not tuned on")
@@ -405,9 +496,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="students per loss")
     parser.add_argument("--curriculum", action="store_true", help="add SAD's curriculum")
     parser.add_argument("--weights", nargs="+", type=parse_weights, default=list(WEIGHT_OPTIONS))
+    parser.add_argument("--draft-prompts", type=int, default=40)
+    parser.add_argument("--draft-window", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
     add_student_options(parser)
     args = parser.parse_args()
-    stages = ["setting", "teacher", "tune", "train", "eval"]
+    stages = ["setting", "teacher", "tune", "train", "eval", "drafts"]
     run = stages if args.only is None else [args.only]
     if "setting" in run:
         keep_part("setting", setting(args))
@@ -454,6 +548,8 @@ def main() -> None:
             },
         )
         plot(scores, RESULTS / "distillation.png")
+    if "drafts" in run:
+        keep_part("drafts", drafts(args, games["heldout"], weights))
 
 
 if __name__ == "__main__":
