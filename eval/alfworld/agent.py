@@ -82,7 +82,9 @@ class EpisodeGuard:
     def decide(self, state: ReasoningState) -> ReasoningDecision:
         if self.env.error is not None:
             return ReasoningDecision("stop", f"the environment failed: {self.env.error}")
-        if self.env.done and (self.env.late_commands or self.stop_when_over):
+        if self.env.done and self.stop_when_over:
+            return ReasoningDecision("stop", "the episode is over")
+        if self.env.done and self.env.late_commands:
             return ReasoningDecision("stop", "the episode is over and the agent did not finish")
         return self.inner.decide(state)
 
