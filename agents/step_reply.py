@@ -14,6 +14,7 @@ from relaygraph.agents.extraction import (
     answer_candidates,
     calibrated,
 )
+from relaygraph.agents.priors import prior_scores
 from relaygraph.agents.prompts import step_prompt
 from relaygraph.agents.react import (
     ACTION_TOKENS,
@@ -297,7 +298,8 @@ class StepCaller:
     ) -> dict[str, float] | StepOutput:
         """Each candidate's `calibrated` score (per token, or in total: the
         log-probability ratio itself), the scoring charged to the budget (or the
-        budget's refusal as the step's end)."""
+        budget's refusal as the step's end). Scores after ``neutral`` are kept per model
+        (`prior_scores`): only those computed now are charged."""
         agent, record = self.agent, self.record
         prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
         candidate_tokens = sum(len(agent.llm.tokenize(c)) for c in candidates)
@@ -307,20 +309,19 @@ class StepCaller:
         record.budget = BudgetRecord.of(note)
         if allowed <= 0:
             return fail_step(record, "budget", note)
-        scores = {
-            name: {c: agent.llm.score(prompt, c) for c in candidates}
-            for name, prompt in (("asked", asked), ("neutral", neutral))
-        }
-        for score in (s for by_candidate in scores.values() for s in by_candidate.values()):
+        asked_scores = {c: agent.llm.score(asked, c) for c in candidates}
+        neutral_scores = prior_scores(agent.llm, neutral, candidates)
+        computed = [*asked_scores.values(), *(s for s, new in neutral_scores.values() if new)]
+        for score in computed:
             evaluated = score.prompt_tokens - score.cached_tokens + len(score.tokens)
             self.inp.budget.charge(agent.role, agent.llm.name, evaluated, 0, score.latency_s)
             record.prompt_tokens += evaluated
             record.latency_s += score.latency_s
         return {
             c: calibrated(
-                scores["asked"][c].total_logprob,
-                scores["neutral"][c].total_logprob,
-                len(scores["asked"][c].tokens) if per_token else 1,
+                asked_scores[c].total_logprob,
+                neutral_scores[c][0].total_logprob,
+                len(asked_scores[c].tokens) if per_token else 1,
             )
             for c in candidates
         }

@@ -313,3 +313,33 @@ def test_scored_choices_follow_the_task_and_are_recorded(smollm2: LocalLLM) -> N
         assert max(step.model.choice_scores, key=step.model.choice_scores.__getitem__) == expected
         assert step.output.endswith(f"\nAction: act[{expected}]")
         assert step.prompt_tokens > 0 and step.latency_s > 0
+
+
+@pytest.mark.slow
+def test_prior_scores_are_kept_per_model_and_charged_once(smollm2: LocalLLM) -> None:
+    from relaygraph.agents.priors import prior_scores
+    from relaygraph.llm.types import ChatPrompt, Message
+
+    class Counting:
+        """SmolLM2, counting its scoring calls."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def score(self, prompt: ChatPrompt, continuation: str) -> object:
+            self.calls += 1
+            return smollm2.score(prompt, continuation)
+
+    model = Counting()
+    prompt = ChatPrompt(messages=(Message(role="user", content="Task: "),), prefill="Action: act[")
+    first = prior_scores(model, prompt, ["go to desk 1]", "open drawer 2]"])  # type: ignore[arg-type]
+    again = prior_scores(model, prompt, ["open drawer 2]", "look]"])  # type: ignore[arg-type]
+    assert model.calls == 3  # "open drawer 2]" was kept
+    assert [new for _, new in first.values()] == [True, True]
+    assert again["open drawer 2]"] == (first["open drawer 2]"][0], False)
+    assert again["look]"][1] is True
+    other = ChatPrompt(messages=prompt.messages, prefill="Action: go[")
+    assert prior_scores(model, other, ["open drawer 2]"])["open drawer 2]"][1] is True  # type: ignore[arg-type]
+    fresh = Counting()
+    prior_scores(fresh, prompt, ["go to desk 1]"])  # type: ignore[arg-type]
+    assert fresh.calls == 1  # kept per model, not shared between models
