@@ -81,7 +81,8 @@ class Agent:
             valid commands) is picked: ``decode`` (generated, under the step grammar
             where there is one) or ``calibrated`` (after the thought, each choice is
             scored, minus its score after a prompt with no task: the likeliest by that
-            margin; see `relaygraph.agents.choice`). Needs exactly one tool, with choices.
+            margin; see `relaygraph.agents.step_reply`). Needs exactly one tool, with
+            choices.
     """
 
     name: str
