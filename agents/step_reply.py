@@ -107,12 +107,7 @@ class StepCaller:
         observed = self.inp.last_observation is not None
         forced = not self.policy.finish and len(self.policy.tools) == 1
         act_only = self.act_only or (forced and not observed)
-        if act_only:
-            head = "Action: "
-        elif observed:
-            head = "Thought: The observation says"
-        else:
-            head = "Thought:"
+        head = "Action: " if act_only else self._thought_head()
         first = self._call(head, max_tokens, (), self._grammar(thought=not act_only))
         if not isinstance(first, str):
             return first
@@ -126,6 +121,12 @@ class StepCaller:
         base = "Action: " if act_only else f"Thought: {thought.strip()}\nAction: "
         rest = self._call(base, ACTION_TOKENS, (), self._grammar(thought=False))
         return base + rest if isinstance(rest, str) else rest
+
+    def _thought_head(self) -> str:
+        """How a thought starts: from the observation when there is one (see
+        `_constrained`)."""
+        observed = self.inp.last_observation is not None
+        return "Thought: The observation says" if observed else "Thought:"
 
     def _scored_choices(self) -> list[str]:
         """The choices of the step's one tool, when it may be called and has some."""
@@ -148,8 +149,7 @@ class StepCaller:
         tool = next(iter(self.policy.tools.values()))
         base = started = "Action:"
         if not self.act_only:
-            observed = self.inp.last_observation is not None
-            started = "Thought: The observation says" if observed else "Thought:"
+            started = self._thought_head()
             first = self._call(started, max_tokens, ("\n", *REPLY_STOPS))
             if not isinstance(first, str):
                 return first
@@ -185,11 +185,13 @@ class StepCaller:
         ``prefill``) minus after the prompt with no task and no context (`_rank`, in
         total: a command's words are the choice, however many tokens they take)."""
         neutral = step_prompt(self.agent, "", "", act_only=True, prefill=neutral_prefill)
-        try:
-            return self._rank(candidates, self._prompt(prefill), neutral, per_token=False)
-        except (LLMError, ConfigError) as exc:
-            message = f"choice_scoring='calibrated' needs a model that scores text: {exc}"
-            return fail_step(self.record, "model", message)
+        return self._rank(
+            candidates,
+            self._prompt(prefill),
+            neutral,
+            per_token=False,
+            feature="choice_scoring='calibrated'",
+        )
 
     def native(self, max_tokens: int) -> ReActStep | StepOutput:
         """One step through the model's own tool calling: a call, or the answer."""
@@ -270,12 +272,7 @@ class StepCaller:
         neutral = step_prompt(
             agent, NEUTRAL_TASK, self.context, act_only=True, prefill=ANSWER_PREFILL
         )
-        try:
-            ranked = self._rank(candidates, asked, neutral)
-        except (LLMError, ConfigError) as exc:
-            return fail_step(
-                record, "model", f"answer_format='extract' needs a model that scores text: {exc}"
-            )
+        ranked = self._rank(candidates, asked, neutral, feature="answer_format='extract'")
         if isinstance(ranked, StepOutput):
             return ranked
         best = max(candidates, key=ranked.__getitem__)
@@ -295,22 +292,27 @@ class StepCaller:
         neutral: ChatPrompt,
         *,
         per_token: bool = True,
+        feature: str,
     ) -> dict[str, float] | StepOutput:
         """Each candidate's `calibrated` score (per token, or in total: the
         log-probability ratio itself), the scoring charged to the budget (or the
         budget's refusal as the step's end). Scores after ``neutral`` are kept per model
-        (`prior_scores`): only those computed now are charged."""
+        (`prior_scores`): only those computed now are charged. A model that cannot score
+        ends the step, naming the ``feature`` that needed it."""
         agent, record = self.agent, self.record
-        prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
-        candidate_tokens = sum(len(agent.llm.tokenize(c)) for c in candidates)
-        allowed, note = self.inp.budget.admit(
-            agent.role, agent.llm.name, prompt_tokens + 2 * candidate_tokens, 1
-        )
-        record.budget = BudgetRecord.of(note)
-        if allowed <= 0:
-            return fail_step(record, "budget", note)
-        asked_scores = {c: agent.llm.score(asked, c) for c in candidates}
-        neutral_scores = prior_scores(agent.llm, neutral, candidates)
+        try:  # counting, tokenizing and scoring: what a model that cannot score refuses
+            prompt_tokens = agent.llm.count_tokens(asked) + agent.llm.count_tokens(neutral)
+            candidate_tokens = sum(len(agent.llm.tokenize(c)) for c in candidates)
+            allowed, note = self.inp.budget.admit(
+                agent.role, agent.llm.name, prompt_tokens + 2 * candidate_tokens, 1
+            )
+            record.budget = BudgetRecord.of(note)
+            if allowed <= 0:
+                return fail_step(record, "budget", note)
+            asked_scores = {c: agent.llm.score(asked, c) for c in candidates}
+            neutral_scores = prior_scores(agent.llm, neutral, candidates)
+        except (LLMError, ConfigError) as exc:
+            return fail_step(record, "model", f"{feature} needs a model that scores text: {exc}")
         computed = [*asked_scores.values(), *(s for s, new in neutral_scores.values() if new)]
         for score in computed:
             evaluated = score.prompt_tokens - score.cached_tokens + len(score.tokens)

@@ -343,3 +343,12 @@ def test_prior_scores_are_kept_per_model_and_charged_once(smollm2: LocalLLM) -> 
     fresh = Counting()
     prior_scores(fresh, prompt, ["go to desk 1]"])  # type: ignore[arg-type]
     assert fresh.calls == 1  # kept per model, not shared between models
+
+
+def test_scored_choices_on_a_model_that_cannot_score_fail_the_step_clearly() -> None:
+    tool = Tool.from_function(search, choices=lambda: ["Paris", "Rome"])
+    llm = ScriptedLLM(["Thought: look Paris up."])  # the thought; it cannot score
+    graph = one_agent(llm, tools=[tool], choice_scoring="calibrated", max_tool_calls=1)
+    result = graph.compile().invoke("Which river flows through Paris?")
+    assert not result.ok and result.error is not None
+    assert "choice_scoring='calibrated' needs a model that scores text" in result.error.message

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel
 
 from relaygraph.agents import Agent, StandardRole, Tool
-from relaygraph.errors import ConfigError
 from relaygraph.eval.alfworld.demos import DemoSet, load_demos, think
 from relaygraph.eval.alfworld.env import AlfworldEnv, AlfworldEnvError
 from relaygraph.eval.alfworld.games import Split, TaskType
@@ -222,17 +221,17 @@ def run_game(
 ) -> GameOutcome:
     """Play ``game`` with the graph ``factory`` builds; the environment is always closed.
 
-    With ``remaining`` the game starts that many expert commands before its goal (see
-    `enter`); the agent then has ``max_steps`` commands of its own. An engine failure
-    (loading, a command, closing) is reported in the outcome's ``error`` and the game
-    counts as lost; it never raises.
+    With ``remaining`` the game starts that many expert commands before its goal
+    (`AlfworldGame.expert_prefix`, then `enter`); the agent then has ``max_steps``
+    commands of its own. An engine failure (loading, a command, closing) is reported in
+    the outcome's ``error`` and the game counts as lost; it never raises.
 
     Raises:
         ConfigError: Bad ``max_steps`` or ``remaining``, a factory or model that cannot
             build a graph, or the engine packages are missing.
     """
     began = time.perf_counter()
-    prefix = expert_prefix(game, remaining)
+    prefix = () if remaining is None else game.expert_prefix(remaining)
     env = AlfworldEnv(game, max_steps=len(prefix) + max_steps)
     result: RunResult | None = None
     # An engine failure is kept in env.error (the first one, if several) and reported.
@@ -251,24 +250,6 @@ def run_game(
         error=str(env.error) if env.error is not None else None,
         result=result,
     )
-
-
-def expert_prefix(game: AlfworldGame, remaining: int | None) -> tuple[str, ...]:
-    """The expert commands played before the agent's turn: all but the last
-    ``remaining`` of the walkthrough (none when ``remaining`` is None).
-
-    Raises:
-        ConfigError: ``remaining`` is not in 1..len(walkthrough).
-    """
-    if remaining is None:
-        return ()
-    if not 1 <= remaining <= len(game.walkthrough):
-        raise ConfigError(
-            f"remaining must be in 1..{len(game.walkthrough)} for {game.name}, got {remaining}",
-            parameter="remaining",
-            value=remaining,
-        )
-    return tuple(game.walkthrough[:-remaining])
 
 
 def enter(env: AlfworldEnv, game: AlfworldGame, prefix: tuple[str, ...]) -> str:

@@ -76,6 +76,21 @@ class AlfworldGame(BaseModel):
     path: Path
     walkthrough: tuple[str, ...]
 
+    def expert_prefix(self, remaining: int) -> tuple[str, ...]:
+        """The expert commands before the last ``remaining``: what is played before an
+        episode that starts ``remaining`` commands from the goal.
+
+        Raises:
+            ConfigError: ``remaining`` is not in 1..len(walkthrough).
+        """
+        if not 1 <= remaining <= len(self.walkthrough):
+            raise ConfigError(
+                f"remaining must be in 1..{len(self.walkthrough)} for {self.name}, got {remaining}",
+                parameter="remaining",
+                value=remaining,
+            )
+        return self.walkthrough[:-remaining]
+
 
 class _GameFile(BaseModel):
     """The fields of a ``game.tw-pddl`` file that relaygraph relies on."""

@@ -236,11 +236,7 @@ class Recorder:
         Raises:
             ConfigError: ``remaining`` is not in 1..len(walkthrough), or ``max_steps`` < 1.
         """
-        if not 1 <= remaining <= len(game.walkthrough):
-            raise ConfigError(
-                f"remaining must be in 1..{len(game.walkthrough)} for {game.name}, got {remaining}",
-                parameter="remaining",
-            )
+        game.expert_prefix(remaining)  # checks remaining
         if max_steps < 1:
             raise ConfigError(f"max_steps must be at least 1, got {max_steps}")
         self._games[game.name] = game
@@ -329,7 +325,7 @@ def _enter(
     first = env.reset()
     last = first
     history: list[tuple[str, str]] = []
-    for command in (*game.walkthrough[: -episode.remaining], *commands):
+    for command in (*game.expert_prefix(episode.remaining), *commands):
         last = env.step(command)
         history.append((command, last.text))
     return first.text, history, last
