@@ -97,7 +97,7 @@ def play(
     records = read_items(out)
     chosen = [records[g.name] for g in games]
     wins = sum(r.success for r in chosen)
-    seconds = sum(r.latency_s or 0.0 for r in chosen)
+    seconds = sum(r.latency_s for r in chosen)
     return {
         "remaining": remaining,
         "episodes": len(chosen),

@@ -88,7 +88,7 @@ from relaygraph.eval.alfworld.agent import MAX_TOKENS as ALFWORLD_MAX_TOKENS
 from relaygraph.eval.alfworld.games import AlfworldGame
 from relaygraph.eval.runner import sample_items
 from relaygraph.fileio import save_figure
-from relaygraph.graph.runs import read_items
+from relaygraph.graph.runs import ItemRecord, read_items
 from relaygraph.llm.catalog import packaged_model
 from relaygraph.llm.local import LocalLLM
 from relaygraph.llm.protocol import LLM
@@ -200,6 +200,11 @@ def dataset(args: argparse.Namespace) -> Path:
     return folder
 
 
+def student_rows(args: argparse.Namespace) -> list[str]:
+    """The comparison's rows: `STUDENTS`, the curriculum's only with ``--curriculum``."""
+    return [r for r in STUDENTS if r != "curriculum" or args.curriculum]
+
+
 def student(args: argparse.Namespace, row: str, seed: int, weights: SpanWeights) -> Path:
     """The student of ``row`` and ``seed``, trained when missing; its folder."""
     loss: LossKind = "structured" if row == "curriculum" else row  # type: ignore[assignment]
@@ -230,11 +235,10 @@ def evaluation(
     """Every model's held-out play, per-episode outcomes, and the rows per loss."""
     ids = [g.name for g in games]
     teacher_run = RUNS / "teacher-heldout"
-    teacher_actions = first_actions(teacher_run, ids)
+    teacher_actions = first_actions(teacher_run, read_items(teacher_run), ids)
     scores: dict[str, Any] = {"teacher": outcome(teacher_run, ids, teacher_actions)}
     scores["teacher"]["size_mb"] = size_mb(packaged_model(TEACHER).locate())
-    rows = [r for r in STUDENTS if r != "curriculum" or args.curriculum]
-    for row in rows:
+    for row in student_rows(args):
         by_seed = []
         for seed in range(args.seeds):
             folder = student(args, row, seed, weights)
@@ -247,9 +251,9 @@ def evaluation(
     return scores
 
 
-def first_actions(run: Path, ids: list[str]) -> list[str | None]:
-    """Each episode's first command in ``run`` (None: the agent sent none)."""
-    records = read_items(run)
+def first_actions(run: Path, records: dict[str, ItemRecord], ids: list[str]) -> list[str | None]:
+    """Each episode's first command in ``run`` (its ``records``; None: the agent sent
+    none)."""
     actions: list[str | None] = []
     for item in ids:
         record = records[item]
@@ -270,7 +274,7 @@ def outcome(run: Path, ids: list[str], teacher_actions: list[str | None]) -> dic
     won = [r.success == 1.0 for r in chosen]
     matched = [
         a is not None and a == t
-        for a, t in zip(first_actions(run, ids), teacher_actions, strict=True)
+        for a, t in zip(first_actions(run, records, ids), teacher_actions, strict=True)
     ]
     steps = sum(r.steps for r in chosen)
     return {
@@ -517,9 +521,8 @@ def main() -> None:
         return
     weights = SpanWeights(**saved_part("tune", "tune")["best"])
     if "train" in run:
-        rows = [r for r in STUDENTS if r != "curriculum" or args.curriculum]
         for seed in range(args.seeds):
-            for row in rows:
+            for row in student_rows(args):
                 student(args, row, seed, weights)
     if "eval" in run:
         scores = evaluation(args, k, games["heldout"], weights)

@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 from _common import RESULTS, machine, write_json
+from distillation import parse_weights
 from distillation_react import (
     RUNS,
     TEACHER,
@@ -81,14 +82,6 @@ def parts(share: float) -> dict[str, Path]:
             )
             save_dataset(chosen, sizes, folders[name])
     return folders
-
-
-def parse_weights(text: str) -> SpanWeights:
-    """``reason_kl,act_kl,act_ce``, e.g. ``1,1,0``."""
-    values = [float(v) for v in text.split(",")]
-    if len(values) != 3 or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: three weights >= 0, reason_kl,act_kl,act_ce")
-    return SpanWeights(*values)
 
 
 def main() -> None:
